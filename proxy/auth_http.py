@@ -1,0 +1,257 @@
+"""The auth_http client: the request nginx sends, and nginx's exact reading of the reply.
+
+build_request() and parse_response() are pure; query() is the only I/O here. The parser
+copies nginx's rules (spec §10.3-10.4): the HTTP status is ignored, header names are
+[A-Za-z0-9-], the whole header block must fit in 1024 bytes, the last occurrence wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import dataclass, field
+
+from proxy.conf.settings import AuthHttp
+
+RESPONSE_LIMIT = 1024
+
+_ESCAPE = {b: b"%%%02X" % b for b in range(0x21)} | {0x25: b"%25"}
+
+
+def escape(value: bytes) -> bytes:
+    """Escape as nginx's NGX_ESCAPE_MAIL_AUTH: controls, space and '%' only."""
+    if not any(b <= 0x20 or b == 0x25 for b in value):
+        return value
+    return b"".join(_ESCAPE.get(b, bytes((b,))) for b in value)
+
+
+@dataclass
+class AuthRequest:
+    """What one auth request says; the session fills it from its state."""
+
+    method: str  # plain | apop | cram-md5 | external | none
+    user: bytes
+    password: bytes | None
+    protocol: str
+    attempt: int
+    client_ip: str
+    salt: bytes | None = None  # includes its CRLF, as nginx stores it
+    client_host: str | None = None
+    proxy_protocol: tuple[str, int, str, int] | None = None
+    smtp_helo: bytes = b""
+    smtp_from: bytes = b""
+    smtp_to: bytes = b""
+    ssl_headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def build_request(conf: AuthHttp, extra_headers: tuple[tuple[str, str], ...],
+                  req: AuthRequest) -> bytes:
+    out = [
+        b"GET %s HTTP/1.0\r\n" % conf.uri.encode(),
+        b"Host: %s\r\n" % conf.host_header.encode(),
+        b"Auth-Method: %s\r\n" % req.method.encode(),
+        b"Auth-User: %s\r\n" % escape(req.user),
+        b"Auth-Pass: %s\r\n" % escape(req.password or b""),
+    ]
+    if req.salt and req.method in ("apop", "cram-md5"):
+        out.append(b"Auth-Salt: %s" % req.salt)
+    out += [
+        b"Auth-Protocol: %s\r\n" % req.protocol.encode(),
+        b"Auth-Login-Attempt: %d\r\n" % req.attempt,
+        b"Client-IP: %s\r\n" % req.client_ip.encode(),
+    ]
+    if req.client_host is not None:
+        out.append(b"Client-Host: %s\r\n" % req.client_host.encode())
+    if req.proxy_protocol:
+        src, sport, dst, dport = req.proxy_protocol
+        out.append(b"Proxy-Protocol-Addr: %s\r\nProxy-Protocol-Port: %d\r\n"
+                   b"Proxy-Protocol-Server-Addr: %s\r\nProxy-Protocol-Server-Port: %d\r\n"
+                   % (src.encode(), sport, dst.encode(), dport))
+    if req.method == "none":
+        out.append(b"Auth-SMTP-Helo: %s\r\nAuth-SMTP-From: %s\r\nAuth-SMTP-To: %s\r\n"
+                   % (req.smtp_helo, req.smtp_from, req.smtp_to))
+    for name, value in req.ssl_headers:
+        out.append(b"%s: %s\r\n" % (name.encode(), value))
+    for name, value in extra_headers:
+        out.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+class AuthServerError(Exception):
+    """The auth server misbehaved; the client gets the internal-error line. .log is nginx's."""
+
+
+@dataclass
+class AuthResponse:
+    """The decoded reply. Exactly one of: failed (error text), wait, or success."""
+
+    error: bytes | None = None  # Auth-Status text other than OK/WAIT
+    wait_status: bool = False
+    server: bytes = b""
+    port: bytes = b""
+    user: bytes | None = None
+    password: bytes | None = None
+    wait: int = 0
+    error_code: bytes | None = None
+
+    def backend(self, peer: str) -> tuple[str, int]:
+        """Validate Auth-Server/Auth-Port for a success; raise as nginx would."""
+        if not self.server or not self.port:
+            raise AuthServerError(f"auth http server {peer} did not send server or port")
+        text = self.server.decode("latin-1")
+        try:
+            addr = str(ipaddress.ip_address(text))
+        except ValueError:
+            raise AuthServerError(
+                f'auth http server {peer} sent invalid server address:"{text}"') from None
+        port_text = self.port.decode("latin-1")
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise AuthServerError(f'auth http server {peer} sent invalid server port:"{port_text}"')
+        return addr, int(port_text)
+
+
+def _skip_status_line(data: bytes, peer: str) -> int | None:
+    """Offset of the first header byte, or None when more data is needed."""
+    if not data.startswith(b"HTTP/"[: len(data)]):
+        return 0  # not a status line: nginx parses headers from byte 0
+    if len(data) < 5:
+        return None
+    lf = data.find(b"\n", 5)
+    cr = data.find(b"\r", 5)
+    if cr >= 0 and (lf < 0 or cr < lf):
+        if cr + 1 == len(data):
+            return None
+        if data[cr + 1] != 0x0A:
+            raise AuthServerError(f"auth http server {peer} sent invalid response")
+        return cr + 2
+    return None if lf < 0 else lf + 1
+
+
+_NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def _header_lines(data: bytes, pos: int, peer: str):
+    """Yield (name, value) exactly as ngx_mail_auth_http_parse_header_line reads them.
+
+    Returns at the empty line ending the block; raises EOFError when it is incomplete.
+    """
+    bad = AuthServerError(f"auth http server {peer} sent invalid header in response")
+    n = len(data)
+    while True:
+        if pos >= n:
+            raise EOFError
+        ch = data[pos]
+        if ch in (0x0A, 0x0D):  # the empty line
+            if ch == 0x0D:
+                if pos + 1 >= n:
+                    raise EOFError
+                if data[pos + 1] != 0x0A:
+                    raise bad
+            return
+        if ch not in _NAME_BYTES:
+            raise bad
+        i = pos + 1
+        while i < n and (data[i] in _NAME_BYTES or data[i] == 0x2D):
+            i += 1
+        name = data[pos:i]
+        if i >= n:
+            raise EOFError
+        value = b""
+        if data[i] == 0x3A:  # ':' then spaces, value, trailing spaces trimmed
+            j = i + 1
+            while j < n and data[j] == 0x20:
+                j += 1
+            k = j
+            while k < n and data[k] not in (0x0D, 0x0A):
+                k += 1
+            value = data[j:k].rstrip(b" ")
+            i = k
+        if i >= n:
+            raise EOFError
+        if data[i] == 0x0D:
+            if i + 1 >= n:
+                raise EOFError
+            if data[i + 1] != 0x0A:
+                raise bad
+            i += 1
+        elif data[i] != 0x0A:
+            raise bad  # any other byte in a header name
+        yield name, value
+        pos = i + 1
+
+
+def parse_response(data: bytes, peer: str) -> AuthResponse | None:
+    """Decode a reply per nginx; None if the header block is not complete yet."""
+    start = _skip_status_line(data, peer)
+    if start is None:
+        return None
+    resp = AuthResponse()
+    try:
+        for name, value in _header_lines(data, start, peer):
+            key = name.lower()
+            if key == b"auth-status":
+                if value == b"OK":
+                    continue
+                if value == b"WAIT":
+                    resp.wait_status = True
+                    continue
+                resp.error = value
+            elif key == b"auth-server":
+                resp.server = value
+            elif key == b"auth-port":
+                resp.port = value
+            elif key == b"auth-user":
+                resp.user = value
+            elif key == b"auth-pass":
+                resp.password = value
+            elif key == b"auth-wait":
+                if value.isdigit():
+                    resp.wait = int(value)
+            elif key == b"auth-error-code":
+                resp.error_code = value
+    except EOFError:
+        return None
+    return resp
+
+
+async def query(conf: AuthHttp, request: bytes, timeout: float) -> AuthResponse:
+    """Send one request and read the reply within `timeout` in total (nginx's timers)."""
+    peer = conf.text if conf.unix_path else f"{conf.addr}:{conf.port}"
+    try:
+        return await asyncio.wait_for(_exchange(conf, request, peer), timeout)
+    except asyncio.TimeoutError:
+        raise AuthServerError(f"auth http server {peer} timed out") from None
+
+
+async def _exchange(conf: AuthHttp, request: bytes, peer: str) -> AuthResponse:
+    try:
+        if conf.unix_path:
+            reader, writer = await asyncio.open_unix_connection(conf.unix_path)
+        else:
+            reader, writer = await asyncio.open_connection(conf.addr, conf.port)
+    except OSError as exc:
+        raise AuthServerError(
+            f"connect() to {peer} failed ({exc.errno}: {exc.strerror}) "
+            "while in http auth state") from None
+    try:
+        writer.write(request)
+        data = b""
+        while True:
+            try:
+                chunk = await reader.read(RESPONSE_LIMIT - len(data))
+            except OSError as exc:
+                raise AuthServerError(
+                    f"auth http server {peer} read failed ({exc.errno}: {exc.strerror})"
+                ) from None
+            if not chunk:
+                # EOF, or the 1024-byte buffer is full: nginx treats both as a failed read
+                raise AuthServerError(f"auth http server {peer} sent invalid response")
+            data += chunk
+            resp = parse_response(data, peer)
+            if resp is not None:
+                return resp
+            if len(data) >= RESPONSE_LIMIT:
+                raise AuthServerError(f"auth http server {peer} sent invalid response")
+    finally:
+        writer.close()

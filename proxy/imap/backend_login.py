@@ -1,0 +1,56 @@
+"""Logging into the IMAP backend for the client (spec §11.3).
+
+Always synchronising literals, so any byte in a login or password is safe; the client's own
+tag is reused so the backend's tagged OK answers the client's LOGIN/AUTHENTICATE.
+"""
+
+from __future__ import annotations
+
+from proxy.backend_login import ACCEPT, AGAIN, REJECT, BackendLogin, LoggedIn, Outcome
+
+
+class ImapBackendLogin(BackendLogin):
+    def __init__(self, tag: bytes, login: bytes, password: bytes, proxy_buffer: int,
+                 pass_error_message: bool, tolerate_untagged: bool = True) -> None:
+        super().__init__(proxy_buffer, pass_error_message)
+        self.tag = tag
+        self.login = login
+        self.password = password
+        self.tolerate_untagged = tolerate_untagged
+        self.state = "start"
+        self.action = "reading response from upstream"
+
+    def check(self, reply: bytes) -> tuple[int, int]:
+        state = self.state
+        if state == "start":
+            return (ACCEPT if reply.startswith(b"* OK") else REJECT), 0
+        if state in ("login", "user"):
+            return (ACCEPT if reply.startswith(b"+") else REJECT), 0
+        # passwd: one untagged line (e.g. * CAPABILITY) may precede the tagged reply
+        p = 0
+        if self.tolerate_untagged and reply.startswith(b"* "):
+            end = reply.find(b"\r\n", 2)
+            p = end + 2
+            if len(reply) - p < 4:
+                return AGAIN, p
+        if reply.startswith(self.tag, p) and reply.startswith(b"OK", p + len(self.tag)):
+            return ACCEPT, p
+        return REJECT, p
+
+    def start(self) -> Outcome:
+        return None  # the backend speaks first
+
+    def advance(self) -> Outcome:
+        if self.state == "start":
+            self.state = "login"
+            self.action = "sending LOGIN command to upstream"
+            return self.send(b"%sLOGIN {%d}\r\n" % (self.tag, len(self.login)))
+        if self.state == "login":
+            self.state = "user"
+            self.action = "sending user name to upstream"
+            return self.send(b"%s {%d}\r\n" % (self.login, len(self.password)))
+        if self.state == "user":
+            self.state = "passwd"
+            self.action = "sending password to upstream"
+            return self.send(self.password + b"\r\n")
+        return LoggedIn(bytes(self.buf))

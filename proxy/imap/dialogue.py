@@ -1,0 +1,480 @@
+"""The IMAP client dialogue before authentication, byte for byte as nginx speaks it.
+
+Theory of operation (spec §7): one nginx-style command buffer, a resumable parser that
+mirrors ngx_mail_imap_parse_command state by state (so its quirks come along: the empty tag
+of a line starting with a space, `{0}` eating one byte, the leaking quote flag), and a
+handler that mirrors ngx_mail_imap_auth_state. Session-level parser fields (quoted,
+backslash, literal length, the stored tag) live on the object, exactly where nginx keeps
+them, because several quirks are those fields outliving one command.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from proxy import sasl
+from proxy.conf.settings import ServerSettings
+from proxy.imap.backend_login import ImapBackendLogin
+from proxy.dialogue import (Action, Authenticate, Close, CommandBuffer, Credentials, Log, Send,
+                            StartTls)
+
+GREETING = b"* OK IMAP4 ready\r\n"
+OK = b"OK completed\r\n"
+NEXT = b"+ OK\r\n"
+PLAIN_NEXT = b"+ \r\n"
+USERNAME = b"+ " + sasl.USERNAME_CHALLENGE + b"\r\n"
+PASSWORD = b"+ " + sasl.PASSWORD_CHALLENGE + b"\r\n"
+INVALID = b"BAD invalid command\r\n"
+BYE = b"* BYE\r\n"
+INTERNAL_ERROR = b"* BAD internal server error\r\n"
+STAR = b"* "
+
+# parser states (ngx_mail_imap_parse_command)
+(S_START, S_TAG, S_INVALID, S_SPACES_BEFORE_COMMAND, S_COMMAND, S_SPACES_BEFORE_ARGUMENT,
+ S_ARGUMENT, S_BACKSLASH, S_LITERAL, S_NO_SYNC_LITERAL, S_START_LITERAL, S_LITERAL_ARGUMENT,
+ S_END_LITERAL, S_ALMOST_DONE) = range(14)
+
+# parse results
+AGAIN, PARSED, LITERAL_NEXT, PARSE_INVALID = range(4)
+# handler results
+R_OK, R_DONE, R_INVALID, R_ERROR = range(4)
+
+COMMANDS = {b"NOOP", b"LOGIN", b"LOGOUT", b"STARTTLS", b"CAPABILITY", b"AUTHENTICATE"}
+TAG_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._")
+LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+DIGITS = frozenset(b"0123456789")
+CR, LF, SP, DQUOTE, BACKSLASH = 0x0D, 0x0A, 0x20, 0x22, 0x5C
+
+
+def capability_lines(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
+    """(plain, starttls on, starttls only) CAPABILITY lines, built once per server."""
+    caps = b"* CAPABILITY" + b"".join(b" " + c.encode() for c in conf.imap_capabilities)
+    auth = b"".join(b" AUTH=" + m.upper().encode()
+                    for m in ("plain", "login", "cram-md5", "external") if m in conf.imap_auth)
+    return (caps + auth + b"\r\n", caps + auth + b" STARTTLS\r\n",
+            caps + b" STARTTLS LOGINDISABLED\r\n")
+
+
+class ImapDialogue:
+    protocol = "imap"
+    internal_error = INTERNAL_ERROR
+
+    def __init__(self, conf: ServerSettings, tls: bool = False) -> None:
+        self.conf = conf
+        self.tls = tls
+        self.buffer = CommandBuffer(conf.imap_client_buffer)
+        self.creds = Credentials()
+        self.errors = 0
+        self.quit = False
+        self._capabilities = capability_lines(conf)
+        self._actions: deque[Action] = deque()
+        self._paused = False  # waiting for the driver (auth, TLS handshake, close)
+        self._starttls = False
+        # nginx session fields
+        self.tag = b""
+        self.mail_state = "start"
+        self.state = S_START
+        self.quoted = False
+        self.backslash = False
+        self.literal_len = 0
+        self.no_sync_literal = False
+        self.command = b""
+        self.args: list[bytes] = []
+        self._tag_start = 0
+        self._cmd_start = 0
+        self._arg_start = 0
+
+    # -- driver interface -------------------------------------------------------------
+    def greeting(self) -> bytes:
+        return GREETING
+
+    def receive_data(self, data: bytes) -> None:
+        self.buffer.feed(data)
+
+    def next_action(self) -> Action | None:
+        while not self._actions:
+            if self._paused or not self._step():
+                return None
+        return self._actions.popleft()
+
+    def auth_failed(self, error_line: bytes) -> None:
+        """After an Auth-Wait delay: answer the failed attempt and go back to the start."""
+        self.mail_state = "start"
+        self.creds.method = "plain"
+        self._actions.append(Send(error_line))
+        self._paused = False
+
+    def auth_failure(self, resp) -> bytes:
+        """The line a failed Auth-Status becomes (an empty status is a failure too)."""
+        return self.tag + b"NO " + resp.error + b"\r\n"
+
+    def backend_login(self, conf: ServerSettings) -> ImapBackendLogin:
+        return ImapBackendLogin(self.tag, self.creds.login, self.creds.password or b"",
+                                conf.proxy_buffer, conf.proxy_pass_error_message)
+
+    def tls_started(self) -> None:
+        self.tls = True
+        self._paused = False
+
+    def pending_input(self) -> bytes:
+        return self.buffer.take_all()
+
+    # -- one command ---------------------------------------------------------------------
+    def _step(self) -> bool:
+        """Parse and handle at most one command; False when more input is needed."""
+        buf = self.buffer
+        buf.fill()
+        if buf.pos >= len(buf.data):
+            return False
+        rc = self._parse()
+        if rc == AGAIN:
+            if not buf.full:
+                return False
+            self._actions.append(Log("info", "client sent too long command "
+                                     f'"{self._loggable_start()}"'))
+            self.quit = True
+            rc = PARSE_INVALID
+        elif rc == PARSE_INVALID:
+            self.errors += 1
+            if self.errors >= max(self.conf.max_errors, 1):
+                self._actions.append(Log("info", "client sent too many invalid commands"))
+                self.quit = True
+        self._handle(rc)
+        return True
+
+    def _loggable_start(self) -> str:
+        # nginx logs the whole buffer here; we stop before the arguments so that a long
+        # LOGIN line never puts a password into the log.
+        data = bytes(self.buffer.data[:64])
+        head = data.split(b" ", 2)
+        return b" ".join(head[:2]).decode("latin-1") + (" ..." if len(head) > 2 else "")
+
+    def _handle(self, rc: int) -> None:
+        tag = True
+        text = b""
+        out = OK
+        if rc == PARSED:
+            if self.backslash:
+                self.args = [_unescape(a) for a in self.args]
+                self.backslash = False
+            hrc, text, out, tag = self._dispatch()
+        elif rc == LITERAL_NEXT:
+            hrc, tag, out = R_OK, False, NEXT
+        else:
+            hrc = R_INVALID
+        if hrc == R_DONE:
+            self._start_auth()
+            return
+        if hrc == R_ERROR:
+            self._actions.extend((Send(INTERNAL_ERROR), Close()))
+            self._paused = True
+            return
+        if hrc == R_INVALID:
+            self.state = S_START
+            out = INVALID
+            self.mail_state = "start"
+        if rc != LITERAL_NEXT:
+            self.args = []
+        if tag:
+            if not self.tag:
+                self.tag = STAR
+            out = text + self.tag + out
+        self._actions.append(Send(out))
+        if self.state == S_START:
+            self.buffer.rewind_if_consumed()
+            self.tag = b""
+        if self.quit:
+            self._actions.append(Close())
+            self._paused = True
+        elif self._starttls:
+            self._starttls = False
+            self.buffer.discard()
+            self._actions.append(StartTls())
+            self._paused = True
+
+    def _dispatch(self) -> tuple[int, bytes, bytes, bool]:
+        """ngx_mail_imap_auth_state's switch: returns (rc, untagged text, out, tagged)."""
+        state = self.mail_state
+        if state == "start":
+            cmd = self.command
+            if cmd == b"LOGIN":
+                return self._login(), b"", OK, True
+            if cmd == b"AUTHENTICATE":
+                rc, out = self._authenticate()
+                return rc, b"", out, rc != R_OK
+            if cmd == b"CAPABILITY":
+                plain, on, only = self._capabilities
+                text = plain
+                if not self.tls and self.conf.ssl.starttls == "on":
+                    text = on
+                elif not self.tls and self.conf.ssl.starttls == "only":
+                    text = only
+                return R_OK, text, OK, True
+            if cmd == b"LOGOUT":
+                self.quit = True
+                return R_OK, BYE, OK, True
+            if cmd == b"NOOP":
+                return R_OK, b"", OK, True
+            if cmd == b"STARTTLS":
+                self._starttls = not self.tls and self.conf.ssl.starttls in ("on", "only")
+                return (R_OK if self._starttls else R_INVALID), b"", OK, True
+            return R_INVALID, b"", OK, True
+        arg = self.args[0] if self.args else b""
+        try:
+            if state == "login_username":
+                self.creds.login = sasl.login_username(arg)
+                self.mail_state = "login_password"
+                return R_OK, b"", PASSWORD, False
+            if state == "login_password":
+                self.creds.password = sasl.login_password(arg)
+            elif state == "plain":
+                self.creds.login, self.creds.password = sasl.plain(arg)
+            elif state == "cram_md5":
+                self.creds.login, self.creds.password = sasl.cram_md5(arg)
+                self.creds.method = "cram-md5"
+            elif state == "external":
+                self.creds.login, self.creds.password = sasl.external(arg), None
+                self.creds.method = "external"
+        except sasl.SaslError as err:
+            self._actions.append(Log("info", err.log))
+            return R_INVALID, b"", OK, state != "login_username"
+        return R_DONE, b"", OK, True
+
+    def _starttls_only(self) -> bool:
+        return not self.tls and self.conf.ssl.starttls == "only"
+
+    def _login(self) -> int:
+        if self._starttls_only() or len(self.args) != 2 or not self.args[0]:
+            return R_INVALID
+        self.creds.login, self.creds.password = self.args[0], self.args[1]
+        return R_DONE
+
+    def _authenticate(self) -> tuple[int, bytes]:
+        """ngx_mail_imap_authenticate + ngx_mail_auth_parse."""
+        args = self.args
+        if self._starttls_only() or not args:
+            return R_INVALID, OK
+        mech, n = args[0].upper(), len(args)
+        try:
+            if mech == b"LOGIN" and n == 1:
+                self.mail_state = "login_username"
+                return R_OK, USERNAME
+            if mech == b"LOGIN" and n == 2:
+                self.creds.login = sasl.login_username(args[1])
+                self.mail_state = "login_password"
+                return R_OK, PASSWORD
+            if mech == b"PLAIN" and n == 1:
+                self.mail_state = "plain"
+                return R_OK, PLAIN_NEXT
+            if mech == b"PLAIN" and n == 2:
+                self.creds.login, self.creds.password = sasl.plain(args[1])
+                return R_DONE, OK
+            if mech == b"CRAM-MD5" and n == 1:
+                if "cram-md5" not in self.conf.imap_auth:
+                    return R_INVALID, OK
+                if self.creds.salt is None:
+                    self.creds.salt = sasl.make_salt(self.conf.server_name)
+                self.mail_state = "cram_md5"
+                return R_OK, sasl.cram_md5_challenge(b"+ ", self.creds.salt)
+            if mech == b"EXTERNAL" and n == 1:
+                if "external" not in self.conf.imap_auth:
+                    return R_INVALID, OK
+                self.mail_state = "external"
+                return R_OK, USERNAME
+            if mech == b"EXTERNAL" and n == 2:
+                # nginx checks `external` only for the challenge form (spec §7.6 QUIRK)
+                self.creds.login, self.creds.password = sasl.external(args[1]), None
+                self.creds.method = "external"
+                return R_DONE, OK
+        except sasl.SaslError as err:
+            self._actions.append(Log("info", err.log))
+        return R_INVALID, OK
+
+    def _start_auth(self) -> None:
+        """ngx_mail_auth: the buffer is rewound if consumed, the read timer stops."""
+        self.args = []
+        self.state = S_START
+        self.buffer.rewind_if_consumed()
+        self.creds.attempt += 1
+        self._actions.append(Authenticate())
+        self._paused = True
+
+    # -- the parser ----------------------------------------------------------------------
+    def _parse(self) -> int:
+        """Resume ngx_mail_imap_parse_command at buffer.pos."""
+        buf = self.buffer
+        data = buf.data
+        last = len(data)
+        p = buf.pos
+        state = self.state
+        while p < last:
+            ch = data[p]
+            if state == S_START or state == S_TAG:
+                if state == S_START:
+                    self._tag_start = p
+                    state = S_TAG
+                if ch == SP:
+                    self.tag = bytes(data[self._tag_start:p + 1])
+                    state = S_SPACES_BEFORE_COMMAND
+                elif ch not in TAG_BYTES or p - self._tag_start > 31:
+                    return self._invalid(p)
+            elif state == S_SPACES_BEFORE_COMMAND:
+                if ch == SP:
+                    pass
+                elif ch == CR or ch == LF:
+                    return self._invalid(p)
+                else:
+                    self._cmd_start = p
+                    state = S_COMMAND
+            elif state == S_COMMAND:
+                if ch == SP or ch == CR or ch == LF:
+                    cmd = bytes(data[self._cmd_start:p]).upper()
+                    if cmd not in COMMANDS:
+                        return self._invalid(p)
+                    self.command = cmd
+                    if ch == SP:
+                        state = S_SPACES_BEFORE_ARGUMENT
+                    elif ch == CR:
+                        state = S_ALMOST_DONE
+                    else:
+                        return self._done(p)
+                elif ch not in LETTERS:
+                    return self._invalid(p)
+            elif state == S_SPACES_BEFORE_ARGUMENT:
+                if ch == SP:
+                    pass
+                elif ch == CR:
+                    state = S_ALMOST_DONE
+                elif ch == LF:
+                    return self._done(p)
+                elif len(self.args) > 2:
+                    return self._invalid(p)
+                elif ch == DQUOTE:
+                    self.quoted = True
+                    self._arg_start = p + 1
+                    state = S_ARGUMENT
+                elif ch == 0x7B:  # '{'
+                    state = S_LITERAL
+                else:
+                    self._arg_start = p
+                    state = S_ARGUMENT
+            elif state == S_ARGUMENT:
+                if ch == SP and self.quoted:
+                    pass
+                elif ch == DQUOTE and not self.quoted:
+                    pass
+                elif ch == DQUOTE or ch == SP or ch == CR or ch == LF:
+                    if ch == DQUOTE:
+                        self.quoted = False
+                    self.args.append(bytes(data[self._arg_start:p]))
+                    if ch == CR:
+                        state = S_ALMOST_DONE
+                    elif ch == LF:
+                        return self._done(p)
+                    else:
+                        state = S_SPACES_BEFORE_ARGUMENT
+                elif ch == BACKSLASH and self.quoted:
+                    self.backslash = True
+                    state = S_BACKSLASH
+            elif state == S_BACKSLASH:
+                if ch == CR or ch == LF:
+                    return self._invalid(p)
+                state = S_ARGUMENT
+            elif state == S_LITERAL:
+                if ch in DIGITS:
+                    self.literal_len = self.literal_len * 10 + ch - 0x30
+                elif ch == 0x7D:  # '}'
+                    state = S_START_LITERAL
+                elif ch == 0x2B:  # '+'
+                    state = S_NO_SYNC_LITERAL
+                else:
+                    return self._invalid(p)
+            elif state == S_NO_SYNC_LITERAL:
+                if ch != 0x7D:
+                    return self._invalid(p)
+                self.no_sync_literal = True
+                state = S_START_LITERAL
+            elif state == S_START_LITERAL:
+                if ch == CR:
+                    pass
+                elif ch == LF:
+                    buf.pos = p + 1
+                    self._arg_start = p + 1
+                    if not self.no_sync_literal:
+                        self.state = S_LITERAL_ARGUMENT
+                        return LITERAL_NEXT
+                    self.no_sync_literal = False
+                    state = S_LITERAL_ARGUMENT
+                else:
+                    return self._invalid(p)
+            elif state == S_LITERAL_ARGUMENT:
+                # the literal's bytes are taken in one slice; `{0}` still takes one byte
+                need = max(self.literal_len, 1)
+                take = min(need, last - p)
+                self.literal_len = need - take
+                p += take
+                if self.literal_len:
+                    break
+                self.args.append(bytes(data[self._arg_start:p]))
+                state = S_END_LITERAL
+                continue
+            elif state == S_END_LITERAL:
+                if ch == SP:
+                    state = S_SPACES_BEFORE_ARGUMENT
+                elif ch == CR:
+                    state = S_ALMOST_DONE
+                elif ch == LF:
+                    return self._done(p)
+                else:
+                    return self._invalid(p)
+            elif state == S_ALMOST_DONE:
+                if ch != LF:
+                    return self._invalid(p)
+                return self._done(p)
+            elif state == S_INVALID:
+                return self._invalid(p)
+            p += 1
+        buf.pos = p
+        self.state = state
+        return AGAIN
+
+    def _done(self, p: int) -> int:
+        self.buffer.pos = p + 1
+        # inside AUTHENTICATE the next line is read as a bare argument (no tag, no command)
+        self.state = S_ARGUMENT if self.command == b"AUTHENTICATE" else S_START
+        self._arg_start = p + 1
+        return PARSED
+
+    def _invalid(self, p: int) -> int:
+        """Skip the rest of the line; a `{n+}` announcement on it forces a close."""
+        self.state = S_INVALID
+        self.quoted = self.backslash = self.no_sync_literal = False
+        self.literal_len = 0
+        buf = self.buffer
+        data = buf.data
+        lf = data.find(b"\n", p)
+        if lf < 0:
+            buf.pos = len(data)
+            return AGAIN
+        self.state = S_START
+        buf.pos = lf + 1
+        end = lf - 1 if lf >= 1 and data[lf - 1] == CR else lf
+        if lf > 4 and data[end - 2:end] == b"+}":
+            self.quit = True
+        return PARSE_INVALID
+
+
+def _unescape(arg: bytes) -> bytes:
+    """nginx's quoted-string unescape, applied to every argument of the line."""
+    if b"\\" not in arg:
+        return arg
+    out = bytearray()
+    i, n = 0, len(arg)
+    while i < n:
+        ch = arg[i]
+        i += 1
+        if ch == BACKSLASH and i < n:
+            ch = arg[i]
+            i += 1
+        out.append(ch)
+    return bytes(out)

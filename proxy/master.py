@@ -1,0 +1,211 @@
+"""The master process: bind every listener, then write the pid file, then fork workers.
+
+Signals as nginx: TERM/INT fast exit, QUIT graceful, HUP reload (bad config keeps the old
+one running), USR1 reopen logs. A worker that dies unexpectedly is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+from proxy.conf.settings import Listen, MainSettings, ServerSettings
+from proxy.log import ErrorLog
+from proxy.worker import Binding, Worker, run
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def _sock_key(listen: Listen) -> tuple:
+    if listen.unix_path:
+        return ("unix", listen.unix_path)
+    return ("inet", listen.host, listen.port)
+
+
+def _new_socket(listen: Listen) -> socket.socket:
+    if listen.unix_path:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if os.path.exists(listen.unix_path):
+            os.unlink(listen.unix_path)
+        sock.bind(listen.unix_path)
+    else:
+        family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(listen.ipv6only))
+        if listen.rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, listen.rcvbuf)
+        if listen.sndbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, listen.sndbuf)
+        if listen.so_keepalive and listen.so_keepalive != "off":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.bind((listen.host, listen.port))
+    sock.listen(listen.backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def plan(settings: MainSettings, reuse: dict[tuple, socket.socket]) -> list[Binding]:
+    """nginx's rule: a wildcard on a port takes the other addresses of that port unless
+    they say `bind`; the server is then chosen per connection by its local address."""
+    entries = [(ls, srv) for srv in settings.servers for ls in srv.listens]
+    wild = {(ls.port, ":" in ls.host): (ls, srv) for ls, srv in entries
+            if ls.host in WILDCARDS and not ls.unix_path}
+    bindings: dict[tuple, Binding] = {}
+    shared: list[tuple[Listen, ServerSettings, tuple]] = []
+    for ls, srv in entries:
+        owner = None if ls.unix_path else wild.get((ls.port, ":" in ls.host))
+        if owner is not None and owner[0] is not ls and not ls.bind:
+            shared.append((ls, srv, _sock_key(owner[0])))
+            continue
+        key = _sock_key(ls)
+        sock = reuse.pop(key, None) or _new_socket(ls)
+        bindings[key] = Binding(sock, ls, srv)
+    for ls, srv, key in shared:
+        bindings[key].shared.append((ls, srv))
+    return list(bindings.values())
+
+
+class Master:
+    def __init__(self, settings: MainSettings, log: ErrorLog,
+                 reload_config: Callable[[], MainSettings],
+                 make_logs: Callable[[MainSettings], tuple[ErrorLog, dict]]) -> None:
+        self.settings = settings
+        self.log = log
+        self.reload_config = reload_config
+        self.make_logs = make_logs
+        self.bindings: list[Binding] = []
+        self.workers: dict[int, int] = {}  # pid -> generation
+        self.generation = 0
+        self.pending: list[int] = []
+
+    def bind(self) -> None:
+        self.bindings = plan(self.settings, {})
+
+    def write_pid(self) -> None:
+        if self.settings.pid:
+            with open(self.settings.pid, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+
+    def _spawn(self, count: int) -> None:
+        worker_log, server_logs = self.make_logs(self.settings)
+        for _ in range(count):
+            pid = os.fork()
+            if pid == 0:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                            signal.SIGUSR1, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                code = 0
+                try:
+                    run(Worker(self.settings, self.bindings, worker_log, server_logs))
+                except BaseException as exc:  # a worker must report, not vanish silently
+                    worker_log.log("alert", f"worker process failed: {exc!r}")
+                    code = 2
+                os._exit(code)
+            self.workers[pid] = self.generation
+
+    def _signal_workers(self, sig: int, generation: int | None = None) -> None:
+        for pid, gen in list(self.workers.items()):
+            if generation is None or gen == generation:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                    signal.SIGUSR1, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        self._spawn(self.settings.worker_processes)
+        stopping = None
+        while True:
+            while self.pending:
+                sig = self.pending.pop(0)
+                if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) and stopping is None:
+                    stopping = sig
+                    self.log.log("notice", "signal %d received, exiting" % sig
+                                 if sig != signal.SIGQUIT else
+                                 "signal 3 (SIGQUIT) received, shutting down")
+                    self._signal_workers(signal.SIGQUIT if sig == signal.SIGQUIT
+                                         else signal.SIGTERM)
+                elif sig == signal.SIGHUP and stopping is None:
+                    self._reload()
+                elif sig == signal.SIGUSR1:
+                    self.log.reopen()
+                    self._signal_workers(signal.SIGUSR1)
+            self._reap(respawn=stopping is None)
+            if stopping is not None and not self.workers:
+                break
+            if not self.pending:
+                time.sleep(0.05)
+        self._cleanup()
+        return 0
+
+    def _on_signal(self, signum, frame) -> None:
+        if signum != signal.SIGCHLD:
+            self.pending.append(signum)
+
+    def _reap(self, respawn: bool) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            if pid == 0:
+                return
+            gen = self.workers.pop(pid, None)
+            if gen is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0 and respawn and gen == self.generation:
+                self.log.log("alert", f"worker process {pid} exited with code {code}")
+                self._spawn(1)
+
+    def _reload(self) -> None:
+        self.log.log("notice", "signal 1 (SIGHUP) received, reconfiguring")
+        try:
+            new = self.reload_config()
+            old = {_sock_key(b.listen): b.sock for b in self.bindings}
+            keep = dict(old)
+            bindings = plan(new, keep)
+        except Exception as exc:  # ConfigError, bind failure: keep serving the old config
+            self.log.log("emerg", str(exc))
+            return
+        for sock in keep.values():  # listeners the new config no longer has
+            sock.close()
+        self.settings, self.bindings = new, bindings
+        old_gen = self.generation
+        self.generation += 1
+        self._spawn(new.worker_processes)
+        self._signal_workers(signal.SIGQUIT, old_gen)
+
+    def _cleanup(self) -> None:
+        for b in self.bindings:
+            b.sock.close()
+            if b.listen.unix_path and os.path.exists(b.listen.unix_path):
+                os.unlink(b.listen.unix_path)
+        if self.settings.pid and os.path.exists(self.settings.pid):
+            try:
+                with open(self.settings.pid) as fh:
+                    if fh.read().strip() == str(os.getpid()):
+                        os.unlink(self.settings.pid)
+            except OSError:
+                pass
+        self.log.log("notice", "exit")
+
+
+def daemonize() -> None:
+    """`daemon on`: detach like nginx (fork, setsid, stdio to /dev/null)."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    fd = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1):
+        os.dup2(fd, std)
+    sys.stdout.flush()

@@ -1,0 +1,350 @@
+"""The driver: one client connection through every phase (spec §0).
+
+accept -> greeting -> dialogue (sans-IO machine) -> auth_http -> backend login (sans-IO
+machine) -> relay. This module owns the sockets, timers and tasks; the machines own the
+protocol rules. Once logged in, the two transports are wired straight to each other and
+Python only moves whole chunks (no per-byte work in the relay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import TYPE_CHECKING
+
+from proxy import auth_http, dialogue as dlg
+from proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
+from proxy.relay import BackendProtocol
+
+if TYPE_CHECKING:
+    from proxy.worker import ServerRuntime
+
+_conn_ids = itertools.count(1)
+
+
+class Session(asyncio.Protocol):
+    """One client connection. Phases: dialogue, auth, login, relay, closed."""
+
+    def __init__(self, runtime: ServerRuntime) -> None:
+        self.rt = runtime
+        self.conf = runtime.conf
+        self.id = next(_conn_ids)
+        self.phase = "dialogue"
+        self.action: str | None = "sending client greeting line"
+        self.transport: asyncio.Transport | None = None
+        self.backend: asyncio.Transport | None = None
+        self.upstream_name: str | None = None
+        self.client_ip = ""
+        self.server_text = ""
+        self.machine = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task | None = None
+        self._write_paused = False
+        self._auth_wait = False
+        self._last_client_activity = 0.0
+        self._login_machine = None
+
+    # -- logging with nginx's context suffix (spec §14) ----------------------------------
+    def log(self, level: str, message: str) -> None:
+        if not self.rt.log.enabled(level):
+            return
+        parts = [message]
+        if self.action:
+            parts.append(f" while {self.action}")
+        parts.append(f", client: {self.client_ip}, server: {self.server_text}")
+        login = self.machine.creds.login if self.machine else b""
+        if login and self.phase != "dialogue":
+            parts.append(f', login: "{login.decode("latin-1")}"')
+            if self.upstream_name:
+                parts.append(f", upstream: {self.upstream_name}")
+        self.rt.log.log(level, "".join(parts), self.id)
+
+    # -- client transport callbacks ------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.rt.sessions.add(self)
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix:"
+        self.server_text = self.rt.listen_text(sock)
+        if self.rt.log.enabled("info"):
+            where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix:"
+            self.rt.log.log("info", f"*{self.id} client {where} connected to "
+                            f"{self.server_text}", self.id)
+        self.machine = self.rt.dialogue_class(self.conf, tls=transport.get_extra_info(
+            "sslcontext") is not None)
+        transport.write(self.machine.greeting())
+        self.action = "in auth state"
+        self._arm_timeout(self.conf.timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase == "relay":
+            self.backend.write(data)
+            self._last_client_activity = self.rt.loop.time()
+            return
+        self.machine.receive_data(data)
+        if self.phase == "dialogue":
+            self._drive()
+        else:
+            # auth and backend login: nginx does not read the client meanwhile
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        if self.phase == "relay" and self.backend is not None:
+            self.log("info", "client closed connection")
+        self.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.phase == "relay":
+            self.action = "proxying"
+            self.log("info", "proxied session done")
+        self.close()
+        self.rt.sessions.discard(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self.backend is not None:
+            self.backend.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._last_client_activity = self.rt.loop.time()
+        if self.phase == "relay" and self.backend is not None:
+            self.backend.resume_reading()
+        elif self.phase == "dialogue":
+            self._drive()
+
+    # -- the pre-auth dialogue -----------------------------------------------------------
+    def _drive(self) -> None:
+        machine = self.machine
+        while self.phase == "dialogue" and not self._write_paused:
+            act = machine.next_action()
+            if act is None:
+                return
+            if isinstance(act, dlg.Send):
+                self.transport.write(act.data)
+            elif isinstance(act, dlg.Log):
+                self.log(act.level, act.message)
+            elif isinstance(act, dlg.Close):
+                self.close()
+            elif isinstance(act, dlg.Authenticate):
+                self._cancel_timer()
+                self.phase = "auth"
+                self.action = "in http auth state"
+                self.transport.pause_reading()
+                self._task = self.rt.loop.create_task(self._authenticate())
+            elif isinstance(act, dlg.StartTls):
+                self._task = self.rt.loop.create_task(self._starttls())
+                return
+
+    async def _starttls(self) -> None:
+        self.action = "in starttls state"
+        try:
+            transport = await self.rt.loop.start_tls(self.transport, self, self.rt.tls_context,
+                                                     server_side=True,
+                                                     ssl_handshake_timeout=self.conf.timeout)
+        except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+            self.log("info", f"SSL handshake failed ({exc})")
+            self.close()
+            return
+        if transport is None:
+            return self.close()
+        self.transport = transport
+        self.action = "in auth state"
+        self.machine.tls_started()
+        self._drive()
+
+    # -- auth_http -----------------------------------------------------------------------
+    def _auth_request(self) -> bytes:
+        creds = self.machine.creds
+        req = auth_http.AuthRequest(
+            method=creds.method, user=creds.login, password=creds.password,
+            protocol=self.machine.protocol, attempt=creds.attempt, client_ip=self.client_ip,
+            salt=creds.salt)
+        extra = getattr(self.machine, "auth_request_extra", None)
+        if extra:
+            extra(req)
+        return auth_http.build_request(self.conf.auth_http, self.conf.auth_http_headers, req)
+
+    async def _authenticate(self) -> None:
+        machine, conf = self.machine, self.conf
+        try:
+            while True:
+                request = self._auth_request()
+                if machine.creds.method in ("apop", "cram-md5") and machine.creds.salt:
+                    machine.creds.password = None  # nginx forgets it once the salt is sent
+                resp = await auth_http.query(conf.auth_http, request, conf.auth_http_timeout)
+                if resp.user is not None:
+                    machine.creds.login = resp.user
+                if resp.password is not None:
+                    machine.creds.password = resp.password
+                if resp.wait_status:
+                    self._auth_wait = True
+                error_line = machine.auth_failure(resp) if resp.error is not None else None
+                if error_line is not None:
+                    self.log("info", f'client login failed: "{resp.error.decode("latin-1")}"')
+                    if resp.wait == 0:
+                        self.transport.write(error_line)
+                        return self.close()
+                    await asyncio.sleep(resp.wait)
+                    if self._auth_wait:
+                        self._auth_wait = False
+                        continue
+                    self.phase = "dialogue"
+                    self.action = "in auth state"
+                    machine.auth_failed(error_line)
+                    self._arm_timeout(conf.timeout)
+                    self.transport.resume_reading()
+                    self._drive()
+                    return
+                if self._auth_wait:
+                    if resp.wait:
+                        await asyncio.sleep(resp.wait)
+                        self._auth_wait = False
+                    continue
+                break
+            peer = conf.auth_http.text if conf.auth_http.unix_path else \
+                f"{conf.auth_http.addr}:{conf.auth_http.port}"
+            addr, port = resp.backend(peer)
+            if machine.creds.password is None and machine.protocol != "smtp":
+                raise auth_http.AuthServerError(f"auth http server {peer} did not send password")
+        except auth_http.AuthServerError as err:
+            self.log("error", str(err))
+            return self.internal_error()
+        self.upstream_name = f"{addr}:{port}"
+        await self._login_to_backend(addr, port)
+
+    # -- backend login -------------------------------------------------------------------
+    async def _login_to_backend(self, addr: str, port: int) -> None:
+        self.phase = "login"
+        self.action = "connecting to upstream"
+        self._login_machine = self.machine.backend_login(self.conf)
+        loop = self.rt.loop
+        self._arm_timeout(self.conf.timeout, "upstream timed out")
+        try:
+            await loop.create_connection(lambda: BackendProtocol(self), addr, port)
+        except OSError as exc:
+            if self.phase == "login":
+                self.log("error", f"connect() to {addr}:{port} failed "
+                                  f"({exc.errno}: {exc.strerror})")
+                self.internal_error()
+            return
+        first = self._login_machine.start()
+        if first is not None:
+            self.on_backend_outcome(first)
+
+    def on_backend_connected(self, transport: asyncio.Transport) -> None:
+        self.backend = transport
+        self.action = self._login_machine.action
+
+    def on_backend_data(self, data: bytes) -> None:
+        if self.phase == "relay":
+            self.transport.write(data)
+            return
+        if self.phase == "login":
+            self.on_backend_outcome(self._login_machine.receive_data(data))
+
+    def on_backend_outcome(self, outcome) -> None:
+        if outcome is None:
+            return
+        if isinstance(outcome, SendToBackend):
+            self.backend.write(outcome.data)
+            self.action = self._login_machine.action
+        elif isinstance(outcome, LoginFailed):
+            self.log(outcome.log_level, outcome.log)
+            if outcome.to_client is None:
+                self.internal_error()
+            else:
+                self.transport.write(outcome.to_client)
+                self.close()
+        elif isinstance(outcome, LoggedIn):
+            self._start_relay(outcome.to_client)
+
+    def on_backend_closed(self) -> None:
+        if self.phase == "login":
+            self.log("error", "upstream prematurely closed connection")
+            self.internal_error()
+        elif self.phase == "relay":
+            self.close()
+
+    # -- relay ---------------------------------------------------------------------------
+    def _start_relay(self, to_client: bytes) -> None:
+        self.phase = "relay"
+        self.action = None
+        self.log("info", "client logged in")
+        self._cancel_timer()
+        self.transport.write(to_client)
+        pending = self.machine.pending_input()
+        if pending:
+            self.backend.write(pending)
+        self.machine = _LoggedInView(self.machine)
+        self._last_client_activity = self.rt.loop.time()
+        self._arm_proxy_timeout(self.conf.proxy_timeout)
+        self.transport.resume_reading()
+
+    def _arm_proxy_timeout(self, delay: float) -> None:
+        self._timer = self.rt.loop.call_later(delay, self._proxy_timeout_check)
+
+    def _proxy_timeout_check(self) -> None:
+        # re-armed lazily: a read only stamps the time, the timer checks it (spec §12)
+        idle = self.rt.loop.time() - self._last_client_activity
+        remaining = self.conf.proxy_timeout - idle
+        if remaining > 0.001:
+            self._arm_proxy_timeout(remaining)
+            return
+        self.action = "proxying"
+        self.log("info", "client timed out")
+        self.close()
+
+    # -- timers and closing --------------------------------------------------------------
+    def _arm_timeout(self, delay: float, message: str = "client timed out") -> None:
+        self._cancel_timer()
+        self._timer = self.rt.loop.call_later(delay, self._timed_out, message)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self, message: str) -> None:
+        self._timer = None
+        if message == "upstream timed out":
+            self.log("error", message)
+            return self.internal_error()
+        self.log("info", message)
+        self.close()
+
+    def internal_error(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(self.machine.internal_error)
+        self.close()
+
+    def close(self) -> None:
+        if self.phase == "closed":
+            return
+        self.phase = "closed"
+        self._cancel_timer()
+        if self._task is not None and not self._task.done() and \
+                self._task is not asyncio.current_task():
+            self._task.cancel()
+        if self.backend is not None:
+            self.backend.close()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Worker shutdown: drop the connection now."""
+        self.close()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _LoggedInView:
+    """Keeps what logging needs after the dialogue machine is released."""
+
+    __slots__ = ("creds", "internal_error")
+
+    def __init__(self, machine) -> None:
+        self.creds = machine.creds
+        self.internal_error = machine.internal_error

@@ -1,0 +1,140 @@
+"""A worker process: serves the listening sockets the master bound, until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from dataclasses import dataclass, field
+
+from proxy.conf.settings import Listen, MainSettings, ServerSettings
+from proxy.imap.dialogue import ImapDialogue
+from proxy.log import ErrorLog
+from proxy.session import Session
+from proxy.tls import build_context
+
+DIALOGUES = {"imap": ImapDialogue}
+
+
+@dataclass
+class ServerRuntime:
+    """What a session needs from its server: settings, log, TLS context, its siblings."""
+
+    conf: ServerSettings
+    listen: Listen
+    log: ErrorLog
+    loop: asyncio.AbstractEventLoop
+    sessions: set = field(default_factory=set)
+    tls_context: object = None
+    # servers sharing this (wildcard) socket, chosen per connection by local address
+    by_address: dict = field(default_factory=dict)
+
+    @property
+    def dialogue_class(self):
+        return DIALOGUES[self.conf.protocol]
+
+    def listen_text(self, sockname) -> str:
+        return self.listen.text
+
+    def select(self, sockname) -> ServerRuntime:
+        if self.by_address and isinstance(sockname, tuple):
+            return self.by_address.get((sockname[0], sockname[1]), self)
+        return self
+
+
+@dataclass
+class Binding:
+    """One bound socket and the server(s) it serves."""
+
+    sock: socket.socket
+    listen: Listen
+    server: ServerSettings
+    shared: list[tuple[Listen, ServerSettings]] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(self, settings: MainSettings, bindings: list[Binding], log: ErrorLog,
+                 server_logs: dict[int, ErrorLog]) -> None:
+        self.settings = settings
+        self.bindings = bindings
+        self.log = log
+        self.server_logs = server_logs
+        self.sessions: set[Session] = set()
+        self.servers: list[asyncio.base_events.Server] = []
+        self.stopping: asyncio.Event | None = None
+        self.graceful = False
+
+    def _runtime(self, loop, listen: Listen, conf: ServerSettings) -> ServerRuntime:
+        log = self.server_logs.get(id(conf), self.log)
+        tls = None
+        if listen.ssl or conf.ssl.starttls != "off":
+            tls = build_context(conf.ssl, conf.protocol)
+        return ServerRuntime(conf, listen, log, loop, self.sessions, tls)
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        for sig, graceful in ((signal.SIGTERM, False), (signal.SIGINT, False),
+                              (signal.SIGQUIT, True)):
+            loop.add_signal_handler(sig, self._stop, graceful)
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the master handles reloads
+        for b in self.bindings:
+            rt = self._runtime(loop, b.listen, b.server)
+            for listen, conf in b.shared:
+                rt.by_address[(listen.host, listen.port)] = self._runtime(loop, listen, conf)
+
+            def factory(rt=rt):
+                return _Accepted(rt)
+
+            ssl_ctx = rt.tls_context if b.listen.ssl else None
+            server = await loop.create_server(factory, sock=b.sock, backlog=b.listen.backlog,
+                                              ssl=ssl_ctx,
+                                              ssl_handshake_timeout=b.server.timeout
+                                              if ssl_ctx else None)
+            self.servers.append(server)
+        await self.stopping.wait()
+        for server in self.servers:
+            server.close()
+        if self.graceful:
+            await self._drain()
+        for s in list(self.sessions):
+            s.abort()
+        await asyncio.sleep(0)
+
+    async def _drain(self) -> None:
+        """QUIT: let sessions finish, bounded by worker_shutdown_timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = None
+        if self.settings.worker_shutdown_timeout is not None:
+            deadline = loop.time() + self.settings.worker_shutdown_timeout
+        while self.sessions and (deadline is None or loop.time() < deadline):
+            await asyncio.sleep(0.05)
+
+    def _stop(self, graceful: bool) -> None:
+        self.graceful = graceful
+        self.stopping.set()
+
+    def _reopen(self) -> None:
+        self.log.reopen()
+        for log in self.server_logs.values():
+            log.reopen()
+
+
+class _Accepted(Session):
+    """A session whose server is chosen by the local address it was accepted on."""
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        rt = self.rt.select(transport.get_extra_info("sockname"))
+        if rt is not self.rt:
+            self.rt, self.conf = rt, rt.conf
+        super().connection_made(transport)
+
+
+def run(worker: Worker) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(worker.serve())
+    else:
+        uvloop.run(worker.serve())

@@ -1,0 +1,249 @@
+"""Dovecot as a private IMAP + POP3 backend on loopback ports.
+
+    with DovecotInstance({"alice@example.com": "secret"}, tmp_path) as dovecot:
+        dovecot.append("alice@example.com", "secret", b"Subject: hi\\r\\n\\r\\nbody\\r\\n")
+        ...  # point a proxy at dovecot.imap_port / dovecot.pop3_port
+
+Dovecot runs in the foreground (-F) as our child, so it is always reaped. Its login, auth and
+mail processes run as unprivileged users (dovenull, dovecot, 65534), so sockets, the users file
+and the maildirs live in a directory those users can reach (see common.shared_root).
+"""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from types import TracebackType
+
+from scenarios.real.common import (
+    LOOPBACK,
+    ServerStartError,
+    free_ports,
+    shared_root,
+    stop_process_group,
+    wait_listening,
+)
+
+# Mail is owned by "nobody": Dovecot refuses uid 0 for mail, and 65534 exists everywhere.
+MAIL_UID = 65534
+MAIL_GID = 65534
+
+
+def dovecot_binary() -> str | None:
+    return shutil.which("dovecot") or (
+        "/usr/sbin/dovecot" if os.access("/usr/sbin/dovecot", os.X_OK) else None
+    )
+
+
+def _protocol_installed(binary: str, name: str) -> bool:
+    """imap and pop3 are separate Debian packages; their daemons live next to each other."""
+    for libexec in ("/usr/lib/dovecot", "/usr/libexec/dovecot"):
+        if os.access(f"{libexec}/{name}", os.X_OK):
+            return True
+    return False
+
+
+class DovecotInstance:
+    """A private Dovecot serving IMAP and POP3 for the given {login: password} users."""
+
+    def __init__(
+        self,
+        users: dict[str, str],
+        workdir: str | os.PathLike[str],
+        *,
+        imap_port: int | None = None,
+        pop3_port: int | None = None,
+        auth_mechanisms: str = "plain login",
+        extra_config: str = "",
+        start_timeout: float = 15.0,
+    ) -> None:
+        for login in users:
+            if not login or re.search(r"[:\s]", login):
+                raise ValueError(f"login {login!r} cannot go into a passwd-file")
+        self.users = dict(users)
+        self.workdir = Path(workdir).resolve()
+        chosen = free_ports(2)
+        self.imap_port = imap_port or chosen[0]
+        self.pop3_port = pop3_port or chosen[1]
+        self.auth_mechanisms = auth_mechanisms
+        self.extra_config = extra_config
+        self.start_timeout = start_timeout
+        self.conf_path = self.workdir / "dovecot.conf"
+        self.log_path = self.workdir / "dovecot.log"
+        self.stderr_path = self.workdir / "dovecot.stderr"
+        self.root: Path | None = None
+        self._remove_root = False
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        binary = dovecot_binary()
+        if binary is None:
+            return "Dovecot is not installed (Debian packages dovecot-imapd, dovecot-pop3d)"
+        missing = [n for n in ("imap", "pop3") if not _protocol_installed(binary, n)]
+        if missing:
+            return "Dovecot lacks " + ", ".join(missing) + " (dovecot-imapd, dovecot-pop3d)"
+        if os.geteuid() != 0:
+            return "a private Dovecot instance needs root (it switches to its service users)"
+        return None
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.unavailable_reason() is None
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        self.root, self._remove_root = shared_root(self.workdir, "dovecot")
+        for sub in ("run", "state"):
+            (self.root / sub).mkdir(mode=0o755, exist_ok=True)
+        mail = self.root / "mail"
+        mail.mkdir(mode=0o755, exist_ok=True)
+        os.chown(mail, MAIL_UID, MAIL_GID)
+        users = self.root / "users"
+        # PLAIN.b64 keeps passwords with ':' or spaces intact in the colon-separated file.
+        users.write_text("".join(
+            f"{login}:{{PLAIN.b64}}{base64.b64encode(pw.encode()).decode()}::::::\n"
+            for login, pw in self.users.items()
+        ))
+        users.chmod(0o644)
+        self.conf_path.write_text(self.config_text())
+
+    def config_text(self) -> str:
+        root = self.root
+        assert root is not None
+        return f"""\
+# Private instance: every path is inside this test's directories, ports are loopback only.
+protocols = imap pop3
+listen = {LOOPBACK}
+base_dir = {root}/run
+state_dir = {root}/state
+instance_name = postern-{self.imap_port}
+log_path = {self.log_path}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = {self.auth_mechanisms}
+mail_location = maildir:{root}/mail/%u
+first_valid_uid = {MAIL_UID}
+passdb {{
+  driver = passwd-file
+  args = {root}/users
+}}
+userdb {{
+  driver = static
+  args = uid={MAIL_UID} gid={MAIL_GID} home={root}/mail/%u
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = {LOOPBACK}
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    address = {LOOPBACK}
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+{self.extra_config}
+"""
+
+    # -- running --------------------------------------------------------------------------------
+
+    def start(self) -> DovecotInstance:
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise ServerStartError(reason)
+        if self.process is not None:
+            raise RuntimeError("this Dovecot instance is already started")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._prepare()
+        with open(self.stderr_path, "ab") as stderr:
+            self.process = subprocess.Popen(
+                [dovecot_binary(), "-F", "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        try:
+            wait_listening([self.imap_port, self.pop3_port], self.start_timeout,
+                           proc=self.process, what="dovecot", log=self.log_text)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> int | None:
+        """SIGTERM to the master (it stops its children), then the whole group if needed."""
+        status = None
+        if self.process is not None:
+            status = stop_process_group(self.process, signal.SIGTERM, 5.0)
+            self.process = None
+        if self._remove_root and self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self._remove_root = False
+        return status
+
+    def log_text(self) -> str:
+        parts = []
+        for path in (self.log_path, self.stderr_path):
+            if path.exists():
+                parts.append(path.read_text(errors="replace"))
+        return "".join(parts)
+
+    # -- mail -----------------------------------------------------------------------------------
+
+    def imap(self, user: str, password: str | None = None) -> imaplib.IMAP4:
+        """A logged-in imaplib client talking to Dovecot directly (not through a proxy)."""
+        client = imaplib.IMAP4(LOOPBACK, self.imap_port, timeout=10)
+        client.login(user, self.users[user] if password is None else password)
+        return client
+
+    def append(
+        self, user: str, password: str | None, message: bytes, mailbox: str = "INBOX"
+    ) -> int | None:
+        """Store a message with IMAP APPEND; returns its UID (Dovecot answers APPENDUID)."""
+        client = self.imap(user, password)
+        try:
+            if mailbox.upper() != "INBOX":
+                client.create(mailbox)  # "already exists" is a NO, which is fine
+            typ, data = client.append(mailbox, None, None, message)
+            if typ != "OK":
+                raise RuntimeError(f"APPEND to {mailbox} failed: {data!r}")
+            found = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
+            return int(found.group(1)) if found else None
+        finally:
+            client.logout()
+
+    def __enter__(self) -> DovecotInstance:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
