@@ -17,7 +17,7 @@ import threading
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -26,8 +26,8 @@ from email.utils import format_datetime
 from faker import Faker
 
 DOMAIN = "example.test"
-DATE_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
-DATE_END = datetime(2025, 1, 1, tzinfo=timezone.utc)
+DATE_START = datetime(2024, 1, 1, tzinfo=UTC)
+DATE_END = datetime(2025, 1, 1, tzinfo=UTC)
 DEFAULT_COUNTS: Mapping[str, int] = {"INBOX": 12, "Sent": 4, "Archive": 8}
 CHUNK = 256 * 1024
 _INTL_LOCALES = ("de_DE", "fr_FR", "ja_JP", "ru_RU")
@@ -64,7 +64,7 @@ def _header_size(head: bytes) -> int:
 class StoredMessage(Message):
     """A message held as bytes (generated or APPENDed)."""
 
-    __slots__ = ("raw", "size", "header_size")
+    __slots__ = ("header_size", "raw", "size")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = bytes(raw)
@@ -86,7 +86,7 @@ class StoredMessage(Message):
 class PatternMessage(Message):
     """Header bytes + a body repeating ``pattern``, ending in CRLF; only one block is stored."""
 
-    __slots__ = ("head", "size", "header_size", "pattern", "_block")
+    __slots__ = ("_block", "head", "header_size", "pattern", "size")
 
     def __init__(self, head: bytes, size: int, pattern: bytes) -> None:
         if size < len(head) + 2:
@@ -174,6 +174,10 @@ def stable_seed(*parts: object) -> int:
     return zlib.crc32("/".join(map(str, parts)).encode())
 
 
+def _uidvalidity(*parts: object) -> int:
+    return 1_700_000_000 + stable_seed(*parts) % 10**7
+
+
 _fakers: dict[str, Faker] = {}
 _fakers_lock = threading.Lock()  # generators are shared (construction costs ~15 ms each)
 
@@ -219,14 +223,13 @@ class MailGenerator:
         contacts = [self._person(self.intl[rnd.choice(_INTL_LOCALES)] if i % 3 == 2 else fake)
                     for i in range(8)]
         total = sum(counts.values())
-        dates = sorted(fake.date_time_between(DATE_START, DATE_END, tzinfo=timezone.utc)
+        dates = sorted(fake.date_time_between(DATE_START, DATE_END, tzinfo=UTC)
                        for _ in range(total))
         # Archive-like folders take the oldest mail; the rest is interleaved.
         slots = [n for n, c in counts.items() if n.lower() == "archive" for _ in range(c)]
         rest = [n for n, c in counts.items() if n.lower() != "archive" for _ in range(c)]
         rnd.shuffle(rest)
-        boxes = {n: Mailbox(n, 1_700_000_000 + stable_seed(self.seed, self.owner, n) % 10**7)
-                 for n in counts}
+        boxes = {n: Mailbox(n, _uidvalidity(self.seed, self.owner, n)) for n in counts}
         history: list[_Sent] = []
         for when, box in zip(dates, slots + rest):
             outgoing = box.lower() == "sent"
@@ -315,11 +318,15 @@ class MailStore:
         self._large: Message | None = None
         self._users: dict[str, dict[str, Mailbox]] = {}
         self._template: dict[str, Mailbox] | None = None
+        self._lock = threading.RLock()  # a test thread and the server thread may both ask
 
     def mailboxes(self, user: str) -> dict[str, Mailbox]:
         boxes = self._users.get(user)
         if boxes is None:
-            boxes = self._users[user] = self._generate(user)
+            with self._lock:
+                boxes = self._users.get(user)
+                if boxes is None:
+                    boxes = self._users[user] = self._generate(user)
         return boxes
 
     def mailbox(self, user: str, name: str) -> Mailbox | None:
@@ -332,8 +339,9 @@ class MailStore:
             flags: tuple[str, ...] = ()) -> Entry:
         """Deliver a message (creating the mailbox if needed)."""
         boxes = self.mailboxes(user)
-        box = boxes.get(mailbox) or boxes.setdefault(
-            mailbox, Mailbox(mailbox, 1_700_000_000 + stable_seed(self.seed, user, mailbox) % 10**7))
+        box = boxes.get(mailbox)
+        if box is None:
+            box = boxes[mailbox] = Mailbox(mailbox, _uidvalidity(self.seed, user, mailbox))
         if isinstance(message, (bytes, bytearray)):
             message = StoredMessage(message)
         return box.append(message, flags)

@@ -93,6 +93,7 @@ class Master:
                 fh.write(f"{os.getpid()}\n")
 
     def _spawn(self, count: int) -> None:
+        self.log.log("notice", "start worker processes")
         worker_log, server_logs = self.make_logs(self.settings)
         for _ in range(count):
             pid = os.fork()
@@ -108,6 +109,7 @@ class Master:
                     code = 2
                 os._exit(code)
             self.workers[pid] = self.generation
+            self.log.log("notice", f"start worker process {pid}")
 
     def _signal_workers(self, sig: int, generation: int | None = None) -> None:
         for pid, gen in list(self.workers.items()):
@@ -128,9 +130,9 @@ class Master:
                 sig = self.pending.pop(0)
                 if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) and stopping is None:
                     stopping = sig
-                    self.log.log("notice", "signal %d received, exiting" % sig
-                                 if sig != signal.SIGQUIT else
-                                 "signal 3 (SIGQUIT) received, shutting down")
+                    name = signal.Signals(sig).name
+                    self.log.log("notice", f"signal {sig} ({name}) received, "
+                                 + ("shutting down" if sig == signal.SIGQUIT else "exiting"))
                     self._signal_workers(signal.SIGQUIT if sig == signal.SIGQUIT
                                          else signal.SIGTERM)
                 elif sig == signal.SIGHUP and stopping is None:

@@ -69,8 +69,8 @@ class Session(asyncio.Protocol):
         self.server_text = self.rt.listen_text(sock)
         if self.rt.log.enabled("info"):
             where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix:"
-            self.rt.log.log("info", f"*{self.id} client {where} connected to "
-                            f"{self.server_text}", self.id)
+            self.rt.log.log("info", f"client {where} connected to {self.server_text}",
+                            self.id)
         self.machine = self.rt.dialogue_class(self.conf, tls=transport.get_extra_info(
             "sslcontext") is not None)
         transport.write(self.machine.greeting())
@@ -90,15 +90,10 @@ class Session(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
-        if self.phase == "relay" and self.backend is not None:
-            self.log("info", "client closed connection")
         self.close()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.phase == "relay":
-            self.action = "proxying"
-            self.log("info", "proxied session done")
         self.close()
         self.rt.sessions.discard(self)
 
@@ -172,6 +167,7 @@ class Session(asyncio.Protocol):
         try:
             while True:
                 request = self._auth_request()
+                next(_conn_ids)
                 if machine.creds.method in ("apop", "cram-md5") and machine.creds.salt:
                     machine.creds.password = None  # nginx forgets it once the salt is sent
                 resp = await auth_http.query(conf.auth_http, request, conf.auth_http_timeout)
@@ -222,6 +218,7 @@ class Session(asyncio.Protocol):
         self._login_machine = self.machine.backend_login(self.conf)
         loop = self.rt.loop
         self._arm_timeout(self.conf.timeout, "upstream timed out")
+        next(_conn_ids)
         try:
             await loop.create_connection(lambda: BackendProtocol(self), addr, port)
         except OSError as exc:
@@ -323,6 +320,9 @@ class Session(asyncio.Protocol):
     def close(self) -> None:
         if self.phase == "closed":
             return
+        if self.phase == "relay":
+            self.action = None
+            self.log("info", "proxied session done")
         self.phase = "closed"
         self._cancel_timer()
         if self._task is not None and not self._task.done() and \

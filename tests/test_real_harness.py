@@ -135,3 +135,42 @@ def test_postfix_delivers_with_xclient_address(tmp_path):
     assert "[192.0.2.7]" in received[0]
     assert "client.example.org" in received[0]
     assert message_from_bytes(delivered[0])["Subject"] == "harness check"
+
+
+def test_nginx_proxies_imap_to_dovecot_with_auth_from_its_own_http_block(tmp_path):
+    require(NginxInstance.unavailable_reason())
+    require(DovecotInstance.unavailable_reason())
+    with DovecotInstance({"alice@example.com": "secret"}, tmp_path / "dovecot") as dovecot:
+        dovecot.append("alice@example.com", "secret", MESSAGE)
+        imap_port, auth_port = free_ports(2)
+        mail = f"""
+            auth_http {LOOPBACK}:{auth_port}/auth;
+            server {{
+                listen {LOOPBACK}:{imap_port};
+                protocol imap;
+            }}
+        """
+        http = f"""
+            access_log off;
+            server {{
+                listen {LOOPBACK}:{auth_port};
+                location = /auth {{
+                    add_header Auth-Status OK;
+                    add_header Auth-Server {LOOPBACK};
+                    add_header Auth-Port {dovecot.imap_port};
+                    return 200;
+                }}
+            }}
+        """
+        with NginxInstance(mail, tmp_path / "nginx", http_block=http) as nginx:
+            imap = imaplib.IMAP4(LOOPBACK, imap_port, timeout=10)
+            try:
+                assert imap.welcome == b"* OK IMAP4 ready"
+                typ, _ = imap.login("alice@example.com", "secret")
+                assert typ == "OK"
+                assert imap.select("INBOX") == ("OK", [b"1"])
+                assert imap.fetch("1", "(BODY.PEEK[])")[1][0][1] == MESSAGE
+            finally:
+                imap.logout()
+        assert "alice@example.com" in dovecot.log_text()
+        assert "[emerg]" not in nginx.error_log_text()

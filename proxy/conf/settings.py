@@ -23,12 +23,13 @@ class LogTarget:
     kind: str  # "file" | "stderr" | "syslog"
     level: str = "error"  # debug info notice warn error crit alert emerg
     path: str | None = None  # kind == "file": absolute path (prefix already applied)
-    syslog_host: str | None = None  # kind == "syslog"
+    syslog_host: str | None = None  # kind == "syslog": IP literal
     syslog_port: int = 514
     syslog_facility: str = "local7"
     syslog_severity: str = "info"
     syslog_tag: str = "nginx"
     syslog_nohostname: bool = False
+    syslog_unix_path: str | None = None  # syslog:server=unix:/dev/log
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,9 @@ class MainSettings:
     pid: str | None = None  # absolute path; None means "pid off"
     error_logs: tuple[LogTarget, ...] = ()
     daemon: bool = True
+    master_process: bool = True
     worker_connections: int = 512
     worker_shutdown_timeout: float | None = None
+    worker_rlimit_nofile: int | None = None  # RLIMIT_NOFILE to set in workers
+    user: tuple[str, str] | None = None  # (user, group) to switch to when started as root
     warnings: tuple[str, ...] = ()  # "[warn]" messages produced while parsing

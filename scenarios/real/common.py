@@ -88,8 +88,7 @@ def wait_until(
             return
         if proc is not None and proc.poll() is not None:
             raise ServerStartError(
-                f"{what} exited with status {proc.returncode} before it was ready\n"
-                + _tail(log)
+                f"{what} exited with status {proc.returncode} before it was ready\n" + _tail(log)
             )
         if time.monotonic() > deadline:
             raise ServerStartError(f"{what} not ready after {timeout:g}s\n" + _tail(log))
@@ -98,11 +97,7 @@ def wait_until(
 
 def wait_listening(ports: Iterable[int], timeout: float, **kwargs) -> None:
     wanted = set(ports)
-    wait_until(lambda: wanted <= (_proc_listening_ports() or _probe(wanted)), timeout, **kwargs)
-
-
-def _probe(ports: set[int]) -> set[int]:
-    return {port for port in ports if is_listening(port)}
+    wait_until(lambda: all(is_listening(port) for port in wanted), timeout, **kwargs)
 
 
 def _tail(log: Callable[[], str] | None, lines: int = 30) -> str:
@@ -110,7 +105,7 @@ def _tail(log: Callable[[], str] | None, lines: int = 30) -> str:
         return ""
     try:
         return "\n".join(log().splitlines()[-lines:])
-    except Exception as exc:  # the log is only a diagnostic
+    except OSError as exc:  # the log is only a diagnostic
         return f"(log unavailable: {exc})"
 
 
@@ -230,11 +225,13 @@ def shared_root(workdir: Path, name: str) -> tuple[Path, bool]:
     """A 0755 directory the servers' unprivileged users can reach, for sockets, queues, mail.
 
     pytest's tmp_path sits below 0700 directories, and widening those would weaken pytest's
-    own protection, so then a fresh directory under a traversable temp dir is made instead
-    (linked from ``workdir/name`` for inspection). Returns (path, caller_must_remove).
+    own protection, so then (or when the path is long) a fresh directory under a traversable
+    temp dir is made instead, linked from ``workdir/name`` for inspection.
+    Returns (path, caller_must_remove).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    if world_traversable(workdir):
+    # Unix socket paths are limited to 107 bytes; servers put sockets a few levels deeper.
+    if world_traversable(workdir) and len(str(workdir / name)) <= 60:
         root = workdir / name
         root.mkdir(exist_ok=True)
         root.chmod(0o755)

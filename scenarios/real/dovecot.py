@@ -20,6 +20,7 @@ import signal
 import subprocess
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from scenarios.real.common import (
     LOOPBACK,
@@ -41,7 +42,7 @@ def dovecot_binary() -> str | None:
     )
 
 
-def _protocol_installed(binary: str, name: str) -> bool:
+def _protocol_installed(name: str) -> bool:
     """imap and pop3 are separate Debian packages; their daemons live next to each other."""
     for libexec in ("/usr/lib/dovecot", "/usr/libexec/dovecot"):
         if os.access(f"{libexec}/{name}", os.X_OK):
@@ -86,7 +87,7 @@ class DovecotInstance:
         binary = dovecot_binary()
         if binary is None:
             return "Dovecot is not installed (Debian packages dovecot-imapd, dovecot-pop3d)"
-        missing = [n for n in ("imap", "pop3") if not _protocol_installed(binary, n)]
+        missing = [n for n in ("imap", "pop3") if not _protocol_installed(n)]
         if missing:
             return "Dovecot lacks " + ", ".join(missing) + " (dovecot-imapd, dovecot-pop3d)"
         if os.geteuid() != 0:
@@ -108,10 +109,12 @@ class DovecotInstance:
         os.chown(mail, MAIL_UID, MAIL_GID)
         users = self.root / "users"
         # PLAIN.b64 keeps passwords with ':' or spaces intact in the colon-separated file.
-        users.write_text("".join(
-            f"{login}:{{PLAIN.b64}}{base64.b64encode(pw.encode()).decode()}::::::\n"
-            for login, pw in self.users.items()
-        ))
+        users.write_text(
+            "".join(
+                f"{login}:{{PLAIN.b64}}{base64.b64encode(pw.encode()).decode()}::::::\n"
+                for login, pw in self.users.items()
+            )
+        )
         users.chmod(0o644)
         self.conf_path.write_text(self.config_text())
 
@@ -181,8 +184,13 @@ service pop3-login {{
                 start_new_session=True,
             )
         try:
-            wait_listening([self.imap_port, self.pop3_port], self.start_timeout,
-                           proc=self.process, what="dovecot", log=self.log_text)
+            wait_listening(
+                [self.imap_port, self.pop3_port],
+                self.start_timeout,
+                proc=self.process,
+                what="dovecot",
+                log=self.log_text,
+            )
         except BaseException:
             self.stop()
             raise
@@ -203,6 +211,9 @@ service pop3-login {{
             self.process = None
         if self._remove_root and self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
+            link = self.workdir / "dovecot"
+            if link.is_symlink():
+                link.unlink()
             self._remove_root = False
         return status
 
@@ -237,7 +248,7 @@ service pop3-login {{
         finally:
             client.logout()
 
-    def __enter__(self) -> DovecotInstance:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

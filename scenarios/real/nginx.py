@@ -20,6 +20,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from scenarios.real.common import ServerStartError, stop_process_group, wait_listening, wait_until
 
@@ -45,7 +46,7 @@ def _build_info() -> str:
     binary = nginx_binary()
     if binary is None:
         return ""
-    done = subprocess.run([binary, "-V"], capture_output=True, text=True, timeout=10)
+    done = subprocess.run([binary, "-V"], capture_output=True, text=True, timeout=10, check=False)
     return done.stderr + done.stdout
 
 
@@ -74,7 +75,7 @@ def listen_ports(*config_texts: str) -> list[int]:
     """TCP ports named by `listen` directives (unix sockets and bare addresses are skipped)."""
     ports = []
     for text in config_texts:
-        for match in re.finditer(r"(?m)^\s*listen\s+([^\s;]+)", text):
+        for match in re.finditer(r"(?<![\w$-])listen\s+([^\s;]+)", text):
             address = match.group(1)
             if address.startswith("["):  # [::1]:143, or [::1] alone (default port: not ours)
                 port = address.partition("]")[2].removeprefix(":")
@@ -148,15 +149,21 @@ class NginxInstance:
         workdir = Path(workdir).resolve()
         module = mail_module_path()
         lines = [f"load_module {module};"] if module is not None else []
-        # As root, nginx would drop its worker to "nobody", which cannot even enter a pytest
-        # tmp_path (0700 parents); the worker needs the directory for http temp files.
-        if os.geteuid() == 0 and not re.search(r"(?m)^\s*user\s", main):
-            lines.append("user root;")
+        defaults = {
+            # As root, nginx would drop its worker to "nobody", which cannot even enter a
+            # pytest tmp_path (0700 parents); an http block's worker needs it for temp files.
+            "user": "user root;" if os.geteuid() == 0 else "",
+            "daemon": "daemon off;",
+            "master_process": "master_process on;",
+            "worker_processes": "worker_processes 1;",
+            "pid": f"pid {workdir / 'nginx.pid'};",
+        }
+        # Main-context text may override any of these (nginx rejects a duplicate). error_log
+        # may repeat, and ours stays: error_log_text() reads it.
         lines += [
-            "daemon off;",
-            "master_process on;",
-            "worker_processes 1;",
-            f"pid {workdir / 'nginx.pid'};",
+            line for name, line in defaults.items() if not re.search(rf"(?m)^\s*{name}\s", main)
+        ]
+        lines += [
             f"error_log {workdir / 'error.log'} {error_log_level};",
             main.strip(),
             "events {}",
@@ -186,8 +193,16 @@ class NginxInstance:
     def _command(self, *extra: str) -> list[str]:
         binary = nginx_binary()
         assert binary is not None, "nginx is not installed"
-        return [binary, "-p", f"{self.workdir}/", "-c", str(self.conf_path),
-                "-e", str(self.error_log_path), *extra]
+        return [
+            binary,
+            "-p",
+            f"{self.workdir}/",
+            "-c",
+            str(self.conf_path),
+            "-e",
+            str(self.error_log_path),
+            *extra,
+        ]
 
     @classmethod
     def test_config(
@@ -209,6 +224,7 @@ class NginxInstance:
                 capture_output=True,
                 text=True,
                 timeout=30,
+                check=False,
             )
             return done.returncode, done.stderr + done.stdout
 
@@ -237,10 +253,16 @@ class NginxInstance:
             )
         try:
             # nginx writes its pid file only after every listening socket is bound.
-            wait_until(self._pid_written, self.start_timeout, self.process, "nginx",
-                       self._diagnostics)
-            wait_listening(self.ports, self.start_timeout, proc=self.process, what="nginx",
-                           log=self._diagnostics)
+            wait_until(
+                self._pid_written, self.start_timeout, self.process, "nginx", self._diagnostics
+            )
+            wait_listening(
+                self.ports,
+                self.start_timeout,
+                proc=self.process,
+                what="nginx",
+                log=self._diagnostics,
+            )
         except BaseException:
             self.stop()
             raise
@@ -264,12 +286,16 @@ class NginxInstance:
         if self.running():
             self.process.send_signal(sig)
 
-    def reload(self, mail: str | None = None, **changes: str | None) -> None:
-        """Rewrite the config (optionally with new text) and send SIGHUP."""
-        if mail is not None:
-            self.mail = mail
-        for name, value in changes.items():
-            setattr(self, name, value)
+    def reload(
+        self, mail: str | None = None, *, main: str | None = None, http_block: str | None = None
+    ) -> None:
+        """Rewrite the config (with any new text given) and send SIGHUP.
+
+        Returns at once: nginx starts new workers and retires the old ones asynchronously.
+        """
+        self.mail = self.mail if mail is None else mail
+        self.main = self.main if main is None else main
+        self.http_block = self.http_block if http_block is None else http_block
         self.write_config()
         self.send_signal(signal.SIGHUP)
 
@@ -291,7 +317,7 @@ class NginxInstance:
         stderr = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
         return self.error_log_text() + stderr
 
-    def __enter__(self) -> NginxInstance:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

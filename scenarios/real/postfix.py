@@ -23,6 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from scenarios.real.common import (
     LOOPBACK,
@@ -49,14 +50,16 @@ def postfix_binary() -> str | None:
 
 def _postconf_default(name: str) -> str:
     postconf = shutil.which("postconf") or "/usr/sbin/postconf"
-    done = subprocess.run([postconf, "-dh", name], capture_output=True, text=True, timeout=10)
+    done = subprocess.run(
+        [postconf, "-dh", name], capture_output=True, text=True, timeout=10, check=False
+    )
     return done.stdout.strip()
 
 
 def slot_base() -> Path:
     """Root-only, world-traversable home of the slots (tmpfs /run where there is one)."""
-    return Path("/run/postern-postfix") if Path("/run").is_dir() else Path(
-        "/var/tmp/postern-postfix"
+    return (
+        Path("/run/postern-postfix") if Path("/run").is_dir() else Path("/var/tmp/postern-postfix")
     )
 
 
@@ -87,7 +90,7 @@ def ensure_alternate_config_directories(main_cf: Path | None = None) -> bool:
             return False
         line = "alternate_config_directories = " + ", ".join(p for p in present + missing if p)
         if found:
-            text = text[: found.start()] + line + text[found.end():]
+            text = text[: found.start()] + line + text[found.end() :]
         else:
             text = text + ("" if not text or text.endswith("\n") else "\n")
             text += f"{SYSTEM_MARKER}\n{line}\n"
@@ -159,7 +162,7 @@ class PostfixInstance:
         base.mkdir(mode=0o755, parents=True, exist_ok=True)
         base.chmod(0o755)
         for n in range(SLOT_COUNT):
-            lock = open(base / f"slot{n}.lock", "w")
+            lock = open(base / f"slot{n}.lock", "w")  # noqa: SIM115 -- held until stop()
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -231,9 +234,13 @@ virtual_gid_maps = static:{MAIL_GID}
     def master_cf(self) -> str:
         """Debian's master.cf without chroot (the slot has no copy of /etc), smtpd on our port."""
         dist = Path("/usr/share/postfix/master.cf.dist")
-        source = dist.read_text() if dist.exists() else (
-            Path(_postconf_default("config_directory") or "/etc/postfix") / "master.cf"
-        ).read_text()
+        source = (
+            dist.read_text()
+            if dist.exists()
+            else (
+                Path(_postconf_default("config_directory") or "/etc/postfix") / "master.cf"
+            ).read_text()
+        )
         lines, has_postlog = [], False
         for line in source.splitlines():
             fields = line.split()
@@ -273,6 +280,7 @@ virtual_gid_maps = static:{MAIL_GID}
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,
         )
 
     def _env(self) -> dict[str, str]:
@@ -300,8 +308,13 @@ virtual_gid_maps = static:{MAIL_GID}
                     stderr=log,
                     start_new_session=True,
                 )
-            wait_listening([self.port], self.start_timeout, proc=self.process, what="postfix",
-                           log=self.log_text)
+            wait_listening(
+                [self.port],
+                self.start_timeout,
+                proc=self.process,
+                what="postfix",
+                log=self.log_text,
+            )
             self.master_pid = self._read_master_pid()
         except BaseException:
             self.stop()
@@ -329,6 +342,7 @@ virtual_gid_maps = static:{MAIL_GID}
             self._kill_stale_master()  # a master that came up after a failed start
             shutil.rmtree(self.slot, ignore_errors=True)
             self.slot = None
+            (self.workdir / "postfix-slot").unlink(missing_ok=True)
         if self._slot_lock is not None:
             self._slot_lock.close()
             self._slot_lock = None
@@ -352,7 +366,7 @@ virtual_gid_maps = static:{MAIL_GID}
             time.sleep(0.05)
         return [p.read_bytes() for p in self.delivered_paths()]
 
-    def __enter__(self) -> PostfixInstance:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

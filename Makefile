@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` (the embedded lab) and `make test` (everything).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test bench lint
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	    rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	  else echo "python3 -m venv failed: install python3-venv" >&2; exit 1; fi; }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,load]'
+	@touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/postern lab
+
+test: $(BIN)/.installed
+	@bash scripts/ensure-system-deps
+	@mkdir -p results
+	$(BIN)/python -m pytest tests scenarios --target postern --target nginx \
+	  --junitxml=results/junit.xml $(PYTEST_ARGS)
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m loadtest.bench
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check proxy fakes scenarios loadtest reports tests

@@ -1,0 +1,474 @@
+"""A scriptable mock of an nginx ``auth_http`` server (HTTP/1.0 over asyncio, loopback).
+
+One line in a synchronous test::
+
+    imap = ("127.0.0.1", 1143)
+    with MockAuthServer(users={"alice": User("secret", backends={"imap": imap})}) as auth:
+        auth.url            # "http://127.0.0.1:PORT/auth"
+        auth.wait_requests(1)[0].header("Auth-User")
+
+or ``await srv.start()`` / ``await srv.stop()`` inside a running loop.
+
+Every request is recorded byte for byte. The answer comes, in order of precedence, from the
+global ``script`` queue, the ``handler`` callable, the user's ``by_attempt`` / ``replies``
+scripts, or the default decision (credentials checked per Auth-Method, see spec §10).
+A ``Reply`` describes both what to say and how to say it (delay, trickle, drop, ...).
+Passwords never appear in what this module logs or prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import re
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from fakes._runner import BackgroundServer, hostport, login_password, run_server
+
+log = logging.getLogger("fakes.auth")
+
+Backend = tuple[str, int]
+DEFAULT_FAIL = "Invalid login or password"
+MASK = "***"
+_CONTENT = ("status", "server", "port", "user", "password", "wait", "error_code")
+_DELIVERY = ("http_status", "body", "eol", "delay", "trickle", "drop", "close_early", "raw",
+             "oversize")
+
+
+@dataclass
+class Reply:
+    """One scripted answer. ``None`` content fields are left out of the reply.
+
+    Delivery: ``delay`` seconds before answering; ``trickle`` seconds between single bytes;
+    ``drop`` closes without answering; ``close_early`` sends only N bytes (True: half) then
+    closes; ``raw`` is sent verbatim instead of a generated reply; ``oversize`` pads the header
+    block with an ``X-Padding`` line to exactly N bytes (True: 1100, past nginx's 1024-byte
+    buffer). ``decide=True`` takes the content from the default decision and this reply's
+    non-None content fields, extra headers and delivery options on top.
+    """
+
+    status: str | None = None
+    server: str | None = None
+    port: int | str | None = None
+    user: str | None = None
+    password: str | None = None
+    wait: int | str | None = None
+    error_code: str | None = None
+    headers: list[str] = field(default_factory=list)
+    http_status: str | None = "HTTP/1.0 200 OK"
+    body: bytes = b""
+    eol: str = "\r\n"
+    delay: float = 0.0
+    trickle: float | None = None
+    drop: bool = False
+    close_early: int | bool | None = None
+    raw: bytes | None = None
+    oversize: int | bool = False
+    decide: bool = False
+
+    @classmethod
+    def ok(cls, server: str, port: int | str, **kw: Any) -> Reply:
+        return cls(status="OK", server=server, port=port, **kw)
+
+    @classmethod
+    def fail(cls, text: str = DEFAULT_FAIL, wait: int | str | None = None, **kw: Any) -> Reply:
+        return cls(status=text, wait=wait, **kw)
+
+    @classmethod
+    def retry(cls, wait: int | str | None = None, **kw: Any) -> Reply:
+        """``Auth-Status: WAIT``: nginx repeats the same request after ``wait`` seconds."""
+        return cls(status="WAIT", wait=wait, **kw)
+
+    @classmethod
+    def default(cls, **kw: Any) -> Reply:
+        """The normal decision, delivered with the given tweaks (e.g. ``delay=2``)."""
+        return cls(decide=True, **kw)
+
+    @classmethod
+    def verbatim(cls, raw: bytes, **kw: Any) -> Reply:
+        return cls(raw=raw, **kw)
+
+    @classmethod
+    def hang_up(cls, delay: float = 0.0) -> Reply:
+        return cls(drop=True, delay=delay)
+
+    def render(self) -> bytes:
+        """The bytes this reply puts on the wire (before close_early truncation)."""
+        if self.raw is not None:
+            return self.raw
+        eol = self.eol
+        lines = [] if self.http_status is None else [self.http_status]
+        for name, value in (("Auth-Status", self.status), ("Auth-Server", self.server),
+                            ("Auth-Port", self.port), ("Auth-User", self.user),
+                            ("Auth-Pass", self.password), ("Auth-Wait", self.wait),
+                            ("Auth-Error-Code", self.error_code)):
+            if value is not None:
+                lines.append(f"{name}: {value}")
+        lines.extend(self.headers)
+        if self.oversize:
+            target = 1100 if self.oversize is True else int(self.oversize)
+            used = sum(len(line.encode()) + len(eol) for line in lines) + len(eol)
+            pad = target - used - len("X-Padding: ") - len(eol)
+            if used < target:
+                if pad < 0:
+                    raise ValueError(f"cannot pad a {used}-byte header block to {target} bytes")
+                lines.insert(1 if self.http_status is not None else 0, "X-Padding: " + "x" * pad)
+        return "".join(line + eol for line in lines).encode() + eol.encode() + self.body
+
+
+def _merge(base: Reply, over: Reply) -> Reply:
+    content = {f: getattr(over, f) for f in _CONTENT if getattr(over, f) is not None}
+    delivery = {f: getattr(over, f) for f in _DELIVERY}
+    return dataclasses.replace(base, **content, **delivery, headers=base.headers + over.headers,
+                               decide=False)
+
+
+@dataclass
+class User:
+    """A login known to the mock. ``replies`` are consumed in arrival order; ``by_attempt``
+    answers by Auth-Login-Attempt (checked first); ``backend_user``/``backend_password`` are
+    returned as Auth-User/Auth-Pass rewrites on success."""
+
+    password: str
+    backends: dict[str, Backend] = field(default_factory=dict)
+    replies: list[Reply] = field(default_factory=list)
+    by_attempt: dict[int, Reply] = field(default_factory=dict)
+    backend_user: str | None = None
+    backend_password: str | None = None
+
+
+_ESCAPED = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def unescape(value: str) -> str:
+    """Undo nginx's Auth-User/Auth-Pass escaping (%XX); other bytes pass through."""
+    raw = value.encode("utf-8", "surrogateescape")
+    return _ESCAPED.sub(lambda m: bytes([int(m.group(1), 16)]), raw).decode("utf-8",
+                                                                              "surrogateescape")
+
+
+@dataclass(repr=False)
+class AuthRequest:
+    """One request as received. ``headers`` keeps order, names and values exactly as sent."""
+
+    raw: bytes
+    method: str
+    uri: str
+    version: str
+    headers: list[tuple[str, str]]
+    peer: Any = None
+    received_at: float = 0.0
+    reply: bytes = b""
+    decision: Reply | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes, peer: Any = None) -> AuthRequest:
+        text = raw.decode("utf-8", "surrogateescape")
+        lines = re.split(r"\r?\n", text)
+        parts = lines[0].split(" ")
+        method, uri, version = (parts + ["", "", ""])[:3]
+        headers = []
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers.append((name, value.lstrip(" ")))
+        return cls(raw, method, uri, version, headers, peer, time.time())
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The last value of a header, name matched case-insensitively."""
+        for n, v in reversed(self.headers):
+            if n.lower() == name.lower():
+                return v
+        return default
+
+    @property
+    def auth_method(self) -> str:
+        return (self.header("Auth-Method") or "").lower()
+
+    @property
+    def protocol(self) -> str:
+        return (self.header("Auth-Protocol") or "").lower()
+
+    @property
+    def user(self) -> str:
+        return unescape(self.header("Auth-User") or "")
+
+    @property
+    def password(self) -> str:
+        return unescape(self.header("Auth-Pass") or "")
+
+    @property
+    def salt(self) -> str:
+        return self.header("Auth-Salt") or ""
+
+    @property
+    def attempt(self) -> int:
+        try:
+            return int(self.header("Auth-Login-Attempt") or 1)
+        except ValueError:
+            return 1
+
+    def masked_headers(self) -> list[tuple[str, str]]:
+        return [(n, MASK if n.lower() == "auth-pass" and v else v) for n, v in self.headers]
+
+    def to_json(self) -> dict[str, Any]:
+        status = self.decision.status if self.decision and self.decision.raw is None else None
+        peer = f"{self.peer[0]}:{self.peer[1]}" if isinstance(self.peer, tuple) else self.peer
+        return {"time": round(self.received_at, 6), "peer": peer, "method": self.method,
+                "uri": self.uri, "version": self.version, "headers": self.masked_headers(),
+                "status": status}
+
+    def __repr__(self) -> str:
+        return (f"AuthRequest({self.method} {self.uri} headers={self.masked_headers()!r})")
+
+
+class MockAuthServer(BackgroundServer):
+    """The mock auth_http server; see the module docstring."""
+
+    def __init__(self, users: Mapping[str, User | str] | None = None, *,
+                 host: str = "127.0.0.1", port: int = 0, uri_path: str = "/auth",
+                 backends: Mapping[str, Backend] | None = None, fail_wait: int = 0,
+                 fail_message: str = DEFAULT_FAIL, smtp_error_code: str | None = None,
+                 always_send_pass: bool = False, script: Iterable[Reply] = (),
+                 handler: Callable[[AuthRequest], Reply | None] | None = None,
+                 requests_log: str | Path | None = None, record: bool = True,
+                 use_uvloop: bool = True) -> None:
+        self.users: dict[str, User] = {}
+        for login, user in (users or {}).items():
+            self.users[login] = User(user) if isinstance(user, str) else user
+        self.host, self.port, self.uri_path = host, port, uri_path
+        self.backends: dict[str, Backend] = dict(backends or {})
+        self.fail_wait, self.fail_message = fail_wait, fail_message
+        self.smtp_error_code = smtp_error_code
+        self.always_send_pass = always_send_pass
+        self.script: deque[Reply] = deque(script)
+        self.handler = handler
+        self.requests: list[AuthRequest] = []
+        self.record = record  # False: keep nothing in memory (long load runs)
+        self.requests_log = requests_log
+        self.use_uvloop = use_uvloop
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._log_file: IO[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.uri_path}"
+
+    def add_user(self, login: str, password: str, **kw: Any) -> User:
+        user = self.users[login] = User(password, **kw)
+        return user
+
+    def push(self, *replies: Reply) -> None:
+        """Queue replies that answer the next requests, whoever they are for."""
+        self.script.extend(replies)
+
+    def clear(self) -> None:
+        self.requests.clear()
+        self.script.clear()
+
+    def wait_requests(self, n: int, timeout: float = 5.0) -> list[AuthRequest]:
+        """Block until at least ``n`` requests arrived; returns them all."""
+        self._wait_for(lambda: len(self.requests) >= n, timeout, f"{n} auth request(s)")
+        return list(self.requests)
+
+    async def async_wait_requests(self, n: int, timeout: float = 5.0) -> list[AuthRequest]:
+        await self._async_wait_for(lambda: len(self.requests) >= n, timeout,
+                                   f"{n} auth request(s)")
+        return list(self.requests)
+
+    async def start(self) -> None:
+        self._open_log()
+        self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                  limit=1 << 16, backlog=1024)
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+
+    def _open_log(self) -> None:
+        if self.requests_log and self._log_file is None:
+            self._log_file = open(self.requests_log, "a", encoding="utf-8")  # noqa: SIM115
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    # -- deciding -------------------------------------------------------------------------
+
+    def decide(self, req: AuthRequest) -> Reply:
+        reply = None
+        if self.script:
+            reply = self.script.popleft()
+        elif self.handler is not None:
+            reply = self.handler(req)
+        if reply is None and (user := self.users.get(req.user)) is not None:
+            reply = user.by_attempt.get(req.attempt)
+            if reply is None and user.replies:
+                reply = user.replies.pop(0)
+        if reply is None:
+            return self.default_reply(req)
+        return _merge(self.default_reply(req), reply) if reply.decide else reply
+
+    def default_reply(self, req: AuthRequest) -> Reply:
+        """The unscripted decision: check the credentials, answer with the user's backend."""
+        method, proto = req.auth_method, req.protocol
+        if method == "none":  # SMTP MAIL/RCPT without authentication
+            backend = self.backends.get("smtp")
+            return Reply.ok(*backend) if backend else self._failure(proto)
+        user = self.users.get(req.user)
+        if user is None or not _credentials_ok(method, user.password, req):
+            return self._failure(proto)
+        backend = user.backends.get(proto) or self.backends.get(proto)
+        if backend is None:
+            return self._failure(proto, f"No {proto or 'unknown'} backend for this user")
+        reply = Reply.ok(*backend, user=user.backend_user)
+        if (method in ("apop", "cram-md5", "external") or self.always_send_pass
+                or user.backend_password is not None):
+            reply.password = user.backend_password or user.password
+        return reply
+
+    def _failure(self, proto: str, text: str | None = None) -> Reply:
+        return Reply.fail(text or self.fail_message, wait=self.fail_wait or None,
+                          error_code=self.smtp_error_code if proto == "smtp" else None)
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            try:
+                raw = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                return
+            req = AuthRequest.parse(raw, writer.get_extra_info("peername"))
+            try:
+                reply = self.decide(req)
+                data = reply.render()
+            except Exception:  # a broken handler or Reply must not kill the server
+                log.exception("auth decision failed")
+                reply = Reply(http_status="HTTP/1.0 500 Internal Server Error")
+                data = reply.render()
+            cut = _cut(len(data), reply.close_early)
+            req.decision, req.reply = reply, b"" if reply.drop else data[:cut]
+            self._record(req)
+            await self._deliver(writer, reply, req.reply)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    def _record(self, req: AuthRequest) -> None:
+        reply = req.decision
+        outcome = ("drop" if reply and reply.drop else
+                   "raw" if reply and reply.raw is not None else reply.status if reply else None)
+        log.info("%s %s user=%r attempt=%s -> %s", req.protocol or "-", req.auth_method or "-",
+                 req.user, req.header("Auth-Login-Attempt"), outcome)
+        if self._log_file:
+            self._log_file.write(json.dumps(req.to_json(), ensure_ascii=False) + "\n")
+            self._log_file.flush()
+        if self.record:
+            with self._recorded:
+                self.requests.append(req)
+                self._recorded.notify_all()
+
+    @staticmethod
+    async def _deliver(writer: asyncio.StreamWriter, reply: Reply, data: bytes) -> None:
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.drop:
+            return
+        if reply.trickle:
+            for i in range(len(data)):
+                writer.write(data[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(reply.trickle)
+        else:
+            writer.write(data)
+            await writer.drain()
+
+
+def _cut(length: int, close_early: int | bool | None) -> int:
+    if close_early is None or close_early is False:
+        return length
+    return length // 2 if close_early is True else min(int(close_early), length)
+
+
+def _credentials_ok(method: str, password: str, req: AuthRequest) -> bool:
+    salt = req.salt.rstrip("\r\n")
+    if method in ("plain", "login"):
+        return req.password == password
+    if method == "apop":
+        digest = hashlib.md5((salt + password).encode()).hexdigest()
+        return hmac.compare_digest(req.password.lower().encode(), digest.encode())
+    if method == "cram-md5":
+        digest = hmac.new(password.encode(), salt.encode(), hashlib.md5).hexdigest()
+        return hmac.compare_digest(req.password.lower().encode(), digest.encode())
+    return method == "external"
+
+
+# -- command line -------------------------------------------------------------------------
+
+def _backend(text: str) -> tuple[str, Backend]:
+    proto, sep, addr = text.partition("=")
+    if not sep or proto not in ("imap", "pop3", "smtp"):
+        raise argparse.ArgumentTypeError(f"expected imap|pop3|smtp=HOST:PORT, got {text!r}")
+    return proto, hostport(addr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fakes.auth",
+                                description="Scriptable mock of an nginx auth_http server.")
+    p.add_argument("--listen", type=hostport, default=("127.0.0.1", 9000), metavar="HOST:PORT")
+    p.add_argument("--uri", default="/auth", help="path shown in the printed URL")
+    p.add_argument("--user", type=login_password, action="append", default=[],
+                   metavar="LOGIN:PASSWORD")
+    p.add_argument("--backend", type=_backend, action="append", default=[],
+                   metavar="PROTO=HOST:PORT", help="backend for every user (imap, pop3, smtp)")
+    p.add_argument("--fail-wait", type=int, default=0, help="Auth-Wait sent on failures")
+    p.add_argument("--fail-message", default=DEFAULT_FAIL)
+    p.add_argument("--smtp-error-code", help='e.g. "535 5.7.8", sent on SMTP failures')
+    p.add_argument("--always-pass", action="store_true",
+                   help="send Auth-Pass on every success, not only for apop/cram-md5/external")
+    p.add_argument("--requests-log", metavar="FILE",
+                   help="append one JSON line per request (Auth-Pass masked)")
+    p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    server = MockAuthServer({login: pw for login, pw in args.user},
+                            host=args.listen[0], port=args.listen[1], uri_path=args.uri,
+                            backends=dict(args.backend), fail_wait=args.fail_wait,
+                            fail_message=args.fail_message, smtp_error_code=args.smtp_error_code,
+                            always_send_pass=args.always_pass, requests_log=args.requests_log,
+                            record=False)
+    run_server(server, lambda: f"auth_http listening on {server.url}", not args.no_uvloop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,646 @@
+"""A fake IMAP4rev1 upstream (asyncio Protocol, uvloop-friendly) with misbehaviour on cue.
+
+One line in a synchronous test::
+
+    with FakeImapServer(users={"alice": "secret"}) as imap:
+        imaplib.IMAP4(imap.host, imap.port).login("alice", "secret")
+
+or ``await srv.start()`` / ``await srv.stop()`` inside a running loop. Mail comes from
+``fakes.mailbox.MailStore`` (seeded, reproducible). Everything the clients send is recorded
+in ``commands`` (raw, literals included) and per connection in ``connections[i].transcript``
+(``record=False`` keeps nothing, for long load runs).
+``faults`` (a ``Faults``) may be changed while the server runs; it is read at each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from fakes._runner import BackgroundServer, byte_size, hostport, login_password, run_server
+from fakes.imap_proto import (
+    CommandReader,
+    ParseError,
+    Token,
+    Unit,
+    fetch_items,
+    in_set,
+    parse_seqset,
+    quote,
+    render_fetch,
+    search_predicate,
+    text,
+    tokenize,
+)
+from fakes.mailbox import DEFAULT_COUNTS, Entry, Mailbox, MailStore, Message, StoredMessage
+
+log = logging.getLogger("fakes.imap")
+
+DEFAULT_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "AUTH=PLAIN", "IDLE")
+SYSTEM_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
+_WRITE_HIGH = 1 << 20
+
+
+@dataclass
+class Faults:
+    """Misbehaviour switches, read at every step so tests may flip them at runtime.
+
+    greeting: ``"default"`` (``* OK [CAPABILITY ...] ...``), ``None`` (say nothing) or raw
+    bytes (``b"* PREAUTH ..."``, ``b"* BYE ..."``; CRLF added when missing).
+    reject_login: tagged NO for every LOGIN/AUTHENTICATE (a string sets the NO text).
+    bad_login_reply: raw bytes sent instead of the tagged login reply; ``{tag}`` is replaced.
+    login_untagged: lines sent before the tagged OK of a successful login.
+    no_continuation: answer a synchronising literal with a tagged NO (a string sets the text).
+    drop_after_login / drop_after: close after the login OK / after N commands.
+    stall / stall_after: stop answering (from now / after N commands), keep the socket open.
+    """
+
+    greeting: bytes | str | None = "default"
+    greeting_delay: float = 0.0
+    reject_login: bool | str = False
+    bad_login_reply: bytes | None = None
+    login_untagged: list[bytes] = field(default_factory=list)
+    no_continuation: bool | str = False
+    drop_after_login: bool = False
+    drop_after: int | None = None
+    stall: bool = False
+    stall_after: int | None = None
+
+
+class _Closed(Exception):
+    pass
+
+
+class ImapConnection(asyncio.Protocol):
+    """One client connection: the parser feeds a queue, a task answers in order."""
+
+    def __init__(self, server: FakeImapServer) -> None:
+        self.server = server
+        self.reader = CommandReader()
+        self.queue: asyncio.Queue[Unit | None] = asyncio.Queue()
+        self.transcript: list[tuple[str, bytes]] = []
+        self.peer: Any = None
+        self.user: str | None = None
+        self.selected: Mailbox | None = None
+        self.readonly = False
+        self.idling = False
+        self.closed = False
+        self.count = 0
+        self._known_exists = 0
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- transport callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        transport.set_write_buffer_limits(high=_WRITE_HIGH)
+        self.peer = transport.get_extra_info("peername")
+        self.server._live.add(self)
+        if self.server.record:
+            self.server.connections.append(self)
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        self._note("C", data)
+        self.reader.reject_sync_literals = bool(self.server.faults.no_continuation)
+        for unit in self.reader.feed(data):
+            if unit.kind != "continue":
+                self.server._record_command(unit.raw)
+            self.queue.put_nowait(unit)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server._live.discard(self)
+        self.queue.put_nowait(None)
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _note(self, direction: str, data: bytes) -> None:
+        if not self.server.record:
+            return
+        limit = self.server.record_limit
+        self.transcript.append((direction, data if len(data) <= limit else
+                                data[:limit] + b"...[%d bytes]" % len(data)))
+
+    def send(self, data: bytes) -> None:
+        # uvloop raises on writes to a closed transport; asyncio drops them.
+        if self.transport is None or self.closed or self.transport.is_closing():
+            return
+        self._note("S", data)
+        self.transport.write(data)
+
+    def line(self, text_: str | bytes) -> None:
+        data = text_.encode() if isinstance(text_, str) else text_
+        self.send(data if data.endswith(b"\n") else data + b"\r\n")
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+        if self.closed:
+            raise _Closed
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _stream(self, msg: Message, start: int, end: int) -> None:
+        assert self.transport is not None
+        self._note("S", b"[%d octets of message data]" % (end - start))
+        for chunk in msg.chunks(start, end):
+            if self.closed or self.transport.is_closing():
+                raise _Closed
+            self.transport.write(chunk)
+            if not self._writable.is_set():
+                await self.drain()
+
+    # -- command loop -----------------------------------------------------------------------
+
+    async def _next_unit(self) -> Unit:
+        unit = await self.queue.get()
+        if unit is None:
+            raise _Closed
+        return unit
+
+    async def _run(self) -> None:
+        try:
+            await self._greet()
+            while not self.closed:
+                unit = await self._next_unit()
+                await self._handle(unit)
+                await self.drain()
+        except (_Closed, asyncio.CancelledError):
+            pass
+        except Exception:  # a fake must survive its own bugs: report, drop the client
+            log.exception("IMAP fake connection failed")
+            self.close()
+
+    async def _greet(self) -> None:
+        f = self.server.faults
+        if f.greeting_delay:
+            await asyncio.sleep(f.greeting_delay)
+        greeting = f.greeting
+        if greeting is None:
+            return
+        if greeting == "default":
+            greeting = f"* OK [CAPABILITY {self.server.capability}] Fake IMAP4rev1 ready"
+        self.line(greeting)
+        first = greeting.encode() if isinstance(greeting, str) else greeting
+        if first[:5].upper() == b"* BYE":
+            self.close()
+        elif first[:9].upper() == b"* PREAUTH":
+            self.user = next(iter(self.server.users), "user")
+
+    async def _handle(self, unit: Unit) -> None:
+        f = self.server.faults
+        if unit.kind == "continue":
+            if not f.stall:
+                self.line("+ Ready for literal data")
+            return
+        self.count += 1
+        if f.stall or (f.stall_after is not None and self.count > f.stall_after):
+            return
+        if unit.kind == "rejected":
+            reason = f.no_continuation if isinstance(f.no_continuation, str) else \
+                "Literals are not accepted here"
+            self.line(f"{unit.tag} NO {reason}")
+        elif unit.raw:
+            await self._dispatch(unit)
+        if f.drop_after is not None and self.count >= f.drop_after:
+            self.close()
+
+    async def _dispatch(self, unit: Unit) -> None:
+        tag = unit.raw.split(b" ", 1)[0].decode("utf-8", "replace")
+        try:
+            tokens = tokenize(unit.segments)
+        except ParseError as exc:
+            self.line(f"{tag} BAD {exc}")
+            return
+        if len(tokens) < 2 or not isinstance(tokens[1], str):
+            self.line(f"{tag} BAD Missing command")
+            return
+        name, args = tokens[1].upper(), tokens[2:]
+        uid = name == "UID"
+        if uid:
+            if not args:
+                self.line(f"{tag} BAD Missing UID command")
+                return
+            name, args = text(args[0]).upper(), args[1:]
+            if name not in ("FETCH", "SEARCH", "STORE"):
+                self.line(f"{tag} BAD Unknown UID command")
+                return
+        spec = _COMMANDS.get(name)
+        if spec is None:
+            self.line(f"{tag} BAD Unknown command {name}")
+            return
+        state, handler = spec
+        if ((state == "nonauth" and self.user is not None)
+                or (state in ("auth", "selected") and self.user is None)
+                or (state == "selected" and self.selected is None)):
+            self.line(f"{tag} BAD {name} not valid in this state")
+            return
+        try:
+            if name in _UID_CAPABLE:
+                await handler(self, tag, args, uid)
+            else:
+                await handler(self, tag, args)
+        except (ParseError, IndexError, KeyError, ValueError) as exc:
+            self.line(f"{tag} BAD Invalid arguments: {exc}")
+
+    # -- any state --------------------------------------------------------------------------
+
+    async def cmd_capability(self, tag: str, args: list[Token]) -> None:
+        self.line(f"* CAPABILITY {self.server.capability}")
+        self.line(f"{tag} OK CAPABILITY completed")
+
+    async def cmd_noop(self, tag: str, args: list[Token]) -> None:
+        self._report_exists()
+        self.line(f"{tag} OK NOOP completed")
+
+    async def cmd_logout(self, tag: str, args: list[Token]) -> None:
+        self.line("* BYE Logging out")
+        self.line(f"{tag} OK LOGOUT completed")
+        self.close()
+
+    # -- not authenticated ----------------------------------------------------------------
+
+    async def cmd_login(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 2:
+            raise ParseError("LOGIN takes a user name and a password")
+        await self._login(tag, text(args[0]), text(args[1]))
+
+    async def cmd_authenticate(self, tag: str, args: list[Token]) -> None:
+        if not args or text(args[0]).upper() != "PLAIN":
+            self.line(f"{tag} NO Unsupported authentication mechanism")
+            return
+        if len(args) > 1:
+            response = text(args[1]).encode()
+        else:
+            self.line("+ ")
+            response = (await self._next_unit()).raw
+        if response == b"*":
+            self.line(f"{tag} BAD Authentication cancelled")
+            return
+        try:
+            decoded = b"" if response == b"=" else base64.b64decode(response, validate=True)
+            authz, user, password = decoded.split(b"\0")
+        except (binascii.Error, ValueError):
+            self.line(f"{tag} BAD Invalid SASL PLAIN response")
+            return
+        if authz and authz != user:
+            self.line(f"{tag} NO [AUTHORIZATIONFAILED] Proxy authorization not allowed")
+            return
+        await self._login(tag, user.decode("utf-8", "surrogateescape"),
+                          password.decode("utf-8", "surrogateescape"))
+
+    async def _login(self, tag: str, user: str, password: str) -> None:
+        f = self.server.faults
+        ok = self.server.users.get(user) == password and not f.reject_login
+        if f.bad_login_reply is not None:
+            reply = f.bad_login_reply.replace(b"{tag}", tag.encode())
+            if ok and reply.upper().startswith(tag.encode().upper() + b" OK"):
+                self._logged_in(user)
+            self.line(reply)
+        elif not ok:
+            reason = f.reject_login if isinstance(f.reject_login, str) else \
+                "[AUTHENTICATIONFAILED] Authentication failed."
+            self.line(f"{tag} NO {reason}")
+            return
+        else:
+            self._logged_in(user)
+            for line in f.login_untagged:
+                self.line(line)
+            self.line(f"{tag} OK Logged in")
+        if ok and f.drop_after_login:
+            self.close()
+
+    def _logged_in(self, user: str) -> None:
+        self.user = user
+        self.server.store.mailboxes(user)  # generate now, not inside a later command
+
+    # -- authenticated ----------------------------------------------------------------------
+
+    def _mailbox(self, name: str) -> Mailbox | None:
+        assert self.user is not None
+        return self.server.store.mailbox(self.user, name)
+
+    async def cmd_select(self, tag: str, args: list[Token], readonly: bool = False) -> None:
+        box = self._mailbox(text(args[0]))
+        self.selected = None
+        if box is None:
+            self.line(f"{tag} NO [NONEXISTENT] Mailbox doesn't exist")
+            return
+        self.selected, self.readonly = box, readonly
+        self._known_exists = len(box)
+        self.line(f"* FLAGS ({SYSTEM_FLAGS})")
+        self.line(f"* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted.")
+        self.line(f"* {len(box)} EXISTS")
+        self.line("* 0 RECENT")
+        first_unseen = next((i for i, e in enumerate(box.entries, 1)
+                             if "\\Seen" not in e.flags), None)
+        if first_unseen:
+            self.line(f"* OK [UNSEEN {first_unseen}] First unseen.")
+        self.line(f"* OK [UIDVALIDITY {box.uidvalidity}] UIDs valid")
+        self.line(f"* OK [UIDNEXT {box.uidnext}] Predicted next UID")
+        mode, cmd = ("READ-ONLY", "EXAMINE") if readonly else ("READ-WRITE", "SELECT")
+        self.line(f"{tag} OK [{mode}] {cmd} completed")
+
+    async def cmd_examine(self, tag: str, args: list[Token]) -> None:
+        await self.cmd_select(tag, args, readonly=True)
+
+    async def cmd_list(self, tag: str, args: list[Token], verb: str = "LIST") -> None:
+        reference, pattern = text(args[0]), text(args[1])
+        if not pattern:
+            self.line(f'* {verb} (\\Noselect) "/" ""')
+        else:
+            rx = re.escape(reference + pattern).replace(r"\*", ".*").replace("%", "[^/]*")
+            assert self.user is not None
+            for name in self.server.store.mailboxes(self.user):
+                if re.fullmatch(rx, name, re.IGNORECASE if name == "INBOX" else 0):
+                    self.line(f'* {verb} (\\HasNoChildren) "/" ' + quote(name).decode())
+        self.line(f"{tag} OK {verb} completed")
+
+    async def cmd_lsub(self, tag: str, args: list[Token]) -> None:
+        await self.cmd_list(tag, args, "LSUB")
+
+    async def cmd_status(self, tag: str, args: list[Token]) -> None:
+        name, items = text(args[0]), args[1]
+        box = self._mailbox(name)
+        if box is None:
+            self.line(f"{tag} NO [NONEXISTENT] Mailbox doesn't exist")
+            return
+        values = {"MESSAGES": len(box), "RECENT": 0, "UIDNEXT": box.uidnext,
+                  "UIDVALIDITY": box.uidvalidity, "UNSEEN": box.unseen}
+        wanted = [text(i).upper() for i in (items if isinstance(items, list) else [items])]
+        out = " ".join(f"{w} {values[w]}" for w in wanted)  # KeyError → BAD below
+        self.line(f"* STATUS {quote(name).decode()} ({out})")
+        self.line(f"{tag} OK STATUS completed")
+
+    async def cmd_append(self, tag: str, args: list[Token]) -> None:
+        box = self._mailbox(text(args[0]))
+        data = args[-1]
+        if not isinstance(data, bytes):
+            raise ParseError("APPEND needs a literal")
+        if box is None:
+            self.line(f"{tag} NO [TRYCREATE] Mailbox doesn't exist")
+            return
+        flags = next((a for a in args[1:-1] if isinstance(a, list)), [])
+        box.append(StoredMessage(data), {text(x) for x in flags})
+        if box is self.selected:
+            self._report_exists()
+        self.line(f"{tag} OK APPEND completed")
+
+    async def cmd_idle(self, tag: str, args: list[Token]) -> None:
+        self._report_exists()
+        self.line("+ idling")
+        self.idling = True
+        try:
+            done = (await self._next_unit()).raw
+        finally:
+            self.idling = False
+        self.line(f"{tag} OK IDLE terminated" if done.upper() == b"DONE"
+                  else f"{tag} BAD Expected DONE")
+
+    def _report_exists(self) -> None:
+        if self.selected is not None and len(self.selected) != self._known_exists:
+            self._known_exists = len(self.selected)
+            self.line(f"* {self._known_exists} EXISTS")
+
+    # -- selected -------------------------------------------------------------------------
+
+    def _matching(self, spec: str, uid: bool) -> list[tuple[int, Entry]]:
+        assert self.selected is not None
+        entries = self.selected.entries
+        largest = (entries[-1].uid if entries else 0) if uid else len(entries)
+        ranges = parse_seqset(spec, largest)
+        return [(seq, e) for seq, e in enumerate(entries, 1)
+                if in_set(e.uid if uid else seq, ranges)]
+
+    async def cmd_fetch(self, tag: str, args: list[Token], uid: bool = False) -> None:
+        items = fetch_items(args[1:])
+        for seq, entry in self._matching(text(args[0]), uid):
+            parts = render_fetch(entry, items, uid, self.readonly)
+            small: list[bytes] = [b"* %d FETCH (" % seq]
+            for part in parts:
+                if isinstance(part, tuple) and part[2] - part[1] > 65536:
+                    self.send(b"".join(small))
+                    small = []
+                    await self._stream(*part)
+                else:
+                    small.append(part[0].read(part[1], part[2]) if isinstance(part, tuple)
+                                 else part)
+            small.append(b")\r\n")
+            self.send(b"".join(small))
+            await self.drain()
+        self.line(f"{tag} OK {'UID ' if uid else ''}FETCH completed")
+
+    async def cmd_store(self, tag: str, args: list[Token], uid: bool = False) -> None:
+        mode = text(args[1]).upper()
+        flags = {text(f) for a in args[2:] for f in (a if isinstance(a, list) else [a])}
+        if mode.removesuffix(".SILENT") not in ("FLAGS", "+FLAGS", "-FLAGS"):
+            raise ParseError(f"unknown STORE item {mode}")
+        if self.readonly:
+            self.line(f"{tag} NO Mailbox is read-only")
+            return
+        for seq, entry in self._matching(text(args[0]), uid):
+            if mode.startswith("+"):
+                entry.flags |= flags
+            elif mode.startswith("-"):
+                entry.flags -= flags
+            else:
+                entry.flags = set(flags)
+            if not mode.endswith(".SILENT"):
+                uid_part = f"UID {entry.uid} " if uid else ""
+                self.line(f"* {seq} FETCH ({uid_part}FLAGS ({' '.join(sorted(entry.flags))}))")
+        self.line(f"{tag} OK STORE completed")
+
+    async def cmd_search(self, tag: str, args: list[Token], uid: bool = False) -> None:
+        assert self.selected is not None
+        entries = self.selected.entries
+        pred = search_predicate(args or ["ALL"], len(entries),
+                                entries[-1].uid if entries else 0)
+        hits = [str(e.uid if uid else seq) for seq, e in enumerate(entries, 1) if pred(seq, e)]
+        self.line(" ".join(["* SEARCH", *hits]))
+        self.line(f"{tag} OK SEARCH completed")
+
+    async def cmd_expunge(self, tag: str, args: list[Token]) -> None:
+        assert self.selected is not None
+        if not self.readonly:
+            for seq in self.selected.expunge():
+                self.line(f"* {seq} EXPUNGE")
+            self._known_exists = len(self.selected)
+        self.line(f"{tag} OK EXPUNGE completed")
+
+    async def cmd_close(self, tag: str, args: list[Token], expunge: bool = True) -> None:
+        assert self.selected is not None
+        if expunge and not self.readonly:
+            self.selected.expunge()
+        self.selected = None
+        self.line(f"{tag} OK {'CLOSE' if expunge else 'UNSELECT'} completed")
+
+    async def cmd_unselect(self, tag: str, args: list[Token]) -> None:
+        await self.cmd_close(tag, args, expunge=False)
+
+    async def cmd_check(self, tag: str, args: list[Token]) -> None:
+        self.line(f"{tag} OK CHECK completed")
+
+
+_UID_CAPABLE = {"FETCH", "SEARCH", "STORE"}
+_C = ImapConnection
+_COMMANDS = {
+    "CAPABILITY": ("any", _C.cmd_capability), "NOOP": ("any", _C.cmd_noop),
+    "LOGOUT": ("any", _C.cmd_logout), "LOGIN": ("nonauth", _C.cmd_login),
+    "AUTHENTICATE": ("nonauth", _C.cmd_authenticate), "SELECT": ("auth", _C.cmd_select),
+    "EXAMINE": ("auth", _C.cmd_examine), "LIST": ("auth", _C.cmd_list),
+    "LSUB": ("auth", _C.cmd_lsub), "STATUS": ("auth", _C.cmd_status),
+    "APPEND": ("auth", _C.cmd_append), "IDLE": ("auth", _C.cmd_idle),
+    "FETCH": ("selected", _C.cmd_fetch), "STORE": ("selected", _C.cmd_store),
+    "SEARCH": ("selected", _C.cmd_search), "EXPUNGE": ("selected", _C.cmd_expunge),
+    "CLOSE": ("selected", _C.cmd_close), "UNSELECT": ("selected", _C.cmd_unselect),
+    "CHECK": ("selected", _C.cmd_check),
+}
+
+
+class FakeImapServer(BackgroundServer):
+    """The fake IMAP upstream; see the module docstring. Extra keyword arguments set
+    ``Faults`` fields (``FakeImapServer(users, reject_login=True)``)."""
+
+    def __init__(self, users: Mapping[str, str] | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, store: MailStore | None = None, seed: int = 1,
+                 counts: Mapping[str, int] = DEFAULT_COUNTS, shared_content: bool = False,
+                 large_message: int | None = None,
+                 capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
+                 faults: Faults | None = None, record: bool = True, record_limit: int = 4096,
+                 use_uvloop: bool = True, **fault_args: Any) -> None:
+        self.users: dict[str, str] = dict(users or {})
+        self.host, self.port = host, port
+        self.store = store or MailStore(seed, counts, shared=shared_content,
+                                        large_message=large_message)
+        self.capabilities = list(capabilities)
+        self.faults = faults or Faults()
+        known = {f.name for f in fields(Faults)}
+        for name, value in fault_args.items():
+            if name not in known:
+                raise TypeError(f"unknown fault {name!r}")
+            setattr(self.faults, name, value)
+        self.record, self.record_limit = record, record_limit
+        self.use_uvloop = use_uvloop
+        self.commands: list[bytes] = []
+        self.connections: list[ImapConnection] = []
+        self._live: set[ImapConnection] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    @property
+    def capability(self) -> str:
+        return " ".join(self.capabilities)
+
+    def _record_command(self, raw: bytes) -> None:
+        if not self.record:
+            return
+        with self._recorded:
+            self.commands.append(raw)
+            self._recorded.notify_all()
+
+    def wait_commands(self, n: int, timeout: float = 5.0) -> list[bytes]:
+        """Block until at least ``n`` command units arrived (over all connections)."""
+        self._wait_for(lambda: len(self.commands) >= n, timeout, f"{n} IMAP command(s)")
+        return list(self.commands)
+
+    async def async_wait_commands(self, n: int, timeout: float = 5.0) -> list[bytes]:
+        await self._async_wait_for(lambda: len(self.commands) >= n, timeout,
+                                   f"{n} IMAP command(s)")
+        return list(self.commands)
+
+    def deliver(self, user: str, mailbox: str, message: Message | bytes,
+                flags: tuple[str, ...] = ()) -> None:
+        """Add a message; idling clients with that mailbox selected see ``* N EXISTS``."""
+        def add() -> None:
+            self.store.add(user, mailbox, message, flags)
+            for conn in self._live:
+                if conn.idling and conn.user == user and conn.selected is not None \
+                        and conn.selected.name == mailbox:
+                    conn._report_exists()
+        loop = self._thread_loop
+        if loop is not None and threading.current_thread() is not self._thread:
+            loop.call_soon_threadsafe(add)
+        else:
+            add()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: ImapConnection(self), self.host,
+                                                self.port, backlog=1024)
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        live = list(self._live)
+        for conn in live:
+            if conn.transport is not None:
+                conn.transport.abort()
+            if conn.task is not None:
+                conn.task.cancel()
+        await asyncio.gather(*(c.task for c in live if c.task), return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fakes.imap", description="Fake IMAP upstream.")
+    p.add_argument("--listen", type=hostport, default=("127.0.0.1", 1143), metavar="HOST:PORT")
+    p.add_argument("--user", type=login_password, action="append", default=[],
+                   metavar="LOGIN:PASSWORD")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--shared-content", action="store_true",
+                   help="one generated mailbox set for all users (fast for many users)")
+    p.add_argument("--large-message", type=byte_size, metavar="SIZE",
+                   help="add one message of SIZE bytes (e.g. 200M) to every INBOX")
+    p.add_argument("--greeting", help="raw greeting line instead of the default")
+    p.add_argument("--no-greeting", action="store_true")
+    p.add_argument("--greeting-delay", type=float, default=0.0)
+    p.add_argument("--reject-login", nargs="?", const=True, default=False, metavar="TEXT")
+    p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    greeting: bytes | str | None = "default"
+    if args.no_greeting:
+        greeting = None
+    elif args.greeting:
+        greeting = args.greeting.encode()
+    server = FakeImapServer(dict(args.user), host=args.listen[0], port=args.listen[1],
+                            seed=args.seed, shared_content=args.shared_content,
+                            large_message=args.large_message, greeting=greeting,
+                            greeting_delay=args.greeting_delay, reject_login=args.reject_login,
+                            record=False)
+    run_server(server, lambda: f"imap listening on {server.host}:{server.port}",
+               not args.no_uvloop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""`postern lab`: the embedded default. Postern in front of the fake upstreams and the mock
+auth server, with a few users, ready for curl or a real mail client.
+
+The fakes run in this process (threads with their own event loops); Postern runs as a child
+process started exactly as an operator would start it (-p/-c), from a config written to
+the lab directory, so what you poke at is the real thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fakes.auth import MockAuthServer, User
+from fakes.imap import FakeImapServer
+
+USERS = {"alice": "secret", "bob": "hunter2", "carol": "correct horse"}
+
+CONFIG = """\
+# Written by `postern lab`; edit and run `postern -p {dir}/ -c {conf}` to try changes.
+daemon off;
+worker_processes 1;
+pid {dir}/postern.pid;
+error_log {dir}/error.log info;
+error_log stderr notice;
+events {{ worker_connections 1024; }}
+
+mail {{
+    server_name lab.postern.test;
+    auth_http 127.0.0.1:{auth_port}/auth;
+    proxy_pass_error_message on;
+
+    server {{
+        listen {host}:{imap_port};
+        protocol imap;
+        imap_auth plain login cram-md5;
+        imap_capabilities IMAP4rev1 IDLE LITERAL+ UIDPLUS;
+    }}
+}}
+"""
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="postern lab", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1", help="address Postern listens on")
+    p.add_argument("--imap-port", type=int, default=1143)
+    p.add_argument("--auth-port", type=int, default=0, help="mock auth port (0: any free)")
+    p.add_argument("--dir", default="lab", help="where config, pid and logs go")
+    p.add_argument("--seed", type=int, default=1, help="Faker seed for the mailboxes")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    workdir = Path(args.dir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with FakeImapServer(dict(USERS), seed=args.seed) as imap, \
+            MockAuthServer({u: User(p, backends={"imap": ("127.0.0.1", imap.port)})
+                            for u, p in USERS.items()}, port=args.auth_port,
+                           requests_log=workdir / "auth-requests.jsonl") as auth:
+        conf = workdir / "postern.conf"
+        conf.write_text(CONFIG.format(dir=workdir, conf=conf, auth_port=auth.port,
+                                      host=args.host, imap_port=args.imap_port))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                          env.get("PYTHONPATH")]))
+        proc = subprocess.Popen([sys.executable, "-m", "proxy", "-p", f"{workdir}/",
+                                 "-c", str(conf)], env=env)
+        try:
+            if not _wait_pid(workdir / "postern.pid", proc):
+                print("postern lab: Postern did not start; see the messages above",
+                      file=sys.stderr)
+                return 1
+            _banner(args, imap.port, auth.port, workdir)
+            signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGINT))
+            proc.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGQUIT)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    return 0
+
+
+def _wait_pid(path: Path, proc: subprocess.Popen, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if path.exists() and path.read_text().strip():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _banner(args: argparse.Namespace, imap_port: int, auth_port: int, workdir: Path) -> None:
+    host, port = args.host, args.imap_port
+    users = "  ".join(f"{u} / {p}" for u, p in USERS.items())
+    print(f"""
+Postern lab is running (Ctrl-C stops it).
+
+  service   address                 behind it
+  IMAP      {host}:{port:<15} fake IMAP upstream on 127.0.0.1:{imap_port}
+  auth_http 127.0.0.1:{auth_port:<13} mock auth server (requests: {workdir}/auth-requests.jsonl)
+
+  users:    {users}
+  config:   {workdir}/postern.conf     error log: {workdir}/error.log
+
+Try it:
+  curl -v 'imap://{host}:{port}/' -u alice:secret                  # list mailboxes
+  curl 'imap://{host}:{port}/INBOX;UID=1' -u alice:secret          # fetch a message
+  python3 -c "import imaplib; m=imaplib.IMAP4('{host}',{port}); m.login('bob','hunter2'); \\
+print(m.select('INBOX'))"
+A mail client (Thunderbird, mutt): IMAP server {host}, port {port}, no encryption,
+normal password, user alice, password secret.
+""", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

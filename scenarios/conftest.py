@@ -1,0 +1,164 @@
+"""The scenario runner: `pytest scenarios/ --target postern --target nginx`.
+
+Each scenario asks `lab.proxy(...)` for a proxy configured with some directives; the lab
+starts the target from the same `mail {}` text (cached per text for the whole run, since
+starting a proxy costs more than most scenarios), in front of the session's fake upstream
+and mock auth server, which every scenario resets and scripts for itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from fakes.auth import MockAuthServer, User
+from fakes.imap import FakeImapServer, Faults
+from scenarios.client import Client
+from scenarios.real.common import free_port, require
+from scenarios.targets import target_class, version_of
+
+TARGETS = ("postern", "nginx")
+USERS = {"alice": "secret", "bob": "hunter2", "us er": "p w"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--target", action="append", choices=TARGETS,
+                     help="proxy to run the scenarios against (repeatable; default postern)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "nginx_min(version, why): needs this nginx version; older nginx is an "
+        "expected failure (strict)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" in metafunc.fixturenames:
+        targets = metafunc.config.getoption("target") or ["postern"]
+        metafunc.parametrize("target", list(dict.fromkeys(targets)), indirect=True)
+
+
+@pytest.fixture(scope="session")
+def _proxies(tmp_path_factory):
+    running: dict[tuple[str, str], object] = {}
+    yield running, tmp_path_factory
+    for proxy in running.values():
+        with contextlib.suppress(Exception):
+            proxy.stop()
+
+
+@pytest.fixture
+def target(request) -> str:
+    name = request.param
+    if name == "nginx":
+        cls = target_class(name)
+        require(cls.unavailable_reason())
+        marker = request.node.get_closest_marker("nginx_min")
+        version = version_of(name)
+        if marker and version is not None and version < _version(marker.args[0]):
+            request.applymarker(pytest.mark.xfail(
+                strict=True, reason=f"needs nginx {marker.args[0]}+ ({marker.args[1]}); "
+                f"this nginx is {'.'.join(map(str, version))}"))
+    return name
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+@pytest.fixture(scope="session")
+def auth_server():
+    with MockAuthServer() as auth:
+        yield auth
+
+
+@pytest.fixture(scope="session")
+def imap_backend():
+    with FakeImapServer(dict(USERS)) as imap:
+        yield imap
+
+
+@dataclass
+class Proxy:
+    """A running target plus where to reach it."""
+
+    instance: object
+    port: int
+    host: str = "127.0.0.1"
+    conf: str = ""
+
+    def connect(self, timeout: float = 5.0) -> Client:
+        return Client(self.host, self.port, timeout=timeout)
+
+    def error_log(self) -> str:
+        return self.instance.error_log_text()
+
+
+@dataclass
+class Lab:
+    target: str
+    auth: MockAuthServer
+    imap: FakeImapServer
+    proxies: dict
+    tmp_factory: object
+    started: list = field(default_factory=list)
+
+    def proxy(self, server: str = "", mail: str = "", protocol: str = "imap") -> Proxy:
+        """A proxy whose one server has `server` directives, under `mail`-level ones."""
+        key = (self.target, protocol, textwrap.dedent(server).strip(),
+               textwrap.dedent(mail).strip())
+        if key not in self.proxies:
+            port = free_port()
+            text = MAIL_TEMPLATE.format(auth=self.auth.port, mail=key[3], port=port,
+                                        protocol=protocol,
+                                        server=textwrap.indent(key[2], "    "))
+            workdir = Path(self.tmp_factory.mktemp(f"{self.target}-{protocol}"))
+            instance = target_class(self.target)(text, workdir)
+            instance.start()
+            self.proxies[key] = Proxy(instance, port, conf=text)
+        return self.proxies[key]
+
+    def ok(self, user: str = "alice", **kw) -> None:
+        """Script the next auth reply: success towards the fake IMAP upstream."""
+        from fakes.auth import Reply
+        self.auth.push(Reply.ok("127.0.0.1", self.imap.port, **kw))
+
+    def login(self, client: Client, tag: bytes = b"a1", user: bytes = b"alice",
+              password: bytes = b"secret") -> Client:
+        client.expect(b"* OK IMAP4 ready\r\n")
+        client.send(tag + b" LOGIN " + user + b" " + password + b"\r\n")
+        line = client.readline()
+        assert line.startswith(tag + b" OK"), f"{line!r}\n{client.dump()}"
+        return client
+
+
+MAIL_TEMPLATE = """\
+server_name mx.test;
+auth_http 127.0.0.1:{auth}/auth;
+{mail}
+server {{
+    listen 127.0.0.1:{port};
+    protocol {protocol};
+{server}
+}}
+"""
+
+
+@pytest.fixture
+def lab(target, auth_server, imap_backend, _proxies) -> Lab:
+    proxies, factory = _proxies
+    auth_server.clear()
+    auth_server.users.clear()
+    for login, password in USERS.items():
+        auth_server.users[login] = User(password, backends={
+            "imap": ("127.0.0.1", imap_backend.port)})
+    imap_backend.faults.__init__()
+    imap_backend.commands.clear()
+    return Lab(target, auth_server, imap_backend, proxies, factory)
+
+
+__all__ = ["Faults", "Lab", "Proxy"]

@@ -1,0 +1,49 @@
+"""The proxies a scenario can run against: Postern (default), Debian's nginx, or one the
+user already runs (external). Each is started from the same `mail {}` text, so one
+scenario drives both and their answers can be compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from scenarios.real.nginx import NginxInstance, nginx_version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class PosternInstance(NginxInstance):
+    """Postern run exactly as an operator would run nginx: same conf, same flags."""
+
+    name = "postern"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return None
+
+    @property
+    def version(self) -> tuple[int, ...] | None:
+        return None
+
+    def _command(self, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "proxy", "-p", f"{self.workdir}/",
+                "-c", str(self.conf_path), "-e", str(self.error_log_path), *extra]
+
+    def start(self) -> PosternInstance:
+        os.environ.setdefault("PYTHONPATH", str(ROOT))
+        super().start()
+        return self
+
+
+class NginxTarget(NginxInstance):
+    name = "nginx"
+
+
+def target_class(name: str) -> type[NginxInstance]:
+    return {"postern": PosternInstance, "nginx": NginxTarget}[name]
+
+
+def version_of(name: str) -> tuple[int, ...] | None:
+    return nginx_version() if name == "nginx" else None

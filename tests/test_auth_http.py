@@ -1,0 +1,77 @@
+"""auth_http request bytes and nginx's reading of replies (spec §10)."""
+
+import pytest
+
+from proxy.auth_http import (AuthRequest, AuthServerError, build_request, escape,
+                             parse_response)
+from proxy.conf.settings import AuthHttp
+
+CONF = AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1", uri="/auth",
+                addr="127.0.0.1", port=9000)
+
+
+def test_escaping_only_controls_space_and_percent():
+    assert escape(b"a b%c\r\n") == b"a%20b%25c%0D%0A"
+    assert escape(b'+"\x7f\xc3\xa9') == b'+"\x7f\xc3\xa9'
+
+
+def test_request_matches_nginx_capture():
+    req = AuthRequest(method="plain", user=b'us er%"x', password=b"p\\w", protocol="imap",
+                      attempt=1, client_ip="127.0.0.1")
+    assert build_request(CONF, (), req) == (
+        b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\n"
+        b'Auth-User: us%20er%25"x\r\nAuth-Pass: p\\w\r\nAuth-Protocol: imap\r\n'
+        b"Auth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\n\r\n")
+
+
+def test_salt_after_pass_and_custom_headers_last():
+    req = AuthRequest(method="cram-md5", user=b"u", password=b"0" * 32, protocol="imap",
+                      attempt=2, client_ip="::1", salt=b"<1.2@mx>\r\n")
+    out = build_request(CONF, (("X-Secret", "s3"),), req)
+    assert b"Auth-Pass: " + b"0" * 32 + b"\r\nAuth-Salt: <1.2@mx>\r\nAuth-Protocol" in out
+    assert out.endswith(b"Client-IP: ::1\r\nX-Secret: s3\r\n\r\n")
+
+
+def test_status_code_ignored_and_last_header_wins():
+    r = parse_response(b"HTTP/1.0 500 Oops\r\nAuth-Status: OK\r\nAuth-Server: 10.0.0.1\r\n"
+                       b"Auth-Server: 127.0.0.1\r\nAuth-Port: 143\r\n\r\nbody", "p")
+    assert r.error is None and r.backend("p") == ("127.0.0.1", 143)
+
+
+def test_headers_without_status_line_and_bare_lf():
+    r = parse_response(b"auth-status: Bad  pass  \nAuth-Wait: 3\n\n", "p")
+    assert r.error == b"Bad  pass" and r.wait == 3
+
+
+def test_incomplete_returns_none():
+    assert parse_response(b"HTTP/1.0 200 OK\r\nAuth-Status: OK\r\n", "p") is None
+    assert parse_response(b"HTT", "p") is None
+
+
+@pytest.mark.parametrize("raw,msg", [
+    (b"Auth_Status: OK\r\n\r\n", "sent invalid header in response"),
+    (b"Auth-Status : OK\r\n\r\n", "sent invalid header in response"),
+    (b"HTTP/1.0 200\rX", "sent invalid response"),
+    (b"Auth-Status: OK\rX\r\n\r\n", "sent invalid header in response"),
+])
+def test_malformed_replies(raw, msg):
+    with pytest.raises(AuthServerError, match=msg):
+        parse_response(raw, "127.0.0.1:9000")
+
+
+@pytest.mark.parametrize("server,port,msg", [
+    (b"localhost", b"143", 'sent invalid server address:"localhost"'),
+    (b"127.0.0.1", b"0", 'sent invalid server port:"0"'),
+    (b"127.0.0.1", b"x", 'sent invalid server port:"x"'),
+    (b"", b"143", "did not send server or port"),
+])
+def test_backend_validation(server, port, msg):
+    r = parse_response(b"Auth-Status: OK\r\nAuth-Server: %s\r\nAuth-Port: %s\r\n\r\n"
+                       % (server, port), "a")
+    with pytest.raises(AuthServerError, match=msg):
+        r.backend("a")
+
+
+def test_wait_and_name_without_colon():
+    r = parse_response(b"Auth-Status: WAIT\r\nAuth-Wait: x\r\nNoColon\r\n\r\n", "p")
+    assert r.wait_status and r.wait == 0 and r.error is None

@@ -1,0 +1,228 @@
+"""proxy.log.ErrorLog: nginx's line format, level filtering, targets, robustness."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import proxy.log
+from proxy.conf.settings import LogTarget
+from proxy.log import ErrorLog
+
+T0 = time.mktime((2024, 5, 1, 12, 0, 7, 0, 0, -1))  # local time, as nginx logs
+
+
+@pytest.fixture
+def ident(monkeypatch):
+    monkeypatch.setattr(proxy.log, "_ident", lambda: "4242#4242")
+
+
+def file_log(tmp_path, level="info"):
+    path = tmp_path / "error.log"
+    return path, ErrorLog([LogTarget(kind="file", path=str(path), level=level)],
+                          clock=lambda: T0)
+
+
+def test_line_format(tmp_path, ident):
+    path, log = file_log(tmp_path)
+    log.log("info", "client logged in", conn=7)
+    log.log("error", "no password available")
+    assert path.read_bytes() == (
+        b"2024/05/01 12:00:07 [info] 4242#4242: *7 client logged in\n"
+        b"2024/05/01 12:00:07 [error] 4242#4242: no password available\n")
+
+
+def test_real_pid_and_thread_id(tmp_path):
+    path, log = file_log(tmp_path)
+    log.log("warn", "x")
+    pid = os.getpid()
+    assert path.read_text() == f"2024/05/01 12:00:07 [warn] {pid}#{threading.get_native_id()}: x\n"
+    assert threading.get_native_id() == pid  # main thread: nginx prints the pid twice
+
+
+def test_level_filter(tmp_path, ident):
+    path, log = file_log(tmp_path, level="warn")
+    for level in proxy.log.LEVELS:
+        log.log(level, level)
+    assert [ln.split("] ")[0].split("[")[1] for ln in path.read_text().splitlines()] == [
+        "emerg", "alert", "crit", "error", "warn"]
+    assert log.enabled("warn") and not log.enabled("notice")
+
+
+def test_each_target_has_its_own_level(tmp_path, ident):
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    log = ErrorLog([LogTarget(kind="file", path=str(a), level="error"),
+                    LogTarget(kind="file", path=str(b), level="debug")], clock=lambda: T0)
+    log.log("info", "detail")
+    log.log("crit", "bad")
+    assert a.read_text().count("\n") == 1 and "bad" in a.read_text()
+    assert b.read_text().count("\n") == 2
+
+
+def test_long_line_truncated_like_nginx(tmp_path, ident):
+    path, log = file_log(tmp_path)
+    log.log("info", "x" * 5000)
+    data = path.read_bytes()
+    assert len(data) == 2048 and data.endswith(b"x\n")
+
+
+def test_non_utf8_bytes_survive(tmp_path, ident):
+    path, log = file_log(tmp_path)
+    log.log("info", b'login: "\xff\xfe"'.decode("utf-8", "surrogateescape"))
+    assert path.read_bytes().endswith(b'login: "\xff\xfe"\n')
+
+
+def test_reopen_after_rotation(tmp_path, ident):
+    path, log = file_log(tmp_path)
+    log.log("info", "one")
+    path.rename(tmp_path / "error.log.1")
+    log.log("info", "two")  # still the rotated file until reopened
+    log.reopen()
+    log.log("info", "three")
+    assert (tmp_path / "error.log.1").read_text().count("\n") == 2
+    assert path.read_text().endswith("three\n")
+
+
+def test_stderr_target(capfd, ident):
+    log = ErrorLog([LogTarget(kind="stderr", level="notice")], clock=lambda: T0)
+    log.log("notice", "start worker processes")
+    log.log("info", "hidden")
+    assert capfd.readouterr().err == (
+        "2024/05/01 12:00:07 [notice] 4242#4242: start worker processes\n")
+
+
+def test_never_raises(tmp_path):
+    log = ErrorLog([
+        LogTarget(kind="file", path=str(tmp_path / "missing-dir" / "x.log"), level="debug"),
+        LogTarget(kind="syslog", syslog_host="127.0.0.1", syslog_port=9, level="debug"),
+        LogTarget(kind="syslog", syslog_unix_path=str(tmp_path / "no-socket"), level="debug"),
+    ])
+    for _ in range(3):
+        log.log("error", "nobody listens")
+    log.log("bogus-level", "ignored")
+    log.log("info", "\udcff\ud800 lone surrogates")
+    log.reopen()
+    log.close()
+
+
+def test_full_disk_is_swallowed(ident):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    log = ErrorLog([LogTarget(kind="file", path="/dev/full", level="info")], clock=lambda: T0)
+    log.log("info", "no space")
+    log.log("info", "skipped for the rest of the second")
+
+
+def udp_receiver():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    return sock
+
+
+def test_syslog_packet(ident):
+    with udp_receiver() as rx:
+        port = rx.getsockname()[1]
+        log = ErrorLog([
+            LogTarget(kind="syslog", syslog_host="127.0.0.1", syslog_port=port, level="info"),
+            LogTarget(kind="syslog", syslog_host="127.0.0.1", syslog_port=port, level="info",
+                      syslog_facility="mail", syslog_tag="abc_1", syslog_nohostname=True,
+                      syslog_severity="crit"),
+        ], hostname="mx", clock=lambda: time.mktime((2024, 5, 6, 9, 4, 5, 0, 0, -1)))
+        log.log("info", "client logged in", conn=3)
+        first, second = rx.recv(4096), rx.recv(4096)
+    line = b"2024/05/06 09:04:05 [info] 4242#4242: *3 client logged in"
+    assert first == b"<190>May  6 09:04:05 mx nginx: " + line
+    assert second == b"<22>May  6 09:04:05 abc_1: " + line  # severity= is not used
+
+
+def test_syslog_unix_socket(tmp_path, ident):
+    path = str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx:
+        rx.bind(path)
+        rx.settimeout(5)
+        log = ErrorLog([LogTarget(kind="syslog", syslog_unix_path=path, level="warn")],
+                       hostname="h", clock=lambda: T0)
+        log.log("warn", "w")
+        assert rx.recv(4096) == b"<188>May  1 12:00:07 h nginx: 2024/05/01 12:00:07 [warn] " \
+            b"4242#4242: w"
+
+
+def test_syslog_recovers_after_receiver_appears(ident):
+    with udp_receiver() as probe:
+        port = probe.getsockname()[1]
+    log = ErrorLog([LogTarget(kind="syslog", syslog_host="127.0.0.1", syslog_port=port,
+                              level="info")], hostname="h", clock=lambda: T0)
+    for _ in range(3):
+        log.log("info", "lost")  # ECONNREFUSED comes back on a later send: swallowed
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", port))
+        rx.settimeout(5)
+        # a pending error may still eat one message; then the socket is made anew
+        log.log("info", "a")
+        log.log("info", "b")
+        assert rx.recv(4096).endswith((b": a", b": b"))
+
+
+# --- against the real nginx ----------------------------------------------------------
+
+NGINX = shutil.which("nginx")
+
+
+@pytest.mark.skipif(not NGINX and not os.environ.get("CI"), reason="nginx is not installed")
+def test_same_bytes_as_nginx(tmp_path, monkeypatch):
+    """Start nginx with a file and two syslog logs, take its first notice, and rebuild
+    the same bytes with ErrorLog from that line's time, pid and text."""
+    assert NGINX, "nginx is required in CI"
+    with udp_receiver() as rx1, udp_receiver() as rx2:
+        p1, p2 = rx1.getsockname()[1], rx2.getsockname()[1]
+        (tmp_path / "nginx.conf").write_text(
+            "daemon off; master_process off; pid nginx.pid;\n"
+            "error_log err.log notice;\n"
+            f"error_log syslog:server=127.0.0.1:{p1} notice;\n"
+            f"error_log syslog:server=127.0.0.1:{p2},facility=mail,tag=pm_1,nohostname "
+            "notice;\nevents {}\n")
+        proc = subprocess.Popen([NGINX, "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf"),
+                                 "-e", str(tmp_path / "startup.log")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            theirs1, theirs2 = rx1.recv(4096), rx2.recv(4096)
+            deadline = time.time() + 5
+            while not (tmp_path / "err.log").exists() or not (tmp_path / "err.log").read_bytes():
+                assert time.time() < deadline
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+    their_file_line = (tmp_path / "err.log").read_bytes().splitlines(keepends=True)[0]
+    m = re.match(rb"(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d) \[notice\] (\d+#\d+): (.*)\n",
+                 their_file_line)
+    assert m, their_file_line
+    stamp = time.mktime(tuple(int(x) for x in m.groups()[:6]) + (0, 0, -1))
+    monkeypatch.setattr(proxy.log, "_ident", lambda: m.group(7).decode())
+    host = theirs1.split(b" ")[3].decode()  # nginx's own (lowercased) host name
+
+    ours_file = tmp_path / "ours.log"
+    with udp_receiver() as o1, udp_receiver() as o2:
+        log = ErrorLog([
+            LogTarget(kind="file", path=str(ours_file), level="notice"),
+            LogTarget(kind="syslog", syslog_host="127.0.0.1", syslog_port=o1.getsockname()[1],
+                      level="notice"),
+            LogTarget(kind="syslog", syslog_host="127.0.0.1", syslog_port=o2.getsockname()[1],
+                      level="notice", syslog_facility="mail", syslog_tag="pm_1",
+                      syslog_nohostname=True),
+        ], hostname=host, clock=lambda: stamp)
+        log.log("notice", m.group(8).decode())
+        ours1, ours2 = o1.recv(4096), o2.recv(4096)
+    assert ours_file.read_bytes() == their_file_line
+    if host:  # nginx leaves the host name empty in packets sent before it is known
+        assert ours1 == theirs1
+    assert ours2 == theirs2
