@@ -79,7 +79,8 @@ def build_request(conf: AuthHttp, extra_headers: tuple[tuple[str, str], ...],
 
 
 class AuthServerError(Exception):
-    """The auth server misbehaved; the client gets the internal-error line. .log is nginx's."""
+    """The auth server misbehaved; the client gets the internal-error line. The message is
+    nginx's error-level log line; empty where nginx logs nothing."""
 
 
 @dataclass
@@ -231,9 +232,8 @@ async def _exchange(conf: AuthHttp, request: bytes, peer: str) -> AuthResponse:
         else:
             reader, writer = await asyncio.open_connection(conf.addr, conf.port)
     except OSError as exc:
-        raise AuthServerError(
-            f"connect() to {peer} failed ({exc.errno}: {exc.strerror}) "
-            "while in http auth state") from None
+        # nginx connects without blocking and learns of the refusal from its first recv()
+        raise AuthServerError(f"recv() failed ({exc.errno}: {exc.strerror})") from None
     try:
         writer.write(request)
         data = b""
@@ -241,12 +241,11 @@ async def _exchange(conf: AuthHttp, request: bytes, peer: str) -> AuthResponse:
             try:
                 chunk = await reader.read(RESPONSE_LIMIT - len(data))
             except OSError as exc:
-                raise AuthServerError(
-                    f"auth http server {peer} read failed ({exc.errno}: {exc.strerror})"
-                ) from None
+                raise AuthServerError(f"recv() failed ({exc.errno}: {exc.strerror})") from None
             if not chunk:
-                # EOF, or the 1024-byte buffer is full: nginx treats both as a failed read
-                raise AuthServerError(f"auth http server {peer} sent invalid response")
+                # EOF, or the 1024-byte buffer is full (a recv() of 0 bytes): nginx gives
+                # up without a log line
+                raise AuthServerError("")
             data += chunk
             resp = parse_response(data, peer)
             if resp is not None:

@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load()
     except ConfigError as err:
+        for warning in getattr(err, "warnings", ()):
+            print(f"postern: [warn] {warning}", file=sys.stderr)
         _emerg(str(err))
         if args.t or args.T:
             print(f"postern: configuration file {conf_file} test failed", file=sys.stderr)
@@ -144,7 +146,11 @@ def _serve(settings, load, errlog: str | None) -> int:
         return _emerg(f"bind() failed ({err.errno}: {err.strerror})")
     if settings.daemon:
         daemonize()
-    master.write_pid()
+    try:
+        master.write_pid()
+    except OSError as err:
+        master.close_listeners()
+        return _emerg(f'open() "{settings.pid}" failed ({err.errno}: {err.strerror})')
     return master.run()
 
 

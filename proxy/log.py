@@ -11,6 +11,7 @@ what it is given; keeping passwords out of messages is the caller's job.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -96,10 +97,8 @@ class _FileWriter:
 
 class _StderrWriter:
     def write(self, line: bytes, level: int, clock: _Clock) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.write(2, line)
-        except OSError:
-            pass
 
     def reopen(self) -> None:
         pass
@@ -114,7 +113,8 @@ class _SyslogWriter:
     to access logs)."""
 
     def __init__(self, target: LogTarget, hostname: str):
-        self.facility = FACILITIES.index(target.syslog_facility)
+        self.facility = (FACILITIES.index(target.syslog_facility)
+                         if target.syslog_facility in FACILITIES else 23)  # local7
         host = b"" if target.syslog_nohostname else _encode(hostname) + b" "
         self.tail = host + _encode(target.syslog_tag) + b": "
         if target.syslog_unix_path is not None:
@@ -147,18 +147,14 @@ class _SyslogWriter:
 
     def close(self) -> None:
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.close()
-            except OSError:
-                pass
             self.sock = None
 
 
 def _close(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.close(fd)
-    except OSError:
-        pass
 
 
 class ErrorLog:
@@ -188,7 +184,7 @@ class ErrorLog:
 
     def log(self, level: str, message: str, conn: int | None = None) -> None:
         """`YYYY/MM/DD HH:MM:SS [level] PID#TID: *CONN message`; never raises."""
-        try:
+        with contextlib.suppress(Exception):  # a log line is never worth a crash
             rank = RANK[level]
             if rank > self._max_rank:
                 return
@@ -204,20 +200,14 @@ class ErrorLog:
             for target_rank, writer in self._writers:
                 if rank <= target_rank:
                     writer.write(line, rank, clock)
-        except Exception:  # noqa: BLE001 - a log line is never worth a crash
-            pass
 
     def reopen(self) -> None:
         """Reopen files (SIGUSR1 after rotation) and syslog sockets."""
         for _, writer in self._writers:
-            try:
+            with contextlib.suppress(Exception):
                 writer.reopen()
-            except Exception:  # noqa: BLE001
-                pass
 
     def close(self) -> None:
         for _, writer in self._writers:
-            try:
+            with contextlib.suppress(Exception):
                 writer.close()
-            except Exception:  # noqa: BLE001
-                pass

@@ -187,6 +187,10 @@ class Master:
         self._spawn(new.worker_processes)
         self._signal_workers(signal.SIGQUIT, old_gen)
 
+    def close_listeners(self) -> None:
+        for b in self.bindings:
+            b.sock.close()
+
     def _cleanup(self) -> None:
         for b in self.bindings:
             b.sock.close()

@@ -206,7 +206,8 @@ class Session(asyncio.Protocol):
             if machine.creds.password is None and machine.protocol != "smtp":
                 raise auth_http.AuthServerError(f"auth http server {peer} did not send password")
         except auth_http.AuthServerError as err:
-            self.log("error", str(err))
+            if str(err):
+                self.log("error", str(err))
             return self.internal_error()
         self.upstream_name = f"{addr}:{port}"
         await self._login_to_backend(addr, port)

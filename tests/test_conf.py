@@ -316,8 +316,8 @@ def test_seed_complete_example(tmp_path, pki):
     assert pop3.pop3_auth == frozenset({"plain", "apop", "cram-md5"})
     assert imap.imap_auth == frozenset({"plain"})
     assert s.warnings == (
-        'the "ssl" directive is deprecated, use the "listen ... ssl" directive instead '
-        f"in {tmp_path}/nginx.conf:10",)
+        ('the "ssl" directive is deprecated, use the "listen ... ssl" directive instead '
+         f"in {tmp_path}/nginx.conf:10"),)
 
 
 SEED = """\
@@ -410,10 +410,10 @@ def test_errors_keep_earlier_warnings(tmp_path):
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("events {} http {}", '"http" directive is not supported by postern, it is a mail proxy '
-                          "only in T/nginx.conf:1"),
-    ("events {} stream {}", '"stream" directive is not supported by postern, it is a mail '
-                            "proxy only in T/nginx.conf:1"),
+    ("events {} http {}", ('"http" directive is not supported by postern, it is a mail '
+                           "proxy only in T/nginx.conf:1")),
+    ("events {} stream {}", ('"stream" directive is not supported by postern, it is a mail '
+                             "proxy only in T/nginx.conf:1")),
     ("events {} mail { server { listen 127.0.0.1:1; protocol imap; } }",
      'no "auth_http" is defined for server in T/nginx.conf:1'),
     ("events {} mail { auth_http 127.0.0.1; server { listen 127.0.0.1:1; } }",
@@ -429,15 +429,15 @@ def test_errors_keep_earlier_warnings(tmp_path):
     ("events {} mail { auth_http 127.0.0.1; imap_auth apop; }",
      'invalid value "apop" in T/nginx.conf:1'),
     ("events {} mail { proxy_protocol maybe; }",
-     'invalid value "maybe" in "proxy_protocol" directive, it must be "on" or "off" in '
-     "T/nginx.conf:1"),
+     ('invalid value "maybe" in "proxy_protocol" directive, it must be "on" or "off" in '
+      "T/nginx.conf:1")),
     ("events {} mail { resolver 127.0.0.1 ipv4=off ipv6=off; }",
      '"ipv4" and "ipv6" cannot both be "off" in T/nginx.conf:1'),
-    ("events {} mail { auth_http 127.0.0.1; starttls on; ssl_certificate a; "
-     "ssl_certificate_key b; ssl_verify_client on; server { listen 143; } }",
-     "cannot load certificate \"T/a\": BIO_new_file() failed (SSL: error:80000002:system "
-     "library::No such file or directory:calling fopen(T/a, r) error:10000080:BIO "
-     "routines::no such file)"),
+    (("events {} mail { auth_http 127.0.0.1; starttls on; ssl_certificate a; "
+      "ssl_certificate_key b; ssl_verify_client on; server { listen 143; } }"),
+     ('cannot load certificate "T/a": BIO_new_file() failed (SSL: error:80000002:system '
+      "library::No such file or directory:calling fopen(T/a, r) error:10000080:BIO "
+      "routines::no such file)")),
     ("events {} include self.conf;", "too deep include nesting in T/self.conf:1"),
 ])
 def test_errors(tmp_path, text, expected):
@@ -455,8 +455,8 @@ def test_verify_client_needs_a_ca(tmp_path, pki):
 def test_memory_log_is_ignored_with_warning(tmp_path):
     s = load(tmp_path, "events {} error_log memory:1m debug;")
     assert s.error_logs == ()
-    assert s.warnings == (f'error log "memory:1m" is not supported, ignored in '
-                          f"{tmp_path}/nginx.conf:1",)
+    assert s.warnings == ((f'error log "memory:1m" is not supported, ignored in '
+                           f"{tmp_path}/nginx.conf:1"),)
 
 
 def test_syslog_target(tmp_path):

@@ -69,7 +69,7 @@ def run_both(tmp_path, tls_files, body: str, g: str | None = None, port: int | N
            "-e", str(tmp_path / "nginx-error.log")]
     if g is not None:
         cmd += ["-g", g]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=30)
     nginx = outcome(proc.stderr.splitlines())
     try:
         settings = load_config(str(conf), prefix=f"{tmp_path}/", directives=g)
@@ -146,7 +146,7 @@ SAME = {
     "protocol_order_before_tls": E + f"mail {{ {A} server {{ listen 127.0.0.1:{{P}} ssl; "
         "protocol imap; } server { listen 127.0.0.2:{P}; } }",
     "protocol_bad": E + f"mail {{ {A} server {{ listen 127.0.0.1:{{P}}; protocol IMAP; }} }}",
-    "no_auth_http": E + f"mail {{\n  server {{ listen 127.0.0.1:{{P}}; protocol imap; }}\n}}",
+    "no_auth_http": E + "mail {\n  server { listen 127.0.0.1:{P}; protocol imap; }\n}",
     "timeout_bad": E + f"mail {{ {A} {IMAP} timeout 5x; }}",
     "timeout_month_in_msec_slot": E + f"mail {{ {A} {IMAP} timeout 1M; }}",
     "timeout_duplicate": E + f"mail {{ {A} {IMAP} timeout 1s; timeout 2s; }}",
@@ -362,6 +362,30 @@ def test_included_file_context_same_as_nginx(tmp_path, tls_files):
     assert ours == nginx
 
 
+def test_prefix_and_conf_dir_differ(tmp_path, tls_files):
+    """Logs and pid hang off -p; includes and TLS files off the directory of -c."""
+    prefix, conf_dir = tmp_path / "prefix", tmp_path / "conf"
+    (conf_dir / "inc").mkdir(parents=True)
+    prefix.mkdir()
+    for name in ("cert.pem", "key.pem"):
+        shutil.copy(tls_files / name, conf_dir / name)
+    (conf_dir / "inc" / "x.conf").write_text("env X;\n")
+    conf = conf_dir / "nginx.conf"
+    conf.write_text(f"load_module {MODULE};\n{E}include inc/x.conf;\nerror_log rel.log;\n"
+                    f"mail {{ {A} server {{ listen 127.0.0.1:{free_port()} ssl; protocol imap; "
+                    f"{TLS} }} }}\n")
+    proc = subprocess.run([NGINX, "-t", "-q", "-p", f"{prefix}/", "-c", str(conf),
+                           "-e", str(prefix / "e.log")], check=False, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert (prefix / "rel.log").exists()
+    (prefix / "rel.log").unlink()
+    settings = load_config(str(conf), prefix=f"{prefix}/")
+    assert (prefix / "rel.log").exists()
+    assert settings.error_logs[0].path == f"{prefix}/rel.log"
+    assert settings.servers[0].ssl.certificates == (f"{conf_dir}/cert.pem",)
+
+
 def test_dump_same_as_nginx(tmp_path, tls_files):
     from proxy.conf import dump_config
 
@@ -371,8 +395,8 @@ def test_dump_same_as_nginx(tmp_path, tls_files):
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"load_module {MODULE};\n{E}include x/a.conf;\ninclude x/*.conf;\n")
     proc = subprocess.run([NGINX, "-T", "-q", "-p", f"{tmp_path}/", "-c", str(conf),
-                           "-e", str(tmp_path / "err.log")], capture_output=True, text=True,
-                          timeout=30)
+                           "-e", str(tmp_path / "err.log")], check=False, capture_output=True,
+                          text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert dump_config(str(conf), prefix=f"{tmp_path}/") == proc.stdout
 
@@ -409,8 +433,8 @@ DIFFERENT = {
     "http_block": (
         E + "http {}",
         None,
-        '"http" directive is not supported by postern, it is a mail proxy only in '
-        "{D}/nginx.conf:3",
+        ('"http" directive is not supported by postern, it is a mail proxy only in '
+         "{D}/nginx.conf:3"),
     ),
 }
 

@@ -14,8 +14,15 @@ import os
 from .build import build_main
 from .engine import Level, Parser
 from .errors import ConfigError
-from .settings import (AuthHttp, Listen, LogTarget, MainSettings, Resolver, ServerSettings,
-                       SslSettings)
+from .settings import (
+    AuthHttp,
+    Listen,
+    LogTarget,
+    MainSettings,
+    Resolver,
+    ServerSettings,
+    SslSettings,
+)
 from .table import NGINX_DIRECTIVES, TABLE, hostname
 
 __all__ = ["AuthHttp", "ConfigError", "Listen", "LogTarget", "MainSettings", "Resolver",

@@ -102,7 +102,7 @@ def inet6_ntop(p: bytes) -> str:
             out.append(":")
         i += 2
     if limit == 12:
-        out.append("%d.%d.%d.%d" % (p[12], p[13], p[14], p[15]))
+        out.append(f"{p[12]}.{p[13]}.{p[14]}.{p[15]}")
     return "".join(out)
 
 

@@ -96,7 +96,7 @@ def _check_tls(parser: Parser, mail: Level, srv: Level, m: dict[str, Any],
     for name in m["ssl.session_ticket_keys"] or ():
         path = parser.full_name(name, conf_prefix=True)
         try:
-            size = len(tlscheck._read(path))
+            size = len(tlscheck.read_file(path))
         except OSError as e:
             raise ConfigError(f'open() "{path}" failed ({e.errno}: {os.strerror(e.errno or 5)})',
                               end_file, end_line) from None

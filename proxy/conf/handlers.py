@@ -8,7 +8,7 @@ import pwd
 import socket
 
 from . import build
-from .addr import UrlError, parse_url, ptocidr, resolve_host, Url
+from .addr import Url, UrlError, parse_url, ptocidr, resolve_host
 from .engine import Level, Parser, Stmt
 from .listen import PROTOCOL_PORTS, ListenError, parse_listen, sockaddr_key
 from .logtarget import LogTargetError, parse_error_log
@@ -55,7 +55,7 @@ def use(parser: Parser, level: Level, stmt: Stmt) -> None:
 def worker_priority(parser: Parser, level: Level, stmt: Stmt) -> None:
     _dup(level, "worker_priority", stmt)
     text = stmt.args[0]
-    if atoi(text[1:] if text.startswith("-") else text) is None:
+    if atoi(text.removeprefix("-")) is None:
         raise stmt.error('"worker_priority" directive invalid number')
     level.values["worker_priority"] = text
 
@@ -197,8 +197,7 @@ def resolver(parser: Parser, level: Level, stmt: Stmt) -> None:
 
 def auth_http(parser: Parser, level: Level, stmt: Stmt) -> None:
     text = stmt.args[0]
-    if text.startswith("http://"):
-        text = text[7:]
+    text = text.removeprefix("http://")
     try:
         url = parse_url(text, default_port=80, uri_part=True)
     except UrlError as e:

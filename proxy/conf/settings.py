@@ -54,7 +54,7 @@ class Listen:
 class AuthHttp:
     """The `auth_http` URL, split as nginx splits it at configuration time."""
 
-    text: str  # as configured, used in log lines
+    text: str  # the peer as nginx names it in log lines: "127.0.0.1:9000", "unix:/path"
     host_header: str  # Host: value ("127.0.0.1", "[::1]", "localhost" for unix)
     uri: str  # "/" when no path was given
     addr: str | None = None  # first resolved IP address

@@ -32,7 +32,7 @@ def _openssl_sys_error(path: str, e: OSError) -> str:
             f"calling fopen({path}, r) {bio}")
 
 
-def _read(path: str) -> bytes:
+def read_file(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
 
@@ -56,7 +56,7 @@ def check_certificate(cert: str, key: str, passwords: list[bytes]) -> None:
     cert_pem = _material(cert)
     if cert_pem is None:
         try:
-            cert_pem = _read(cert)
+            cert_pem = read_file(cert)
         except OSError as e:
             raise ConfigError(f'cannot load certificate "{cert}": BIO_new_file() failed '
                               f"(SSL: {_openssl_sys_error(cert, e)})") from None
@@ -69,7 +69,7 @@ def check_certificate(cert: str, key: str, passwords: list[bytes]) -> None:
     key_pem = _material(key)
     if key_pem is None:
         try:
-            key_pem = _read(key)
+            key_pem = read_file(key)
         except OSError as e:
             raise ConfigError(f'cannot load certificate key "{key}": BIO_new_file() failed '
                               f"(SSL: {_openssl_sys_error(key, e)})") from None
@@ -106,7 +106,7 @@ def _check_pair(cert_pem: bytes, key_pem: bytes, key: str, passwords: list[bytes
 def check_ca_file(path: str, function: str = "SSL_CTX_load_verify_locations") -> None:
     """ssl_client_certificate / ssl_trusted_certificate (and ssl_crl with its function)."""
     try:
-        data = _read(path)
+        data = read_file(path)
     except OSError as e:
         raise ConfigError(f'{function}("{path}") failed (SSL: {_openssl_sys_error(path, e)} '
                           "error:05880002:x509 certificate routines::system lib)") from None
@@ -117,7 +117,7 @@ def check_ca_file(path: str, function: str = "SSL_CTX_load_verify_locations") ->
 
 def check_dhparam(path: str) -> None:
     try:
-        data = _read(path)
+        data = read_file(path)
     except OSError as e:
         raise ConfigError(f'BIO_new_file("{path}") failed '
                           f"(SSL: {_openssl_sys_error(path, e)})") from None
@@ -128,6 +128,6 @@ def check_dhparam(path: str) -> None:
 
 def read_passwords(path: str) -> list[bytes]:
     try:
-        return [line for line in _read(path).splitlines() if line]
+        return [line for line in read_file(path).splitlines() if line]
     except OSError:
         return []
