@@ -232,7 +232,10 @@ async def _exchange(conf: AuthHttp, request: bytes, peer: str) -> AuthResponse:
         else:
             reader, writer = await asyncio.open_connection(conf.addr, conf.port)
     except OSError as exc:
-        # nginx connects without blocking and learns of the refusal from its first recv()
+        if conf.unix_path:  # a unix connect() fails at once, and nginx says so
+            raise AuthServerError(
+                f"connect() to {peer} failed ({exc.errno}: {exc.strerror})") from None
+        # a TCP connect() does not block: nginx learns of the refusal from its first recv()
         raise AuthServerError(f"recv() failed ({exc.errno}: {exc.strerror})") from None
     try:
         writer.write(request)
@@ -250,7 +253,5 @@ async def _exchange(conf: AuthHttp, request: bytes, peer: str) -> AuthResponse:
             resp = parse_response(data, peer)
             if resp is not None:
                 return resp
-            if len(data) >= RESPONSE_LIMIT:
-                raise AuthServerError(f"auth http server {peer} sent invalid response")
     finally:
         writer.close()
