@@ -62,6 +62,8 @@ class Faults:
     no_continuation: answer a synchronising literal with a tagged NO (a string sets the text).
     drop_after_login / drop_after: close after the login OK / after N commands.
     stall / stall_after: stop answering (from now / after N commands), keep the socket open.
+    chatter: after a successful login, send an untagged ``* OK still here <n>`` every so many
+    seconds, whatever the client does (a backend that keeps a silent client busy).
     """
 
     greeting: bytes | str | None = "default"
@@ -74,6 +76,7 @@ class Faults:
     drop_after: int | None = None
     stall: bool = False
     stall_after: int | None = None
+    chatter: float | None = None
 
 
 class _Closed(Exception):
@@ -100,6 +103,7 @@ class ImapConnection(asyncio.Protocol):
         self._writable.set()
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
+        self._chatter: asyncio.Task[None] | None = None
 
     # -- transport callbacks ----------------------------------------------------------------
 
@@ -123,6 +127,8 @@ class ImapConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server._live.discard(self)
+        if self._chatter is not None:
+            self._chatter.cancel()
         self.queue.put_nowait(None)
         self._writable.set()
 
@@ -334,6 +340,16 @@ class ImapConnection(asyncio.Protocol):
     def _logged_in(self, user: str) -> None:
         self.user = user
         self.server.store.mailboxes(user)  # generate now, not inside a later command
+        every = self.server.faults.chatter
+        if every and self._chatter is None:
+            self._chatter = asyncio.get_running_loop().create_task(self._chat(every))
+
+    async def _chat(self, every: float) -> None:
+        count = 0
+        while not self.closed:
+            await asyncio.sleep(every)
+            count += 1
+            self.line(f"* OK still here {count}")
 
     # -- authenticated ----------------------------------------------------------------------
 

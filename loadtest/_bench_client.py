@@ -57,7 +57,7 @@ def expect_ok(reply: bytes, tag: bytes, step: str) -> None:
 class _Conn(asyncio.Protocol):
     """A client connection that can wait for a line or a tagged reply."""
 
-    __slots__ = ("buf", "closed", "loop", "transport", "_want", "_fut")
+    __slots__ = ("_fut", "_want", "buf", "closed", "loop", "transport")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop

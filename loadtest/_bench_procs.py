@@ -32,16 +32,17 @@ def _stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes (their own threads, not their children)."""
-    total = 0
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) seconds of the processes (their own threads, not their children)."""
+    user = system = 0
     for pid in pids:
         try:
             fields = _stat_fields(pid)
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # stat fields 14 and 15
-    return total / CLK_TCK
+        user += int(fields[11])  # stat field 14
+        system += int(fields[12])  # stat field 15
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def rss_bytes(pids: list[int]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 from dataclasses import dataclass, field
 
 from proxy.conf.settings import AuthHttp
@@ -16,6 +17,13 @@ from proxy.conf.settings import AuthHttp
 RESPONSE_LIMIT = 1024
 
 _ESCAPE = {b: b"%%%02X" % b for b in range(0x21)} | {0x25: b"%25"}
+
+
+def errno_text(exc: OSError) -> str:
+    """"(111: Connection refused)", as nginx appends a system error to a log line."""
+    if exc.errno is None:
+        return f"({exc})"
+    return f"({exc.errno}: {os.strerror(exc.errno)})"
 
 
 def escape(value: bytes) -> bytes:
@@ -221,8 +229,9 @@ async def query(conf: AuthHttp, request: bytes, timeout: float) -> AuthResponse:
     peer = conf.text if conf.unix_path else f"{conf.addr}:{conf.port}"
     try:
         return await asyncio.wait_for(_exchange(conf, request, peer), timeout)
-    except asyncio.TimeoutError:
-        raise AuthServerError(f"auth http server {peer} timed out") from None
+    except TimeoutError:
+        raise AuthServerError(
+            f"auth http server {peer} timed out (110: Connection timed out)") from None
 
 
 async def _exchange(conf: AuthHttp, request: bytes, peer: str) -> AuthResponse:
@@ -234,9 +243,9 @@ async def _exchange(conf: AuthHttp, request: bytes, peer: str) -> AuthResponse:
     except OSError as exc:
         if conf.unix_path:  # a unix connect() fails at once, and nginx says so
             raise AuthServerError(
-                f"connect() to {peer} failed ({exc.errno}: {exc.strerror})") from None
+                f"connect() to {peer} failed {errno_text(exc)}") from None
         # a TCP connect() does not block: nginx learns of the refusal from its first recv()
-        raise AuthServerError(f"recv() failed ({exc.errno}: {exc.strerror})") from None
+        raise AuthServerError(f"recv() failed {errno_text(exc)}") from None
     try:
         writer.write(request)
         data = b""
@@ -244,7 +253,7 @@ async def _exchange(conf: AuthHttp, request: bytes, peer: str) -> AuthResponse:
             try:
                 chunk = await reader.read(RESPONSE_LIMIT - len(data))
             except OSError as exc:
-                raise AuthServerError(f"recv() failed ({exc.errno}: {exc.strerror})") from None
+                raise AuthServerError(f"recv() failed {errno_text(exc)}") from None
             if not chunk:
                 # EOF, or the 1024-byte buffer is full (a recv() of 0 bytes): nginx gives
                 # up without a log line

@@ -36,7 +36,7 @@ class BackendProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.session.on_backend_closed()
+        self.session.on_backend_closed(exc)
 
     def pause_writing(self) -> None:
         client = self.session.transport

@@ -12,7 +12,8 @@ import asyncio
 import itertools
 from typing import TYPE_CHECKING
 
-from proxy import auth_http, dialogue as dlg
+from proxy import auth_http
+from proxy import dialogue as dlg
 from proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
 from proxy.relay import BackendProtocol
 
@@ -139,7 +140,7 @@ class Session(asyncio.Protocol):
             transport = await self.rt.loop.start_tls(self.transport, self, self.rt.tls_context,
                                                      server_side=True,
                                                      ssl_handshake_timeout=self.conf.timeout)
-        except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ConnectionError) as exc:
             self.log("info", f"SSL handshake failed ({exc})")
             self.close()
             return
@@ -224,8 +225,9 @@ class Session(asyncio.Protocol):
             await loop.create_connection(lambda: BackendProtocol(self), addr, port)
         except OSError as exc:
             if self.phase == "login":
-                self.log("error", f"connect() to {addr}:{port} failed "
-                                  f"({exc.errno}: {exc.strerror})")
+                # nginx connects without blocking; the refusal surfaces in its first read
+                self.action = "reading response from upstream"
+                self.log("error", f"recv() failed {auth_http.errno_text(exc)}")
                 self.internal_error()
             return
         first = self._login_machine.start()
@@ -234,13 +236,14 @@ class Session(asyncio.Protocol):
 
     def on_backend_connected(self, transport: asyncio.Transport) -> None:
         self.backend = transport
-        self.action = self._login_machine.action
 
     def on_backend_data(self, data: bytes) -> None:
         if self.phase == "relay":
             self.transport.write(data)
             return
         if self.phase == "login":
+            # nginx names the phase by its last step: a read, or the command it sent
+            self.action = "reading response from upstream"
             self.on_backend_outcome(self._login_machine.receive_data(data))
 
     def on_backend_outcome(self, outcome) -> None:
@@ -259,9 +262,13 @@ class Session(asyncio.Protocol):
         elif isinstance(outcome, LoggedIn):
             self._start_relay(outcome.to_client)
 
-    def on_backend_closed(self) -> None:
+    def on_backend_closed(self, exc: Exception | None = None) -> None:
         if self.phase == "login":
-            self.log("error", "upstream prematurely closed connection")
+            # EOF during login is an internal error without a log line (nginx's recv()
+            # returning 0); only a failed read is logged
+            self.action = "reading response from upstream"
+            if isinstance(exc, OSError) and exc.errno:
+                self.log("error", f"recv() failed {auth_http.errno_text(exc)}")
             self.internal_error()
         elif self.phase == "relay":
             self.close()
@@ -292,7 +299,7 @@ class Session(asyncio.Protocol):
             self._arm_proxy_timeout(remaining)
             return
         self.action = "proxying"
-        self.log("info", "client timed out")
+        self.log("info", "client timed out (110: Connection timed out)")
         self.close()
 
     # -- timers and closing --------------------------------------------------------------
@@ -307,10 +314,10 @@ class Session(asyncio.Protocol):
 
     def _timed_out(self, message: str) -> None:
         self._timer = None
+        # nginx logs timeouts at info level with ETIMEDOUT's text
+        self.log("info", f"{message} (110: Connection timed out)")
         if message == "upstream timed out":
-            self.log("error", message)
             return self.internal_error()
-        self.log("info", message)
         self.close()
 
     def internal_error(self) -> None:

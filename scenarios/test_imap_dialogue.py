@@ -182,17 +182,23 @@ def test_spaces_between_tag_and_command_are_skipped(lab):
 
 
 def test_stale_tag_after_a_waited_failure(lab):
-    """nginx QUIRK (spec §7.3): after an auth failure with Auth-Wait the old tag stays
-    stored, so a next line that is invalid before its tag completes gets the old tag; the
-    session goes on and the next login is attempt 2 (spec §10.4)."""
-    lab.auth.push(Reply.fail("Nope", wait=1))
+    """nginx QUIRK (spec §7.3): after an auth failure with Auth-Wait the old tag is still
+    stored — as a place and length in the command buffer, which the auth request rewound — so
+    a next line that is invalid before its tag completes is answered with whatever bytes sit
+    there now: its own first bytes when the old tag was at the buffer start, the old tag when
+    it lay further in. The session goes on; logins count up (spec §10.4)."""
+    lab.auth.push(Reply.fail("Nope", wait=1), Reply.fail("Nope", wait=1))
     with greeted(lab) as c:
         c.send(b"a1 LOGIN alice wrong\r\n")
         c.expect(b"a1 NO Nope\r\n", timeout=5)
-        c.send(b"+bad\r\n").expect(b"a1 " + INVALID)
+        c.send(b"+bad\r\n").expect(b"+ba" + INVALID)
+        c.send(b"b0 NOOP\r\nb1 LOGIN alice wrong\r\n")
+        c.expect(b"b0 OK completed\r\nb1 NO Nope\r\n", timeout=5)
+        c.send(b"+bad\r\n").expect(b"b1 " + INVALID)
         c.send(b"a2 LOGIN alice secret\r\n").expect(b"a2 " + LOGGED_IN)
     assert [r.raw for r in lab.auth.requests] == [
-        auth_request(password=b"wrong"), auth_request(attempt=2)]
+        auth_request(password=b"wrong"), auth_request(password=b"wrong", attempt=2),
+        auth_request(attempt=3)]
     assert lab.imap.commands == [backend_login(b"a2", b"alice", b"secret")]
 
 

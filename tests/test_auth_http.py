@@ -2,8 +2,7 @@
 
 import pytest
 
-from proxy.auth_http import (AuthRequest, AuthServerError, build_request, escape,
-                             parse_response)
+from proxy.auth_http import AuthRequest, AuthServerError, build_request, escape, parse_response
 from proxy.conf.settings import AuthHttp
 
 CONF = AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1", uri="/auth",
@@ -75,3 +74,79 @@ def test_backend_validation(server, port, msg):
 def test_wait_and_name_without_colon():
     r = parse_response(b"Auth-Status: WAIT\r\nAuth-Wait: x\r\nNoColon\r\n\r\n", "p")
     assert r.wait_status and r.wait == 0 and r.error is None
+
+
+# -- query(): the I/O failures and nginx's log lines for them (spec §10.6) -------------------
+
+def _serve_once(reply: bytes | None, delay: float = 0.0):
+    """A one-shot auth server on a free loopback port; returns (conf, server)."""
+    import asyncio
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(delay)
+        if reply is not None:
+            writer.write(reply)
+            await writer.drain()
+        writer.close()
+
+    async def start():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conf = AuthHttp(text=f"127.0.0.1:{port}/auth", host_header="127.0.0.1", uri="/auth",
+                        addr="127.0.0.1", port=port)
+        return conf, server
+    return start
+
+
+def _query(reply: bytes | None, delay: float = 0.0, timeout: float = 2.0):
+    import asyncio
+
+    from proxy.auth_http import query
+
+    async def main():
+        conf, server = await _serve_once(reply, delay)()
+        async with server:
+            return await query(conf, b"GET /auth HTTP/1.0\r\n\r\n", timeout)
+    return asyncio.run(main())
+
+
+def test_query_reads_a_reply():
+    r = _query(b"HTTP/1.0 200 OK\r\nAuth-Status: OK\r\nAuth-Server: 127.0.0.1\r\n"
+               b"Auth-Port: 143\r\n\r\n")
+    assert r.backend("p") == ("127.0.0.1", 143)
+
+
+@pytest.mark.parametrize("reply", [
+    None,  # closed without a reply
+    b"HTTP/1.0 200 OK\r\nAuth-Status: OK\r\n",  # EOF inside the header block
+    b"HTTP/1.0 200 OK\r\nX-Pad: " + b"x" * 1100 + b"\r\n\r\n",  # over the 1024-byte buffer
+])
+def test_query_eof_and_overflow_fail_without_a_log_line(reply):
+    # nginx's recv() of 0 bytes: internal error, nothing logged
+    with pytest.raises(AuthServerError) as err:
+        _query(reply)
+    assert str(err.value) == ""
+
+
+def test_query_timeout_logs_etimedout():
+    with pytest.raises(AuthServerError) as err:
+        _query(b"Auth-Status: OK\r\n\r\n", delay=1.0, timeout=0.2)
+    assert str(err.value).endswith(" timed out (110: Connection timed out)")
+    assert str(err.value).startswith("auth http server 127.0.0.1:")
+
+
+def test_query_refused_logs_like_nginx_recv():
+    import asyncio
+    import socket
+
+    from proxy.auth_http import query
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conf = AuthHttp(text=f"127.0.0.1:{port}", host_header="127.0.0.1", uri="/",
+                    addr="127.0.0.1", port=port)
+    with pytest.raises(AuthServerError) as err:
+        asyncio.run(query(conf, b"GET / HTTP/1.0\r\n\r\n", 2.0))
+    assert str(err.value) == "recv() failed (111: Connection refused)"

@@ -420,6 +420,19 @@ def test_stall_and_stall_after(imap):
     client.close()
 
 
+def test_chatter_after_login():
+    with FakeImapServer(users={"alice": "secret"}, chatter=0.05) as imap:
+        client = Raw(imap)
+        assert client.line() == GREETING
+        client.send(b"a1 NOOP\r\n")
+        assert client.line() == b"a1 OK NOOP completed\r\n"  # nothing before the login
+        client.send(b"a2 LOGIN alice secret\r\n")
+        assert client.line() == b"a2 OK Logged in\r\n"
+        assert [client.line() for _ in range(3)] == [
+            b"* OK still here 1\r\n", b"* OK still here 2\r\n", b"* OK still here 3\r\n"]
+        client.close()
+
+
 def test_unknown_fault_is_an_error():
     with pytest.raises(TypeError):
         FakeImapServer(users={}, reject_logins=True)

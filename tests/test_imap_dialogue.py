@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 
+from proxy.auth_http import AuthResponse
 from proxy.conf.settings import AuthHttp, Listen, ServerSettings, SslSettings
 from proxy.dialogue import Authenticate, Close, Log, Send, StartTls
 from proxy.imap.dialogue import ImapDialogue
@@ -65,11 +66,22 @@ def test_logout_says_bye_then_closes():
     assert isinstance(actions[-1], Close)
 
 
-def test_login_quoted_unescapes_every_argument():
+def test_login_quoted_strings_are_unescaped():
     m, actions = run(b'a1 LOGIN "us er%\\"x" "p\\\\w"\r\n')
     assert isinstance(actions[-1], Authenticate)
     assert (m.creds.login, m.creds.password, m.creds.method) == (b'us er%"x', b"p\\w", "plain")
     assert m.tag == b"a1 " and m.creds.attempt == 1
+
+
+@pytest.mark.parametrize("line,login,password", [
+    (b'a LOGIN al\\ice "s\\ecret"\r\n', b"al\\ice", b"secret"),
+    (b'a LOGIN "al\\ice" se\\cret\r\n', b"alice", b"se\\cret"),
+    (b'a LOGIN "al\\ice" {4+}\r\n"\\%x\r\n', b"alice", b'"\\%x'),
+])
+def test_unescaping_is_per_quoted_argument_never_atoms_or_literals(line, login, password):
+    m, actions = run(line)
+    assert isinstance(actions[-1], Authenticate)
+    assert (m.creds.login, m.creds.password) == (login, password)
 
 
 def test_synchronising_literals():
@@ -110,7 +122,7 @@ def test_too_long_command_is_tagged_and_closes():
     _, actions = run(b"a1 LOGIN " + b"x" * 100 + b"\r\n", conf)
     assert sent(actions) == b"a1 BAD invalid command\r\n"
     assert isinstance(actions[-1], Close)
-    log = [a for a in actions if isinstance(a, Log)][0]
+    log = next(a for a in actions if isinstance(a, Log))
     assert "x" * 20 not in log.message  # never the arguments (could be a password)
 
 
@@ -183,8 +195,22 @@ def test_failed_auth_with_wait_continues_with_pipelined_input_and_stale_tag():
     m2, _ = run(b"a1 LOGIN u p\r\n")
     m2.auth_failed(b"a1 NO bad\r\n")
     _, actions = run(b"+bad\r\n", machine=m2)
-    assert sent(actions) == b"a1 NO bad\r\na1 BAD invalid command\r\n"
+    # the stale tag is a place in the rewound buffer: the new line's bytes show through
+    assert sent(actions) == b"a1 NO bad\r\n+baBAD invalid command\r\n"
     assert m2.creds.attempt == 1
+
+
+def test_stale_tag_reads_the_buffer_where_the_old_tag_was():
+    m, actions = run(b"a0 NOOP\r\na1 LOGIN u p\r\n")
+    assert isinstance(actions[-1], Authenticate)
+    assert m.auth_failure(AuthResponse(error=b"bad")) == b"a1 NO bad\r\n"
+    m.auth_failed(b"a1 NO bad\r\n")
+    _, actions = run(b"\n", machine=m)  # the old tag lay at offset 9, beyond the new bytes
+    assert sent(actions) == b"a1 NO bad\r\na1 BAD invalid command\r\n"
+    m, _ = run(b"a1 LOGIN u p\r\n")
+    m.auth_failed(b"a1 NO bad\r\n")
+    _, actions = run(b"\n", machine=m)  # one new byte, then the rest of the old tag
+    assert sent(actions) == b"a1 NO bad\r\n\n1 BAD invalid command\r\n"
 
 
 def test_unterminated_quote_leaks_into_next_command():

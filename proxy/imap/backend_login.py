@@ -33,8 +33,10 @@ class ImapBackendLogin(BackendLogin):
             p = end + 2
             if len(reply) - p < 4:
                 return AGAIN, p
-        if reply.startswith(self.tag, p) and reply.startswith(b"OK", p + len(self.tag)):
-            return ACCEPT, p
+        if reply.startswith(self.tag, p):
+            # nginx's log of a rejected reply starts after a matching tag ("NO ...")
+            p += len(self.tag)
+            return (ACCEPT if reply.startswith(b"OK", p) else REJECT), p
         return REJECT, p
 
     def start(self) -> Outcome:

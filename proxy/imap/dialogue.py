@@ -5,7 +5,8 @@ mirrors ngx_mail_imap_parse_command state by state (so its quirks come along: th
 of a line starting with a space, `{0}` eating one byte, the leaking quote flag), and a
 handler that mirrors ngx_mail_imap_auth_state. Session-level parser fields (quoted,
 backslash, literal length, the stored tag) live on the object, exactly where nginx keeps
-them, because several quirks are those fields outliving one command.
+them, because several quirks are those fields outliving one command. The stored tag is,
+as in nginx, a place in the buffer: once the buffer is reused, newer bytes show through.
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from collections import deque
 
 from proxy import sasl
 from proxy.conf.settings import ServerSettings
+from proxy.dialogue import (
+    Action,
+    Authenticate,
+    Close,
+    CommandBuffer,
+    Credentials,
+    Log,
+    Send,
+    StartTls,
+)
 from proxy.imap.backend_login import ImapBackendLogin
-from proxy.dialogue import (Action, Authenticate, Close, CommandBuffer, Credentials, Log, Send,
-                            StartTls)
 
 GREETING = b"* OK IMAP4 ready\r\n"
 OK = b"OK completed\r\n"
@@ -71,7 +80,8 @@ class ImapDialogue:
         self._paused = False  # waiting for the driver (auth, TLS handshake, close)
         self._starttls = False
         # nginx session fields
-        self.tag = b""
+        self.tag = b""  # the tag as parsed; its bytes live in the buffer at _tag_pos
+        self._tag_pos = 0
         self.mail_state = "start"
         self.state = S_START
         self.quoted = False
@@ -106,11 +116,12 @@ class ImapDialogue:
 
     def auth_failure(self, resp) -> bytes:
         """The line a failed Auth-Status becomes (an empty status is a failure too)."""
-        return self.tag + b"NO " + resp.error + b"\r\n"
+        return self._stored_tag() + b"NO " + resp.error + b"\r\n"
 
     def backend_login(self, conf: ServerSettings) -> ImapBackendLogin:
-        return ImapBackendLogin(self.tag, self.creds.login, self.creds.password or b"",
-                                conf.proxy_buffer, conf.proxy_pass_error_message)
+        return ImapBackendLogin(self._stored_tag(), self.creds.login,
+                                self.creds.password or b"", conf.proxy_buffer,
+                                conf.proxy_pass_error_message)
 
     def tls_started(self) -> None:
         self.tls = True
@@ -149,14 +160,20 @@ class ImapDialogue:
         head = data.split(b" ", 2)
         return b" ".join(head[:2]).decode("latin-1") + (" ..." if len(head) > 2 else "")
 
+    def _stored_tag(self) -> bytes:
+        """nginx keeps the tag as a pointer and length into the buffer. The buffer is rewound
+        when an auth request starts, so after a failure with Auth-Wait a line that is
+        invalid before its own tag completes is answered with whatever bytes now sit at the
+        old tag's place: new ones where the buffer refilled, the old tag beyond that."""
+        start = self._tag_pos
+        live = bytes(self.buffer.data[start:start + len(self.tag)])
+        return live + self.tag[len(live):]
+
     def _handle(self, rc: int) -> None:
         tag = True
         text = b""
         out = OK
         if rc == PARSED:
-            if self.backslash:
-                self.args = [_unescape(a) for a in self.args]
-                self.backslash = False
             hrc, text, out, tag = self._dispatch()
         elif rc == LITERAL_NEXT:
             hrc, tag, out = R_OK, False, NEXT
@@ -176,9 +193,7 @@ class ImapDialogue:
         if rc != LITERAL_NEXT:
             self.args = []
         if tag:
-            if not self.tag:
-                self.tag = STAR
-            out = text + self.tag + out
+            out = text + (self._stored_tag() if self.tag else STAR) + out
         self._actions.append(Send(out))
         if self.state == S_START:
             self.buffer.rewind_if_consumed()
@@ -315,6 +330,7 @@ class ImapDialogue:
                     state = S_TAG
                 if ch == SP:
                     self.tag = bytes(data[self._tag_start:p + 1])
+                    self._tag_pos = self._tag_start
                     state = S_SPACES_BEFORE_COMMAND
                 elif ch not in TAG_BYTES or p - self._tag_start > 31:
                     return self._invalid(p)
@@ -359,14 +375,16 @@ class ImapDialogue:
                     self._arg_start = p
                     state = S_ARGUMENT
             elif state == S_ARGUMENT:
-                if ch == SP and self.quoted:
-                    pass
-                elif ch == DQUOTE and not self.quoted:
+                if (ch == SP and self.quoted) or (ch == DQUOTE and not self.quoted):
                     pass
                 elif ch == DQUOTE or ch == SP or ch == CR or ch == LF:
                     if ch == DQUOTE:
                         self.quoted = False
-                    self.args.append(bytes(data[self._arg_start:p]))
+                    arg = bytes(data[self._arg_start:p])
+                    if self.backslash:  # unescape this argument only (never a literal)
+                        arg = _unescape(arg)
+                        self.backslash = False
+                    self.args.append(arg)
                     if ch == CR:
                         state = S_ALMOST_DONE
                     elif ch == LF:
@@ -465,9 +483,8 @@ class ImapDialogue:
 
 
 def _unescape(arg: bytes) -> bytes:
-    """nginx's quoted-string unescape, applied to every argument of the line."""
-    if b"\\" not in arg:
-        return arg
+    """nginx's quoted-string unescape: `\\x` -> `x`, done on the one quoted argument that had
+    a backslash, when it ends."""
     out = bytearray()
     i, n = 0, len(arg)
     while i < n:

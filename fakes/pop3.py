@@ -1,0 +1,579 @@
+"""A fake POP3 upstream (RFC 1939, CAPA from RFC 2449, AUTH PLAIN from RFC 5034) with
+misbehaviour on cue.
+
+One line in a synchronous test::
+
+    with FakePop3Server(users={"alice": "secret"}) as pop:
+        poplib.POP3(pop.host, pop.port).user("alice")
+
+or ``await srv.start()`` / ``await srv.stop()`` inside a running loop. The maildrop is the
+user's INBOX from ``fakes.mailbox.MailStore`` (seeded, reproducible; a store may be shared with
+``FakeImapServer``). Every line the clients send is recorded in ``commands`` (raw, without the
+line end; SASL responses included) and per connection in ``connections[i].transcript``
+(``record=False`` keeps nothing, for long load runs). ``faults`` (a ``Faults``) may be changed
+while the server runs; it is read at each step.
+
+USER and PASS take everything after the first space as the argument, so what a proxy sends is
+what is checked (logins and passwords with spaces work). Sessions do not lock the maildrop:
+load tests may log the same user in many times at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import hashlib
+import itertools
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from fakes._runner import BackgroundServer, byte_size, hostport, login_password, run_server
+from fakes.mailbox import DEFAULT_COUNTS, Entry, MailStore, Message
+
+log = logging.getLogger("fakes.pop3")
+
+DEFAULT_CAPABILITIES = ("TOP", "USER", "UIDL", "RESP-CODES", "PIPELINING", "SASL PLAIN")
+MAX_LINE = 65536
+_WRITE_HIGH = 1 << 20
+_TIMESTAMP = re.compile(rb"<[^<>@\s]*@[^<>\s]*>")
+_counter = itertools.count(1)
+
+
+@dataclass
+class Faults:
+    """Misbehaviour switches, read at every step so tests may flip them at runtime.
+
+    greeting: ``"default"`` (``+OK Fake POP3 ready <timestamp>``), ``None`` (say nothing) or
+    raw bytes (``b"-ERR busy"`` closes after sending; CRLF added when missing). APOP works
+    only when the greeting carries a ``<...@...>`` timestamp.
+    reject_user / reject_pass: ``-ERR`` for every USER / every PASS, APOP and AUTH (a string
+    sets the text after ``-ERR ``).
+    drop_after_login / drop_after: close after the login +OK / after N commands.
+    stall / stall_after: stop answering (from now / after N commands), keep the socket open.
+    """
+
+    greeting: bytes | str | None = "default"
+    greeting_delay: float = 0.0
+    reject_user: bool | str = False
+    reject_pass: bool | str = False
+    drop_after_login: bool = False
+    drop_after: int | None = None
+    stall: bool = False
+    stall_after: int | None = None
+
+
+class _Closed(Exception):
+    pass
+
+
+class _Usage(Exception):
+    """A command's arguments were wrong: the text of the -ERR reply."""
+
+
+def dot_stuffed(chunks: Iterable[bytes | memoryview]) -> Iterator[bytes]:
+    """RFC 1939 byte-stuffing over chunk boundaries: a line starting with '.' gets another."""
+    prev = b"\r\n"  # the message start is a line start
+    for chunk in chunks:
+        data = bytes(chunk)
+        if not data:
+            continue
+        out = data.replace(b"\r\n.", b"\r\n..")
+        if data[:1] == b"." and prev.endswith(b"\r\n"):
+            out = b"." + out
+        elif data[:2] == b"\n." and prev.endswith(b"\r"):
+            out = b"\n." + out[1:]
+        prev = (prev + data)[-2:]
+        yield out
+    if prev != b"\r\n":  # the terminator must start a line
+        yield b"\r\n"
+
+
+def top_chunks(msg: Message, lines: int) -> Iterator[bytes | memoryview]:
+    """The header block (with its empty line) and the first ``lines`` lines of the body."""
+    yield from msg.chunks(0, msg.header_size)
+    remaining = lines
+    if remaining <= 0:
+        return
+    for chunk in msg.chunks(msg.header_size):
+        data, start = bytes(chunk), 0
+        while remaining:
+            lf = data.find(b"\n", start)
+            if lf < 0:
+                break
+            remaining, start = remaining - 1, lf + 1
+        if not remaining:
+            yield data[:start]
+            return
+        yield data
+
+
+class Pop3Connection(asyncio.Protocol):
+    """One client connection: lines feed a queue, a task answers them in order."""
+
+    def __init__(self, server: FakePop3Server) -> None:
+        self.server = server
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.transcript: list[tuple[str, bytes]] = []
+        self.peer: Any = None
+        self.timestamp = b"<%d.%d.%d@%s>" % (os.getpid(), next(_counter), int(time.time()),
+                                              server.hostname.encode())
+        self.pending_user: str | None = None
+        self.user: str | None = None  # set once in the TRANSACTION state
+        self.maildrop: list[Entry] = []
+        self.deleted: set[int] = set()  # message numbers marked by DELE
+        self.closed = False
+        self.count = 0
+        self._partial = bytearray()
+        self._greeting = b""
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- transport callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        transport.set_write_buffer_limits(high=_WRITE_HIGH)
+        self.peer = transport.get_extra_info("peername")
+        self.server._live.add(self)
+        if self.server.record:
+            self.server.connections.append(self)
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        self._note("C", data)
+        self._partial += data
+        while (lf := self._partial.find(b"\n")) >= 0:
+            line = bytes(self._partial[:lf]).removesuffix(b"\r")
+            del self._partial[:lf + 1]
+            self.server._record_command(line)
+            self.queue.put_nowait(line)
+        if len(self._partial) > MAX_LINE:
+            self._partial.clear()
+            self.line(b"-ERR Line too long")
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server._live.discard(self)
+        self.queue.put_nowait(None)
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _note(self, direction: str, data: bytes) -> None:
+        if not self.server.record:
+            return
+        limit = self.server.record_limit
+        self.transcript.append((direction, data if len(data) <= limit else
+                                data[:limit] + b"...[%d bytes]" % len(data)))
+
+    def send(self, data: bytes) -> None:
+        # uvloop raises on writes to a closed transport; asyncio drops them.
+        if self.transport is None or self.closed or self.transport.is_closing():
+            return
+        self._note("S", data)
+        self.transport.write(data)
+
+    def line(self, text: str | bytes) -> None:
+        data = text.encode() if isinstance(text, str) else text
+        self.send(data if data.endswith(b"\n") else data + b"\r\n")
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+        if self.closed:
+            raise _Closed
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _multiline(self, first: str, chunks: Iterable[bytes | memoryview]) -> None:
+        """A +OK line, the dot-stuffed data in chunks (with backpressure), and the '.'."""
+        assert self.transport is not None
+        self.line(first)
+        total = 0
+        for chunk in dot_stuffed(chunks):
+            if self.closed or self.transport.is_closing():
+                raise _Closed
+            self.transport.write(chunk)
+            total += len(chunk)
+            if not self._writable.is_set():
+                await self.drain()
+        self._note("S", b"[%d octets of message data]" % total)
+        self.line(b".")
+
+    # -- command loop -----------------------------------------------------------------------
+
+    async def _next_line(self) -> bytes:
+        line = await self.queue.get()
+        if line is None:
+            raise _Closed
+        return line
+
+    async def _run(self) -> None:
+        try:
+            await self._greet()
+            while not self.closed:
+                line = await self._next_line()
+                await self._handle(line)
+                await self.drain()
+        except (_Closed, asyncio.CancelledError):
+            pass
+        except Exception:  # a fake must survive its own bugs: report, drop the client
+            log.exception("POP3 fake connection failed")
+            self.close()
+
+    async def _greet(self) -> None:
+        f = self.server.faults
+        if f.greeting_delay:
+            await asyncio.sleep(f.greeting_delay)
+        greeting = f.greeting
+        if greeting is None:
+            return
+        if greeting == "default":
+            greeting = b"+OK Fake POP3 ready " + self.timestamp
+        self._greeting = greeting.encode() if isinstance(greeting, str) else greeting
+        self.line(self._greeting)
+        if self._greeting[:4].upper() == b"-ERR":
+            self.close()
+
+    async def _handle(self, line: bytes) -> None:
+        f = self.server.faults
+        self.count += 1
+        if f.stall or (f.stall_after is not None and self.count > f.stall_after):
+            return
+        verb, _, rest = line.partition(b" ")
+        name = verb.decode("ascii", "replace").upper()
+        spec = _COMMANDS.get(name)
+        if spec is None:
+            self.line(f"-ERR Unknown command: {name[:32]}")
+        elif (spec[0] == "auth" and self.user is not None) or \
+                (spec[0] == "trans" and self.user is None):
+            self.line(f"-ERR {name} not valid in this state")
+        else:
+            try:
+                await spec[1](self, rest)
+            except _Usage as exc:
+                self.line(f"-ERR {exc}")
+        if f.drop_after is not None and self.count >= f.drop_after:
+            self.close()
+
+    # -- any state --------------------------------------------------------------------------
+
+    async def cmd_capa(self, rest: bytes) -> None:
+        self.line("+OK Capability list follows")
+        for cap in self.server.capabilities:
+            self.line(cap)
+        self.line(".")
+
+    async def cmd_noop(self, rest: bytes) -> None:
+        self.line("+OK")
+
+    async def cmd_quit(self, rest: bytes) -> None:
+        removed = 0
+        if self.user is not None and self.deleted:  # the UPDATE state
+            gone = {id(self.maildrop[n - 1]) for n in self.deleted}
+            box = self.server.store.mailbox(self.user, "INBOX")
+            if box is not None:
+                before = len(box.entries)
+                box.entries[:] = [e for e in box.entries if id(e) not in gone]
+                removed = before - len(box.entries)
+        self.line(f"+OK Logging out ({removed} messages deleted)" if removed
+                  else "+OK Logging out")
+        self.close()
+
+    # -- AUTHORIZATION ----------------------------------------------------------------------
+
+    def _reject(self, fault: bool | str, default: str) -> None:
+        self.line("-ERR " + (fault if isinstance(fault, str) else default))
+
+    async def cmd_user(self, rest: bytes) -> None:
+        f = self.server.faults
+        self.pending_user = None
+        if f.reject_user:
+            self._reject(f.reject_user, "[AUTH] User rejected")
+            return
+        self.pending_user = rest.decode("utf-8", "surrogateescape")
+        self.line("+OK")
+
+    async def cmd_pass(self, rest: bytes) -> None:
+        user, self.pending_user = self.pending_user, None
+        if user is None:
+            raise _Usage("No user name given (USER first)")
+        password = rest.decode("utf-8", "surrogateescape")
+        await self._login(user, self.server.users.get(user) == password)
+
+    async def cmd_apop(self, rest: bytes) -> None:
+        args = rest.split()
+        stamp = _TIMESTAMP.search(self._greeting)
+        if stamp is None:
+            raise _Usage("APOP not available (no timestamp in the greeting)")
+        if len(args) != 2:
+            raise _Usage("APOP takes a user name and a digest")
+        user = args[0].decode("utf-8", "surrogateescape")
+        password = self.server.users.get(user)
+        good = password is not None and hashlib.md5(
+            stamp.group() + password.encode("utf-8", "surrogateescape")).hexdigest().encode() \
+            == args[1].lower()
+        await self._login(user, good)
+
+    async def cmd_auth(self, rest: bytes) -> None:
+        args = rest.split()
+        if not args:
+            self.line("+OK")
+            self.line("PLAIN")
+            self.line(".")
+            return
+        if args[0].upper() != b"PLAIN" or len(args) > 2:
+            raise _Usage("Unsupported authentication mechanism")
+        if len(args) == 2:
+            response = args[1]
+        else:
+            self.line("+ ")
+            response = await self._next_line()
+        if response == b"*":
+            raise _Usage("Authentication cancelled")
+        try:
+            decoded = b"" if response == b"=" else base64.b64decode(response, validate=True)
+            authz, user, password = decoded.split(b"\0")
+        except (binascii.Error, ValueError):
+            raise _Usage("Invalid SASL PLAIN response") from None
+        name = user.decode("utf-8", "surrogateescape")
+        if authz and authz != user:
+            raise _Usage("[AUTH] Proxy authorization not allowed")
+        await self._login(name, self.server.users.get(name) ==
+                          password.decode("utf-8", "surrogateescape"))
+
+    async def _login(self, user: str, good: bool) -> None:
+        f = self.server.faults
+        if f.reject_pass or not good:
+            self._reject(f.reject_pass, "[AUTH] Authentication failed.")
+            return
+        box = self.server.store.mailbox(user, "INBOX")
+        self.user = user
+        self.maildrop = list(box.entries) if box is not None else []
+        self.deleted = set()
+        self.line(f"+OK Logged in ({len(self.maildrop)} messages)")
+        if f.drop_after_login:
+            self.close()
+
+    # -- TRANSACTION ------------------------------------------------------------------------
+
+    def _live(self) -> list[tuple[int, Entry]]:
+        return [(n, e) for n, e in enumerate(self.maildrop, 1) if n not in self.deleted]
+
+    def _message(self, arg: bytes) -> tuple[int, Entry]:
+        if not arg.isdigit():
+            raise _Usage("Invalid message number")
+        n = int(arg)
+        if not 1 <= n <= len(self.maildrop):
+            raise _Usage("No such message")
+        if n in self.deleted:
+            raise _Usage("Message is deleted")
+        return n, self.maildrop[n - 1]
+
+    def uid(self, entry: Entry) -> str:
+        box = self.server.store.mailbox(self.user or "", "INBOX")
+        return f"{box.uidvalidity if box is not None else 0}.{entry.uid}"
+
+    async def cmd_stat(self, rest: bytes) -> None:
+        live = self._live()
+        self.line(f"+OK {len(live)} {sum(e.message.size for _, e in live)}")
+
+    async def cmd_list(self, rest: bytes) -> None:
+        args = rest.split()
+        if args:
+            n, entry = self._message(args[0])
+            self.line(f"+OK {n} {entry.message.size}")
+            return
+        live = self._live()
+        self.line(f"+OK {len(live)} messages ({sum(e.message.size for _, e in live)} octets)")
+        self.send(b"".join(b"%d %d\r\n" % (n, e.message.size) for n, e in live) + b".\r\n")
+
+    async def cmd_uidl(self, rest: bytes) -> None:
+        args = rest.split()
+        if args:
+            n, entry = self._message(args[0])
+            self.line(f"+OK {n} {self.uid(entry)}")
+            return
+        self.line("+OK")
+        self.send(b"".join(f"{n} {self.uid(e)}\r\n".encode() for n, e in self._live())
+                  + b".\r\n")
+
+    async def cmd_retr(self, rest: bytes) -> None:
+        args = rest.split()
+        if len(args) != 1:
+            raise _Usage("RETR takes a message number")
+        _, entry = self._message(args[0])
+        msg = entry.message
+        await self._multiline(f"+OK {msg.size} octets", msg.chunks())
+
+    async def cmd_top(self, rest: bytes) -> None:
+        args = rest.split()
+        if len(args) != 2 or not args[1].isdigit():
+            raise _Usage("TOP takes a message number and a line count")
+        _, entry = self._message(args[0])
+        await self._multiline("+OK", top_chunks(entry.message, int(args[1])))
+
+    async def cmd_dele(self, rest: bytes) -> None:
+        args = rest.split()
+        if len(args) != 1:
+            raise _Usage("DELE takes a message number")
+        n, _ = self._message(args[0])
+        self.deleted.add(n)
+        self.line(f"+OK Message {n} deleted")
+
+    async def cmd_rset(self, rest: bytes) -> None:
+        self.deleted.clear()
+        live = self._live()
+        self.line(f"+OK {len(live)} messages ({sum(e.message.size for _, e in live)} octets)")
+
+
+_C = Pop3Connection
+# state: "any", "auth" (AUTHORIZATION only) or "trans" (TRANSACTION only)
+_COMMANDS = {
+    "CAPA": ("any", _C.cmd_capa), "NOOP": ("any", _C.cmd_noop), "QUIT": ("any", _C.cmd_quit),
+    "USER": ("auth", _C.cmd_user), "PASS": ("auth", _C.cmd_pass),
+    "APOP": ("auth", _C.cmd_apop), "AUTH": ("auth", _C.cmd_auth),
+    "STAT": ("trans", _C.cmd_stat), "LIST": ("trans", _C.cmd_list),
+    "UIDL": ("trans", _C.cmd_uidl), "RETR": ("trans", _C.cmd_retr),
+    "TOP": ("trans", _C.cmd_top), "DELE": ("trans", _C.cmd_dele),
+    "RSET": ("trans", _C.cmd_rset),
+}
+
+
+class FakePop3Server(BackgroundServer):
+    """The fake POP3 upstream; see the module docstring. Extra keyword arguments set
+    ``Faults`` fields (``FakePop3Server(users, reject_pass="[AUTH] no")``)."""
+
+    def __init__(self, users: Mapping[str, str] | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, store: MailStore | None = None, seed: int = 1,
+                 counts: Mapping[str, int] = DEFAULT_COUNTS, shared_content: bool = False,
+                 large_message: int | None = None,
+                 capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
+                 hostname: str = "fake.test", faults: Faults | None = None,
+                 record: bool = True, record_limit: int = 4096, use_uvloop: bool = True,
+                 **fault_args: Any) -> None:
+        self.users: dict[str, str] = dict(users or {})
+        self.host, self.port = host, port
+        self.store = store or MailStore(seed, counts, shared=shared_content,
+                                        large_message=large_message)
+        self.capabilities = list(capabilities)
+        self.hostname = hostname
+        self.faults = faults or Faults()
+        known = {f.name for f in fields(Faults)}
+        for name, value in fault_args.items():
+            if name not in known:
+                raise TypeError(f"unknown fault {name!r}")
+            setattr(self.faults, name, value)
+        self.record, self.record_limit = record, record_limit
+        self.use_uvloop = use_uvloop
+        self.commands: list[bytes] = []
+        self.connections: list[Pop3Connection] = []
+        self._live: set[Pop3Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    def _record_command(self, raw: bytes) -> None:
+        if not self.record:
+            return
+        with self._recorded:
+            self.commands.append(raw)
+            self._recorded.notify_all()
+
+    def wait_commands(self, n: int, timeout: float = 5.0) -> list[bytes]:
+        """Block until at least ``n`` lines arrived (over all connections)."""
+        self._wait_for(lambda: len(self.commands) >= n, timeout, f"{n} POP3 command(s)")
+        return list(self.commands)
+
+    async def async_wait_commands(self, n: int, timeout: float = 5.0) -> list[bytes]:
+        await self._async_wait_for(lambda: len(self.commands) >= n, timeout,
+                                   f"{n} POP3 command(s)")
+        return list(self.commands)
+
+    def deliver(self, user: str, message: Message | bytes) -> None:
+        """Add a message to the user's INBOX; sessions already logged in do not see it."""
+        loop = self._thread_loop
+        if loop is not None and threading.current_thread() is not self._thread:
+            loop.call_soon_threadsafe(self.store.add, user, "INBOX", message)
+        else:
+            self.store.add(user, "INBOX", message)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: Pop3Connection(self), self.host,
+                                                self.port, backlog=1024)
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        live = list(self._live)
+        for conn in live:
+            if conn.transport is not None:
+                conn.transport.abort()
+            if conn.task is not None:
+                conn.task.cancel()
+        await asyncio.gather(*(c.task for c in live if c.task), return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fakes.pop3", description="Fake POP3 upstream.")
+    p.add_argument("--listen", type=hostport, default=("127.0.0.1", 1110), metavar="HOST:PORT")
+    p.add_argument("--user", type=login_password, action="append", default=[],
+                   metavar="LOGIN:PASSWORD")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--shared-content", action="store_true",
+                   help="one generated maildrop for all users (fast for many users)")
+    p.add_argument("--large-message", type=byte_size, metavar="SIZE",
+                   help="add one message of SIZE bytes (e.g. 200M) to every maildrop")
+    p.add_argument("--greeting", help="raw greeting line instead of the default")
+    p.add_argument("--no-greeting", action="store_true")
+    p.add_argument("--greeting-delay", type=float, default=0.0)
+    p.add_argument("--reject-user", nargs="?", const=True, default=False, metavar="TEXT")
+    p.add_argument("--reject-pass", nargs="?", const=True, default=False, metavar="TEXT")
+    p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    greeting: bytes | str | None = "default"
+    if args.no_greeting:
+        greeting = None
+    elif args.greeting:
+        greeting = args.greeting.encode()
+    server = FakePop3Server(dict(args.user), host=args.listen[0], port=args.listen[1],
+                            seed=args.seed, shared_content=args.shared_content,
+                            large_message=args.large_message, greeting=greeting,
+                            greeting_delay=args.greeting_delay, reject_user=args.reject_user,
+                            reject_pass=args.reject_pass, record=False)
+    run_server(server, lambda: f"pop3 listening on {server.host}:{server.port}",
+               not args.no_uvloop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

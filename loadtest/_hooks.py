@@ -1,0 +1,215 @@
+"""Locust wiring shared by the mail users: options, the embedded lab's lifecycle, the target.
+
+``install()`` registers the listeners once, however many locustfiles call it. Only the
+master (or the single local process) resolves the target: it starts the lab subprocess in
+``test_start``, or reads the external-target options, and stores the result as JSON in a
+hidden option, which locust copies to every worker with each spawn message. Workers never
+start anything; they need only reach the target's address.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import gevent
+from locust import events
+from locust.env import Environment
+from locust.runners import WorkerRunner
+
+from loadtest._target import PROTOCOLS, TLS_MODES, Target, external_target
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("loadtest")
+_installed = False
+_lab: subprocess.Popen | None = None
+LAB_START_TIMEOUT = 60.0
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    events.init_command_line_parser.add_listener(_add_options)
+    events.init.add_listener(_on_init)
+    events.test_start.add_listener(_on_test_start)
+    events.quitting.add_listener(lambda **_: stop_lab())
+
+
+def _add_options(parser) -> None:
+    g = parser.add_argument_group("mail target", "where the IMAP/POP3/SMTP users connect; "
+                                  "without --mail-host an embedded lab is started")
+    g.add_argument("--mail-host", default="", env_var="LOCUST_MAIL_HOST",
+                   help="external target host (a real nginx, a deployment); default: the lab")
+    for protocol in PROTOCOLS:
+        g.add_argument(f"--{protocol}-port", type=int, default=0,
+                       env_var=f"LOCUST_{protocol.upper()}_PORT",
+                       help=f"{protocol.upper()} port of the external target (0: the standard "
+                       "port for --tls; -1: the target has none)")
+    g.add_argument("--users-file", default="", env_var="LOCUST_USERS_FILE",
+                   help="CSV of login,password (external target; read by the master)")
+    g.add_argument("--tls", choices=TLS_MODES, default="off", env_var="LOCUST_TLS",
+                   help="STARTTLS before login, or implicit TLS (the lab offers both)")
+    g.add_argument("--tls-ca", default="", env_var="LOCUST_TLS_CA",
+                   help="verify server certificates against this CA file (default: no "
+                   "verification, except the lab's own CA)")
+    g.add_argument("--timeout", type=float, default=30.0, env_var="LOCUST_MAIL_TIMEOUT",
+                   help="socket timeout of every client (seconds)")
+    g.add_argument("--pause", default="1-5", env_var="LOCUST_PAUSE",
+                   help="seconds between two sessions of one user: MIN-MAX or one number")
+    g.add_argument("--imap-idle", type=float, default=10.0, env_var="LOCUST_IMAP_IDLE",
+                   help="seconds an IMAP session holds IDLE (0: never idle)")
+    g.add_argument("--imap-idle-every", type=int, default=4, env_var="LOCUST_IMAP_IDLE_EVERY",
+                   help="every Nth IMAP session (the first included) idles")
+    g.add_argument("--pop3-expunge", action="store_true", env_var="LOCUST_POP3_EXPUNGE",
+                   help="let DELE take effect (default: RSET before QUIT, so a run never "
+                   "empties the maildrops)")
+    g.add_argument("--smtp-sizes", choices=("mixed", "small"), default="mixed",
+                   env_var="LOCUST_SMTP_SIZES",
+                   help="message size mix: mixed (text to 1 MB attachments) or small (text)")
+    g.add_argument("--seed", type=int, default=1, env_var="LOCUST_SEED",
+                   help="Faker seed (each worker adds its index)")
+    lab = parser.add_argument_group("embedded lab", "used when --mail-host is not given")
+    lab.add_argument("--lab-proxy", choices=("postern", "nginx", "none"), default="postern",
+                     env_var="LOCUST_LAB_PROXY",
+                     help="proxy in front of the fakes: Postern, Debian's nginx, or none")
+    lab.add_argument("--lab-users", type=int, default=50, env_var="LOCUST_LAB_USERS",
+                     help="accounts the lab knows (load0000/secret-0000, ...)")
+    lab.add_argument("--lab-workers", type=int, default=1, env_var="LOCUST_LAB_WORKERS",
+                     help="worker_processes of the lab's proxy")
+    lab.add_argument("--lab-dir", default="", env_var="LOCUST_LAB_DIR",
+                     help="lab config, logs, certificates (default: lab/loadtest)")
+    # Set by the master, shipped to workers; not for humans.
+    parser.add_argument("--mail-target-json", default="", help=_suppress(),
+                        include_in_web_ui=False)
+
+
+def _suppress():
+    import configargparse  # noqa: PLC0415 - locust's own parser library
+    return configargparse.SUPPRESS
+
+
+def _on_init(environment: Environment, runner, **_) -> None:
+    """Drop users that cannot run here: no fake for the lab, or all tasks filtered by tags."""
+    if isinstance(runner, WorkerRunner):
+        return  # the master decides which classes are dispatched
+    opts = environment.parsed_options
+    keep = []
+    for cls in environment.user_classes:
+        reason = _unavailable(cls, opts)
+        if reason:
+            log.warning("%s is not run: %s", cls.__name__, reason)
+            if environment.available_user_classes:
+                environment.available_user_classes.pop(cls.__name__, None)
+        else:
+            keep.append(cls)
+    if not keep:
+        log.error("no mail user can run (see the warnings above)")
+        sys.exit(1)
+    environment.user_classes[:] = keep
+
+
+def _unavailable(cls, opts) -> str | None:
+    protocol = getattr(cls, "protocol", None)
+    if protocol is None or opts is None:
+        return None
+    if not opts.mail_host:
+        from loadtest._lab import fake_available  # noqa: PLC0415 - no fakes imported
+        if not fake_available(protocol):
+            return f"the embedded lab has no {protocol.upper()} fake (fakes/{protocol}.py)"
+    elif getattr(opts, f"{protocol}_port") < 0:
+        return f"--{protocol}-port -1"
+    tags = set(opts.tags or []) or None
+    exclude = set(opts.exclude_tags or [])
+    task_tags = [getattr(t, "locust_tag_set", set()) for t in cls.tasks]
+    if not any((tags is None or t & tags) and not t & exclude for t in task_tags):
+        return "every task is excluded by --tags/--exclude-tags"
+    return None
+
+
+def _on_test_start(environment: Environment, **_) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    opts = environment.parsed_options
+    try:
+        if opts.mail_host:
+            target = external_target(opts.mail_host, {p: getattr(opts, f"{p}_port")
+                                                       for p in PROTOCOLS},
+                                     opts.tls, opts.users_file, opts.tls_ca or None)
+        else:
+            target = start_lab(opts)
+    except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
+        # Users without a target would only pile up failures: stop the run, say why.
+        log.error("cannot run the mail load: %s", exc)
+        environment.process_exit_code = 1
+        gevent.spawn_later(0.1, environment.runner.quit)
+        return
+    if opts.tls_ca:
+        target.tls_ca = opts.tls_ca
+    opts.mail_target_json = target.to_json()
+    log.info("mail target:\n%s", target.describe())
+    if opts.csv_prefix:  # the report shows what was measured
+        Path(f"{opts.csv_prefix}_target.json").write_text(
+            json.dumps({"lab_proxy": None if opts.mail_host else opts.lab_proxy,
+                        **json.loads(target.to_json()), "users": len(target.users)}, indent=1))
+
+
+def start_lab(opts) -> Target:
+    """Start the lab subprocess once (a web UI run may start several tests) and wait for it."""
+    global _lab
+    if _lab is not None and _lab.poll() is None and getattr(start_lab, "target", None):
+        return start_lab.target
+    cmd = [sys.executable, "-m", "loadtest._lab", "--proxy", opts.lab_proxy, "--tls", opts.tls,
+           "--users", str(opts.lab_users), "--workers", str(opts.lab_workers),
+           "--seed", str(opts.seed)]
+    if opts.lab_dir:
+        cmd += ["--dir", opts.lab_dir]
+    log.info("starting the embedded lab: %s", " ".join(cmd[1:]))
+    _lab = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=_lab_env())
+    atexit.register(stop_lab)
+    try:
+        with gevent.Timeout(LAB_START_TIMEOUT, TimeoutError("the lab did not start in time")):
+            line = _lab.stdout.readline()
+    except TimeoutError:
+        stop_lab()
+        raise
+    answer = json.loads(line) if line.strip() else {"error": "the lab exited without a word"}
+    if "error" in answer:
+        stop_lab()
+        raise RuntimeError(f"embedded lab failed: {answer['error']}")
+    log.info("lab directory (configs, proxy error log): %s", answer["dir"])
+    start_lab.target = Target.from_json(json.dumps(answer["target"]))
+    return start_lab.target
+
+
+def _lab_env() -> dict[str, str]:
+    import os  # noqa: PLC0415
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
+    return env
+
+
+def stop_lab() -> None:
+    global _lab
+    proc, _lab = _lab, None
+    start_lab.target = None
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def target_of(environment: Environment) -> Target | None:
+    text = getattr(environment.parsed_options, "mail_target_json", "")
+    return Target.from_json(text) if text else None

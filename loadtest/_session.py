@@ -1,0 +1,175 @@
+"""The base of the mail users: one timed, reported step per protocol phase.
+
+Every phase of a session (``imap connect``, ``imap login``, ...) is timed and reported as
+its own locust request. A failed phase is reported with its reason (the server's words
+where there are some) and abandons the session: the connection is closed, the user waits
+its pause and starts a new session. Nothing is swallowed; a user being stopped at the end
+of a run (GreenletExit) is not a failure and is not reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import socket
+import ssl
+import time
+from typing import Any
+
+from locust import User
+from locust.exception import InterruptTaskSet, RescheduleTask, StopUser
+
+from loadtest._hooks import install, target_of
+from loadtest._target import Endpoint
+
+install()
+
+_accounts = itertools.count()
+
+
+class PhaseFailed(Exception):
+    """A protocol step went wrong; the message is the reason shown in locust's failures."""
+
+
+def reason(exc: BaseException) -> str:
+    """A short, stable description: the same problem must group under one failure row."""
+    if isinstance(exc, PhaseFailed):
+        return str(exc)
+    if isinstance(exc, socket.timeout):
+        return "timed out (no answer within --timeout)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return "connection reset by the server"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    args = [a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in exc.args]
+    kind = type(exc).__qualname__  # IMAP4.error, error_proto, SMTPAuthenticationError ...
+    return f"{kind}: {' '.join(args)}" if args else kind
+
+
+class Step:
+    """``with self.step("imap select") as s: ...; s.size += n`` times and reports a phase."""
+
+    __slots__ = ("context", "events", "name", "request_type", "size", "started")
+
+    def __init__(self, events, request_type: str, name: str, context: dict) -> None:
+        self.events, self.request_type, self.name = events, request_type, name
+        self.context = context
+        self.size = 0
+        self.started = 0.0
+
+    def __enter__(self) -> Step:
+        self.started = time.perf_counter()
+        return self
+
+    def pause_clock(self, seconds: float) -> None:
+        """Leave ``seconds`` out of the reported time (IDLE's hold is not latency)."""
+        self.started += seconds
+
+    def __exit__(self, etype, exc, tb) -> bool:
+        elapsed = (time.perf_counter() - self.started) * 1000
+        if exc is not None and (not isinstance(exc, Exception) or isinstance(
+                exc, (StopUser, RescheduleTask, InterruptTaskSet))):
+            return False  # the user is being stopped: not a result
+        failure = None if exc is None else PhaseFailed(reason(exc))
+        self.events.request.fire(request_type=self.request_type, name=self.name,
+                                 response_time=elapsed, response_length=self.size,
+                                 exception=failure, context=self.context)
+        if failure is not None:
+            raise RescheduleTask() from exc
+        return False
+
+
+def expect(condition: bool, text: str) -> None:
+    if not condition:
+        raise PhaseFailed(text)
+
+
+def words(data: Any) -> str:
+    """Server text for a failure message, from imaplib/poplib/smtplib's return values."""
+    if isinstance(data, (list, tuple)):
+        return " ".join(words(d) for d in data if d is not None)
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+
+class MailUser(User):
+    """One mail account's sessions against the target's endpoint for ``protocol``."""
+
+    abstract = True
+    protocol = ""
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        self.endpoint: Endpoint | None = None
+        self.missing = ""
+        self.login = self.password = ""
+        self.sessions = 0
+        self._turn = 0
+        self.rng = random.Random()
+        self.tls_context: ssl.SSLContext | None = None
+
+    def wait_time(self) -> float:
+        text = str(self.options.pause)
+        low, _, high = text.partition("-")
+        return self.rng.uniform(float(low), float(high or low))
+
+    @property
+    def options(self):
+        return self.environment.parsed_options
+
+    def on_start(self) -> None:
+        target = target_of(self.environment)
+        self.endpoint = target.endpoint(self.protocol) if target else None
+        if self.endpoint is None:
+            self.missing = "no target was set up (see the log)" if target is None else \
+                f"the target has no {self.protocol.upper()} endpoint"
+            return
+        worker = getattr(self.environment.runner, "worker_index", 0) or 0
+        index = worker * 100_003 + next(_accounts)
+        self.login, self.password = target.users[index % len(target.users)]
+        self._turn = index
+        self.rng.seed(self.options.seed * 1_000_003 + index)
+        if self.endpoint.tls != "off":
+            self.tls_context = client_context(target.tls_ca)
+
+    def require_endpoint(self) -> Endpoint:
+        """The endpoint, or one reported failure and the end of this user."""
+        if self.endpoint is None:
+            self.environment.events.request.fire(
+                request_type=self.protocol.upper(), name=f"{self.protocol} connect",
+                response_time=0, response_length=0, exception=PhaseFailed(self.missing),
+                context={})
+            raise StopUser()
+        return self.endpoint
+
+    def step(self, phase: str) -> Step:
+        name = f"{self.protocol} {phase}"
+        return Step(self.environment.events, self.protocol.upper(), name,
+                    {"user": self.login, "via": self.endpoint.via if self.endpoint else None})
+
+    def choose(self, methods: list[str]) -> str:
+        """The next of the offered login methods: each user rotates through all of them."""
+        self._turn += 1
+        return methods[self._turn % len(methods)]
+
+    @property
+    def timeout(self) -> float:
+        return float(self.options.timeout)
+
+
+def no_delay(sock: socket.socket) -> None:
+    """Send small writes at once: the stdlib clients write a command and its CRLF
+    separately (imaplib's AUTHENTICATE answer), which Nagle's algorithm plus the peer's
+    delayed ACK would turn into a 40 ms stall billed to the server."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def client_context(ca: str | None) -> ssl.SSLContext:
+    """Verify against ``ca`` when given; a load test measures, it does not audit, otherwise."""
+    if ca:
+        return ssl.create_default_context(cafile=ca)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx

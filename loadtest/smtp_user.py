@@ -1,0 +1,104 @@
+"""SmtpUser: a mail client submitting a message over SMTP, with stdlib smtplib.
+
+One session: connect (greeting) -> EHLO -> [STARTTLS, EHLO] -> AUTH PLAIN or AUTH LOGIN
+(rotating through what EHLO offers; skipped when the server offers no AUTH) -> MAIL FROM
+-> RCPT TO (1-3) -> DATA (a pre-generated Faker message, --smtp-sizes mix) -> QUIT.
+Each phase is one locust request (``smtp connect`` ...).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import sys
+from pathlib import Path
+
+from locust import tag, task
+
+if __package__ in (None, ""):  # loaded by `locust -f loadtest/` as a top-level module
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadtest._corpus import DOMAIN, build_corpus  # noqa: E402
+from loadtest._session import MailUser, expect, no_delay, words  # noqa: E402
+
+HELO_NAME = "loadgen.example.test"
+_corpus: dict[tuple[int, str], list[bytes]] = {}
+
+
+def corpus(seed: int, mix: str) -> list[bytes]:
+    """Built once per process and mix, on first use (it takes about a second)."""
+    if (seed, mix) not in _corpus:
+        _corpus[seed, mix] = build_corpus(seed, mix=mix)
+    return _corpus[seed, mix]
+
+
+def _code(reply: tuple[int, bytes], wanted: tuple[int, ...], what: str) -> None:
+    code, text = reply
+    expect(code in wanted, f"{what} answered {code} {words(text)}")
+
+
+class SmtpUser(MailUser):
+    weight = 2
+    protocol = "smtp"
+
+    def on_start(self) -> None:
+        super().on_start()
+        worker = getattr(self.environment.runner, "worker_index", 0) or 0
+        self.messages = corpus(self.options.seed + worker, self.options.smtp_sizes)
+
+    @tag("smtp")
+    @task
+    def submit(self) -> None:
+        endpoint = self.require_endpoint()
+        s = None
+        try:
+            with self.step("connect") as st:
+                cls = smtplib.SMTP_SSL if endpoint.tls == "implicit" else smtplib.SMTP
+                kw = {"context": self.tls_context} if endpoint.tls == "implicit" else {}
+                # The constructor reads the greeting: not 220 raises SMTPConnectError.
+                s = cls(endpoint.host, endpoint.port, local_hostname=HELO_NAME,
+                        timeout=self.timeout, **kw)
+                no_delay(s.sock)
+            self._ehlo(s)
+            if endpoint.tls == "starttls":
+                with self.step("starttls"):
+                    expect(s.has_extn("starttls"), "STARTTLS is not offered")
+                    _code(s.starttls(context=self.tls_context), (220,), "STARTTLS")
+                self._ehlo(s)
+            self._auth(s)
+            message = self.rng.choice(self.messages)
+            recipients = [f"rcpt{self.rng.randrange(10_000):04d}@{DOMAIN}"
+                          for _ in range(self.rng.randint(1, 3))]
+            with self.step("mail"):
+                options = [f"SIZE={len(message)}"] if s.has_extn("size") else []
+                _code(s.mail(f"{self.login}@{DOMAIN}" if "@" not in self.login else self.login,
+                             options), (250,), "MAIL FROM")
+            with self.step("rcpt"):
+                for rcpt in recipients:
+                    _code(s.rcpt(rcpt), (250, 251), "RCPT TO")
+            with self.step("data") as st:
+                _code(s.data(message), (250,), "DATA")
+                st.size = len(message)
+            with self.step("quit"):
+                reply = s.quit()
+                s = None
+                _code(reply, (221,), "QUIT")
+        finally:
+            if s is not None:
+                s.close()
+
+    def _ehlo(self, s: smtplib.SMTP) -> None:
+        with self.step("ehlo") as st:
+            code, text = s.ehlo()
+            _code((code, text), (250,), "EHLO")
+            st.size = len(text)
+
+    def _auth(self, s: smtplib.SMTP) -> None:
+        offered = s.esmtp_features.get("auth", "").upper().split()
+        methods = [m for m in ("PLAIN", "LOGIN") if m in offered]
+        if not methods:
+            return  # a relay that takes mail without AUTH: nothing to measure here
+        method = self.choose(methods)
+        with self.step(f"auth {method.lower()}"):
+            s.user, s.password = self.login, self.password
+            authobject = s.auth_plain if method == "PLAIN" else s.auth_login
+            _code(s.auth(method, authobject, initial_response_ok=True), (235,), f"AUTH {method}")

@@ -1,0 +1,134 @@
+"""The report: a table for people, JSON for machines.
+
+JSON schema (``--json``; ``"schema": 1``; new keys may be added, none removed or renamed)::
+
+    {
+      "schema": 1,
+      "tool": "postern check-auth",
+      "url": "http://127.0.0.1:9000/auth",      # as given
+      "auth_server": "127.0.0.1:9000",          # as nginx names it in its log
+      "settings": {"user": "alice" | null, "protocols": ["imap", ...],
+                   "methods": ["plain", ...], "timeout": 60.0, "burst": 20,
+                   "attempts": 25, "client_ip": "192.0.2.1"},
+      "summary": {"pass": 30, "warn": 2, "fail": 1, "exit_status": 1},
+      "checks": [{
+        "id": "imap.plain.wrong",                # stable; see the list below
+        "title": "imap plain, wrong password",
+        "verdict": "pass" | "warn" | "fail",
+        "reason": "refused: \"Invalid login or password\", Auth-Wait: 2",
+        "client": null | {
+          "outcome": "ok" | "refused" | "wait" | "error",
+          "nginx_writes": "a1 NO Invalid login or password\\r\\n" | null,  # null: the backend's
+          "delay": 0,                  # seconds nginx waits before writing (Auth-Wait)
+          "then": "nginx closes the connection" | "the session goes on" | ...,
+          "nginx_log": "client login failed: \"...\"" | null
+        },
+        "exchanges": [{"request": "GET /auth HTTP/1.0\\r\\n...",  # as sent
+                       "reply": "HTTP/1.0 200 OK\\r\\n...",     # as nginx read it (<= 1024 bytes)
+                       "elapsed_ms": 1.8, "error": null | "auth http server ... timed out"}]
+      }, ...]
+    }
+
+Byte strings (``request``, ``reply``, ``nginx_writes``) are decoded as ISO-8859-1, one
+character per byte, so ``value.encode("latin-1")`` gives the exact bytes back (JSON shows
+CR LF as ``\\r\\n``). Auth-Pass values and the values of ``--header`` lines are replaced by
+``***`` in requests and replies. ``reason``, ``then`` and ``nginx_log`` are plain text.
+
+Check ids: ``connect``, ``aborted``; per protocol P: ``P.plain.right``, ``P.plain.wrong``,
+``P.auth-wait``, ``P.attempts``, ``P.cram-md5.right``, ``P.cram-md5.wrong``,
+``P.external.no-cert``, ``P.external.cert``; ``pop3.apop.right``, ``pop3.apop.wrong``,
+``smtp.error-code``, ``smtp.none``; ``login.space``, ``login.percent``,
+``login.double-escape``, ``login.quotes``, ``login.utf-8``, ``login.control``,
+``login.trailing-space``; ``case.<slug of the case name>.<protocol>``;
+``burst``, ``latency``, ``header-size``, ``http-status``, ``reply-format``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from collections.abc import Sequence
+
+from .cases import Settings
+from .judge import FAIL, PASS, WARN, Row
+from .wire import peer_name, show
+
+MASK = b"***"
+
+
+def counts(rows: Sequence[Row]) -> dict[str, int]:
+    return {v: sum(r.verdict == v for r in rows) for v in (PASS, WARN, FAIL)}
+
+
+def exit_status(rows: Sequence[Row]) -> int:
+    return 1 if any(r.verdict == FAIL for r in rows) else 0
+
+
+def mask(data: bytes, names: Sequence[str]) -> bytes:
+    """Hide Auth-Pass and shared-secret header values, line by line."""
+    secret = {b"auth-pass"} | {n.lower().encode() for n in names}
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        name, sep, value = line.partition(b":")
+        if sep and name.lower() in secret and value.strip(b" \r"):
+            lines[i] = name + b": " + MASK + (b"\r" if line.endswith(b"\r") else b"")
+    return b"\n".join(lines)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("latin-1")
+
+
+def to_json(rows: Sequence[Row], s: Settings) -> str:
+    secret = [n for n, _ in s.extra_headers]
+    checks = []
+    for r in rows:
+        client = None
+        if r.client is not None:
+            o = r.client
+            client = {"outcome": o.kind,
+                      "nginx_writes": _text(o.client) if o.client is not None else None,
+                      "delay": o.delay, "then": o.then, "nginx_log": o.log}
+        checks.append({
+            "id": r.id, "title": r.title, "verdict": r.verdict, "reason": r.reason,
+            "client": client,
+            "exchanges": [{"request": _text(mask(sent.request, secret)),
+                           "reply": _text(mask(ex.raw, secret)),
+                           "elapsed_ms": round(ex.elapsed * 1000, 3), "error": ex.error}
+                          for sent, ex in r.exchanges]})
+    doc = {
+        "schema": 1, "tool": "postern check-auth", "url": s.url,
+        "auth_server": peer_name(s.conf),
+        "settings": {"user": s.user.decode("utf-8", "replace") if s.user is not None else None,
+                     "protocols": list(s.protocols), "methods": list(s.methods),
+                     "timeout": s.timeout, "burst": s.burst, "attempts": s.attempts,
+                     "client_ip": s.client_ip},
+        "summary": {**counts(rows), "exit_status": exit_status(rows)},
+        "checks": checks,
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def to_table(rows: Sequence[Row], s: Settings, width: int | None = None) -> str:
+    width = width or max(80, min(shutil.get_terminal_size((110, 24)).columns, 140))
+    title_w = min(42, max(len(r.title) for r in rows) + 2) if rows else 20
+    indent = title_w + 8
+    wrap = textwrap.TextWrapper(width=width - indent, break_long_words=True,
+                                break_on_hyphens=False)
+    who = f'user "{show(s.user)}", ' if s.user is not None else ""
+    out = [f"postern check-auth {s.url}",
+           (f"  auth server {peer_name(s.conf)}, {who}{' '.join(s.protocols)}, "
+           f"auth_http_timeout {s.timeout:g} s"), "",
+           f"{'CHECK':<{title_w}}{'VERDICT':<8}REASON / WHAT THE MAIL CLIENT SEES"]
+    for r in rows:
+        label = {PASS: "pass", WARN: "WARN", FAIL: "FAIL"}[r.verdict]
+        lines = wrap.wrap(r.reason) or [""]
+        if r.client is not None:
+            lines += wrap.wrap("client: " + r.client.sees())
+        title = r.title if len(r.title) < title_w else r.title[:title_w - 2] + "~"
+        out.append(f"{title:<{title_w}}{label:<8}{lines[0]}")
+        out += [" " * indent + line for line in lines[1:]]
+    c = counts(rows)
+    out += ["", f"{len(rows)} checks: {c[PASS]} pass, {c[WARN]} warn, {c[FAIL]} fail"]
+    return "\n".join(out) + "\n"

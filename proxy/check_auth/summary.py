@@ -1,0 +1,327 @@
+"""Checks that look at several answers at once: Auth-Wait, SMTP codes, the attempt cut-off,
+odd logins, the burst, latency, header size, HTTP status codes and the reply format."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from proxy.auth_http import RESPONSE_LIMIT
+
+from .cases import Case, Sent, Settings
+from .judge import FAIL, PASS, WARN, Outcome, Row, worst
+from .wire import Exchange, explain_invalid, header_fields, show, status_line
+
+NEAR_LIMIT = 900  # header blocks this big leave little room for a longer error text
+ENHANCED_CODE = re.compile(rb"[45]\d\d [245]\.\d{1,3}\.\d{1,3}")
+KNOWN = ("Auth-Status", "Auth-Server", "Auth-Port", "Auth-User", "Auth-Pass", "Auth-Wait",
+         "Auth-Error-Code")
+
+
+@dataclass
+class Answer:
+    """One case as asked and as nginx read the (last) answer."""
+
+    case: Case
+    sent: Sent
+    ex: Exchange
+    out: Outcome
+
+
+def _last(ex: Exchange, name: bytes) -> bytes | None:
+    value = None
+    for n, v in header_fields(ex.raw):
+        if n.lower() == name:
+            value = v
+    return value
+
+
+def auth_wait_row(a: Answer) -> Row:
+    """From the answer to a wrong password: will nginx keep the client connected?"""
+    proto = a.case.protocol
+    raw = _last(a.ex, b"auth-wait")
+    row = Row(f"{proto}.auth-wait", f"{proto} Auth-Wait on failure", PASS, "", a.out,
+              [(a.sent, a.ex)])
+    if raw is not None and raw and not raw.isdigit():
+        row.verdict = FAIL
+        row.reason = (f'Auth-Wait "{show(raw)}" is not a whole number of seconds: nginx '
+                      "ignores it and closes the connection after the error line")
+    elif not raw or int(raw) == 0:
+        row.verdict = WARN
+        row.reason = ("no Auth-Wait on failure: nginx sends the error line and closes the "
+                      "connection, so a client that mistyped must reconnect")
+    else:
+        row.reason = (f"Auth-Wait: {int(raw)}: nginx answers after {int(raw)} s and the "
+                      "session continues")
+    return row
+
+
+def error_code_row(a: Answer) -> Row:
+    resp = a.out.response
+    assert resp is not None
+    row = Row("smtp.error-code", "smtp Auth-Error-Code", PASS, "", a.out, [(a.sent, a.ex)])
+    code = resp.error_code
+    if code is None:
+        row.reason = "no Auth-Error-Code: nginx uses 535 5.7.0"
+    elif not ENHANCED_CODE.match(code):
+        row.verdict = FAIL
+        row.reason = (f'Auth-Error-Code "{show(code)}" is not "<reply code> <enhanced status>" '
+                      "such as 535 5.7.8 (RFC 3463): the client sees no valid SMTP reply code")
+    elif not ENHANCED_CODE.fullmatch(code):
+        row.verdict = WARN
+        row.reason = (f'Auth-Error-Code "{show(code)}" has text after the enhanced status; '
+                      "nginx appends the Auth-Status text after it anyway")
+    elif code[:1] != code[4:5]:
+        row.verdict = WARN
+        row.reason = (f'Auth-Error-Code "{show(code)}": the enhanced status class should '
+                      "match the reply code (4xx with 4.x.x, 5xx with 5.x.x; RFC 3463)")
+    else:
+        row.reason = f'Auth-Error-Code "{show(code)}"'
+    return row
+
+
+def attempts_row(answers: Sequence[Answer], s: Settings) -> Row:
+    """Attempts 1..N with a wrong password: the docs want Auth-Wait to stop after 10-20."""
+    proto = answers[0].case.protocol
+    row = Row(f"{proto}.attempts", f"{proto} attempts 1-{len(answers)}, wrong password", PASS,
+              "", None, [(a.sent, a.ex) for a in answers])
+    for a in answers:
+        if a.out.kind in ("error", "ok"):
+            row.verdict, row.client = FAIL, a.out
+            if a.out.kind == "ok":
+                row.reason = f"accepted a wrong password at attempt {a.case.attempt}"
+            else:
+                row.reason = f"attempt {a.case.attempt}: nginx: {a.out.log} ({a.out.hint})"
+            return row
+    waits = [a.out.response.wait if a.out.response else 0 for a in answers]
+    with_wait = [n for n, w in enumerate(waits, 1) if w > 0]
+    row.client = answers[-1].out
+    if not with_wait:
+        row.reason = "no Auth-Wait at any attempt: every failure closes the connection"
+        return row
+    last, n = with_wait[-1], len(answers)
+    pattern = _runs(waits[:last])
+    if last == n:
+        row.verdict = FAIL if n > 20 else WARN
+        row.reason = (f"Auth-Wait still sent at attempt {n} ({pattern}): nginx keeps memory for "
+                      "every attempt until the session ends, so the docs ask the server to stop "
+                      "sending Auth-Wait after 10-20 attempts (Auth-Login-Attempt)")
+        return row
+    row.client = answers[last].out
+    row.reason = (f"Auth-Wait for attempts 1-{last} ({pattern}), none from attempt {last + 1}: "
+                  "nginx closes the session then")
+    if last > 20:
+        row.verdict = WARN
+        row.reason += "; the docs recommend stopping after 10-20 attempts"
+    return row
+
+
+def _runs(waits: list[int]) -> str:
+    out: list[list[int]] = []
+    for w in waits:
+        if out and out[-1][0] == w:
+            out[-1][1] += 1
+        else:
+            out.append([w, 1])
+    return ", ".join(f"{w} s x{k}" if k > 1 else f"{w} s" for w, k in out)
+
+
+def login_row(variant: str, title: str, answers: Sequence[Answer]) -> Row:
+    """An odd login with the right password: refused (or rewritten), never broken."""
+    row = Row(f"login.{variant}", title, PASS, "", answers[0].out,
+              [(a.sent, a.ex) for a in answers])
+    judged = [(a, *_judge_login(variant, a)) for a in answers]
+    row.verdict = worst(*(v for _, v, _ in judged))
+    bad = [(a, v, r) for a, v, r in judged if v == row.verdict]
+    row.client = bad[0][0].out
+    reasons = {r for _, _, r in bad}
+    sent_as = _auth_user_line(answers[0].sent.request)
+    if len(reasons) == 1:
+        protos = ", ".join(a.case.protocol for a, _, _ in bad)
+        row.reason = f"{reasons.pop()} ({protos}; sent as {sent_as})"
+    else:
+        row.reason = "; ".join(f"{a.case.protocol}: {r}" for a, _, r in bad) + \
+            f" (sent as {sent_as})"
+    return row
+
+
+def _judge_login(variant: str, a: Answer) -> tuple[str, str]:
+    out, login = a.out, a.case.user
+    if out.kind == "error":
+        return FAIL, f"the server broke on this login: nginx: {out.log} ({out.hint})"
+    if out.kind == "wait":
+        return WARN, "answered WAIT"
+    if out.kind == "refused":
+        return PASS, "refused"
+    resp = out.response
+    assert resp is not None
+    if variant == "trailing-space":
+        if resp.user is not None and resp.user != login:
+            return PASS, f'accepted and rewritten to "{show(resp.user)}" (Auth-User)'
+        return WARN, (f'accepted "{show(login)}" with its trailing space but sent no Auth-User: '
+                      "nginx logs in to the backend with the space (POP3 USER keeps it)")
+    if variant == "double-escape":
+        return FAIL, (f'accepted "{show(login)}" with the right password: the server decodes '
+                      "%XX twice (nginx already escaped the '%')")
+    return FAIL, (f'accepted "{show(login)}" with the right password: the server trims, cuts '
+                  "or mis-decodes logins")
+
+
+def _auth_user_line(request: bytes) -> str:
+    for line in request.split(b"\r\n"):
+        if line.startswith(b"Auth-User:"):
+            return show(line)
+    return "?"
+
+
+def burst_row(answers: Sequence[Answer], reference: Outcome | None) -> Row:
+    n = len(answers)
+    slowest = max(a.ex.elapsed for a in answers)
+    row = Row("burst", f"burst of {n} concurrent requests", PASS, "", answers[0].out,
+              [(a.sent, a.ex) for a in answers])
+    broken = [a for a in answers if a.out.kind == "error"]
+    if broken:
+        row.verdict, row.client = FAIL, broken[0].out
+        row.reason = (f"{len(broken)} of {n} concurrent requests failed; first: nginx: "
+                      f"{broken[0].out.log} ({broken[0].out.hint})")
+        return row
+    expected = reference.kind if reference else "ok"
+    odd = [a for a in answers if a.out.kind != expected]
+    if odd:
+        row.verdict, row.client = WARN, odd[0].out
+        row.reason = (f"{len(odd)} of {n} answered differently from the same request alone "
+                      f"({odd[0].out.kind} instead of {expected}): rate limiting?")
+        return row
+    row.reason = f"all {n} answered ({expected}); slowest {_ms(slowest)}"
+    return row
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def latency_row(answers: Sequence[Answer], s: Settings) -> Row:
+    times = [(a.ex.elapsed, a) for a in answers if not a.ex.connect_failed]
+    row = Row("latency", "latency against auth_http_timeout", PASS, "")
+    if not times:
+        row.reason = "no answers"
+        return row
+    late = [a for _, a in times if a.ex.timed_out]
+    slowest, who = max(times, key=lambda t: t[0])
+    median = statistics.median(t for t, _ in times)
+    limit = f"auth_http_timeout {s.timeout:g} s"
+    if late:
+        row.verdict, row.client = FAIL, late[0].out
+        row.reason = (f"{len(late)} of {len(times)} answers took longer than {limit} "
+                      f"(first: {late[0].case.title}): nginx gives up and the client gets "
+                      "the internal-error line")
+    elif slowest > s.timeout / 10:
+        row.verdict, row.client = WARN, who.out
+        row.reason = (f"slowest answer {_ms(slowest)} ({who.case.title}) is over 10% of "
+                      f"{limit}; median {_ms(median)}")
+    else:
+        row.reason = f"slowest {_ms(slowest)}, median {_ms(median)} of {len(times)} ({limit})"
+    return row
+
+
+def header_size_row(answers: Sequence[Answer]) -> Row:
+    row = Row("header-size", "header block within 1024 bytes", PASS, "")
+    over = [a for a in answers if a.ex.full]
+    if over:
+        a = over[0]
+        size = a.ex.header_size
+        row.verdict, row.client = FAIL, a.out
+        row.reason = (f"{len(over)} answers had a header block over {RESPONSE_LIMIT} bytes "
+                      f"(first: {a.case.title}, {size or 'more than 1024'} bytes): nginx "
+                      "fails the login with the internal-error line")
+        return row
+    sizes = [(a.ex.header_size or 0, a) for a in answers if a.ex.response is not None]
+    if not sizes:
+        row.reason = "no complete answers"
+        return row
+    biggest, who = max(sizes, key=lambda t: t[0])
+    row.reason = f"largest header block {biggest} bytes ({who.case.title})"
+    if biggest > NEAR_LIMIT:
+        row.verdict = WARN
+        row.reason += f": close to nginx's {RESPONSE_LIMIT}-byte limit"
+    return row
+
+
+def http_status_row(answers: Sequence[Answer]) -> Row:
+    """nginx ignores the HTTP status entirely (§10.3); say where that changes the meaning."""
+    row = Row("http-status", "HTTP status codes", PASS, "")
+    codes: dict[bytes, int] = {}
+    notes: list[tuple[str, str, Outcome]] = []
+    for a in answers:
+        resp = a.ex.response
+        if resp is None:
+            continue
+        line = status_line(a.ex.raw)
+        if line is None:
+            notes.append((WARN, (f"{a.case.title}: no HTTP status line; nginx reads headers "
+                          "from the first byte, HTTP tools in between will not"), a.out))
+            continue
+        code = (line.split(b" ") + [b""])[1]
+        codes[code] = codes.get(code, 0) + 1
+        if code == b"200":
+            continue
+        has_status = any(n.lower() == b"auth-status" for n, _ in header_fields(a.ex.raw))
+        if not has_status:
+            notes.append((WARN, (f"{a.case.title}: HTTP {show(code)} without Auth-Status; nginx "
+                          "ignores the status code and reads the reply as a success"), a.out))
+        elif a.out.kind == "ok":
+            notes.append((WARN, (f"{a.case.title}: HTTP {show(code)} with a success; nginx "
+                          "ignores the status code, so this logs the user in"), a.out))
+    summary = ", ".join(f"{show(c)} x{k}" for c, k in sorted(codes.items()))
+    if notes:
+        row.verdict = worst(*(v for v, _, _ in notes))
+        row.reason = f"{notes[0][1]} ({len(notes)} answers like this)"
+        row.client = notes[0][2]
+    elif codes.keys() - {b"200"}:
+        row.reason = f"{summary}; nginx ignores the code and Auth-Status decides, as intended"
+    else:
+        row.reason = f"status codes: {summary or 'none'}"
+    return row
+
+
+def reply_format_row(answers: Sequence[Answer]) -> Row:
+    row = Row("reply-format", "reply format as nginx parses it", PASS, "")
+    problems: list[tuple[str, str, Outcome]] = []
+    bare_lf = False
+    for a in answers:
+        ex = a.ex
+        if ex.response is None:
+            if not (ex.timed_out or ex.connect_failed or ex.full or ex.eof):
+                why = explain_invalid(ex.raw) or ex.error or "unparsable"
+                problems.append((FAIL, f"{a.case.title}: {why}", a.out))
+            continue
+        fields = header_fields(ex.raw)
+        end = ex.raw.find(b"\n")
+        bare_lf |= end > 0 and ex.raw[end - 1] != 0x0D
+        names = [n.decode("latin-1") for n, _ in fields]
+        lowered = [n.lower() for n in names]
+        for name in KNOWN:
+            if lowered.count(name.lower()) > 1:
+                problems.append((WARN, (f"{a.case.title}: {name} sent {lowered.count(name.lower())}"
+                                 " times; nginx uses the last one (and an earlier failure "
+                                 "status is not undone by a later OK)"), a.out))
+        for name in names:
+            if name.lower() in (k.lower() for k in KNOWN) or not name.lower().startswith("auth"):
+                continue
+            near = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.7)
+            if near:
+                problems.append((WARN, (f'{a.case.title}: nginx ignores "{name}" (meant '
+                                 f'"{near[0]}"?)'), a.out))
+    if problems:
+        row.verdict = worst(*(v for v, _, _ in problems))
+        first = next(p for p in problems if p[0] == row.verdict)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        row.reason, row.client = first[1] + more, first[2]
+    else:
+        row.reason = "every answer parses the way nginx reads it"
+        if bare_lf:
+            row.reason += " (bare LF line ends: nginx accepts them)"
+    return row

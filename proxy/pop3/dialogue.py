@@ -1,0 +1,414 @@
+"""The POP3 client dialogue before authentication, byte for byte as nginx speaks it.
+
+Theory of operation (spec §8): one fixed 128-byte nginx-style command buffer (there is no
+pop3_client_buffer), a resumable parser that mirrors ngx_mail_pop3_parse_command state by
+state, and a handler that mirrors ngx_mail_pop3_auth_state. Two session states matter:
+`start` and `user` (after USER); anything but PASS/CAPA/NOOP/QUIT in `user` is an error
+that also drops back to `start`, so USER must be repeated. While an AUTH exchange runs, the
+parser is left in its argument state and reads the next line as bare SASL data.
+
+The replies and rules that make POP3 differ from IMAP: no tags, a salt in the greeting when
+apop or cram-md5 is enabled, USER/PASS taking the rest of the line as one argument, and the
+buffer being small enough that pipelining quickly hits "too long" (no compaction, §5.1).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from proxy import sasl
+from proxy.conf.settings import ServerSettings
+from proxy.dialogue import (
+    Action,
+    Authenticate,
+    Close,
+    CommandBuffer,
+    Credentials,
+    Log,
+    Send,
+    StartTls,
+)
+from proxy.pop3.backend_login import Pop3BackendLogin
+
+BUFFER_SIZE = 128  # fixed in nginx (ngx_mail_pop3_init_protocol)
+
+GREETING = b"+OK POP3 ready"
+OK = b"+OK\r\n"
+PLAIN_NEXT = b"+ \r\n"
+USERNAME = b"+ " + sasl.USERNAME_CHALLENGE + b"\r\n"
+PASSWORD = b"+ " + sasl.PASSWORD_CHALLENGE + b"\r\n"
+INVALID = b"-ERR invalid command\r\n"
+INTERNAL_ERROR = b"-ERR internal server error\r\n"
+
+# parser states (ngx_mail_pop3_parse_command)
+(S_START, S_COMMAND, S_INVALID, S_SPACES_BEFORE_ARGUMENT, S_ARGUMENT,
+ S_ALMOST_DONE) = range(6)
+
+# parse results
+AGAIN, PARSED, PARSE_INVALID = range(3)
+# handler results
+R_OK, R_DONE, R_INVALID = range(3)
+
+COMMANDS = frozenset((b"USER", b"PASS", b"APOP", b"QUIT", b"CAPA", b"AUTH", b"NOOP", b"STLS"))
+LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+CR, LF, SP = 0x0D, 0x0A, 0x20
+
+# SASL names in nginx's bit order; `plain` enables LOGIN too, APOP is never listed
+SASL_NAMES = (("plain", b"PLAIN"), ("plain", b"LOGIN"), ("cram-md5", b"CRAM-MD5"),
+              ("external", b"EXTERNAL"))
+
+
+def capability_replies(conf: ServerSettings) -> tuple[bytes, bytes, bytes, bytes]:
+    """(CAPA plain, CAPA starttls on, CAPA starttls only, AUTH listing), built per server.
+
+    The SASL line is there even when no mechanism is enabled (a bare `SASL`); the
+    starttls-only list drops `USER` (case-insensitively) and has no SASL line at all.
+    """
+    head = b"+OK Capability list follows\r\n"
+    caps = [c.encode() for c in conf.pop3_capabilities]
+    names = [name for method, name in SASL_NAMES if method in conf.pop3_auth]
+    body = b"".join(c + b"\r\n" for c in caps) + b" ".join([b"SASL", *names]) + b"\r\n"
+    only = b"".join(c + b"\r\n" for c in caps if c.upper() != b"USER")
+    listing = b"+OK methods supported:\r\n" + b"".join(n + b"\r\n" for n in names) + b".\r\n"
+    return (head + body + b".\r\n", head + body + b"STLS\r\n.\r\n",
+            head + only + b"STLS\r\n.\r\n", listing)
+
+
+class Pop3Dialogue:
+    protocol = "pop3"
+    internal_error = INTERNAL_ERROR
+
+    def __init__(self, conf: ServerSettings, tls: bool = False) -> None:
+        self.conf = conf
+        self.tls = tls
+        self.buffer = CommandBuffer(BUFFER_SIZE)
+        self.creds = Credentials()
+        self.errors = 0
+        self.quit = False
+        self._replies = capability_replies(conf)
+        self._actions: deque[Action] = deque()
+        self._paused = False  # waiting for the driver (auth, TLS handshake, close)
+        self._starttls = False
+        # nginx session fields
+        self.mail_state = "start"
+        self.state = S_START
+        self.command = b""
+        self.args: list[bytes] = []
+        self._cmd_start = 0
+        self._arg_start = 0
+
+    # -- driver interface -------------------------------------------------------------
+    def greeting(self) -> bytes:
+        """The greeting; the APOP/CRAM-MD5 salt is made now, as nginx's init_session does."""
+        if not {"apop", "cram-md5"} & self.conf.pop3_auth:
+            return GREETING + b"\r\n"
+        if self.creds.salt is None:
+            self.creds.salt = sasl.make_salt(self.conf.server_name)
+        return GREETING + b" " + self.creds.salt
+
+    def receive_data(self, data: bytes) -> None:
+        self.buffer.feed(data)
+
+    def next_action(self) -> Action | None:
+        while not self._actions:
+            if self._paused or not self._step():
+                return None
+        return self._actions.popleft()
+
+    def auth_failed(self, error_line: bytes) -> None:
+        """After an Auth-Wait delay: answer the failed attempt, back to `start` (USER again)."""
+        self.mail_state = "start"
+        self.creds.method = "plain"
+        self._actions.append(Send(error_line))
+        self._paused = False
+
+    def auth_failure(self, resp) -> bytes:
+        """The line a failed Auth-Status becomes (an empty status is a failure too)."""
+        return b"-ERR " + resp.error + b"\r\n"
+
+    def backend_login(self, conf: ServerSettings) -> Pop3BackendLogin:
+        return Pop3BackendLogin(self.creds.login, self.creds.password or b"",
+                                conf.proxy_buffer, conf.proxy_pass_error_message)
+
+    def tls_started(self) -> None:
+        self.tls = True
+        self._paused = False
+
+    def pending_input(self) -> bytes:
+        return self.buffer.take_all()
+
+    # -- one command ---------------------------------------------------------------------
+    def _step(self) -> bool:
+        """Parse and handle at most one command; False when more input is needed."""
+        buf = self.buffer
+        buf.fill()
+        if buf.pos >= len(buf.data):
+            return False
+        rc = self._parse()
+        if rc == AGAIN:
+            if not buf.full:
+                return False
+            self._actions.append(Log("info", "client sent too long command "
+                                     f'"{self._loggable_start()}"'))
+            self.quit = True
+            rc = PARSE_INVALID
+        elif rc == PARSE_INVALID:
+            self.errors += 1
+            if self.errors >= max(self.conf.max_errors, 1):
+                self._actions.append(Log("info", "client sent too many invalid commands"))
+                self.quit = True
+        self._handle(rc)
+        return True
+
+    def _loggable_start(self) -> str:
+        # nginx logs the whole buffer; a POP3 line that overflows 128 bytes is nearly always
+        # PASS, APOP or an AUTH blob, so only a known verb is shown, never what follows it.
+        data = bytes(self.buffer.data[:5])
+        if data[:4].upper() in COMMANDS and data[4:5] in (b" ", b"\r", b"\n"):
+            return data[:4].decode("ascii") + " ..."
+        return "..."
+
+    def _handle(self, rc: int) -> None:
+        out = OK
+        if rc == PARSED:
+            hrc, out = self._dispatch()
+        else:
+            hrc = R_INVALID
+        if hrc == R_DONE:
+            self._start_auth()
+            return
+        if hrc == R_INVALID:
+            self.mail_state = "start"
+            self.state = S_START
+            out = INVALID
+        self.args = []
+        self.buffer.rewind_if_consumed()
+        if self.state != S_START:
+            self._arg_start = self.buffer.pos  # an AUTH exchange: the next line is SASL data
+        self._actions.append(Send(out))
+        if self.quit:
+            self._actions.append(Close())
+            self._paused = True
+        elif self._starttls:
+            self._starttls = False
+            self.buffer.discard()
+            self._actions.append(StartTls())
+            self._paused = True
+
+    def _dispatch(self) -> tuple[int, bytes]:
+        """ngx_mail_pop3_auth_state's switch: returns (rc, reply)."""
+        state, cmd = self.mail_state, self.command
+        if state == "start":
+            if cmd == b"USER":
+                return self._user(), OK
+            if cmd == b"CAPA":
+                return R_OK, self._capa(stls=True)
+            if cmd == b"APOP":
+                return self._apop(), OK
+            if cmd == b"AUTH":
+                return self._auth()
+            if cmd == b"QUIT":
+                self.quit = True
+                return R_OK, OK
+            if cmd == b"NOOP":
+                return R_OK, OK
+            if cmd == b"STLS":
+                self._starttls = not self.tls and self.conf.ssl.starttls in ("on", "only")
+                return (R_OK if self._starttls else R_INVALID), OK
+            return R_INVALID, OK  # PASS before USER
+        if state == "user":
+            if cmd == b"PASS":
+                if len(self.args) != 1:
+                    return R_INVALID, OK
+                self.creds.password = self.args[0]
+                return R_DONE, OK
+            if cmd == b"CAPA":
+                return R_OK, self._capa(stls=False)  # never STLS once USER was given
+            if cmd == b"QUIT":
+                self.quit = True
+                return R_OK, OK
+            if cmd == b"NOOP":
+                return R_OK, OK
+            return R_INVALID, OK
+        return self._sasl_step(state, self.args[0] if self.args else b"")
+
+    def _sasl_step(self, state: str, arg: bytes) -> tuple[int, bytes]:
+        """One line of an AUTH exchange (ngx_mail_auth_* called from the pop3 states)."""
+        try:
+            if state == "auth_login_username":
+                self.creds.login = sasl.login_username(arg)
+                self.mail_state = "auth_login_password"
+                return R_OK, PASSWORD
+            if state == "auth_login_password":
+                self.creds.password = sasl.login_password(arg)
+            elif state == "auth_plain":
+                self.creds.login, self.creds.password = sasl.plain(arg)
+            elif state == "auth_cram_md5":
+                self.creds.login, self.creds.password = sasl.cram_md5(arg)
+                self.creds.method = "cram-md5"
+            elif state == "auth_external":
+                self.creds.login, self.creds.password = sasl.external(arg), None
+                self.creds.method = "external"
+        except sasl.SaslError as err:
+            self._actions.append(Log("info", err.log))
+            return R_INVALID, OK
+        return R_DONE, OK
+
+    def _starttls_only(self) -> bool:
+        return not self.tls and self.conf.ssl.starttls == "only"
+
+    def _capa(self, stls: bool) -> bytes:
+        plain, on, only, _ = self._replies
+        if stls and not self.tls and self.conf.ssl.starttls == "on":
+            return on
+        if stls and not self.tls and self.conf.ssl.starttls == "only":
+            return only
+        return plain
+
+    def _user(self) -> int:
+        if self._starttls_only() or len(self.args) != 1:
+            return R_INVALID
+        self.creds.login = self.args[0]
+        self.mail_state = "user"
+        return R_OK
+
+    def _apop(self) -> int:
+        if self._starttls_only() or len(self.args) != 2 or "apop" not in self.conf.pop3_auth:
+            return R_INVALID
+        self.creds.login, self.creds.password = self.args[0], self.args[1]
+        self.creds.method = "apop"
+        return R_DONE
+
+    def _auth(self) -> tuple[int, bytes]:
+        """ngx_mail_pop3_auth + ngx_mail_auth_parse."""
+        args = self.args
+        if self._starttls_only():
+            return R_INVALID, OK
+        if not args:
+            self.state = S_START  # a listing, not an exchange
+            return R_OK, self._replies[3]
+        mech, n = args[0].upper(), len(args)
+        try:
+            if mech == b"LOGIN" and n == 1:
+                self.mail_state = "auth_login_username"
+                return R_OK, USERNAME
+            if mech == b"LOGIN" and n == 2:
+                # MS "AUTH LOGIN with user name"
+                self.mail_state = "auth_login_password"
+                self.creds.login = sasl.login_username(args[1])
+                return R_OK, PASSWORD
+            if mech == b"PLAIN" and n == 1:
+                self.mail_state = "auth_plain"
+                return R_OK, PLAIN_NEXT
+            if mech == b"PLAIN" and n == 2:
+                self.creds.login, self.creds.password = sasl.plain(args[1])
+                return R_DONE, OK
+            if mech == b"CRAM-MD5" and n == 1:
+                if "cram-md5" not in self.conf.pop3_auth:
+                    return R_INVALID, OK
+                if self.creds.salt is None:  # greeting() not called (unit use)
+                    self.creds.salt = sasl.make_salt(self.conf.server_name)
+                self.mail_state = "auth_cram_md5"
+                return R_OK, sasl.cram_md5_challenge(b"+ ", self.creds.salt)
+            if mech == b"EXTERNAL" and n == 1:
+                if "external" not in self.conf.pop3_auth:
+                    return R_INVALID, OK
+                self.mail_state = "auth_external"
+                return R_OK, USERNAME
+            if mech == b"EXTERNAL" and n == 2:
+                # nginx checks `external` only for the challenge form (spec §8.3 QUIRK)
+                self.creds.login, self.creds.password = sasl.external(args[1]), None
+                self.creds.method = "external"
+                return R_DONE, OK
+        except sasl.SaslError as err:
+            self._actions.append(Log("info", err.log))
+        return R_INVALID, OK
+
+    def _start_auth(self) -> None:
+        """ngx_mail_auth: the buffer is rewound if consumed, the read timer stops."""
+        self.args = []
+        self.state = S_START
+        self.buffer.rewind_if_consumed()
+        self.creds.attempt += 1
+        self._actions.append(Authenticate())
+        self._paused = True
+
+    # -- the parser ----------------------------------------------------------------------
+    def _parse(self) -> int:
+        """Resume ngx_mail_pop3_parse_command at buffer.pos."""
+        buf = self.buffer
+        data = buf.data
+        last = len(data)
+        p = buf.pos
+        state = self.state
+        while p < last:
+            ch = data[p]
+            if state == S_START or state == S_COMMAND:
+                if state == S_START:
+                    self._cmd_start = p
+                    state = S_COMMAND
+                if ch == SP or ch == CR or ch == LF:
+                    verb = bytes(data[self._cmd_start:p]).upper()
+                    if verb not in COMMANDS:  # also catches a length other than 4
+                        return self._invalid(p)
+                    self.command = verb
+                    if ch == SP:
+                        state = S_SPACES_BEFORE_ARGUMENT
+                    elif ch == CR:
+                        state = S_ALMOST_DONE
+                    else:
+                        return self._done(p)
+                elif ch not in LETTERS:
+                    return self._invalid(p)
+            elif state == S_SPACES_BEFORE_ARGUMENT:
+                if ch == SP:
+                    pass
+                elif ch == CR:
+                    state = S_ALMOST_DONE
+                elif ch == LF:
+                    return self._done(p)
+                elif len(self.args) > 2:
+                    return self._invalid(p)
+                else:
+                    self._arg_start = p
+                    state = S_ARGUMENT
+            elif state == S_ARGUMENT:
+                # USER and PASS keep spaces: the rest of the line is one argument
+                if ch == SP and self.command in (b"USER", b"PASS"):
+                    pass
+                elif ch == SP or ch == CR or ch == LF:
+                    self.args.append(bytes(data[self._arg_start:p]))
+                    if ch == SP:
+                        state = S_SPACES_BEFORE_ARGUMENT
+                    elif ch == CR:
+                        state = S_ALMOST_DONE
+                    else:
+                        return self._done(p)
+            elif state == S_ALMOST_DONE:
+                if ch != LF:
+                    return self._invalid(p)
+                return self._done(p)
+            elif state == S_INVALID:
+                return self._invalid(p)
+            p += 1
+        buf.pos = p
+        self.state = state
+        return AGAIN
+
+    def _done(self, p: int) -> int:
+        self.buffer.pos = p + 1
+        # inside AUTH the next line is read as a bare argument (no command)
+        self.state = S_ARGUMENT if self.command == b"AUTH" else S_START
+        return PARSED
+
+    def _invalid(self, p: int) -> int:
+        """Skip the rest of the line (it may arrive later)."""
+        self.state = S_INVALID
+        buf = self.buffer
+        lf = buf.data.find(b"\n", p)
+        if lf < 0:
+            buf.pos = len(buf.data)
+            return AGAIN
+        self.state = S_START
+        buf.pos = lf + 1
+        return PARSE_INVALID

@@ -1,0 +1,458 @@
+"""The SMTP client dialogue before authentication, byte for byte as nginx speaks it.
+
+Theory of operation (spec §9, §5, §6): one nginx-style command buffer; a resumable parser that
+mirrors ngx_mail_smtp_parse_command state by state (4-letter verbs and STARTTLS, at most 11
+space-separated arguments, CRLF or bare LF; after an AUTH line the next line is read as one bare
+SASL argument); and a handler that mirrors ngx_mail_smtp_auth_state. Session fields (HELO
+argument, ESMTP flag, the stored MAIL and RCPT command texts) live on the object, where nginx
+keeps them, because several quirks are those fields outliving a command: the ESMTP flag survives
+STARTTLS, a failed `none` authentication keeps MAIL/RCPT.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+from proxy import sasl
+from proxy.conf.settings import ServerSettings
+from proxy.dialogue import (Action, Authenticate, Close, CommandBuffer, Credentials, Log, Send,
+                            StartTls)
+from proxy.smtp.backend_login import SmtpBackendLogin
+
+OK = b"250 2.0.0 OK\r\n"
+BYE = b"221 2.0.0 Bye\r\n"
+START_TLS = b"220 2.0.0 Start TLS\r\n"
+NEXT = b"334 \r\n"
+USERNAME = b"334 " + sasl.USERNAME_CHALLENGE + b"\r\n"
+PASSWORD = b"334 " + sasl.PASSWORD_CHALLENGE + b"\r\n"
+INVALID = b"500 5.5.1 Invalid command\r\n"
+INVALID_PIPELINING = b"503 5.5.0 Improper use of SMTP command pipelining\r\n"
+INVALID_ARGUMENT = b"501 5.5.4 Invalid argument\r\n"
+AUTH_REQUIRED = b"530 5.7.1 Authentication required\r\n"
+BAD_SEQUENCE = b"503 5.5.1 Bad sequence of commands\r\n"
+INTERNAL_ERROR = b"451 4.3.2 Internal server error\r\n"
+DEFAULT_ERROR_CODE = b"535 5.7.0"
+
+UNAVAILABLE = "[UNAVAILABLE]"
+TEMPUNAVAIL = "[TEMPUNAVAIL]"
+
+# parser states (ngx_mail_smtp_parse_command)
+S_START, S_COMMAND, S_INVALID, S_SPACES_BEFORE_ARGUMENT, S_ARGUMENT, S_ALMOST_DONE = range(6)
+# parse results
+AGAIN, PARSED, PARSE_INVALID = range(3)
+# handler results
+R_OK, R_DONE, R_INVALID = range(3)
+
+VERBS = frozenset({b"HELO", b"EHLO", b"QUIT", b"AUTH", b"NOOP", b"MAIL", b"RSET", b"RCPT",
+                   b"VRFY", b"EXPN", b"HELP"})
+LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+MAX_ARGS = 11
+CR, LF, SP = 0x0D, 0x0A, 0x20
+
+_AUTH_LINE = re.compile(rb"(?i)(?:^|(?<=\n))AUTH(?: +[^ \r\n]+)?")
+_FIRST_WORD = re.compile(rb"[A-Za-z]+")
+
+
+def ehlo_replies(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
+    """(plain, starttls on, starttls only) EHLO replies, built once per server (spec §9.5)."""
+    lines = [conf.server_name.encode()] + [c.encode() for c in conf.smtp_capabilities]
+    methods = [m.upper().encode() for m in ("plain", "login", "cram-md5", "external")
+               if m in conf.smtp_auth]
+    auth = [b"AUTH" + b"".join(b" " + m for m in methods)] if methods else []
+
+    def block(items: list[bytes]) -> bytes:
+        return b"".join(b"250-%s\r\n" % i for i in items[:-1]) + b"250 %s\r\n" % items[-1]
+
+    return block(lines + auth), block(lines + auth + [b"STARTTLS"]), block(lines + [b"STARTTLS"])
+
+
+def loggable(data: bytes) -> str:
+    """Client bytes for a log line: CR/LF shown as '_' (as nginx does), and nothing after an
+    AUTH mechanism name, so that no SASL blob (a password) reaches the log."""
+    found = _AUTH_LINE.search(data)
+    if found is not None:
+        data = data[:found.end()] + b" ..."
+    return data.decode("latin-1").replace("\r", "_").replace("\n", "_")
+
+
+class SmtpDialogue:
+    protocol = "smtp"
+    internal_error = INTERNAL_ERROR
+
+    def __init__(self, conf: ServerSettings, tls: bool = False,
+                 client_host: str = UNAVAILABLE) -> None:
+        self.conf = conf
+        self.tls = tls
+        self.client_host = client_host  # Client-Host / XCLIENT NAME (spec §4.5)
+        self.buffer = CommandBuffer(conf.smtp_client_buffer)
+        self.creds = Credentials()
+        self.errors = 0
+        self.quit = False
+        self._ehlo = ehlo_replies(conf)
+        self._helo_reply = b"250 %s\r\n" % conf.server_name.encode()
+        self._actions: deque[Action] = deque()
+        self._paused = False  # waiting for the driver (auth, TLS handshake, close)
+        self._starttls = False
+        # nginx session fields
+        self.helo = b""
+        self.esmtp = False
+        self.smtp_from = b""  # the whole MAIL command text (none mode)
+        self.smtp_to = b""  # the whole RCPT command text
+        self.mail_state = "start"
+        self.state = S_START
+        self.command = b""
+        self.args: list[bytes] = []
+        self._cmd_start = 0
+        self._arg_start = 0
+        self._arg_end = 0
+
+    # -- driver interface -------------------------------------------------------------
+    def greeting(self) -> bytes:
+        return b"220 %s ESMTP ready\r\n" % self.conf.server_name.encode()
+
+    def reject_early(self, data: bytes) -> list[Action]:
+        """Data arrived during smtp_greeting_delay: nginx refuses the client (spec §9.2)."""
+        self.quit = self._paused = True
+        seen = data[:self.conf.smtp_client_buffer]
+        return [Log("info", f'client was rejected before greeting: "{loggable(seen)}"'),
+                Send(INVALID_PIPELINING), Close()]
+
+    def receive_data(self, data: bytes) -> None:
+        self.buffer.feed(data)
+
+    def next_action(self) -> Action | None:
+        while not self._actions:
+            if self._paused or not self._step():
+                return None
+        return self._actions.popleft()
+
+    def auth_failure(self, resp) -> bytes | None:
+        """The failure line; None for an empty Auth-Status, which SMTP does not treat as a
+        failure (spec §10.4 QUIRK)."""
+        if not resp.error:
+            return None
+        return (resp.error_code or DEFAULT_ERROR_CODE) + b" " + resp.error + b"\r\n"
+
+    def auth_failed(self, error_line: bytes) -> None:
+        """After an Auth-Wait delay: answer and go back to the start. The stored MAIL/RCPT
+        stay (spec §9.4): a new MAIL gets 503, a new RCPT asks again with the old MAIL."""
+        self.mail_state = "start"
+        self.creds.method = "plain"
+        self._actions.append(Send(error_line))
+        self._paused = False
+
+    def auth_request_extra(self, req) -> None:
+        """Fill the SMTP-only fields of a proxy.auth_http.AuthRequest."""
+        req.client_host = self.client_host
+        if req.method == "none":
+            req.smtp_helo, req.smtp_from, req.smtp_to = self.helo, self.smtp_from, self.smtp_to
+
+    def backend_login(self, conf: ServerSettings, client_ip: str) -> SmtpBackendLogin:
+        creds = self.creds
+        return SmtpBackendLogin(
+            server_name=conf.server_name, client_ip=client_ip, client_host=self.client_host,
+            login=creds.login, password=creds.password, helo=self.helo, esmtp=self.esmtp,
+            method_none=creds.method == "none", mail=self.smtp_from, rcpt=self.smtp_to,
+            xclient=conf.xclient, proxy_smtp_auth=conf.proxy_smtp_auth,
+            proxy_buffer=conf.proxy_buffer, pass_error_message=conf.proxy_pass_error_message)
+
+    def tls_started(self) -> None:
+        self.tls = True
+        self._paused = False
+
+    def pending_input(self) -> bytes:
+        return self.buffer.take_all()
+
+    # -- one command ---------------------------------------------------------------------
+    def _step(self) -> bool:
+        """Parse and handle at most one command; False when more input is needed."""
+        buf = self.buffer
+        buf.fill()
+        if buf.pos >= len(buf.data):
+            return False
+        rc = self._parse()
+        if rc == AGAIN:
+            if not buf.full:
+                return False
+            self._actions.append(Log("info", "client sent too long command "
+                                     f'"{self._loggable_start()}"'))
+            self.quit = True
+            rc = PARSE_INVALID
+        elif rc == PARSE_INVALID:
+            self.errors += 1
+            if self.errors >= max(self.conf.max_errors, 1):
+                self._actions.append(Log("info", "client sent too many invalid commands"))
+                self.quit = True
+        self._handle(rc)
+        return True
+
+    def _loggable_start(self) -> str:
+        # nginx logs the whole buffer here; only a leading verb is shown, so that a long AUTH
+        # or SASL line never puts a password into the log.
+        data = bytes(self.buffer.data)
+        word = _FIRST_WORD.match(data)
+        if word is None or word.group().upper() not in VERBS | {b"STARTTLS"}:
+            return "..."
+        return word.group().decode() + " ..."
+
+    def _handle(self, rc: int) -> None:
+        out = OK
+        if rc == PARSED:
+            hrc, out = self._dispatch()
+        else:
+            hrc = R_INVALID
+        if hrc == R_DONE:
+            self._start_auth()
+            return
+        if hrc == R_INVALID:
+            self.mail_state = "start"
+            self.state = S_START
+            out = INVALID
+        self.args = []
+        buf = self.buffer
+        buf.rewind_if_consumed()
+        if self.state != S_START:
+            self._arg_start = buf.pos  # the next line is a bare SASL argument
+        self._actions.append(Send(out))
+        if self.quit:
+            self._actions.append(Close())
+            self._paused = True
+        elif self._starttls:
+            self._starttls = False
+            self._actions.append(StartTls())
+            self._paused = True
+
+    def _dispatch(self) -> tuple[int, bytes]:
+        """ngx_mail_smtp_auth_state's switch: returns (rc, reply)."""
+        state = self.mail_state
+        if state == "start":
+            cmd = self.command
+            if cmd == b"HELO" or cmd == b"EHLO":
+                return self._helo()
+            if cmd == b"AUTH":
+                return self._auth()
+            if cmd == b"QUIT":
+                self.quit = True
+                return R_OK, BYE
+            if cmd == b"MAIL":
+                return self._mail()
+            if cmd == b"RCPT":
+                return self._rcpt()
+            if cmd == b"RSET":
+                self.smtp_from = self.smtp_to = b""
+                return R_OK, OK
+            if cmd == b"NOOP":
+                return R_OK, OK
+            if cmd == b"STARTTLS":
+                return self._starttls_command()
+            return R_INVALID, OK  # VRFY, EXPN, HELP: handler-level, not counted
+        arg = self.args[0] if self.args else b""
+        creds = self.creds
+        try:
+            if state == "login_username":
+                creds.login = sasl.login_username(arg)
+                self.mail_state = "login_password"
+                return R_OK, PASSWORD
+            if state == "login_password":
+                creds.password = sasl.login_password(arg)
+            elif state == "plain":
+                creds.login, creds.password = sasl.plain(arg)
+            elif state == "cram_md5":
+                creds.login, creds.password = sasl.cram_md5(arg)
+                creds.method = "cram-md5"
+            elif state == "external":
+                creds.login, creds.password = sasl.external(arg), None
+                creds.method = "external"
+        except sasl.SaslError as err:
+            self._actions.append(Log("info", err.log))
+            return R_INVALID, OK
+        return R_DONE, OK
+
+    def _starttls_only(self) -> bool:
+        return not self.tls and self.conf.ssl.starttls == "only"
+
+    def _helo(self) -> tuple[int, bytes]:
+        if len(self.args) != 1:
+            return R_OK, INVALID_ARGUMENT
+        self.helo = self.args[0]
+        self.smtp_from = self.smtp_to = b""
+        if self.command == b"HELO":
+            return R_OK, self._helo_reply  # a HELO after EHLO keeps the ESMTP flag, as nginx
+        self.esmtp = True
+        plain, on, only = self._ehlo
+        if not self.tls and self.conf.ssl.starttls == "on":
+            return R_OK, on
+        if not self.tls and self.conf.ssl.starttls == "only":
+            return R_OK, only
+        return R_OK, plain
+
+    def _auth(self) -> tuple[int, bytes]:
+        """ngx_mail_smtp_auth + ngx_mail_auth_parse."""
+        args = self.args
+        if self._starttls_only():
+            return R_INVALID, OK
+        if not args:
+            self.state = S_START
+            return R_OK, INVALID_ARGUMENT
+        mech, n = args[0].upper(), len(args)
+        creds = self.creds
+        try:
+            if mech == b"LOGIN" and n == 1:
+                self.mail_state = "login_username"
+                return R_OK, USERNAME
+            if mech == b"LOGIN" and n == 2:
+                creds.login = sasl.login_username(args[1])
+                self.mail_state = "login_password"
+                return R_OK, PASSWORD
+            if mech == b"PLAIN" and n == 1:
+                self.mail_state = "plain"
+                return R_OK, NEXT
+            if mech == b"PLAIN" and n == 2:
+                creds.login, creds.password = sasl.plain(args[1])
+                return R_DONE, OK
+            if mech == b"CRAM-MD5" and n == 1:
+                if "cram-md5" not in self.conf.smtp_auth:
+                    return R_INVALID, OK
+                if creds.salt is None:
+                    creds.salt = sasl.make_salt(self.conf.server_name)
+                self.mail_state = "cram_md5"
+                return R_OK, sasl.cram_md5_challenge(b"334 ", creds.salt)
+            if mech == b"EXTERNAL" and n == 1:
+                if "external" not in self.conf.smtp_auth:
+                    return R_INVALID, OK
+                self.mail_state = "external"
+                return R_OK, USERNAME
+            if mech == b"EXTERNAL" and n == 2:
+                # nginx checks `external` only for the challenge form (spec §9.4 QUIRK)
+                creds.login, creds.password = sasl.external(args[1]), None
+                creds.method = "external"
+                return R_DONE, OK
+        except sasl.SaslError as err:
+            self._actions.append(Log("info", err.log))
+        return R_INVALID, OK
+
+    def _command_text(self) -> bytes:
+        """From the verb to the end of the last argument, original case and spacing."""
+        return bytes(self.buffer.data[self._cmd_start:self._arg_end])
+
+    def _mail(self) -> tuple[int, bytes]:
+        if "none" not in self.conf.smtp_auth:
+            # nginx logs its whole buffer; the command line alone says the same without
+            # risking earlier pipelined SASL lines in the log
+            line = bytes(self.buffer.data[self._cmd_start:self.buffer.pos])
+            self._actions.append(Log("info", f'client was rejected: "{loggable(line)}"'))
+            return R_OK, AUTH_REQUIRED
+        if self.smtp_from:
+            return R_OK, BAD_SEQUENCE
+        if not self.args:
+            return R_OK, INVALID_ARGUMENT
+        self.smtp_from = self._command_text()
+        # CVE-2025-53859: stale credentials never go out with Auth-Method: none
+        self.creds.login, self.creds.password = b"", None
+        return R_OK, OK
+
+    def _rcpt(self) -> tuple[int, bytes]:
+        if not self.smtp_from:
+            return R_OK, BAD_SEQUENCE
+        if not self.args:
+            return R_OK, INVALID_ARGUMENT
+        self.smtp_to = self._command_text()
+        self.creds.method = "none"
+        return R_DONE, OK
+
+    def _starttls_command(self) -> tuple[int, bytes]:
+        if self.tls or self.conf.ssl.starttls not in ("on", "only"):
+            return R_INVALID, OK
+        # RFC 3207: forget what the client said before; the ESMTP flag stays (nginx QUIRK)
+        self.helo = self.smtp_from = self.smtp_to = b""
+        self.buffer.discard()  # CVE-2014-3556: pipelined plaintext never reaches TLS
+        self._starttls = True
+        return R_OK, START_TLS
+
+    def _start_auth(self) -> None:
+        """ngx_mail_auth: the buffer is rewound if consumed, the read timer stops."""
+        self.args = []
+        self.state = S_START
+        self.buffer.rewind_if_consumed()
+        self.creds.attempt += 1
+        self._actions.append(Authenticate())
+        self._paused = True
+
+    # -- the parser ----------------------------------------------------------------------
+    def _parse(self) -> int:
+        """Resume ngx_mail_smtp_parse_command at buffer.pos."""
+        buf = self.buffer
+        data = buf.data
+        last = len(data)
+        p = buf.pos
+        state = self.state
+        while p < last:
+            ch = data[p]
+            if state == S_START:
+                self._cmd_start = p
+                state = S_COMMAND
+            if state == S_COMMAND:
+                if ch == SP or ch == CR or ch == LF:
+                    verb = bytes(data[self._cmd_start:p]).upper()
+                    if not ((len(verb) == 4 and verb in VERBS) or verb == b"STARTTLS"):
+                        return self._invalid(p)
+                    self.command = verb
+                    if ch == SP:
+                        state = S_SPACES_BEFORE_ARGUMENT
+                    elif ch == CR:
+                        state = S_ALMOST_DONE
+                    else:
+                        return self._done(p)
+                elif ch not in LETTERS:
+                    return self._invalid(p)
+            elif state == S_SPACES_BEFORE_ARGUMENT:
+                if ch == SP:
+                    pass
+                elif ch == CR:
+                    state = S_ALMOST_DONE
+                elif ch == LF:
+                    return self._done(p)
+                elif len(self.args) < MAX_ARGS:
+                    state = S_ARGUMENT
+                    self._arg_start = p
+                else:
+                    return self._invalid(p)
+            elif state == S_ARGUMENT:
+                if ch == SP or ch == CR or ch == LF:
+                    self.args.append(bytes(data[self._arg_start:p]))
+                    self._arg_end = p
+                    if ch == SP:
+                        state = S_SPACES_BEFORE_ARGUMENT
+                    elif ch == CR:
+                        state = S_ALMOST_DONE
+                    else:
+                        return self._done(p)
+            elif state == S_ALMOST_DONE:
+                if ch != LF:
+                    return self._invalid(p)
+                return self._done(p)
+            else:  # S_INVALID
+                return self._invalid(p)
+            p += 1
+        buf.pos = p
+        self.state = state
+        return AGAIN
+
+    def _done(self, p: int) -> int:
+        self.buffer.pos = p + 1
+        # inside AUTH the next line is read as a bare argument (no verb)
+        self.state = S_ARGUMENT if self.command == b"AUTH" else S_START
+        return PARSED
+
+    def _invalid(self, p: int) -> int:
+        """Skip the rest of the line (nginx's sw_invalid)."""
+        self.state = S_INVALID
+        buf = self.buffer
+        lf = buf.data.find(b"\n", p)
+        if lf < 0:
+            buf.pos = len(buf.data)
+            return AGAIN
+        self.state = S_START
+        buf.pos = lf + 1
+        return PARSE_INVALID

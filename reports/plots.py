@@ -1,0 +1,248 @@
+"""The report's figures, as inline SVG (text kept as text, so it stays searchable).
+
+Each function takes loaded results and returns an ``<svg>`` string, or None when there is
+nothing to draw.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+from datetime import datetime
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from reports.sources import JunitRun, LocustRun  # noqa: E402
+
+plt.rcParams.update({
+    "svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "axes.grid": True,
+    "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+    "legend.fontsize": 8, "legend.frameon": False,
+})
+TARGET_COLOURS = {"postern": "#2b6cb0", "nginx": "#2f855a", "direct": "#975a16",
+                  "external": "#6b46c1"}
+OUTCOME_COLOURS = {"passed": "#38a169", "failed": "#e53e3e", "error": "#9b2c2c",
+                   "xfailed": "#d69e2e", "skipped": "#a0aec0"}
+_salt = itertools.count()
+
+
+def svg(fig) -> str:
+    """The figure as an inline <svg> element; ids salted so several can share a page."""
+    buf = io.StringIO()
+    with plt.rc_context({"svg.hashsalt": f"fig{next(_salt)}"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _times(rows) -> list[datetime]:
+    return [datetime.fromtimestamp(r.time) for r in rows]
+
+
+def _time_axis(ax) -> None:
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+    for label in ax.get_xticklabels():
+        label.set_rotation(0)
+
+
+def _phases_of(run: LocustRun, protocol: str) -> list[tuple[str, str]]:
+    order = [(s.type, s.name) for s in run.stats if s.protocol == protocol]
+    return [k for k in order if k in run.history]
+
+
+def throughput(run: LocustRun, protocol: str) -> str | None:
+    """Requests/s of every phase of one protocol over time, with the user count."""
+    keys = _phases_of(run, protocol)
+    if not keys:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 3.4))
+    for key in keys:
+        rows = run.history[key]
+        ax.plot(_times(rows), [r.rps for r in rows], label=key[1], linewidth=1.2)
+    ax.set_ylabel("requests/s")
+    ax.set_title(f"{protocol.upper()}: throughput per phase")
+    _time_axis(ax)
+    agg = run.history.get(("", "Aggregated"))
+    if agg:
+        users = ax.twinx()
+        users.plot(_times(agg), [r.users for r in agg], color="#718096", linestyle="--",
+                   linewidth=1, label="users")
+        users.set_ylabel("users", color="#718096")
+        users.grid(False)
+        users.spines["right"].set_visible(True)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.06, 1), ncol=1)
+    return svg(fig)
+
+
+def latency_grid(run: LocustRun, protocol: str) -> str | None:
+    """p50/p95/p99 over time, one small panel per phase (locust's sliding window)."""
+    keys = _phases_of(run, protocol)
+    if not keys:
+        return None
+    cols = min(3, len(keys))
+    rows_n = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(11, 2.3 * rows_n), squeeze=False,
+                             sharex=True)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        rows = run.history[key]
+        times = _times(rows)
+        for pct, style in (("50%", "-"), ("95%", "--"), ("99%", ":")):
+            ax.plot(times, [r.percentiles.get(pct) for r in rows], style, linewidth=1.2,
+                    label=f"p{pct[:-1]}")
+        ax.set_title(key[1])
+        ax.set_ylabel("ms")
+        ax.set_ylim(bottom=0)
+        _time_axis(ax)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(loc="upper right")
+    fig.suptitle(f"{protocol.upper()}: response time percentiles per phase", y=1.0)
+    fig.tight_layout()
+    return svg(fig)
+
+
+def aggregated_history(run: LocustRun) -> str | None:
+    """Total throughput, failures and percentiles over time (all a run without
+    --csv-full-history has)."""
+    rows = run.history.get(("", "Aggregated"))
+    if not rows:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3))
+    t = _times(rows)
+    a.plot(t, [r.rps for r in rows], label="requests/s")
+    a.plot(t, [r.fps for r in rows], label="failures/s", color="#e53e3e")
+    a.set_title("all phases: throughput")
+    a.legend()
+    for pct in ("50%", "95%", "99%"):
+        b.plot(t, [r.percentiles.get(pct) for r in rows], label=f"p{pct[:-1]}")
+    b.set_title("all phases: response time, ms")
+    b.legend()
+    for ax in (a, b):
+        _time_axis(ax)
+    fig.tight_layout()
+    return svg(fig)
+
+
+def failures_over_time(run: LocustRun) -> str | None:
+    keys = [k for k, rows in run.history.items()
+            if k[1] != "Aggregated" and any(r.fps for r in rows)]
+    if not keys:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 2.8))
+    for key in keys:
+        rows = run.history[key]
+        ax.plot(_times(rows), [r.fps for r in rows], label=key[1])
+    ax.set_title("failures/s per phase")
+    _time_axis(ax)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return svg(fig)
+
+
+def phase_percentiles(run: LocustRun) -> str | None:
+    """Whole-run p50/p95/p99 per phase, horizontal bars (log scale: phases differ 1000x)."""
+    stats = [s for s in run.stats if s.requests]
+    if not stats:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 0.32 * len(stats) + 1.2))
+    names = [s.name for s in stats][::-1]
+    height = 0.26
+    for i, (pct, colour) in enumerate((("50%", "#90cdf4"), ("95%", "#3182ce"),
+                                       ("99%", "#1a365d"))):
+        values = [max(s.percentiles.get(pct) or 0, 0.5) for s in stats][::-1]
+        ax.barh([y + (i - 1) * height for y in range(len(names))], values, height=height,
+                color=colour, label=f"p{pct[:-1]}")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("ms (log scale)")
+    ax.set_title("response time per phase, whole run")
+    ax.legend(loc="lower right")
+    return svg(fig)
+
+
+def bench_bars(metrics: list[tuple[str, dict[str, float]]]) -> str | None:
+    """One small bar panel per metric, a bar per target, values written on the bars."""
+    metrics = [(label, values) for label, values in metrics if values]
+    if not metrics:
+        return None
+    cols = min(4, len(metrics))
+    rows_n = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(11, 2.5 * rows_n), squeeze=False)
+    for ax, (label, values) in zip(axes.flat, metrics, strict=False):
+        names = list(values)
+        bars = ax.bar(names, [values[n] for n in names],
+                      color=[TARGET_COLOURS.get(n, "#718096") for n in names])
+        ax.bar_label(bars, labels=[_short(values[n]) for n in names], fontsize=8)
+        ax.set_title(label)
+        ax.margins(y=0.2)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return svg(fig)
+
+
+def _short(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def junit_outcomes(run: JunitRun) -> str | None:
+    """Stacked outcome counts per target and protocol."""
+    groups: dict[tuple[str, str], dict[str, int]] = {}
+    for c in run.scenarios:
+        counts = groups.setdefault((c.target, c.protocol), {})
+        counts[c.outcome] = counts.get(c.outcome, 0) + 1
+    if not groups:
+        return None
+    keys = sorted(groups, key=lambda k: (run.targets.index(k[0]), k[1]))
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(keys) + 1.2))
+    labels = [f"{t} / {p}" for t, p in keys][::-1]
+    left = [0] * len(keys)
+    for outcome, colour in OUTCOME_COLOURS.items():
+        values = [groups[k].get(outcome, 0) for k in keys][::-1]
+        if not any(values):
+            continue
+        bars = ax.barh(labels, values, left=left, color=colour, label=outcome)
+        ax.bar_label(bars, labels=[str(v) if v else "" for v in values], label_type="center",
+                     fontsize=8, color="white")
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_xlabel("scenarios")
+    ax.set_title("scenario outcomes per target and protocol")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return svg(fig)
+
+
+def verdict_counts(rows: list[dict]) -> str | None:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    if not counts:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(counts) + 1))
+    names = sorted(counts)
+    bars = ax.barh(names, [counts[n] for n in names],
+                   color=[verdict_colour(n) for n in names])
+    ax.bar_label(bars, fontsize=8)
+    ax.set_title("check-auth verdicts")
+    return svg(fig)
+
+
+def verdict_colour(verdict: str) -> str:
+    v = verdict.lower()
+    if v in ("pass", "passed", "ok", "good"):
+        return "#38a169"
+    if v in ("fail", "failed", "bad", "error"):
+        return "#e53e3e"
+    if v in ("warn", "warning", "risky"):
+        return "#d69e2e"
+    return "#a0aec0"

@@ -1,0 +1,242 @@
+"""Assemble the report: find the latest results, shape them for the page, write one file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from reports import plots
+from reports.sources import (
+    JunitRun,
+    LocustRun,
+    load_check_auth,
+    load_json,
+    load_junit,
+    load_locust,
+)
+from reports.template import PAGE
+
+RESULTS = Path("results")
+# (label, test, key, scale) - the benchmark's headline numbers (loadtest/bench.py)
+BENCH_METRICS = (
+    ("sessions/s", "sessions", "per_second", 1),
+    ("LOGIN p50, ms", "sessions", "login_p50_ms", 1),
+    ("LOGIN p99, ms", "sessions", "login_p99_ms", 1),
+    ("proxy CPU s per 1,000 sessions", "sessions", "proxy_cpu_s_per_1000", 1),
+    ("relay MiB/s (one FETCH)", "fetch", "mib_per_s", 1),
+    ("proxy CPU s per GiB relayed", "fetch", "proxy_cpu_s_per_gib", 1),
+    ("RSS per idle session, KiB", "idle", "bytes_per_session", 1 / 1024),
+    ("session errors", "sessions", "errors", 1),
+)
+
+
+@dataclass
+class Inputs:
+    """Where each kind of result is read from; None: not included."""
+
+    locust: Path | None = None      # a --csv prefix
+    bench: Path | None = None
+    junit: Path | None = None
+    check_auth: Path | None = None
+
+    @classmethod
+    def latest(cls, results: Path = RESULTS) -> Inputs:
+        """The newest of each kind under ``results`` (missing kinds stay None)."""
+        from reports.sources import find_locust_prefix  # noqa: PLC0415
+
+        found = sorted(results.glob("check-auth*.json"), key=lambda p: p.stat().st_mtime) \
+            if results.is_dir() else []
+        return cls(find_locust_prefix(results) if results.is_dir() else None,
+                   _existing(results / "bench.json"), _existing(results / "junit.xml"),
+                   found[-1] if found else None)
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.exists() else None
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{value:.0f}"
+
+
+# -- locust -----------------------------------------------------------------------------------
+
+def locust_section(run: LocustRun) -> dict[str, Any]:
+    rows = [{"type": s.type, "name": s.name, "requests": s.requests, "failures": s.failures,
+             "rps": _fmt(s.rps, 2), "p50": _fmt(s.percentiles["50%"]),
+             "p95": _fmt(s.percentiles["95%"]), "p99": _fmt(s.percentiles["99%"]),
+             "max": _fmt(s.max), "avg": _fmt(s.average), "size": _fmt(s.avg_size, 0)}
+            for s in run.stats]
+    figures = [plots.phase_percentiles(run)]
+    protocols = list(dict.fromkeys(s.protocol for s in run.stats))
+    if run.full_history:
+        for p in protocols:
+            figures += [plots.throughput(run, p), plots.latency_grid(run, p)]
+        figures.append(plots.failures_over_time(run))
+    else:
+        figures.append(plots.aggregated_history(run))
+    agg = run.aggregated
+    history = run.history.get(("", "Aggregated"), [])
+    span = ""
+    if history:
+        start, end = history[0].time, history[-1].time
+        span = (f"{datetime.fromtimestamp(start):%Y-%m-%d %H:%M:%S}, "
+                f"{end - start:.0f} s recorded")
+    total_requests = agg.requests if agg else sum(s.requests for s in run.stats)
+    total_failures = agg.failures if agg else sum(s.failures for s in run.stats)
+    return {
+        "prefix": str(run.prefix), "rows": rows, "figures": [f for f in figures if f],
+        "failures": run.failures, "target": run.target, "full_history": run.full_history,
+        "span": span, "total_requests": total_requests, "total_failures": total_failures,
+        "total_rps": _fmt(agg.rps if agg else None, 1),
+        "total_p95": _fmt(agg.percentiles["95%"] if agg else None),
+        "peak_users": max((r.users for r in history), default=0),
+    }
+
+
+# -- benchmark --------------------------------------------------------------------------------
+
+def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
+    """Every numeric leaf of a nested dict, as dotted keys."""
+    out: dict[str, float] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out.update(_numbers(v, f"{prefix}{k}."))
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        out[prefix[:-1]] = float(data)
+    return out
+
+
+def bench_section(path: Path, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        data = {"error": "bench.json does not hold an object"}
+    targets_data = data.get("targets") if isinstance(data.get("targets"), dict) else {}
+    targets = list(targets_data)
+    errors = [("bench", data["error"])] if "error" in data else []
+    for t, results in targets_data.items():
+        if not isinstance(results, dict):
+            continue
+        if "error" in results:
+            errors.append((t, results["error"]))
+        for test, value in results.items():
+            if isinstance(value, dict) and "error" in value:
+                errors.append((f"{t} {test}", value["error"]))
+    metrics, rows, used = [], [], set()
+    has_ratio = {"postern", "nginx"} <= set(targets)
+    for label, test, key, scale in BENCH_METRICS:
+        values = {}
+        for t in targets:
+            v = (targets_data.get(t) or {}).get(test, {})
+            v = v.get(key) if isinstance(v, dict) else None
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                values[t] = v * scale
+        used.add(f"{test}.{key}")
+        if not values:
+            continue
+        metrics.append((label, values))
+        ratio = ""
+        if has_ratio and values.get("nginx") and "postern" in values:
+            ratio = f"{values['postern'] / values['nginx']:.2f}×"
+        rows.append({"label": label, "values": [_fmt(values.get(t), 2) for t in targets],
+                     "ratio": ratio})
+    flat = {t: _numbers(targets_data.get(t)) for t in targets}
+    other_keys = sorted({k for f in flat.values() for k in f} - used)
+    other = [{"label": k, "values": [_fmt(flat[t].get(k), 3) for t in targets]}
+             for k in other_keys]
+    settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+    machine = data.get("machine")
+    return {
+        "path": str(path), "targets": targets, "rows": rows, "other": other,
+        "has_ratio": has_ratio, "errors": errors, "notes": data.get("notes") or [],
+        "figure": plots.bench_bars(metrics),
+        "settings": ", ".join(f"{k}: {v}" for k, v in settings.items()
+                              if not isinstance(v, (dict, list))),
+        "machine": ", ".join(f"{k}: {v}" for k, v in machine.items())
+        if isinstance(machine, dict) else (machine or ""),
+    }
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+def junit_section(run: JunitRun) -> dict[str, Any]:
+    targets = run.targets
+    matrix: dict[tuple[str, str], dict[str, Any]] = {}
+    for c in run.scenarios:
+        row = matrix.setdefault((c.protocol, f"{c.module.rsplit('.', 1)[-1]}::{c.test}"), {})
+        row[c.target] = c
+    rows = []
+    for (protocol, name), cells in sorted(matrix.items()):
+        ordered = [cells.get(t) for t in targets]
+        rows.append({"protocol": protocol, "name": name, "cells": ordered,
+                     "bad": any(c and c.outcome in ("failed", "error") for c in ordered)})
+    summary = []
+    for protocol in sorted({c.protocol for c in run.scenarios}):
+        cells = []
+        for t in targets:
+            mine = [c for c in run.scenarios if c.protocol == protocol and c.target == t]
+            passed = sum(c.outcome == "passed" for c in mine)
+            failed = sum(c.outcome in ("failed", "error") for c in mine)
+            rest = len(mine) - passed - failed
+            cells.append(f"{passed} passed, {failed} failed" + (f", {rest} other" if rest
+                                                                 else ""))
+        summary.append({"protocol": protocol, "cells": cells})
+    others = [c for c in run.cases if not c.target]
+    others_totals: dict[str, int] = {}
+    for c in others:
+        others_totals[c.outcome] = others_totals.get(c.outcome, 0) + 1
+    return {
+        "path": str(run.path), "targets": targets, "matrix": rows, "summary": summary,
+        "totals": sorted(run.totals.items()), "figure": plots.junit_outcomes(run),
+        "others": [c for c in others if c.outcome in ("failed", "error")],
+        "others_totals": sorted(others_totals.items()),
+    }
+
+
+def checks_section(path: Path, rows: list[dict]) -> dict[str, Any]:
+    shaped = []
+    for r in rows:
+        sees = r["client_sees"]
+        if not isinstance(sees, str):
+            sees = json.dumps(sees, indent=1)
+        shaped.append({**r, "client_sees": sees, "colour": plots.verdict_colour(r["verdict"])})
+    return {"path": str(path), "rows": shaped, "figure": plots.verdict_counts(rows)}
+
+
+# -- the page ---------------------------------------------------------------------------------
+
+def render_report(inputs: Inputs | None = None, out: str | Path = RESULTS / "report.html",
+                  title: str = "Postern results") -> Path:
+    """Write one self-contained HTML report from whatever results ``inputs`` names
+    (default: the latest under results/) and return its path."""
+    inputs = inputs or Inputs.latest()
+    run = load_locust(inputs.locust) if inputs.locust else None
+    bench = load_json(inputs.bench) if inputs.bench else None
+    junit = load_junit(inputs.junit) if inputs.junit else None
+    checks = load_check_auth(inputs.check_auth) if inputs.check_auth else None
+    context = {
+        "title": title, "generated": f"{datetime.now():%Y-%m-%d %H:%M:%S}",
+        "load": locust_section(run) if run else None,
+        "bench": bench_section(inputs.bench, bench) if bench is not None else None,
+        "junit": junit_section(junit) if junit else None,
+        "checks": checks_section(inputs.check_auth, checks) if checks else None,
+        "sections": [("load", "Load test"), ("bench", "Benchmark"),
+                     ("scenarios", "Scenarios"), ("check-auth", "Auth checks")],
+        "sources": [(label, str(path)) for label, path in (
+            ("locust", inputs.locust), ("bench", inputs.bench), ("junit", inputs.junit),
+            ("check-auth", inputs.check_auth)) if path],
+    }
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.from_string(PAGE).render(**context)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return out

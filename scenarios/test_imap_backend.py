@@ -1,0 +1,403 @@
+"""IMAP after the auth server said yes: the backend login (spec §11.1, §11.3, §11.6) and the
+relay (§12), on every target, exact bytes.
+
+The session's fake upstream (lab.imap, its faults reset per scenario) plays the backend; a
+few scenarios need byte-level control of the backend's side and use a one-connection
+ScriptedBackend instead.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from fakes.auth import Reply
+from scenarios.real.common import free_port
+from scenarios.test_imap_auth_http import LogWatch
+
+GREETING = b"* OK IMAP4 ready\r\n"
+INTERNAL_ERROR = b"* BAD internal server error\r\n"
+LOGGED_IN = b"a1 OK Logged in\r\n"
+FAKE_GREETING_START = b"* OK [CAPABILITY "
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+class ScriptedBackend:
+    """A one-connection upstream that follows a script and records what it receives.
+
+    Steps: ("send", bytes), ("recv", n) to read exactly n bytes, ("sleep", seconds),
+    ("close",). After the script the connection stays open until the proxy closes it.
+    """
+
+    def __init__(self, *steps: tuple) -> None:
+        self.steps = steps
+        self.received = b""
+        self.closed_by_peer = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.listener.settimeout(10)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        finally:
+            self.listener.close()
+        conn.settimeout(10)
+        with conn:
+            try:
+                for step in self.steps:
+                    if step[0] == "send":
+                        conn.sendall(step[1])
+                    elif step[0] == "recv":
+                        while len(self.received) < step[1]:
+                            data = conn.recv(step[1] - len(self.received))
+                            if not data:
+                                raise ConnectionError
+                            self.received += data
+                    elif step[0] == "sleep":
+                        time.sleep(step[1])
+                    elif step[0] == "close":
+                        return
+                while data := conn.recv(65536):
+                    self.received += data
+            except OSError:
+                pass
+            self.closed_by_peer.set()
+
+    def join(self) -> bytes:
+        self.thread.join(10)
+        return self.received
+
+
+def login(proxy, user: bytes = b"alice", password: bytes = b"secret",
+          extra: bytes = b""):
+    c = proxy.connect()
+    c.expect(GREETING)
+    c.send(b"a1 LOGIN " + user + b" " + password + b"\r\n" + extra)
+    return c
+
+
+def upstream_bytes(lab, conn_index: int) -> bytes:
+    """Every byte the fake upstream received on one of its connections."""
+    conn = lab.imap.connections[conn_index]
+    return b"".join(data for who, data in conn.transcript if who == "C")
+
+
+def wait_until(check, timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def read_tagged(c, tag: bytes) -> list[bytes]:
+    lines = []
+    while not (line := c.readline()).startswith(tag + b" "):
+        lines.append(line)
+    return lines + [line]
+
+
+# -- the login sequence ---------------------------------------------------------------------
+
+def test_backend_receives_nginx_login_sequence(lab):
+    """§11.3: `<tag>LOGIN {n}`, `+`, `<login> {m}`, `+`, `<password>` with the client's tag,
+    always synchronising literals; the backend's tagged OK is the client's answer."""
+    proxy = lab.proxy()
+    conn = len(lab.imap.connections)
+    with login(proxy, b"alice", b'"secret"') as c:
+        c.expect(LOGGED_IN)
+    assert upstream_bytes(lab, conn) == b"a1 LOGIN {5}\r\nalice {6}\r\nsecret\r\n"
+
+
+def test_login_literals_carry_any_byte(lab):
+    """§11.3: because nginx always uses literals, a space in the login and quotes, braces,
+    CR/LF and NUL in the password reach the backend raw; the auth request has them
+    %-escaped (§10.2)."""
+    proxy = lab.proxy()
+    password = b'p"\\{1}\r\n\x00x'
+    expected = b"A.1 LOGIN {6}\r\nal ice {%d}\r\n" % len(password) + password + b"\r\n"
+    first = expected.index(b"\r\n") + 2
+    second = expected.index(b"\r\n", first) + 2
+    backend = ScriptedBackend(
+        ("send", b"* OK hi\r\n"), ("recv", first), ("send", b"+ go\r\n"),
+        ("recv", second), ("send", b"+ go\r\n"), ("recv", len(expected)),
+        ("send", b"A.1 OK welcome\r\n"))
+    lab.auth.push(Reply.ok("127.0.0.1", backend.port))
+    with proxy.connect() as c:
+        c.expect(GREETING)
+        c.send(b'A.1 LOGIN "al ice" {%d}\r\n' % len(password)).expect(b"+ OK\r\n")
+        c.send(password + b"\r\n")
+        c.expect(b"A.1 OK welcome\r\n")
+    assert backend.join() == expected
+    assert lab.auth.requests[0].header("Auth-Pass") == 'p"\\{1}%0D%0A%00x'
+
+
+def test_login_reply_split_across_packets(lab):
+    """§11.1: a reply is judged only once it ends with CRLF, so a tagged OK arriving in
+    pieces is fine, and every byte of it reaches the client."""
+    proxy = lab.proxy()
+    backend = ScriptedBackend(
+        ("send", b"* OK"), ("sleep", 0.2), ("send", b" hi\r\n"), ("recv", 14),
+        ("send", b"+"), ("sleep", 0.2), ("send", b" go\r\n"), ("recv", 25),
+        ("send", b"+ go\r\n"), ("recv", 33),
+        ("send", b"a1 O"), ("sleep", 0.2), ("send", b"K done\r\n"))
+    lab.auth.push(Reply.ok("127.0.0.1", backend.port))
+    with login(proxy) as c:
+        c.expect(b"a1 OK done\r\n")
+    assert backend.join() == b"a1 LOGIN {5}\r\nalice {6}\r\nsecret\r\n"
+
+
+def test_pipelined_commands_follow_the_login(lab):
+    """§11.6 + §5.2: commands pipelined after LOGIN are held during auth and login, then
+    forwarded once the relay starts; the backend answers them after its LOGIN OK."""
+    proxy = lab.proxy()
+    conn = len(lab.imap.connections)
+    with login(proxy, extra=b"a2 NOOP\r\na3 CAPABILITY\r\n") as c:
+        c.expect(LOGGED_IN + b"a2 OK NOOP completed\r\n"
+                 b"* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN IDLE\r\n"
+                 b"a3 OK CAPABILITY completed\r\n")
+    assert upstream_bytes(lab, conn) == (b"a1 LOGIN {5}\r\nalice {6}\r\nsecret\r\n"
+                                         b"a2 NOOP\r\na3 CAPABILITY\r\n")
+
+
+# -- login errors -----------------------------------------------------------------------------
+
+def test_backend_without_greeting_times_out(lab):
+    """§11.1: one `timeout` (1 s here) covers the whole backend login; a silent backend →
+    "upstream timed out" → internal error."""
+    proxy = lab.proxy(server="timeout 1s;")
+    log = LogWatch(proxy)
+    lab.imap.faults.greeting = None
+    with login(proxy) as c:
+        start = time.monotonic()
+        c.expect(INTERNAL_ERROR, timeout=5)
+        assert 0.7 <= time.monotonic() - start <= 2.8
+        c.expect_closed()
+    line = log.line("upstream timed out (110: Connection timed out) while connecting to "
+                    f'upstream, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, '
+                    f'login: "alice", upstream: 127.0.0.1:{lab.imap.port}')
+    assert "[info]" in line, line
+
+
+def test_backend_stalling_mid_login_times_out(lab):
+    """§11.1: the login timer is not re-armed per reply; a backend that greets but never
+    answers the LOGIN literal is cut off after `timeout`."""
+    proxy = lab.proxy(server="timeout 1s;")
+    log = LogWatch(proxy)
+    lab.imap.faults.stall = True
+    with login(proxy) as c:
+        start = time.monotonic()
+        c.expect(INTERNAL_ERROR, timeout=5)
+        assert 0.7 <= time.monotonic() - start <= 2.8
+        c.expect_closed()
+    log.wait_for("upstream timed out (110: Connection timed out) while sending LOGIN command "
+                 "to upstream")
+
+
+def test_preauth_greeting_is_an_error(lab):
+    """§11.3: the greeting must start with `* OK`; `* PREAUTH` is an error."""
+    proxy = lab.proxy()
+    log = LogWatch(proxy)
+    lab.imap.faults.greeting = b"* PREAUTH already in"
+    with login(proxy) as c:
+        c.expect(INTERNAL_ERROR).expect_closed()
+    log.wait_for('upstream sent invalid response: "* PREAUTH already in" while reading '
+                 "response from upstream")
+
+
+def test_bad_greeting_is_relayed_with_pass_error_message(lab):
+    """§11.1: with proxy_pass_error_message on, an unexpected greeting goes to the client
+    as the backend sent it, then close."""
+    proxy = lab.proxy(server="proxy_pass_error_message on;")
+    lab.imap.faults.greeting = b"* BYE go away"
+    with login(proxy) as c:
+        c.expect(b"* BYE go away\r\n").expect_closed()
+
+
+def test_rejected_login_is_an_internal_error(lab):
+    """§11.1 + §13: the backend's tagged NO with proxy_pass_error_message off → the
+    internal-error line (the NO is only logged), close."""
+    proxy = lab.proxy()
+    log = LogWatch(proxy)
+    lab.imap.faults.reject_login = "no entry"
+    with login(proxy) as c:
+        c.expect(INTERNAL_ERROR).expect_closed()
+    line = log.line('upstream sent invalid response: "NO no entry" while reading response '
+                    f'from upstream, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, '
+                    f'login: "alice", upstream: 127.0.0.1:{lab.imap.port}')
+    assert "[error]" in line, line
+
+
+def test_rejected_login_passes_the_error_message(lab):
+    """§11.1 + §13: with proxy_pass_error_message on the client gets the backend's NO
+    verbatim, then close."""
+    proxy = lab.proxy(server="proxy_pass_error_message on;")
+    lab.imap.faults.reject_login = "[AUTHENTICATIONFAILED] no entry"
+    with login(proxy) as c:
+        c.expect(b"a1 NO [AUTHENTICATIONFAILED] no entry\r\n").expect_closed()
+
+
+def test_refused_literal_is_an_error(lab):
+    """§11.3: the answer to `LOGIN {n}` must start with `+`; a NO there is an error."""
+    proxy = lab.proxy(server="proxy_pass_error_message on;")
+    lab.imap.faults.no_continuation = "no literals"
+    with login(proxy) as c:
+        c.expect(b"a1 NO no literals\r\n").expect_closed()
+
+
+@pytest.mark.nginx_min("1.27.3", "one untagged line tolerated before the tagged LOGIN OK")
+def test_one_untagged_line_before_login_ok_is_tolerated(lab):
+    """§11.3 (1.27.3): one untagged line (e.g. CAPABILITY) may precede the tagged OK; both
+    reach the client."""
+    proxy = lab.proxy()
+    lab.imap.faults.login_untagged = [b"* CAPABILITY IMAP4rev1 IDLE"]
+    with login(proxy) as c:
+        c.expect(b"* CAPABILITY IMAP4rev1 IDLE\r\n" + LOGGED_IN)
+        c.send(b"a2 NOOP\r\n").expect(b"a2 OK NOOP completed\r\n")
+
+
+def test_two_untagged_lines_before_login_ok_are_an_error(lab):
+    """§11.3: more than one untagged line before the tagged OK → error."""
+    proxy = lab.proxy()
+    lab.imap.faults.login_untagged = [b"* CAPABILITY IMAP4rev1", b"* OK [ALERT] hello"]
+    with login(proxy) as c:
+        c.expect(INTERNAL_ERROR).expect_closed()
+
+
+def test_backend_closing_during_login_is_an_internal_error(lab):
+    """§11.1: backend EOF during login → internal error, even with
+    proxy_pass_error_message on (that only relays complete unexpected replies)."""
+    proxy = lab.proxy(server="proxy_pass_error_message on;")
+    log = LogWatch(proxy)
+    backend = ScriptedBackend(("send", b"* OK hi\r\n"), ("recv", 14), ("close",))
+    lab.auth.push(Reply.ok("127.0.0.1", backend.port))
+    with login(proxy) as c:
+        c.expect(INTERNAL_ERROR).expect_closed()
+    assert backend.join() == b"a1 LOGIN {5}\r\n"
+    time.sleep(0.2)
+    assert "[error]" not in log.wait_for("connected to"), log.text()  # EOF: no log line
+
+
+def test_backend_port_closed_is_an_internal_error(lab):
+    """§11.1: connecting to the backend fails → internal error."""
+    proxy = lab.proxy()
+    log = LogWatch(proxy)
+    closed = free_port()
+    lab.auth.push(Reply.ok("127.0.0.1", closed))
+    with login(proxy) as c:
+        c.expect(INTERNAL_ERROR).expect_closed()
+    line = log.line("recv() failed (111: Connection refused) while reading response from "
+                    f'upstream, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, '
+                    f'login: "alice", upstream: 127.0.0.1:{closed}')
+    assert "[error]" in line, line
+
+
+def test_too_long_backend_line_is_an_internal_error(lab):
+    """§11.1: a reply line that fills proxy_buffer without CRLF → "upstream sent too long
+    response line" → internal error."""
+    proxy = lab.proxy(server="proxy_buffer 128;")
+    log = LogWatch(proxy)
+    lab.imap.faults.greeting = b"* OK " + b"x" * 300
+    with login(proxy) as c:
+        c.expect(INTERNAL_ERROR).expect_closed()
+    log.wait_for('upstream sent too long response line: "* OK xxxx')
+
+
+def test_reply_filling_proxy_buffer_exactly_is_judged(lab):
+    """§11.1: the reply is judged once it ends with CRLF, even if it fills the buffer."""
+    proxy = lab.proxy(server="proxy_buffer 128;")
+    lab.imap.faults.greeting = b"* OK " + b"x" * 121  # 128 bytes with CRLF
+    with login(proxy) as c:
+        c.expect(LOGGED_IN)
+
+
+# -- relay ----------------------------------------------------------------------------------
+
+def test_backend_close_flushes_then_closes(lab):
+    """§12: when the backend closes, the client gets everything it sent, then EOF."""
+    proxy = lab.proxy()
+    log = LogWatch(proxy)
+    with login(proxy) as c:
+        c.expect(LOGGED_IN)
+        c.send(b"a2 LOGOUT\r\n")
+        assert c.read_all() == b"* BYE Logging out\r\na2 OK LOGOUT completed\r\n"
+    line = log.line(f"proxied session done, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, "
+                    f'login: "alice", upstream: 127.0.0.1:{lab.imap.port}')
+    assert "[info]" in line, line
+
+
+def test_client_half_close_closes_the_session(lab):
+    """§12 [verified]: no half-close support; when the client shuts down its side the
+    session ends (the backend's reply to the last command may be lost)."""
+    proxy = lab.proxy()
+    conn = len(lab.imap.connections)
+    with login(proxy) as c:
+        c.expect(LOGGED_IN)
+        c.send(b"a2 NOOP\r\n").half_close()
+        rest = c.read_all()
+        assert rest in (b"", b"a2 OK NOOP completed\r\n"), rest
+    wait_until(lambda: lab.imap.connections[conn].closed, what="the backend connection closed")
+
+
+def test_proxy_timeout_counts_only_client_activity(lab):
+    """§12 QUIRK 17 [verified]: proxy_timeout 2s with a silent client and a backend pushing
+    a line every 0.4 s → closed ~2 s after the client's last command although data flows."""
+    proxy = lab.proxy(server="proxy_timeout 2s;")
+    log = LogWatch(proxy)
+    lab.imap.faults.chatter = 0.4
+    with login(proxy) as c:
+        c.expect(LOGGED_IN)
+        time.sleep(0.5)
+        c.send(b"a2 NOOP\r\n")
+        last_command = time.monotonic()
+        rest = c.read_all(timeout=8)
+        closed_after = time.monotonic() - last_command
+    lines = rest.splitlines(keepends=True)
+    assert b"a2 OK NOOP completed\r\n" in lines
+    ticks = [line for line in lines if line.startswith(b"* OK still here ")]
+    assert len(ticks) >= 3, rest
+    assert 1.5 <= closed_after <= 3.5, closed_after
+    log.wait_for("client timed out (110: Connection timed out) while proxying")
+
+
+def test_large_fetch_is_relayed_byte_exact(lab):
+    """§12: plain byte copy; a 5 MiB message comes through exactly as the backend sends it
+    directly (compared with a connection straight to the backend)."""
+    proxy = lab.proxy()
+    rnd = random.Random(12)
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    body = b"".join(bytes(rnd.choices(alphabet, k=76)) + b"\r\n" for _ in range(5 * 2**20 // 78))
+    message = b"Subject: big one\r\nFrom: a@example.com\r\n\r\n" + body
+    box = f"Big-{uuid.uuid4().hex[:8]}"
+    lab.imap.deliver("bob", box, message)
+    wait_until(lambda: box in lab.imap.store.mailboxes("bob"), what="delivery")
+    commands = (b"a2 SELECT " + box.encode() + b"\r\n", b"a3 FETCH 1 (BODY.PEEK[])\r\n")
+    with login(proxy, b"bob", b"hunter2") as c:
+        c.expect(LOGGED_IN)
+        c.send(commands[0])
+        read_tagged(c, b"a2")
+        c.send(commands[1])
+        header = c.readline()
+        assert header == b"* 1 FETCH (BODY[] {%d}\r\n" % len(message), header
+        assert c.read(len(message), timeout=30) == message
+        c.expect(b")\r\na3 OK FETCH completed\r\n")
+    with socket.create_connection(("127.0.0.1", lab.imap.port), timeout=10) as direct:
+        f = direct.makefile("rb")
+        f.readline()
+        direct.sendall(b"a1 LOGIN bob hunter2\r\n" + commands[0])
+        while not f.readline().startswith(b"a2 "):
+            pass
+        direct.sendall(commands[1])
+        assert f.readline() + f.read(len(message)) + f.readline() + f.readline() == \
+            header + message + b")\r\na3 OK FETCH completed\r\n"

@@ -1,0 +1,89 @@
+"""The side-by-side benchmark runs end to end in a tiny mode and writes its results file.
+
+Only the shape of the results is checked: the figures themselves depend on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from loadtest import bench
+from scenarios.real.nginx import NginxInstance
+
+ROOT = Path(__file__).resolve().parent.parent
+FETCH_MIB = 2
+
+
+def test_tiny_run_writes_results(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", "--quick", "--duration", "0.5", "--warmup",
+         "0.1", "--clients", "4", "--fetch-mib", str(FETCH_MIB), "--idle-sessions", "20",
+         "--output", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sessions/s" in done.stdout  # the table was printed
+    report = json.loads(out.read_text())
+
+    assert {"date", "cpu_count", "python", "nginx"} <= report["machine"].keys()
+    assert report["settings"]["idle_sessions"] == 20
+    expected = ["postern", "nginx", "direct"]
+    if not NginxInstance.available():
+        expected.remove("nginx")
+        assert any("nginx" in note for note in report["notes"])
+    assert list(report["targets"]) == expected
+
+    for name, results in report["targets"].items():
+        sessions, fetch = results["sessions"], results["fetch"]
+        assert sessions["errors"] == 0, sessions["error_kinds"]
+        assert sessions["sessions"] > 0
+        assert {"per_second", "login_p50_ms", "login_p99_ms", "proxy_cpu_s_per_1000"} \
+            <= sessions.keys()
+        assert fetch["bytes"] == FETCH_MIB << 20
+        assert fetch["mib_per_s"] > 0
+        if name == "direct":
+            assert "idle" not in results
+            assert sessions["proxy_cpu_s_per_1000"] is None
+            continue
+        assert sessions["proxy_cpu_s_per_1000"] is not None
+        assert "proxy_cpu_s" in fetch
+        idle = results["idle"]
+        assert idle["sessions"] == 20 and idle["errors"] == 0
+        assert isinstance(idle["bytes_per_session"], int)
+        assert results["worker_restarts"] == 0
+    if "nginx" in expected:
+        assert "sessions.per_second" in report["ratios"]
+
+
+def test_without_nginx_runs_the_rest_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench.procs, "nginx_unavailable", lambda: "nginx is not installed")
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--duration", "0.3", "--warmup", "0", "--clients", "2",
+                       "--fetch-mib", "1", "--idle-sessions", "5", "--targets", "postern,nginx",
+                       "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["targets"]) == ["postern"]
+    assert report["notes"] == ["nginx skipped: nginx is not installed"]
+    assert report["ratios"] == {}
+    assert "nginx is unavailable" in capsys.readouterr().err
+
+
+def test_table_shows_each_target_and_the_ratio():
+    targets = {
+        "postern": {"sessions": {"per_second": 100.0, "errors": 0},
+                    "idle": {"bytes_per_session": 4096}},
+        "nginx": {"sessions": {"per_second": 400.0, "errors": 0},
+                  "idle": {"bytes_per_session": 8192}},
+        "direct": {"sessions": {"per_second": 1000.0, "errors": 0}},
+    }
+    report = {"targets": targets, "ratios": bench.ratios(targets)}
+    assert report["ratios"] == {"sessions.per_second": 0.25, "idle.bytes_per_session": 0.5}
+    lines = bench.table(report).splitlines()
+    assert lines[0].split() == ["postern", "nginx", "direct", "postern/nginx"]
+    rate = next(line for line in lines if line.startswith("sessions/s"))
+    assert rate.split()[-4:] == ["100", "400", "1000", "0.25x"]
+    memory = next(line for line in lines if line.startswith("RSS per idle"))
+    assert memory.split()[-4:] == ["4.0", "8.0", "-", "0.50x"]
