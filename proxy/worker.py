@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from proxy.conf.settings import Listen, MainSettings, ServerSettings
 from proxy.imap.dialogue import ImapDialogue
 from proxy.log import ErrorLog
+from proxy.pop3.dialogue import Pop3Dialogue
 from proxy.session import Session
 from proxy.tls import build_context
 
-DIALOGUES = {"imap": ImapDialogue}
+DIALOGUES = {"imap": ImapDialogue, "pop3": Pop3Dialogue}
 
 
 @dataclass

@@ -9,14 +9,12 @@ from __future__ import annotations
 import io
 import itertools
 import math
-from datetime import datetime
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from reports.sources import JunitRun, LocustRun  # noqa: E402
 
@@ -42,14 +40,24 @@ def svg(fig) -> str:
     return text[text.index("<svg"):]
 
 
-def _times(rows) -> list[datetime]:
-    return [datetime.fromtimestamp(r.time) for r in rows]
+class _Clock:
+    """x values: seconds since the run's first history row (the page gives the date)."""
+
+    start = 0.0
+
+
+def _times(rows) -> list[float]:
+    return [r.time - _Clock.start for r in rows]
 
 
 def _time_axis(ax) -> None:
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-    for label in ax.get_xticklabels():
-        label.set_rotation(0)
+    ax.set_xlabel("seconds since start")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+
+
+def set_start(run: LocustRun) -> None:
+    times = [rows[0].time for rows in run.history.values() if rows]
+    _Clock.start = min(times, default=0.0)
 
 
 def _phases_of(run: LocustRun, protocol: str) -> list[tuple[str, str]]:
@@ -99,9 +107,12 @@ def latency_grid(run: LocustRun, protocol: str) -> str | None:
         ax.set_title(key[1])
         ax.set_ylabel("ms")
         ax.set_ylim(bottom=0)
-        _time_axis(ax)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        ax.tick_params(labelbottom=True)
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
+    for ax in list(axes.flat)[len(keys) - cols:len(keys)]:
+        ax.set_xlabel("seconds since start")
     axes.flat[0].legend(loc="upper right")
     fig.suptitle(f"{protocol.upper()}: response time percentiles per phase", y=1.0)
     fig.tight_layout()
@@ -182,6 +193,8 @@ def bench_bars(metrics: list[tuple[str, dict[str, float]]]) -> str | None:
         ax.bar_label(bars, labels=[_short(values[n]) for n in names], fontsize=8)
         ax.set_title(label)
         ax.margins(y=0.2)
+        if min(values.values()) >= 0:
+            ax.set_ylim(bottom=0, top=None if max(values.values()) > 0 else 1)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
     fig.tight_layout()
@@ -217,6 +230,7 @@ def junit_outcomes(run: JunitRun) -> str | None:
                      fontsize=8, color="white")
         left = [a + b for a, b in zip(left, values, strict=True)]
     ax.set_xlabel("scenarios")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("scenario outcomes per target and protocol")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     return svg(fig)
@@ -233,6 +247,7 @@ def verdict_counts(rows: list[dict]) -> str | None:
     bars = ax.barh(names, [counts[n] for n in names],
                    color=[verdict_colour(n) for n in names])
     ax.bar_label(bars, fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("check-auth verdicts")
     return svg(fig)
 

@@ -22,6 +22,7 @@ from reports.sources import (
 from reports.template import PAGE
 
 RESULTS = Path("results")
+OUTCOMES = ("passed", "failed", "error", "xfailed", "skipped")
 # (label, test, key, scale) - the benchmark's headline numbers (loadtest/bench.py)
 BENCH_METRICS = (
     ("sessions/s", "sessions", "per_second", 1),
@@ -76,6 +77,7 @@ def locust_section(run: LocustRun) -> dict[str, Any]:
              "p95": _fmt(s.percentiles["95%"]), "p99": _fmt(s.percentiles["99%"]),
              "max": _fmt(s.max), "avg": _fmt(s.average), "size": _fmt(s.avg_size, 0)}
             for s in run.stats]
+    plots.set_start(run)
     figures = [plots.phase_percentiles(run)]
     protocols = list(dict.fromkeys(s.protocol for s in run.stats))
     if run.full_history:
@@ -93,9 +95,18 @@ def locust_section(run: LocustRun) -> dict[str, Any]:
                 f"{end - start:.0f} s recorded")
     total_requests = agg.requests if agg else sum(s.requests for s in run.stats)
     total_failures = agg.failures if agg else sum(s.failures for s in run.stats)
+    target = None
+    if isinstance(run.target, dict):
+        endpoints = run.target.get("endpoints")
+        target = {"endpoints": {p: {k: e.get(k, "?") for k in ("host", "port", "via", "tls")}
+                                for p, e in endpoints.items() if isinstance(e, dict)}
+                  if isinstance(endpoints, dict) else {},
+                  "notes": [str(n) for n in run.target.get("notes") or []]}
+    failures = [{k: f.get(k, "") for k in ("Method", "Name", "Error", "Occurrences")}
+                for f in run.failures]
     return {
         "prefix": str(run.prefix), "rows": rows, "figures": [f for f in figures if f],
-        "failures": run.failures, "target": run.target, "full_history": run.full_history,
+        "failures": failures, "target": target, "full_history": run.full_history,
         "span": span, "total_requests": total_requests, "total_failures": total_failures,
         "total_rps": _fmt(agg.rps if agg else None, 1),
         "total_p95": _fmt(agg.percentiles["95%"] if agg else None),
@@ -146,11 +157,11 @@ def bench_section(path: Path, data: Any) -> dict[str, Any]:
         ratio = ""
         if has_ratio and values.get("nginx") and "postern" in values:
             ratio = f"{values['postern'] / values['nginx']:.2f}×"
-        rows.append({"label": label, "values": [_fmt(values.get(t), 2) for t in targets],
+        rows.append({"label": label, "cells": [_fmt(values.get(t), 2) for t in targets],
                      "ratio": ratio})
     flat = {t: _numbers(targets_data.get(t)) for t in targets}
     other_keys = sorted({k for f in flat.values() for k in f} - used)
-    other = [{"label": k, "values": [_fmt(flat[t].get(k), 3) for t in targets]}
+    other = [{"label": k, "cells": [_fmt(flat[t].get(k), 3) for t in targets]}
              for k in other_keys]
     settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
     machine = data.get("machine")
@@ -182,12 +193,9 @@ def junit_section(run: JunitRun) -> dict[str, Any]:
     for protocol in sorted({c.protocol for c in run.scenarios}):
         cells = []
         for t in targets:
-            mine = [c for c in run.scenarios if c.protocol == protocol and c.target == t]
-            passed = sum(c.outcome == "passed" for c in mine)
-            failed = sum(c.outcome in ("failed", "error") for c in mine)
-            rest = len(mine) - passed - failed
-            cells.append(f"{passed} passed, {failed} failed" + (f", {rest} other" if rest
-                                                                 else ""))
+            mine = [c.outcome for c in run.scenarios if c.protocol == protocol and c.target == t]
+            cells.append(", ".join(f"{mine.count(o)} {o}" for o in OUTCOMES if o in mine)
+                         or "–")
         summary.append({"protocol": protocol, "cells": cells})
     others = [c for c in run.cases if not c.target]
     others_totals: dict[str, int] = {}
@@ -195,9 +203,9 @@ def junit_section(run: JunitRun) -> dict[str, Any]:
         others_totals[c.outcome] = others_totals.get(c.outcome, 0) + 1
     return {
         "path": str(run.path), "targets": targets, "matrix": rows, "summary": summary,
-        "totals": sorted(run.totals.items()), "figure": plots.junit_outcomes(run),
+        "totals": [(o, run.totals[o]) for o in OUTCOMES if o in run.totals], "figure": plots.junit_outcomes(run),
         "others": [c for c in others if c.outcome in ("failed", "error")],
-        "others_totals": sorted(others_totals.items()),
+        "others_totals": [(o, others_totals[o]) for o in OUTCOMES if o in others_totals],
     }
 
 

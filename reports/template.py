@@ -100,12 +100,12 @@ not the time it was held.</p>
 {% if bench.figure %}<div class="figure">{{ bench.figure|safe }}</div>{% endif %}
 <table><tr><th class="l">measure</th>{% for t in bench.targets %}<th>{{ t }}</th>{% endfor %}
 {% if bench.has_ratio %}<th>postern / nginx</th>{% endif %}</tr>
-{% for row in bench.rows %}<tr><td class="l">{{ row.label }}</td>{% for v in row.values %}<td>{{ v }}</td>{% endfor %}
+{% for row in bench.rows %}<tr><td class="l">{{ row.label }}</td>{% for v in row.cells %}<td>{{ v }}</td>{% endfor %}
 {% if bench.has_ratio %}<td>{{ row.ratio }}</td>{% endif %}</tr>{% endfor %}
 </table>
 {% if bench.other %}<details><summary>every other number in bench.json</summary>
 <table><tr><th class="l">key</th>{% for t in bench.targets %}<th>{{ t }}</th>{% endfor %}</tr>
-{% for row in bench.other %}<tr><td class="l">{{ row.label }}</td>{% for v in row.values %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}
+{% for row in bench.other %}<tr><td class="l">{{ row.label }}</td>{% for v in row.cells %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}
 </table></details>{% endif %}
 {% endif %}
 </section>

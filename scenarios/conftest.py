@@ -17,6 +17,8 @@ import pytest
 
 from fakes.auth import MockAuthServer, User
 from fakes.imap import FakeImapServer, Faults
+from fakes.pop3 import FakePop3Server
+from fakes.pop3 import Faults as Pop3Faults
 from scenarios.client import Client
 from scenarios.real.common import free_port, require
 from scenarios.targets import target_class, version_of
@@ -48,7 +50,7 @@ def _proxies(tmp_path_factory):
     yield running, tmp_path_factory
     for proxy in running.values():
         with contextlib.suppress(Exception):
-            proxy.stop()
+            proxy.instance.stop()
 
 
 @pytest.fixture
@@ -82,6 +84,12 @@ def imap_backend():
         yield imap
 
 
+@pytest.fixture(scope="session")
+def pop3_backend():
+    with FakePop3Server(dict(USERS), shared_content=True) as pop3:
+        yield pop3
+
+
 @dataclass
 class Proxy:
     """A running target plus where to reach it."""
@@ -103,6 +111,7 @@ class Lab:
     target: str
     auth: MockAuthServer
     imap: FakeImapServer
+    pop3: FakePop3Server
     proxies: dict
     tmp_factory: object
     started: list = field(default_factory=list)
@@ -122,10 +131,10 @@ class Lab:
             self.proxies[key] = Proxy(instance, port, conf=text)
         return self.proxies[key]
 
-    def ok(self, user: str = "alice", **kw) -> None:
-        """Script the next auth reply: success towards the fake IMAP upstream."""
+    def ok(self, protocol: str = "imap", **kw) -> None:
+        """Script the next auth reply: success towards the protocol's fake upstream."""
         from fakes.auth import Reply
-        self.auth.push(Reply.ok("127.0.0.1", self.imap.port, **kw))
+        self.auth.push(Reply.ok("127.0.0.1", getattr(self, protocol).port, **kw))
 
     def login(self, client: Client, tag: bytes = b"a1", user: bytes = b"alice",
               password: bytes = b"secret") -> Client:
@@ -149,16 +158,19 @@ server {{
 
 
 @pytest.fixture
-def lab(target, auth_server, imap_backend, _proxies) -> Lab:
+def lab(target, auth_server, imap_backend, pop3_backend, _proxies) -> Lab:
     proxies, factory = _proxies
     auth_server.clear()
     auth_server.users.clear()
+    backends = {"imap": ("127.0.0.1", imap_backend.port),
+                "pop3": ("127.0.0.1", pop3_backend.port)}
     for login, password in USERS.items():
-        auth_server.users[login] = User(password, backends={
-            "imap": ("127.0.0.1", imap_backend.port)})
-    imap_backend.faults.__init__()
+        auth_server.users[login] = User(password, backends=dict(backends))
+    imap_backend.faults = Faults()
     imap_backend.commands.clear()
-    return Lab(target, auth_server, imap_backend, proxies, factory)
+    pop3_backend.faults = Pop3Faults()
+    pop3_backend.commands.clear()
+    return Lab(target, auth_server, imap_backend, pop3_backend, proxies, factory)
 
 
 __all__ = ["Faults", "Lab", "Proxy"]

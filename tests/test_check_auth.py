@@ -341,16 +341,17 @@ def right_password(req) -> bool:
 
 def test_slow_reply_past_the_timeout(capsys):
     def slow(req, reply):
-        return replace(reply, delay=0.6) if right_password(req) else None
+        return replace(reply, delay=3) if right_password(req) else None
 
     with broken_server(slow) as srv:
-        status, checks = check(srv, capsys, "--timeout", "300ms", burst="0")
+        status, checks = check(srv, capsys, "--timeout", "1s", burst="0")
     assert status == 1
     assert set(failing(checks)) == {"imap.plain.right", "latency"}
     row = checks["imap.plain.right"]
-    assert "timed out" in row["reason"] and "auth_http_timeout (0.3 s)" in row["reason"]
+    assert "timed out" in row["reason"] and "auth_http_timeout (1 s)" in row["reason"]
     assert row["client"]["nginx_writes"] == INTERNAL
-    assert "took longer than auth_http_timeout 0.3 s" in checks["latency"]["reason"]
+    assert "took longer than auth_http_timeout 1 s" in checks["latency"]["reason"]
+    assert 1 <= checks["imap.plain.right"]["exchanges"][0]["elapsed_ms"] / 1000 < 2.5
 
 
 def test_slow_reply_within_the_timeout_warns(capsys):
@@ -512,6 +513,42 @@ def test_misspelt_header_name(capsys):
         checks["reply-format"]["reason"]
 
 
+def test_empty_auth_status(capsys):
+    with broken_server(on_failure(status="")) as srv:
+        _, checks = check(srv, capsys, protocols="imap,smtp")
+    imap = checks["imap.plain.wrong"]
+    assert imap["verdict"] == "warn" and "empty Auth-Status" in imap["reason"]
+    assert imap["client"]["nginx_writes"] == "a1 NO \r\n"
+    smtp = checks["smtp.plain.wrong"]
+    assert smtp["verdict"] == "fail" and "did not send server or port" in smtp["reason"]
+    assert "for SMTP nginx does not take an empty Auth-Status as a failure" in smtp["reason"]
+    assert smtp["client"]["nginx_writes"] == "451 4.3.2 Internal server error\r\n"
+
+
+def test_expected_backend(capsys):
+    with correct_server() as srv:
+        status, checks = check(srv, capsys, "--expect-backend", "imap=127.0.0.1:143")
+    assert status == 1
+    assert set(failing(checks)) == {"imap.plain.right", "imap.cram-md5.right"}
+    assert "expected backend 127.0.0.1:143" in checks["imap.plain.right"]["reason"]
+
+
+def test_smtp_success_without_password(capsys):
+    def no_pass(req, reply):
+        reply.password = None
+
+    with broken_server(no_pass) as srv:
+        status, checks = check(srv, capsys, protocols="smtp")
+        assert status == 0
+        assert "fine for SMTP unless proxy_smtp_auth is on" in \
+            checks["smtp.cram-md5.right"]["reason"]
+        status, checks = check(srv, capsys, "--proxy-smtp-auth", protocols="smtp")
+    assert status == 1
+    row = checks["smtp.cram-md5.right"]
+    assert row["reason"].startswith("nginx: no password available")
+    assert row["client"]["nginx_writes"] == "451 4.3.2 Internal server error\r\n"
+
+
 def test_wait_status_is_followed(capsys):
     with correct_server() as srv:
         srv.push(Reply.retry(wait=0), Reply.ok(*IMAP, wait=1), Reply.ok(*IMAP))
@@ -520,7 +557,7 @@ def test_wait_status_is_followed(capsys):
     # WAIT with a zero delay sticks until an answer carries a delay (spec §10.4): three
     # requests, the same each time, before nginx takes the success.
     assert checks["imap.plain.right"]["verdict"] == "pass"
-    assert len(checks["imap.plain.right"]["exchanges"]) == 1
+    assert len(checks["imap.plain.right"]["exchanges"]) == 3
     assert requests[0].raw == requests[1].raw == requests[2].raw
     assert requests[3].password == "secret-wrong"
 

@@ -163,14 +163,14 @@ def _backend_hint(resp: AuthResponse, ex: Exchange, log: str) -> str:
 
 # -- one case ------------------------------------------------------------------------------------
 
-def judge_case(case: Case, out: Outcome, sent: Sent, ex: Exchange, s: Settings) -> tuple[str, str]:
+def judge_case(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
     """(verdict, reason) for one case whose last answer nginx read as ``out``."""
     if out.kind == "error":
         return FAIL, f"nginx: {out.log} ({out.hint})" if out.hint else f"nginx: {out.log}"
     if out.kind == "wait":
         return WARN, "still Auth-Status: WAIT after following it; nginx keeps asking"
     if case.expect == "ok":
-        return _judge_ok(case, out, sent, s)
+        return _judge_ok(case, out, sent)
     if case.expect == "refused":
         return _judge_refused(case, out, sent)
     if case.expect == "wait":
@@ -189,7 +189,7 @@ def _describe(out: Outcome) -> str:
     return out.kind
 
 
-def _judge_ok(case: Case, out: Outcome, sent: Sent, s: Settings) -> tuple[str, str]:
+def _judge_ok(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
     resp = out.response
     assert resp is not None
     if out.kind == "refused":

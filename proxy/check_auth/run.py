@@ -12,7 +12,7 @@ from . import summary
 from .cases import Case, Settings, attempt_cases, build, login_cases, login_variants, protocol_cases
 from .judge import FAIL, Row, is_failure, judge_case, outcome
 from .summary import Answer
-from .wire import exchange, peer_name
+from .wire import Exchange, exchange, peer_name
 
 MAX_TIMEOUTS = 3  # past this many, the server is too slow to finish the run in useful time
 FOLLOW_ROUNDS = 3
@@ -37,7 +37,7 @@ class Runner:
     async def ask(self, case: Case) -> Answer:
         """One case, following WAIT the way nginx does (spec §10.4, proxy.session)."""
         s, sent = self.s, build(case, self.s)
-        waiting = False
+        waiting, earlier = False, []
         for round_ in range(FOLLOW_ROUNDS + 1):
             ex = await exchange(s.conf, sent.request, s.timeout)
             self._count(ex)
@@ -56,11 +56,12 @@ class Runner:
                 await asyncio.sleep(resp.wait)
                 waiting = False
             self.answers.append(Answer(case, sent, ex, outcome(case, ex, self.peer, s, True)))
-        answer = Answer(case, sent, ex, outcome(case, ex, self.peer, s, waiting))
+            earlier.append(ex)
+        answer = Answer(case, sent, ex, outcome(case, ex, self.peer, s, waiting), earlier)
         self.answers.append(answer)
         return answer
 
-    def _count(self, ex) -> None:
+    def _count(self, ex: Exchange) -> None:
         if ex.connect_failed and not self.answers:
             raise Unreachable(ex.error)
         if ex.timed_out:
@@ -70,8 +71,9 @@ class Runner:
 
     async def row(self, case: Case) -> tuple[Row, Answer]:
         a = await self.ask(case)
-        verdict, reason = judge_case(case, a.out, a.sent, a.ex, self.s)
-        return Row(case.id, case.title, verdict, reason, a.out, [(a.sent, a.ex)]), a
+        verdict, reason = judge_case(case, a.out, a.sent)
+        exchanges = [(a.sent, ex) for ex in [*a.earlier, a.ex]]
+        return Row(case.id, case.title, verdict, reason, a.out, exchanges), a
 
 
 async def run(s: Settings) -> list[Row]:
@@ -106,7 +108,7 @@ async def _checks(r: Runner, rows: list[Row]) -> None:
                     if proto == "smtp":
                         rows.append(summary.error_code_row(a))
                     rows.append(summary.attempts_row(
-                        [a] + [await r.ask(c) for c in attempt_cases(s, proto)[1:]], s))
+                        [a] + [await r.ask(c) for c in attempt_cases(s, proto)[1:]]))
         for variant, title, login in login_variants(s.user):
             answers = [await r.ask(c) for c in login_cases(s, variant, login)]
             rows.append(summary.login_row(variant, title, answers))

@@ -7,7 +7,7 @@ import difflib
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.auth_http import RESPONSE_LIMIT
 
@@ -29,6 +29,7 @@ class Answer:
     sent: Sent
     ex: Exchange
     out: Outcome
+    earlier: list[Exchange] = field(default_factory=list)  # answers to WAIT, followed
 
 
 def _last(ex: Exchange, name: bytes) -> bytes | None:
@@ -83,7 +84,7 @@ def error_code_row(a: Answer) -> Row:
     return row
 
 
-def attempts_row(answers: Sequence[Answer], s: Settings) -> Row:
+def attempts_row(answers: Sequence[Answer]) -> Row:
     """Attempts 1..N with a wrong password: the docs want Auth-Wait to stop after 10-20."""
     proto = answers[0].case.protocol
     row = Row(f"{proto}.attempts", f"{proto} attempts 1-{len(answers)}, wrong password", PASS,
@@ -254,32 +255,34 @@ def http_status_row(answers: Sequence[Answer]) -> Row:
     """nginx ignores the HTTP status entirely (§10.3); say where that changes the meaning."""
     row = Row("http-status", "HTTP status codes", PASS, "")
     codes: dict[bytes, int] = {}
-    notes: list[tuple[str, str, Outcome]] = []
+    notes: list[tuple[str, Outcome]] = []  # all warnings
     for a in answers:
         resp = a.ex.response
         if resp is None:
             continue
         line = status_line(a.ex.raw)
+        title = a.case.title
         if line is None:
-            notes.append((WARN, (f"{a.case.title}: no HTTP status line; nginx reads headers "
-                          "from the first byte, HTTP tools in between will not"), a.out))
+            text = (f"{title}: no HTTP status line; nginx reads headers from the first byte, "
+                    "HTTP tools in between will not")
+            notes.append((text, a.out))
             continue
         code = (line.split(b" ") + [b""])[1]
         codes[code] = codes.get(code, 0) + 1
         if code == b"200":
             continue
-        has_status = any(n.lower() == b"auth-status" for n, _ in header_fields(a.ex.raw))
-        if not has_status:
-            notes.append((WARN, (f"{a.case.title}: HTTP {show(code)} without Auth-Status; nginx "
-                          "ignores the status code and reads the reply as a success"), a.out))
+        if not any(n.lower() == b"auth-status" for n, _ in header_fields(a.ex.raw)):
+            text = (f"{title}: HTTP {show(code)} without Auth-Status; nginx ignores the status "
+                    "code and reads the reply as a success")
+            notes.append((text, a.out))
         elif a.out.kind == "ok":
-            notes.append((WARN, (f"{a.case.title}: HTTP {show(code)} with a success; nginx "
-                          "ignores the status code, so this logs the user in"), a.out))
+            text = (f"{title}: HTTP {show(code)} with a success; nginx ignores the status code, "
+                    "so this logs the user in")
+            notes.append((text, a.out))
     summary = ", ".join(f"{show(c)} x{k}" for c, k in sorted(codes.items()))
     if notes:
-        row.verdict = worst(*(v for v, _, _ in notes))
-        row.reason = f"{notes[0][1]} ({len(notes)} answers like this)"
-        row.client = notes[0][2]
+        row.verdict, row.client = WARN, notes[0][1]
+        row.reason = f"{notes[0][0]} ({len(notes)} answers like this)"
     elif codes.keys() - {b"200"}:
         row.reason = f"{summary}; nginx ignores the code and Auth-Status decides, as intended"
     else:
@@ -304,17 +307,18 @@ def reply_format_row(answers: Sequence[Answer]) -> Row:
         names = [n.decode("latin-1") for n, _ in fields]
         lowered = [n.lower() for n in names]
         for name in KNOWN:
-            if lowered.count(name.lower()) > 1:
-                problems.append((WARN, (f"{a.case.title}: {name} sent {lowered.count(name.lower())}"
-                                 " times; nginx uses the last one (and an earlier failure "
-                                 "status is not undone by a later OK)"), a.out))
+            times = lowered.count(name.lower())
+            if times > 1:
+                text = (f"{a.case.title}: {name} sent {times} times; nginx uses the last one "
+                        "(and an earlier failure status is not undone by a later OK)")
+                problems.append((WARN, text, a.out))
         for name in names:
             if name.lower() in (k.lower() for k in KNOWN) or not name.lower().startswith("auth"):
                 continue
             near = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.7)
             if near:
-                problems.append((WARN, (f'{a.case.title}: nginx ignores "{name}" (meant '
-                                 f'"{near[0]}"?)'), a.out))
+                text = f'{a.case.title}: nginx ignores "{name}" (meant "{near[0]}"?)'
+                problems.append((WARN, text, a.out))
     if problems:
         row.verdict = worst(*(v for v, _, _ in problems))
         first = next(p for p in problems if p[0] == row.verdict)

@@ -52,35 +52,51 @@ class Exchange:
 async def exchange(conf: AuthHttp, request: bytes, timeout: float) -> Exchange:
     ex = Exchange(request)
     start = time.monotonic()
+    talk = _Talk(conf, ex)
     try:
-        await asyncio.wait_for(_talk(conf, ex), timeout)
+        await asyncio.wait_for(talk.run(), timeout)
     except TimeoutError:
         ex.timed_out = True
         ex.error = f"auth http server {peer_name(conf)} timed out"
     except AuthServerError as err:
         ex.error = str(err)
     ex.elapsed = time.monotonic() - start
+    if ex.full and talk.reader is not None:
+        await _measure(talk.reader, ex)  # outside nginx's deadline: only for the report
+    talk.close()
     return ex
 
 
-async def _talk(conf: AuthHttp, ex: Exchange) -> None:
-    peer = peer_name(conf)
-    try:
-        if conf.unix_path:
-            reader, writer = await asyncio.open_unix_connection(conf.unix_path)
-        else:
-            reader, writer = await asyncio.open_connection(conf.addr, conf.port)
-    except OSError as exc:
-        ex.connect_failed = True
-        # asyncio words ECONNREFUSED as "Connect call failed (...)"; nginx logs strerror()
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise AuthServerError(f"connect() to {peer} failed ({exc.errno}: {reason}) "
-                              "while in http auth state") from None
-    try:
-        writer.write(ex.request)
+class _Talk:
+    """The connection of one exchange, kept open past a full buffer for _measure()."""
+
+    def __init__(self, conf: AuthHttp, ex: Exchange) -> None:
+        self.conf, self.ex = conf, ex
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    async def run(self) -> None:
+        conf, ex = self.conf, self.ex
+        peer = peer_name(conf)
+        try:
+            if conf.unix_path:
+                self.reader, self.writer = await asyncio.open_unix_connection(conf.unix_path)
+            else:
+                self.reader, self.writer = await asyncio.open_connection(conf.addr, conf.port)
+        except OSError as exc:
+            ex.connect_failed = True
+            # asyncio words ECONNREFUSED as "Connect call failed (...)"; nginx logs strerror()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise AuthServerError(f"connect() to {peer} failed ({exc.errno}: {reason}) "
+                                  "while in http auth state") from None
+        self.writer.write(ex.request)
         while True:
             try:
-                chunk = await reader.read(RESPONSE_LIMIT - len(ex.raw))
+                chunk = await self.reader.read(RESPONSE_LIMIT - len(ex.raw))
             except OSError as exc:
                 raise AuthServerError(f"auth http server {peer} read failed "
                                       f"({exc.errno}: {exc.strerror})") from None
@@ -94,10 +110,7 @@ async def _talk(conf: AuthHttp, ex: Exchange) -> None:
                 return
             if len(ex.raw) >= RESPONSE_LIMIT:
                 ex.full = True
-                await _measure(reader, ex)
                 raise AuthServerError(f"auth http server {peer} sent invalid response")
-    finally:
-        writer.close()
 
 
 async def _measure(reader: asyncio.StreamReader, ex: Exchange) -> None:

@@ -15,6 +15,7 @@ buffer being small enough that pipelining quickly hits "too long" (no compaction
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 from proxy import sasl
 from proxy.conf.settings import ServerSettings
@@ -29,6 +30,9 @@ from proxy.dialogue import (
     StartTls,
 )
 from proxy.pop3.backend_login import Pop3BackendLogin
+
+if TYPE_CHECKING:
+    from proxy.auth_http import AuthResponse
 
 BUFFER_SIZE = 128  # fixed in nginx (ngx_mail_pop3_init_protocol)
 
@@ -122,7 +126,7 @@ class Pop3Dialogue:
         self._actions.append(Send(error_line))
         self._paused = False
 
-    def auth_failure(self, resp) -> bytes:
+    def auth_failure(self, resp: AuthResponse) -> bytes:
         """The line a failed Auth-Status becomes (an empty status is a failure too)."""
         return b"-ERR " + resp.error + b"\r\n"
 
