@@ -139,6 +139,15 @@ class _FakeSession(Session):
         super().__init__(loop)
         self.xclient: dict[str, str] = {}
 
+    # aiosmtpd still fills the deprecated login_data, logging a warning each time
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
 
 class _Handler:
     """aiosmtpd hooks: the EHLO advertisement and message storage."""

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from fakes.auth import MockAuthServer, User
 from fakes.imap import FakeImapServer
+from fakes.mailbox import MailStore
+from fakes.pop3 import FakePop3Server
 
 USERS = {"alice": "secret", "bob": "hunter2", "carol": "correct horse"}
 
@@ -41,6 +43,12 @@ mail {{
         imap_auth plain login cram-md5;
         imap_capabilities IMAP4rev1 IDLE LITERAL+ UIDPLUS;
     }}
+
+    server {{
+        listen {host}:{pop3_port};
+        protocol pop3;
+        pop3_auth plain apop cram-md5;
+    }}
 }}
 """
 
@@ -49,6 +57,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="postern lab", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1", help="address Postern listens on")
     p.add_argument("--imap-port", type=int, default=1143)
+    p.add_argument("--pop3-port", type=int, default=1110)
     p.add_argument("--auth-port", type=int, default=0, help="mock auth port (0: any free)")
     p.add_argument("--dir", default="lab", help="where config, pid and logs go")
     p.add_argument("--seed", type=int, default=1, help="Faker seed for the mailboxes")
@@ -59,13 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     workdir = Path(args.dir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    with FakeImapServer(dict(USERS), seed=args.seed) as imap, \
-            MockAuthServer({u: User(p, backends={"imap": ("127.0.0.1", imap.port)})
+    store = MailStore(args.seed)  # one set of mailboxes: POP3 sees the IMAP INBOX
+    with FakeImapServer(dict(USERS), store=store) as imap, \
+            FakePop3Server(dict(USERS), store=store) as pop3, \
+            MockAuthServer({u: User(p, backends={"imap": ("127.0.0.1", imap.port),
+                                                 "pop3": ("127.0.0.1", pop3.port)})
                             for u, p in USERS.items()}, port=args.auth_port,
                            requests_log=workdir / "auth-requests.jsonl") as auth:
         conf = workdir / "postern.conf"
         conf.write_text(CONFIG.format(dir=workdir, conf=conf, auth_port=auth.port,
-                                      host=args.host, imap_port=args.imap_port))
+                                      host=args.host, imap_port=args.imap_port,
+                                      pop3_port=args.pop3_port))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                           env.get("PYTHONPATH")]))
@@ -76,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("postern lab: Postern did not start; see the messages above",
                       file=sys.stderr)
                 return 1
-            _banner(args, imap.port, auth.port, workdir)
+            _banner(args, {"imap": imap.port, "pop3": pop3.port}, auth.port, workdir)
             signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGINT))
             proc.wait()
         except KeyboardInterrupt:
@@ -103,14 +116,16 @@ def _wait_pid(path: Path, proc: subprocess.Popen, timeout: float = 15.0) -> bool
     return False
 
 
-def _banner(args: argparse.Namespace, imap_port: int, auth_port: int, workdir: Path) -> None:
-    host, port = args.host, args.imap_port
+def _banner(args: argparse.Namespace, backends: dict[str, int], auth_port: int,
+            workdir: Path) -> None:
+    host, port, pop3 = args.host, args.imap_port, args.pop3_port
     users = "  ".join(f"{u} / {p}" for u, p in USERS.items())
     print(f"""
 Postern lab is running (Ctrl-C stops it).
 
   service   address                 behind it
-  IMAP      {host}:{port:<15} fake IMAP upstream on 127.0.0.1:{imap_port}
+  IMAP      {host}:{port:<15} fake IMAP upstream on 127.0.0.1:{backends["imap"]}
+  POP3      {host}:{pop3:<15} fake POP3 upstream on 127.0.0.1:{backends["pop3"]}
   auth_http 127.0.0.1:{auth_port:<13} mock auth server (requests: {workdir}/auth-requests.jsonl)
 
   users:    {users}
@@ -119,6 +134,7 @@ Postern lab is running (Ctrl-C stops it).
 Try it:
   curl -v 'imap://{host}:{port}/' -u alice:secret                  # list mailboxes
   curl 'imap://{host}:{port}/INBOX;UID=1' -u alice:secret          # fetch a message
+  curl 'pop3://{host}:{pop3}/1' -u bob:hunter2                      # first message by POP3
   python3 -c "import imaplib; m=imaplib.IMAP4('{host}',{port}); m.login('bob','hunter2'); \\
 print(m.select('INBOX'))"
 A mail client (Thunderbird, mutt): IMAP server {host}, port {port}, no encryption,

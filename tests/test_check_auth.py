@@ -672,6 +672,21 @@ def test_shared_secret_header_and_proxy_protocol_are_sent_and_masked(capsys):
     assert "s3cr3t" not in text and "secret" not in text
 
 
+def test_json_feeds_the_html_report(tmp_path, capsys):
+    from reports.sources import load_check_auth
+
+    with correct_server() as srv:
+        main([srv.url, "--user", "alice", "--password", "secret", "--protocol", "pop3",
+              "--burst", "2", "--json"])
+    path = tmp_path / "check-auth.json"
+    path.write_text(capsys.readouterr().out)
+    rows = load_check_auth(path)
+    assert rows[1] == {"check": "pop3 plain, wrong password", "verdict": "pass",
+                       "reason": 'refused: "Invalid login or password", Auth-Wait: 2',
+                       "client_sees": "after 2 s: -ERR Invalid login or password\\r\\n, "
+                                      "then the session goes on"}
+
+
 def test_mask_hides_passwords_in_replies():
     assert mask(b"Auth-Status: OK\r\nauth-pass: hunter2\r\nAuth-Pass:\r\n", []) == \
         b"Auth-Status: OK\r\nauth-pass: ***\r\nAuth-Pass:\r\n"

@@ -14,8 +14,10 @@ JSON schema (``--json``; ``"schema": 1``; new keys may be added, none removed or
       "checks": [{
         "id": "imap.plain.wrong",                # stable; see the list below
         "title": "imap plain, wrong password",
+        "check": "imap plain, wrong password",   # the title again, for reports/ (sources.py)
         "verdict": "pass" | "warn" | "fail",
         "reason": "refused: \"Invalid login or password\", Auth-Wait: 2",
+        "client_sees": "after 2 s: a1 NO Invalid login or password\\r\\n, then ..." | null,
         "client": null | {
           "outcome": "ok" | "refused" | "wait" | "error",
           "nginx_writes": "a1 NO Invalid login or password\\r\\n" | null,  # null: the backend's
@@ -32,7 +34,8 @@ JSON schema (``--json``; ``"schema": 1``; new keys may be added, none removed or
 Byte strings (``request``, ``reply``, ``nginx_writes``) are decoded as ISO-8859-1, one
 character per byte, so ``value.encode("latin-1")`` gives the exact bytes back (JSON shows
 CR LF as ``\\r\\n``). Auth-Pass values and the values of ``--header`` lines are replaced by
-``***`` in requests and replies. ``reason``, ``then`` and ``nginx_log`` are plain text.
+``***`` in requests and replies. ``reason``, ``client_sees`` (the table's "client:" text,
+bytes shown with \\r \\n \\xNN escapes), ``then`` and ``nginx_log`` are plain text.
 
 Check ids: ``connect``, ``aborted``; per protocol P: ``P.plain.right``, ``P.plain.wrong``,
 ``P.auth-wait``, ``P.attempts``, ``P.cram-md5.right``, ``P.cram-md5.wrong``,
@@ -91,7 +94,8 @@ def to_json(rows: Sequence[Row], s: Settings) -> str:
                       "nginx_writes": _text(o.client) if o.client is not None else None,
                       "delay": o.delay, "then": o.then, "nginx_log": o.log}
         checks.append({
-            "id": r.id, "title": r.title, "verdict": r.verdict, "reason": r.reason,
+            "id": r.id, "title": r.title, "check": r.title, "verdict": r.verdict,
+            "reason": r.reason, "client_sees": r.client.sees() if r.client else None,
             "client": client,
             "exchanges": [{"request": _text(mask(sent.request, secret)),
                            "reply": _text(mask(ex.raw, secret)),
