@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import ipaddress
 import logging
 import re
@@ -45,6 +46,7 @@ XCLIENT_ATTRS = ("NAME", "ADDR", "PROTO", "HELO", "REVERSE_NAME", "PORT", "LOGIN
                  "DESTPORT")
 XCLIENT_EHLO = "XCLIENT " + " ".join(XCLIENT_ATTRS)
 SPECIAL = ("[UNAVAILABLE]", "[TEMPUNAVAIL]")
+LINE_LIMIT = 2048  # Postfix's line_length_limit
 REJECT_MAIL = "550 5.7.1 Sender address rejected: Access denied"
 REJECT_RCPT = "550 5.1.1 Recipient address rejected: User unknown"
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
@@ -211,6 +213,8 @@ class SmtpConnection(SMTP):
 
     AuthLoginUsernameChallenge = "Username:"
     AuthLoginPasswordChallenge = "Password:"
+    line_length_limit = LINE_LIMIT  # aiosmtpd's 1001/512 would refuse a long XCLIENT line
+    command_size_limit = LINE_LIMIT
 
     def __init__(self, server: FakeSmtpServer, loop: asyncio.AbstractEventLoop) -> None:
         self.fake = server
@@ -225,6 +229,8 @@ class SmtpConnection(SMTP):
                              auth_required=server.auth_required,
                              authenticator=server._authenticate,
                              data_size_limit=server.data_size_limit, loop=loop)
+        # per connection: aiosmtpd's default dict is a class attribute that EHLO mutates
+        self.command_size_limits = collections.defaultdict(lambda: LINE_LIMIT)
         for verb, method in list(self._smtp_methods.items()):
             self._smtp_methods[verb] = self._with_faults(verb, method)
 

@@ -12,7 +12,8 @@ import smtplib
 import sys
 from pathlib import Path
 
-from locust import tag, task
+from locust import events, tag, task
+from locust.runners import MasterRunner
 
 if __package__ in (None, ""):  # loaded by `locust -f loadtest/` as a top-level module
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,6 +35,18 @@ def corpus(seed: int, mix: str) -> list[bytes]:
 def _code(reply: tuple[int, bytes], wanted: tuple[int, ...], what: str) -> None:
     code, text = reply
     expect(code in wanted, f"{what} answered {code} {words(text)}")
+
+
+@events.test_start.add_listener
+def _build_corpus_early(environment, **_) -> None:
+    """Before users spawn: building it inside the first user would stall every other
+    user of the process for that second, and show up as their latency."""
+    cls = environment.user_classes_by_name.get("SmtpUser")
+    if cls is None or isinstance(environment.runner, MasterRunner):
+        return
+    opts = environment.parsed_options
+    worker = getattr(environment.runner, "worker_index", 0) or 0
+    corpus(opts.seed + worker, opts.smtp_sizes)
 
 
 class SmtpUser(MailUser):

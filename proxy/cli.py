@@ -1,7 +1,7 @@
 """`postern`: nginx's command line for the proxy, plus the toolkit's subcommands.
 
     postern [-c FILE] [-p PREFIX] [-e ERRLOG] [-g DIRECTIVES] [-t|-T] [-q] [-v|-V] [-s SIGNAL]
-    postern lab | auth-mock | fake-imap ...
+    postern lab | auth-mock | fake-imap | fake-pop3 | check-auth ...
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ SUBCOMMANDS = {
     "lab": "proxy.lab:main",
     "auth-mock": "fakes.auth:main",
     "fake-imap": "fakes.imap:main",
+    "fake-pop3": "fakes.pop3:main",
+    "check-auth": "proxy.check_auth:main",
 }
 
 
@@ -27,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="postern", add_help=False,
         usage="postern [-?hvVtTq] [-s signal] [-p prefix] [-e filename] [-c filename] "
-              "[-g directives]\n       postern {lab,auth-mock,fake-imap} ...")
+              "[-g directives]\n       postern {lab,auth-mock,fake-imap,fake-pop3,check-auth} ...")
     p.add_argument("-?", "-h", action="help", help="this help")
     p.add_argument("-v", action="store_true", help="show version and exit")
     p.add_argument("-V", action="store_true", help="show version and configure options then exit")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import threading
 import time
 
 import pytest
@@ -46,6 +47,39 @@ class LogWatch:
         """The first new log line containing `needle` (waiting for it)."""
         text = self.wait_for(needle, timeout)
         return next(line for line in text.splitlines() if needle in line)
+
+
+class OneShotAuth:
+    """An auth server for one request that sends `reply` in one write, waits `linger`
+    seconds and closes (the mock closes right after its reply)."""
+
+    def __init__(self, reply: bytes, linger: float) -> None:
+        self.reply, self.linger = reply, linger
+        self.request = b""
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(10)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        finally:
+            self.listener.close()
+        with conn:
+            conn.settimeout(10)
+            try:
+                while not self.request.endswith(b"\r\n\r\n"):
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    self.request += data
+                conn.sendall(self.reply)
+                time.sleep(self.linger)
+            except OSError:
+                pass
 
 
 def login(proxy, user: bytes = b"alice", password: bytes = b"secret",
@@ -261,17 +295,18 @@ def test_invalid_header_name_is_an_internal_error(lab):
 
 
 def test_header_block_over_1024_bytes_is_an_internal_error(lab):
-    """§10.3 (QUIRK 13): the whole header block must fit nginx's 1024-byte buffer.
+    """§10.3 (QUIRK 13): the whole header block must fit nginx's 1024-byte buffer; the next
+    read after the buffer is full (0 bytes) counts as EOF → internal error.
 
-    Trickled, so that bytes keep arriving after the buffer is full: nginx only notices the
-    overflow on its next read event. When the whole oversized reply and the auth server's
-    close are already queued at its first read, nginx 1.22 waits for auth_http_timeout
-    instead (seen here), and only then gives the internal error."""
-    proxy = lab.proxy()
-    lab.ok(oversize=1100, trickle=0.0005)
+    The auth server keeps the connection open a moment after its reply: nginx notices the
+    overflow only on a later read event, so when the reply and the close are both already
+    queued at its last read, nginx 1.22 waits for auth_http_timeout (seen in its debug log)."""
+    reply = Reply.ok("127.0.0.1", lab.imap.port, oversize=1100).render()
+    auth = OneShotAuth(reply, linger=0.3)
+    proxy = lab.proxy(server=f"auth_http 127.0.0.1:{auth.port}/auth;")
     with login(proxy) as c:
-        c.expect(INTERNAL_ERROR, timeout=10)
-        c.expect_closed()
+        expect_internal_error(c)
+    assert auth.request == request_for(b"alice", b"secret")
 
 
 def test_header_block_just_under_1024_bytes_works(lab):
@@ -323,11 +358,11 @@ def test_auth_server_closing_without_reply_is_an_internal_error(lab):
 def test_truncated_reply_is_an_internal_error(lab):
     """§10.6: EOF inside the header block (no empty line yet) → internal error.
 
-    The bytes are trickled so that the EOF arrives on its own: once, under load, nginx 1.22
-    did not notice an EOF that came right behind the data and waited for
-    auth_http_timeout instead."""
-    proxy = lab.proxy()
-    lab.ok(close_early=30, trickle=0.01)
+    The close comes a moment after the data: nginx 1.22 (epoll) misses an EOF that is
+    already queued behind the last bytes it reads and then waits for auth_http_timeout."""
+    reply = Reply.ok("127.0.0.1", lab.imap.port).render()[:30]
+    auth = OneShotAuth(reply, linger=0.3)
+    proxy = lab.proxy(server=f"auth_http 127.0.0.1:{auth.port}/auth;")
     with login(proxy) as c:
         expect_internal_error(c)
 

@@ -374,5 +374,14 @@ def test_cli():
 def test_cli_rejects_a_bad_reply_option():
     done = subprocess.run([sys.executable, "-m", "fakes.smtp", "--reply", "nonsense"], cwd=ROOT,
                           capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          timeout=30)
+                          timeout=30, check=False)
     assert done.returncode == 2 and b"VERB=REPLY" in done.stderr
+
+
+def test_long_xclient_line_is_accepted(smtp):
+    raw = Raw(smtp)
+    raw.line()
+    login = b"+41" * 80  # xtext: 240 bytes on the wire
+    assert raw.cmd(b"XCLIENT ADDR=127.0.0.1 LOGIN=" + login + b" NAME=a.example") == [GREETING]
+    raw.close()
+    assert smtp.xclients[0]["LOGIN"] == "A" * 80

@@ -17,10 +17,11 @@ REPLIES = {b"EHLO": EHLO_REPLY, b"HELO": b"250 backend.test\r\n",
 
 
 def machine(**kw) -> SmtpBackendLogin:
-    args = dict(server_name="mx.test", client_ip="127.0.0.1", client_host="[UNAVAILABLE]",
-                login=b"user", password=b"secret", helo=b"client.example", esmtp=True,
-                method_none=False, mail=b"", rcpt=b"", xclient=True, proxy_smtp_auth=False,
-                proxy_buffer=4096, pass_error_message=False)
+    args = {"server_name": "mx.test", "client_ip": "127.0.0.1",
+            "client_host": "[UNAVAILABLE]", "login": b"user", "password": b"secret",
+            "helo": b"client.example", "esmtp": True, "method_none": False, "mail": b"",
+            "rcpt": b"", "xclient": True, "proxy_smtp_auth": False, "proxy_buffer": 4096,
+            "pass_error_message": False}
     args.update(kw)
     return SmtpBackendLogin(**args)
 
@@ -72,8 +73,8 @@ def test_authenticated_sequences(xclient, smtp_auth, esmtp, helo, expected):
     assert AUTH_OK == b"235 2.0.0 OK\r\n"
 
 
-NONE_KW = dict(method_none=True, login=b"", password=None, mail=b"MAIL FROM:<a@b>  SIZE=10",
-               rcpt=b"RCPT TO:<c@d>")
+NONE_KW = {"method_none": True, "login": b"", "password": None,
+           "mail": b"MAIL FROM:<a@b>  SIZE=10", "rcpt": b"RCPT TO:<c@d>"}
 
 
 @pytest.mark.parametrize("xclient,smtp_auth,esmtp,helo,expected", [
@@ -134,7 +135,7 @@ def test_xclient_variants():
 
 
 def test_xclient_accepts_250_too():
-    sent, outcome = converse(machine(), {b"XCLIENT": b"250 2.0.0 Ok\r\n"})
+    _, outcome = converse(machine(), {b"XCLIENT": b"250 2.0.0 Ok\r\n"})
     assert outcome == LoggedIn(AUTH_OK)
 
 

@@ -253,7 +253,7 @@ def test_starttls_forgets_helo_mail_rcpt_keeps_esmtp_and_discards_pipelined_inpu
 
 
 def test_starttls_waits_for_data_arriving_later():
-    m, actions = run(b"STARTTLS\r\n", STARTTLS_ON)
+    m, _ = run(b"STARTTLS\r\n", STARTTLS_ON)
     m.receive_data(b"NOOP\r\n")
     assert m.next_action() is None
     m.tls_started()
@@ -295,7 +295,7 @@ def test_mail_variants_in_none_mode():
         OK + b"503 5.5.1 Bad sequence of commands\r\n"
     assert sent(run(b"MAIL FROM:<a>\r\nRCPT\r\n", NONE)[1]) == \
         OK + b"501 5.5.4 Invalid argument\r\n"
-    m, actions = run(b"mail   from:<a>   \r\n", NONE)
+    m, _ = run(b"mail   from:<a>   \r\n", NONE)
     assert m.smtp_from == b"mail   from:<a>"  # up to the end of the last argument
     assert sent(run(b"MAIL FROM:<a>\r\nRSET\r\nMAIL FROM:<b>\r\n", NONE)[1]) == OK * 3
     assert sent(run(b"MAIL FROM:<a>\r\nHELO x\r\nMAIL FROM:<b>\r\n", NONE)[1]) == \
@@ -305,7 +305,7 @@ def test_mail_variants_in_none_mode():
 def test_mail_clears_stale_credentials():
     m, _ = run(b"AUTH LOGIN dXNlcg==\r\n", NONE)
     assert m.creds.login == b"user"
-    m, actions = run(b"*\r\nMAIL FROM:<a>\r\n", NONE, machine=m)
+    m, _ = run(b"*\r\nMAIL FROM:<a>\r\n", NONE, machine=m)
     assert (m.creds.login, m.creds.password) == (b"", None)
 
 
@@ -447,3 +447,28 @@ def test_pending_input_after_auth():
     assert actions == [Authenticate()]
     m.receive_data(b"RCPT TO:<b>\r\n")
     assert m.pending_input() == b"MAIL FROM:<a>\r\nRCPT TO:<b>\r\n"
+
+
+def test_sasl_transcript_observed_on_nginx_1_22():
+    # "QUIT" is valid base64, so it is taken as the LOGIN user name; "*" and "" are not data
+    m, actions = run(b"AUTH LOGIN\r\nQUIT\r\n*\r\nAUTH PLAIN\r\n\r\n")
+    assert sent(actions) == (b"334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n" + INVALID +
+                             b"334 \r\n" + INVALID)
+    assert logs(actions) == ["client sent invalid base64 encoding in AUTH LOGIN command",
+                             "client sent invalid login in AUTH PLAIN command"]
+    assert m.errors == 0
+
+
+def test_helo_after_ehlo_keeps_the_esmtp_flag_for_the_backend():
+    # observed on nginx 1.22.1: EHLO client.example, HELO other -> backend gets "EHLO other"
+    conf = replace(CONF, xclient=True)
+    m, _ = run(b"EHLO client.example\r\nHELO other\r\nAUTH PLAIN AHVzZXIAcA==\r\n", conf)
+    login = m.backend_login(conf, "127.0.0.1")
+    assert (login.helo, login.esmtp) == (b"other", True)
+    login.receive_data(b"220 b\r\n")
+    login.receive_data(b"250 b\r\n")
+    assert login.receive_data(b"220 b\r\n").data == b"EHLO other\r\n"
+
+
+def test_loggable_with_leading_space_before_auth():
+    assert loggable(b" auth plain AHVzZXIAcA==\r\n") == " auth plain ..."

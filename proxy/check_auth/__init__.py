@@ -181,6 +181,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         except ValueError:
             raise UsageError(f"--expect-backend wants PROTO=IP:PORT, got {item!r}") from None
     ssl, cert = [], ()
+    if args.pass_client_cert and not args.client_cert:
+        raise UsageError("--pass-client-cert needs --client-cert")
     if args.client_cert:
         cert = _certificate(args.client_cert, args.pass_client_cert)
     if args.ssl or cert:

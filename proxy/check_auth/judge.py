@@ -40,11 +40,16 @@ class Outcome:
     kind: str  # ok | refused | wait | error
     client: bytes | None  # what nginx itself writes to the client; None: the backend speaks
     then: str  # what happens next, in words
-    log: str | None = None  # nginx's error-log line (kind "error") or login-failed line
+    log: str | None = None  # nginx's log line (kind "error": "" if none), or login-failed
     response: AuthResponse | None = None
     backend: tuple[str, int] | None = None
     hint: str = ""  # why, when kind is "error"
     delay: int = 0  # seconds nginx waits before writing ``client`` (Auth-Wait on failure)
+
+    def nginx_says(self) -> str:
+        """For an error: nginx's log line (or that there is none) and why."""
+        said = f"nginx: {self.log}" if self.log else "nginx gives up without a log line"
+        return f"{said} ({self.hint})" if self.hint else said
 
     def sees(self) -> str:
         if self.client is None:
@@ -166,7 +171,7 @@ def _backend_hint(resp: AuthResponse, ex: Exchange, log: str) -> str:
 def judge_case(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
     """(verdict, reason) for one case whose last answer nginx read as ``out``."""
     if out.kind == "error":
-        return FAIL, f"nginx: {out.log} ({out.hint})" if out.hint else f"nginx: {out.log}"
+        return FAIL, out.nginx_says()
     if out.kind == "wait":
         return WARN, "still Auth-Status: WAIT after following it; nginx keeps asking"
     if case.expect == "ok":

@@ -95,7 +95,7 @@ def attempts_row(answers: Sequence[Answer]) -> Row:
             if a.out.kind == "ok":
                 row.reason = f"accepted a wrong password at attempt {a.case.attempt}"
             else:
-                row.reason = f"attempt {a.case.attempt}: nginx: {a.out.log} ({a.out.hint})"
+                row.reason = f"attempt {a.case.attempt}: {a.out.nginx_says()}"
             return row
     waits = [a.out.response.wait if a.out.response else 0 for a in answers]
     with_wait = [n for n, w in enumerate(waits, 1) if w > 0]
@@ -152,7 +152,7 @@ def login_row(variant: str, title: str, answers: Sequence[Answer]) -> Row:
 def _judge_login(variant: str, a: Answer) -> tuple[str, str]:
     out, login = a.out, a.case.user
     if out.kind == "error":
-        return FAIL, f"the server broke on this login: nginx: {out.log} ({out.hint})"
+        return FAIL, f"the server broke on this login: {out.nginx_says()}"
     if out.kind == "wait":
         return WARN, "answered WAIT"
     if out.kind == "refused":
@@ -186,8 +186,8 @@ def burst_row(answers: Sequence[Answer], reference: Outcome | None) -> Row:
     broken = [a for a in answers if a.out.kind == "error"]
     if broken:
         row.verdict, row.client = FAIL, broken[0].out
-        row.reason = (f"{len(broken)} of {n} concurrent requests failed; first: nginx: "
-                      f"{broken[0].out.log} ({broken[0].out.hint})")
+        row.reason = (f"{len(broken)} of {n} concurrent requests failed; first: "
+                      f"{broken[0].out.nginx_says()}")
         return row
     expected = reference.kind if reference else "ok"
     odd = [a for a in answers if a.out.kind != expected]

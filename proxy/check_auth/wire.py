@@ -12,11 +12,16 @@ point at the offending line); they never decide anything parse_response() decide
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass
 
-from proxy.auth_http import RESPONSE_LIMIT, AuthResponse, AuthServerError, parse_response
+from proxy.auth_http import (
+    RESPONSE_LIMIT,
+    AuthResponse,
+    AuthServerError,
+    errno_text,
+    parse_response,
+)
 from proxy.conf.settings import AuthHttp
 
 MEASURE_LIMIT = 65536  # how far past nginx's buffer we read to tell the real header size
@@ -37,7 +42,7 @@ class Exchange:
     overflow: bytes = b""  # read past the limit only to measure an oversized header block
     elapsed: float = 0.0
     response: AuthResponse | None = None
-    error: str | None = None  # nginx's error-log line when nginx could not use the reply
+    error: str | None = None  # nginx's error-log line ("" where it logs nothing) on failure
     timed_out: bool = False
     eof: bool = False  # the server closed before the header block was complete
     full: bool = False  # the 1024-byte buffer filled up without a complete header block
@@ -57,7 +62,7 @@ async def exchange(conf: AuthHttp, request: bytes, timeout: float) -> Exchange:
         await asyncio.wait_for(talk.run(), timeout)
     except TimeoutError:
         ex.timed_out = True
-        ex.error = f"auth http server {peer_name(conf)} timed out"
+        ex.error = f"auth http server {peer_name(conf)} timed out (110: Connection timed out)"
     except AuthServerError as err:
         ex.error = str(err)
     ex.elapsed = time.monotonic() - start
@@ -89,28 +94,26 @@ class _Talk:
                 self.reader, self.writer = await asyncio.open_connection(conf.addr, conf.port)
         except OSError as exc:
             ex.connect_failed = True
-            # asyncio words ECONNREFUSED as "Connect call failed (...)"; nginx logs strerror()
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise AuthServerError(f"connect() to {peer} failed ({exc.errno}: {reason}) "
-                                  "while in http auth state") from None
+            if conf.unix_path:  # the same log lines as proxy.auth_http.query()
+                raise AuthServerError(f"connect() to {peer} failed {errno_text(exc)}") from None
+            raise AuthServerError(f"recv() failed {errno_text(exc)}") from None
         self.writer.write(ex.request)
         while True:
             try:
                 chunk = await self.reader.read(RESPONSE_LIMIT - len(ex.raw))
             except OSError as exc:
-                raise AuthServerError(f"auth http server {peer} read failed "
-                                      f"({exc.errno}: {exc.strerror})") from None
-            if not chunk:
+                raise AuthServerError(f"recv() failed {errno_text(exc)}") from None
+            if not chunk:  # nginx gives up on EOF without a log line
                 ex.eof = True
-                raise AuthServerError(f"auth http server {peer} sent invalid response")
+                raise AuthServerError("")
             ex.raw += chunk
             resp = parse_response(ex.raw, peer)
             if resp is not None:
                 ex.response = resp
                 return
-            if len(ex.raw) >= RESPONSE_LIMIT:
+            if len(ex.raw) >= RESPONSE_LIMIT:  # nginx's next recv() reads 0 bytes: as EOF
                 ex.full = True
-                raise AuthServerError(f"auth http server {peer} sent invalid response")
+                raise AuthServerError("")
 
 
 async def _measure(reader: asyncio.StreamReader, ex: Exchange) -> None:

@@ -16,8 +16,16 @@ from collections import deque
 
 from proxy import sasl
 from proxy.conf.settings import ServerSettings
-from proxy.dialogue import (Action, Authenticate, Close, CommandBuffer, Credentials, Log, Send,
-                            StartTls)
+from proxy.dialogue import (
+    Action,
+    Authenticate,
+    Close,
+    CommandBuffer,
+    Credentials,
+    Log,
+    Send,
+    StartTls,
+)
 from proxy.smtp.backend_login import SmtpBackendLogin
 
 OK = b"250 2.0.0 OK\r\n"
@@ -50,7 +58,7 @@ LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 MAX_ARGS = 11
 CR, LF, SP = 0x0D, 0x0A, 0x20
 
-_AUTH_LINE = re.compile(rb"(?i)(?:^|(?<=\n))AUTH(?: +[^ \r\n]+)?")
+_AUTH_LINE = re.compile(rb"(?i)(?:^|(?<=\n))[ \t]*AUTH(?: +[^ \r\n]+)?")
 _FIRST_WORD = re.compile(rb"[A-Za-z]+")
 
 

@@ -1,0 +1,109 @@
+"""The locust users, run for real: `locust -f loadtest/` headless for a few seconds, in a
+subprocess (locust monkey-patches everything it imports into), checked from its CSV."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fakes.imap import FakeImapServer
+from fakes.smtp import FakeSmtpServer
+from loadtest._lab import fake_available
+from loadtest._target import Target, external_target, read_users
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = {
+    "imap": ["connect", "login", "auth plain", "select", "search", "fetch headers",
+             "fetch body", "idle", "logout"],
+    "pop3": ["connect", "capa", "login", "auth plain", "stat", "list", "retr", "dele", "rset",
+             "quit"],
+    "smtp": ["connect", "ehlo", "auth plain", "auth login", "mail", "rcpt", "data", "quit"],
+}
+USER_CLASS = {"imap": "ImapUser", "pop3": "Pop3User", "smtp": "SmtpUser"}
+
+
+def locust(tmp_path: Path, *args: str, seconds: int = 6) -> tuple[subprocess.CompletedProcess,
+                                                                     dict, list]:
+    """Run a headless load; returns the process, {(type, name): row} and the failure rows."""
+    prefix = tmp_path / "run"
+    cmd = [sys.executable, "-m", "locust", "-f", "loadtest/", "--headless", "-t", f"{seconds}s",
+           "--csv", str(prefix), "--csv-full-history", "--only-summary", "--pause", "0.05",
+           "--timeout", "10", "-s", "5", *args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=seconds + 90, check=False)
+    with open(f"{prefix}_stats.csv", newline="") as fh:
+        stats = {(r["Type"], r["Name"]): r for r in csv.DictReader(fh)}
+    with open(f"{prefix}_failures.csv", newline="") as fh:
+        failures = list(csv.DictReader(fh))
+    return done, stats, failures
+
+
+@pytest.mark.timeout(180)
+def test_every_phase_succeeds_through_the_embedded_lab(tmp_path):
+    protocols = [p for p in PHASES if fake_available(p)]
+    assert "imap" in protocols
+    done, stats, failures = locust(
+        tmp_path, "-u", "6", "-r", "6", "--imap-idle", "0.3", "--imap-idle-every", "2",
+        "--lab-users", "6", "--lab-dir", str(tmp_path / "lab"), "--smtp-sizes", "small",
+        *[USER_CLASS[p] for p in protocols])
+    log = done.stderr[-4000:]
+    assert done.returncode == 0, log
+    assert failures == [], log
+    for protocol in protocols:
+        for phase in PHASES[protocol]:
+            row = stats.get((protocol.upper(), f"{protocol} {phase}"))
+            assert row is not None, f"no '{protocol} {phase}' requests\n{log}"
+            assert int(row["Request Count"]) > 0 and int(row["Failure Count"]) == 0, row
+    assert float(stats["IMAP", "imap fetch body"]["Average Content Size"]) > 500  # real mail
+    target = (tmp_path / "run_target.json").read_text()
+    assert '"via": "postern"' in target  # the lab put Postern in front
+
+
+@pytest.mark.timeout(180)
+def test_failures_are_reported_with_their_reason(tmp_path):
+    """Refused login, nothing listening, a hostile greeting: each is a failure of the phase
+    it happened in, with the server's words, and the session stops there."""
+    users = tmp_path / "users.csv"
+    users.write_text("login,password\nalice,secret\n")
+    with FakeImapServer({"alice": "secret"}, reject_login=True, record=False) as imap, \
+            FakeSmtpServer({"alice": "secret"}, greeting="554 5.3.2 not now",
+                           record=False) as smtp:
+        closed = _closed_port()
+        done, stats, failures = locust(
+            tmp_path, "-u", "3", "-r", "3", "--mail-host", "127.0.0.1",
+            "--imap-port", str(imap.port), "--pop3-port", str(closed),
+            "--smtp-port", str(smtp.port), "--users-file", str(users), seconds=4)
+    assert done.returncode == 1, done.stderr[-3000:]  # locust: 1 when any request failed
+    reasons = {(f["Name"], f["Error"]) for f in failures}
+    login = {e for n, e in reasons if n in ("imap login", "imap auth plain")}
+    assert login and all("[AUTHENTICATIONFAILED]" in e for e in login), reasons
+    assert ("pop3 connect", "PhaseFailed('connection refused')") in reasons
+    assert any(n == "smtp connect" and "554" in e and "not now" in e for n, e in reasons)
+    assert int(stats["IMAP", "imap connect"]["Failure Count"]) == 0
+    assert ("IMAP", "imap select") not in stats  # nothing after a failed login
+
+
+def _closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_target_round_trip_and_users_file(tmp_path):
+    users = tmp_path / "u.csv"
+    users.write_text("login,password\nalice,se,cret\n# comment\nbob,pw\n")
+    assert read_users(users) == [("alice", "se,cret"), ("bob", "pw")]
+    target = external_target("127.0.0.1", {"imap": 0, "pop3": -1, "smtp": 2525}, "implicit",
+                             str(users))
+    assert {p: e.port for p, e in target.endpoints.items()} == {"imap": 993, "smtp": 2525}
+    again = Target.from_json(target.to_json())
+    assert again == target and again.endpoint("pop3") is None
+    with pytest.raises(ValueError, match="--users-file"):
+        external_target("127.0.0.1", {}, "off", None)
