@@ -44,6 +44,8 @@ class Session(asyncio.Protocol):
         self._auth_wait = False
         self._last_client_activity = 0.0
         self._login_machine = None
+        self._tls = False
+        self._early = bytearray()
 
     # -- logging with nginx's context suffix (spec §14) ----------------------------------
     def log(self, level: str, message: str) -> None:
@@ -72,17 +74,61 @@ class Session(asyncio.Protocol):
             where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix:"
             self.rt.log.log("info", f"client {where} connected to {self.server_text}",
                             self.id)
-        self.machine = self.rt.dialogue_class(self.conf, tls=transport.get_extra_info(
-            "sslcontext") is not None)
-        transport.write(self.machine.greeting())
+        self._tls = transport.get_extra_info("sslcontext") is not None
+        if self.conf.protocol == "smtp" and self.rt.resolver is not None:
+            self.phase = "resolving"
+            self.action = "in resolving client address"
+            transport.pause_reading()
+            self._task = self.rt.loop.create_task(self._resolve())
+        else:
+            self._greet()
+
+    async def _resolve(self) -> None:
+        """SMTP: the client's host name for Client-Host and XCLIENT, before the greeting."""
+        host = await self.rt.resolver.client_host(
+            self.client_ip, self.log, lambda action: setattr(self, "action", action))
+        if self.phase == "resolving":
+            self._greet(host)
+
+    def _greet(self, client_host: str = "[UNAVAILABLE]") -> None:
+        conf = self.conf
+        if conf.protocol == "smtp":
+            self.machine = self.rt.dialogue_class(conf, tls=self._tls, client_host=client_host)
+        else:
+            self.machine = self.rt.dialogue_class(conf, tls=self._tls)
+        self.transport.resume_reading()
+        if conf.protocol == "smtp" and conf.smtp_greeting_delay > 0:
+            # nginx: a client talking before the greeting is refused (spec §9.2)
+            self.phase = "delay"
+            self.action = "in delay pipelining state"
+            self._timer = self.rt.loop.call_later(conf.smtp_greeting_delay, self._delayed_greeting)
+            return
+        self.phase = "dialogue"
+        self.transport.write(self.machine.greeting())
+        self.action = "in auth state"
+        self._arm_timeout(conf.timeout)
+
+    def _delayed_greeting(self) -> None:
+        self._timer = None
+        self.phase = "dialogue"
+        self.transport.write(self.machine.greeting())
         self.action = "in auth state"
         self._arm_timeout(self.conf.timeout)
+        self._drive()
 
     def data_received(self, data: bytes) -> None:
         if self.phase == "relay":
             self.backend.write(data)
             self._last_client_activity = self.rt.loop.time()
             return
+        if self.phase == "resolving":  # a read already under way when reading was paused
+            self._early += data
+            return
+        if self.phase == "delay":
+            self._carry_out(self.machine.reject_early(data))
+            return
+        if self._early:
+            data, self._early = bytes(self._early) + data, bytearray()
         self.machine.receive_data(data)
         if self.phase == "dialogue":
             self._drive()
@@ -112,27 +158,40 @@ class Session(asyncio.Protocol):
             self._drive()
 
     # -- the pre-auth dialogue -----------------------------------------------------------
+    def _carry_out(self, actions) -> None:
+        for act in actions:
+            self._act(act)
+
     def _drive(self) -> None:
         machine = self.machine
+        if self._early:
+            machine.receive_data(bytes(self._early))
+            self._early = bytearray()
         while self.phase == "dialogue" and not self._write_paused:
             act = machine.next_action()
             if act is None:
                 return
-            if isinstance(act, dlg.Send):
-                self.transport.write(act.data)
-            elif isinstance(act, dlg.Log):
-                self.log(act.level, act.message)
-            elif isinstance(act, dlg.Close):
-                self.close()
-            elif isinstance(act, dlg.Authenticate):
-                self._cancel_timer()
-                self.phase = "auth"
-                self.action = "in http auth state"
-                self.transport.pause_reading()
-                self._task = self.rt.loop.create_task(self._authenticate())
-            elif isinstance(act, dlg.StartTls):
-                self._task = self.rt.loop.create_task(self._starttls())
+            if self._act(act):
                 return
+
+    def _act(self, act) -> bool:
+        """Carry out one dialogue action; True when the dialogue must stop for now."""
+        if isinstance(act, dlg.Send):
+            self.transport.write(act.data)
+        elif isinstance(act, dlg.Log):
+            self.log(act.level, act.message)
+        elif isinstance(act, dlg.Close):
+            self.close()
+        elif isinstance(act, dlg.Authenticate):
+            self._cancel_timer()
+            self.phase = "auth"
+            self.action = "in http auth state"
+            self.transport.pause_reading()
+            self._task = self.rt.loop.create_task(self._authenticate())
+        elif isinstance(act, dlg.StartTls):
+            self._task = self.rt.loop.create_task(self._starttls())
+            return True
+        return False
 
     async def _starttls(self) -> None:
         self.action = "in starttls state"
@@ -217,7 +276,7 @@ class Session(asyncio.Protocol):
     async def _login_to_backend(self, addr: str, port: int) -> None:
         self.phase = "login"
         self.action = "connecting to upstream"
-        self._login_machine = self.machine.backend_login(self.conf)
+        self._login_machine = self.machine.backend_login(self.conf, self.client_ip)
         loop = self.rt.loop
         self._arm_timeout(self.conf.timeout, "upstream timed out")
         next(_conn_ids)

@@ -11,10 +11,12 @@ from proxy.conf.settings import Listen, MainSettings, ServerSettings
 from proxy.imap.dialogue import ImapDialogue
 from proxy.log import ErrorLog
 from proxy.pop3.dialogue import Pop3Dialogue
+from proxy.resolver import HostResolver
 from proxy.session import Session
+from proxy.smtp.dialogue import SmtpDialogue
 from proxy.tls import build_context
 
-DIALOGUES = {"imap": ImapDialogue, "pop3": Pop3Dialogue}
+DIALOGUES = {"imap": ImapDialogue, "pop3": Pop3Dialogue, "smtp": SmtpDialogue}
 
 
 @dataclass
@@ -27,6 +29,7 @@ class ServerRuntime:
     loop: asyncio.AbstractEventLoop
     sessions: set = field(default_factory=set)
     tls_context: object = None
+    resolver: HostResolver | None = None  # SMTP client-host lookups, shared by sessions
     # servers sharing this (wildcard) socket, chosen per connection by local address
     by_address: dict = field(default_factory=dict)
 
@@ -64,13 +67,18 @@ class Worker:
         self.servers: list[asyncio.base_events.Server] = []
         self.stopping: asyncio.Event | None = None
         self.graceful = False
+        self._resolvers: dict[int, HostResolver] = {}
 
     def _runtime(self, loop, listen: Listen, conf: ServerSettings) -> ServerRuntime:
         log = self.server_logs.get(id(conf), self.log)
         tls = None
         if listen.ssl or conf.ssl.starttls != "off":
             tls = build_context(conf.ssl, conf.protocol)
-        return ServerRuntime(conf, listen, log, loop, self.sessions, tls)
+        resolver = self._resolvers.get(id(conf))
+        if resolver is None and conf.protocol == "smtp" and conf.resolver is not None:
+            resolver = self._resolvers[id(conf)] = HostResolver(conf.resolver,
+                                                                conf.resolver_timeout)
+        return ServerRuntime(conf, listen, log, loop, self.sessions, tls, resolver)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()

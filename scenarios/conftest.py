@@ -19,6 +19,8 @@ from fakes.auth import MockAuthServer, User
 from fakes.imap import FakeImapServer, Faults
 from fakes.pop3 import FakePop3Server
 from fakes.pop3 import Faults as Pop3Faults
+from fakes.smtp import FakeSmtpServer
+from fakes.smtp import Faults as SmtpFaults
 from scenarios.client import Client
 from scenarios.real.common import free_port, require
 from scenarios.targets import target_class, version_of
@@ -90,6 +92,12 @@ def pop3_backend():
         yield pop3
 
 
+@pytest.fixture(scope="session")
+def smtp_backend():
+    with FakeSmtpServer(dict(USERS)) as smtp:
+        yield smtp
+
+
 @dataclass
 class Proxy:
     """A running target plus where to reach it."""
@@ -112,6 +120,7 @@ class Lab:
     auth: MockAuthServer
     imap: FakeImapServer
     pop3: FakePop3Server
+    smtp: FakeSmtpServer
     proxies: dict
     tmp_factory: object
     started: list = field(default_factory=list)
@@ -158,19 +167,23 @@ server {{
 
 
 @pytest.fixture
-def lab(target, auth_server, imap_backend, pop3_backend, _proxies) -> Lab:
+def lab(target, auth_server, imap_backend, pop3_backend, smtp_backend, _proxies) -> Lab:
     proxies, factory = _proxies
     auth_server.clear()
     auth_server.users.clear()
     backends = {"imap": ("127.0.0.1", imap_backend.port),
-                "pop3": ("127.0.0.1", pop3_backend.port)}
+                "pop3": ("127.0.0.1", pop3_backend.port),
+                "smtp": ("127.0.0.1", smtp_backend.port)}
     for login, password in USERS.items():
         auth_server.users[login] = User(password, backends=dict(backends))
     imap_backend.faults = Faults()
     imap_backend.commands.clear()
     pop3_backend.faults = Pop3Faults()
     pop3_backend.commands.clear()
-    return Lab(target, auth_server, imap_backend, pop3_backend, proxies, factory)
+    smtp_backend.faults = SmtpFaults()
+    smtp_backend.commands.clear()
+    smtp_backend.messages.clear()
+    return Lab(target, auth_server, imap_backend, pop3_backend, smtp_backend, proxies, factory)
 
 
 __all__ = ["Faults", "Lab", "Proxy"]

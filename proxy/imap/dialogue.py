@@ -118,7 +118,7 @@ class ImapDialogue:
         """The line a failed Auth-Status becomes (an empty status is a failure too)."""
         return self._stored_tag() + b"NO " + resp.error + b"\r\n"
 
-    def backend_login(self, conf: ServerSettings) -> ImapBackendLogin:
+    def backend_login(self, conf: ServerSettings, client_ip: str | None = None) -> ImapBackendLogin:
         return ImapBackendLogin(self._stored_tag(), self.creds.login,
                                 self.creds.password or b"", conf.proxy_buffer,
                                 conf.proxy_pass_error_message)

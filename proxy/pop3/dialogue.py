@@ -130,7 +130,7 @@ class Pop3Dialogue:
         """The line a failed Auth-Status becomes (an empty status is a failure too)."""
         return b"-ERR " + resp.error + b"\r\n"
 
-    def backend_login(self, conf: ServerSettings) -> Pop3BackendLogin:
+    def backend_login(self, conf: ServerSettings, client_ip: str | None = None) -> Pop3BackendLogin:
         return Pop3BackendLogin(self.creds.login, self.creds.password or b"",
                                 conf.proxy_buffer, conf.proxy_pass_error_message)
 
