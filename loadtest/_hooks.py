@@ -38,7 +38,8 @@ def install() -> None:
     events.init_command_line_parser.add_listener(_add_options)
     events.init.add_listener(_on_init)
     events.test_start.add_listener(_on_test_start)
-    events.quitting.add_listener(lambda **_: stop_lab())
+    # `quit` comes after the users stopped (`quitting` may come before, on SIGTERM)
+    events.quit.add_listener(lambda **_: stop_lab())
 
 
 def _add_options(parser) -> None:

@@ -20,6 +20,7 @@ from fakes.auth import MockAuthServer, User
 from fakes.imap import FakeImapServer
 from fakes.mailbox import MailStore
 from fakes.pop3 import FakePop3Server
+from fakes.smtp import FakeSmtpServer
 
 USERS = {"alice": "secret", "bob": "hunter2", "carol": "correct horse"}
 
@@ -49,6 +50,13 @@ mail {{
         protocol pop3;
         pop3_auth plain apop cram-md5;
     }}
+
+    server {{
+        listen {host}:{smtp_port};
+        protocol smtp;
+        smtp_auth plain login cram-md5;
+        smtp_capabilities PIPELINING "SIZE 10485760" 8BITMIME ENHANCEDSTATUSCODES;
+    }}
 }}
 """
 
@@ -58,6 +66,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="address Postern listens on")
     p.add_argument("--imap-port", type=int, default=1143)
     p.add_argument("--pop3-port", type=int, default=1110)
+    p.add_argument("--smtp-port", type=int, default=1587)
     p.add_argument("--auth-port", type=int, default=0, help="mock auth port (0: any free)")
     p.add_argument("--dir", default="lab", help="where config, pid and logs go")
     p.add_argument("--seed", type=int, default=1, help="Faker seed for the mailboxes")
@@ -71,14 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     store = MailStore(args.seed)  # one set of mailboxes: POP3 sees the IMAP INBOX
     with FakeImapServer(dict(USERS), store=store) as imap, \
             FakePop3Server(dict(USERS), store=store) as pop3, \
+            FakeSmtpServer(dict(USERS)) as smtp, \
             MockAuthServer({u: User(p, backends={"imap": ("127.0.0.1", imap.port),
-                                                 "pop3": ("127.0.0.1", pop3.port)})
+                                                 "pop3": ("127.0.0.1", pop3.port),
+                                                 "smtp": ("127.0.0.1", smtp.port)})
                             for u, p in USERS.items()}, port=args.auth_port,
                            requests_log=workdir / "auth-requests.jsonl") as auth:
         conf = workdir / "postern.conf"
         conf.write_text(CONFIG.format(dir=workdir, conf=conf, auth_port=auth.port,
                                       host=args.host, imap_port=args.imap_port,
-                                      pop3_port=args.pop3_port))
+                                      pop3_port=args.pop3_port, smtp_port=args.smtp_port))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                           env.get("PYTHONPATH")]))
@@ -89,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("postern lab: Postern did not start; see the messages above",
                       file=sys.stderr)
                 return 1
-            _banner(args, {"imap": imap.port, "pop3": pop3.port}, auth.port, workdir)
+            _banner(args, {"imap": imap.port, "pop3": pop3.port, "smtp": smtp.port}, auth.port,
+                    workdir)
             signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGINT))
             proc.wait()
         except KeyboardInterrupt:
@@ -118,7 +130,7 @@ def _wait_pid(path: Path, proc: subprocess.Popen, timeout: float = 15.0) -> bool
 
 def _banner(args: argparse.Namespace, backends: dict[str, int], auth_port: int,
             workdir: Path) -> None:
-    host, port, pop3 = args.host, args.imap_port, args.pop3_port
+    host, port, pop3, smtp = args.host, args.imap_port, args.pop3_port, args.smtp_port
     users = "  ".join(f"{u} / {p}" for u, p in USERS.items())
     print(f"""
 Postern lab is running (Ctrl-C stops it).
@@ -126,6 +138,7 @@ Postern lab is running (Ctrl-C stops it).
   service   address                 behind it
   IMAP      {host}:{port:<15} fake IMAP upstream on 127.0.0.1:{backends["imap"]}
   POP3      {host}:{pop3:<15} fake POP3 upstream on 127.0.0.1:{backends["pop3"]}
+  SMTP      {host}:{smtp:<15} fake SMTP upstream on 127.0.0.1:{backends["smtp"]} (XCLIENT)
   auth_http 127.0.0.1:{auth_port:<13} mock auth server (requests: {workdir}/auth-requests.jsonl)
 
   users:    {users}
@@ -135,10 +148,12 @@ Try it:
   curl -v 'imap://{host}:{port}/' -u alice:secret                  # list mailboxes
   curl 'imap://{host}:{port}/INBOX;UID=1' -u alice:secret          # fetch a message
   curl 'pop3://{host}:{pop3}/1' -u bob:hunter2                      # first message by POP3
+  swaks --server {host}:{smtp} --auth PLAIN --auth-user alice --auth-password secret \\
+        --from alice@example.test --to bob@example.test                   # submit by SMTP
   python3 -c "import imaplib; m=imaplib.IMAP4('{host}',{port}); m.login('bob','hunter2'); \\
 print(m.select('INBOX'))"
-A mail client (Thunderbird, mutt): IMAP server {host}, port {port}, no encryption,
-normal password, user alice, password secret.
+A mail client (Thunderbird, mutt): IMAP server {host} port {port} (or POP3 port {pop3}),
+SMTP server {host} port {smtp}, no encryption, normal password, alice / secret.
 """, flush=True)
 
 

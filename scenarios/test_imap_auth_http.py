@@ -113,18 +113,6 @@ def upstream_login(lab, conn_index: int) -> bytes:
     return b"".join(data for who, data in conn.transcript if who == "C")
 
 
-def wait_upstream_bytes(lab, conn_index: int, wanted: bytes, timeout: float = 3.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    while True:
-        if len(lab.imap.connections) > conn_index:
-            got = upstream_login(lab, conn_index)
-            if got.startswith(wanted) or time.monotonic() > deadline:
-                return got
-        elif time.monotonic() > deadline:
-            raise AssertionError("the upstream was never contacted")
-        time.sleep(0.02)
-
-
 # -- success ------------------------------------------------------------------------------
 
 def test_auth_ok_logs_in_with_the_upstream_reply(lab):
@@ -498,7 +486,6 @@ def test_client_ip_is_the_peer_address(lab):
         c.expect(GREETING)
         c.send(b"a1 LOGIN alice secret\r\n").expect(LOGGED_IN)
     assert lab.auth.requests[0].raw == request_for(b"alice", b"secret", ip=b"127.0.0.2")
-    assert lab.auth.requests[0].peer[0] == "127.0.0.1"
 
 
 # -- logs -----------------------------------------------------------------------------------
