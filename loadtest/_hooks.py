@@ -91,12 +91,13 @@ def _add_options(parser) -> None:
 
 
 def _suppress():
-    import configargparse  # noqa: PLC0415 - locust's own parser library
+    import configargparse
     return configargparse.SUPPRESS
 
 
 def _on_init(environment: Environment, runner, **_) -> None:
-    """Drop users that cannot run here: no fake for the lab, or all tasks filtered by tags."""
+    """Drop users that cannot run here (no fake for the lab, every task filtered out by
+    tags), then set up the target."""
     if isinstance(runner, WorkerRunner):
         return  # the master decides which classes are dispatched
     opts = environment.parsed_options
@@ -113,6 +114,8 @@ def _on_init(environment: Environment, runner, **_) -> None:
         log.error("no mail user can run (see the warnings above)")
         sys.exit(1)
     environment.user_classes[:] = keep
+    if not resolve_target(environment):
+        sys.exit(1)
 
 
 def _unavailable(cls, opts) -> str | None:
@@ -120,7 +123,7 @@ def _unavailable(cls, opts) -> str | None:
     if protocol is None or opts is None:
         return None
     if not opts.mail_host:
-        from loadtest._lab import fake_available  # noqa: PLC0415 - no fakes imported
+        from loadtest._lab import fake_available
         if not fake_available(protocol):
             return f"the embedded lab has no {protocol.upper()} fake (fakes/{protocol}.py)"
     elif getattr(opts, f"{protocol}_port") < 0:
@@ -136,35 +139,60 @@ def _unavailable(cls, opts) -> str | None:
 def _on_test_start(environment: Environment, **_) -> None:
     if isinstance(environment.runner, WorkerRunner):
         return
-    opts = environment.parsed_options
-    try:
-        if opts.mail_host:
-            target = external_target(opts.mail_host, {p: getattr(opts, f"{p}_port")
-                                                       for p in PROTOCOLS},
-                                     opts.tls, opts.users_file, opts.tls_ca or None)
-        else:
-            target = start_lab(opts)
-    except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
-        # Users without a target would only pile up failures: stop the run, say why.
-        log.error("cannot run the mail load: %s", exc)
+    if not resolve_target(environment):
+        # Users without a target would only pile up failures: stop the run.
         environment.process_exit_code = 1
         gevent.spawn_later(0.1, environment.runner.quit)
-        return
-    if opts.tls_ca:
-        target.tls_ca = opts.tls_ca
+
+
+# Options that decide the target: a web UI run may change them between two tests.
+TARGET_OPTIONS = ("mail_host", "imap_port", "pop3_port", "smtp_port", "users_file", "tls",
+                  "tls_ca", "lab_proxy", "lab_users", "lab_workers", "lab_dir", "seed")
+_resolved: tuple[tuple, Target] | None = None
+
+
+def resolve_target(environment: Environment) -> bool:
+    """Set the target for this run (master or local process only). Done at init, so that
+    starting the lab does not eat into --run-time, and again at each test start in case
+    the options changed; the lab is reused while its options stay the same."""
+    global _resolved
+    opts = environment.parsed_options
+    key = tuple(str(getattr(opts, name, "")) for name in TARGET_OPTIONS)
+    if _resolved is None or _resolved[0] != key or not (opts.mail_host or lab_running()):
+        stop_lab()
+        try:
+            if opts.mail_host:
+                target = external_target(opts.mail_host, {p: getattr(opts, f"{p}_port")
+                                                           for p in PROTOCOLS},
+                                         opts.tls, opts.users_file, opts.tls_ca or None)
+            else:
+                target = start_lab(opts)
+        except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
+            log.error("cannot run the mail load: %s", exc)
+            _resolved = None
+            return False
+        if opts.tls_ca:
+            target.tls_ca = opts.tls_ca
+        _resolved = (key, target)
+        log.info("mail target:\n%s", target.describe())
+    target = _resolved[1]
     opts.mail_target_json = target.to_json()
-    log.info("mail target:\n%s", target.describe())
     if opts.csv_prefix:  # the report shows what was measured
-        Path(f"{opts.csv_prefix}_target.json").write_text(
-            json.dumps({"lab_proxy": None if opts.mail_host else opts.lab_proxy,
-                        **json.loads(target.to_json()), "users": len(target.users)}, indent=1))
+        path = Path(f"{opts.csv_prefix}_target.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"lab_proxy": None if opts.mail_host else opts.lab_proxy,
+                                    **json.loads(target.to_json()),
+                                    "users": len(target.users)}, indent=1))
+    return True
+
+
+def lab_running() -> bool:
+    return _lab is not None and _lab.poll() is None
 
 
 def start_lab(opts) -> Target:
-    """Start the lab subprocess once (a web UI run may start several tests) and wait for it."""
+    """Start the lab subprocess and wait until it listens."""
     global _lab
-    if _lab is not None and _lab.poll() is None and getattr(start_lab, "target", None):
-        return start_lab.target
     cmd = [sys.executable, "-m", "loadtest._lab", "--proxy", opts.lab_proxy, "--tls", opts.tls,
            "--users", str(opts.lab_users), "--workers", str(opts.lab_workers),
            "--seed", str(opts.seed)]
@@ -185,12 +213,11 @@ def start_lab(opts) -> Target:
         stop_lab()
         raise RuntimeError(f"embedded lab failed: {answer['error']}")
     log.info("lab directory (configs, proxy error log): %s", answer["dir"])
-    start_lab.target = Target.from_json(json.dumps(answer["target"]))
-    return start_lab.target
+    return Target.from_json(json.dumps(answer["target"]))
 
 
 def _lab_env() -> dict[str, str]:
-    import os  # noqa: PLC0415
+    import os
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
@@ -200,7 +227,6 @@ def _lab_env() -> dict[str, str]:
 def stop_lab() -> None:
     global _lab
     proc, _lab = _lab, None
-    start_lab.target = None
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()

@@ -65,7 +65,7 @@ def proxied_protocols(proxy: str) -> set[str]:
         return set()
     if proxy == "nginx":
         return set(PROTOCOLS)
-    from proxy.worker import DIALOGUES  # noqa: PLC0415 - Postern only when it is the proxy
+    from proxy.worker import DIALOGUES
     return set(DIALOGUES)
 
 
@@ -97,7 +97,7 @@ def _certificate(workdir: Path) -> tuple[Path, Path]:
     """A server certificate for 127.0.0.1/localhost and the CA that signed it."""
     pem, ca_pem = workdir / "lab-cert.pem", workdir / "lab-ca.pem"
     try:
-        import trustme  # noqa: PLC0415 - a dev dependency; openssl below otherwise
+        import trustme
     except ImportError:
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
                         "-subj", "/CN=localhost", "-addext",
@@ -138,8 +138,8 @@ class Lab:
         self.stopping = threading.Event()
 
     def start(self) -> Target:
-        from fakes.auth import MockAuthServer, User  # noqa: PLC0415 - heavy, lab only
-        from scenarios.real.common import free_ports  # noqa: PLC0415
+        from fakes.auth import MockAuthServer, User
+        from scenarios.real.common import free_ports
 
         args, notes = self.args, []
         for protocol in PROTOCOLS:
@@ -179,7 +179,7 @@ class Lab:
         return Target(dict(sorted(endpoints.items())), self.users, tls_ca, notes)
 
     def _start_proxy(self, text: str):
-        from scenarios.targets import target_class  # noqa: PLC0415
+        from scenarios.targets import target_class
 
         os.environ.setdefault("PYTHONPATH", str(ROOT))
         instance = target_class(self.args.proxy)(

@@ -14,7 +14,7 @@ import random
 import socket
 import ssl
 import time
-from typing import Any
+from typing import Any, Self
 
 from locust import User
 from locust.exception import InterruptTaskSet, RescheduleTask, StopUser
@@ -59,7 +59,7 @@ class Step:
         self.size = 0
         self.started = 0.0
 
-    def __enter__(self) -> Step:
+    def __enter__(self) -> Self:
         self.started = time.perf_counter()
         return self
 

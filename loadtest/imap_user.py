@@ -19,7 +19,7 @@ from locust import tag, task
 if __package__ in (None, ""):  # loaded by `locust -f loadtest/` as a top-level module
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest._session import MailUser, PhaseFailed, expect, no_delay, words  # noqa: E402
+from loadtest._session import MailUser, PhaseFailed, expect, no_delay, words
 
 HEADERS = "(FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])"
 HEADER_WINDOW = 20  # a client refreshing its message list asks for the newest ones

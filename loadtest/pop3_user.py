@@ -18,7 +18,7 @@ from locust import tag, task
 if __package__ in (None, ""):  # loaded by `locust -f loadtest/` as a top-level module
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest._session import MailUser, PhaseFailed, expect, no_delay, words  # noqa: E402
+from loadtest._session import MailUser, PhaseFailed, expect, no_delay, words
 
 
 def _ok(resp: bytes, what: str) -> None:
@@ -61,7 +61,7 @@ class Pop3User(MailUser):
                 with self.step("retr") as s:
                     picks = min(count, self.rng.choice((1, 2)))
                     for n in self.rng.sample(range(1, count + 1), picks):
-                        resp, lines, octets = p.retr(n)
+                        resp, _lines, octets = p.retr(n)
                         _ok(resp, "RETR")
                         s.size += octets
                 with self.step("dele"):

@@ -13,10 +13,10 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from reports.sources import JunitRun, LocustRun  # noqa: E402
+from reports.sources import JunitRun, LocustRun
 
 plt.rcParams.update({
     "svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "axes.grid": True,

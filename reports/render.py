@@ -48,7 +48,7 @@ class Inputs:
     @classmethod
     def latest(cls, results: Path = RESULTS) -> Inputs:
         """The newest of each kind under ``results`` (missing kinds stay None)."""
-        from reports.sources import find_locust_prefix  # noqa: PLC0415
+        from reports.sources import find_locust_prefix
 
         found = sorted(results.glob("check-auth*.json"), key=lambda p: p.stat().st_mtime) \
             if results.is_dir() else []

@@ -20,16 +20,16 @@ FIXTURES = Path(__file__).parent / "fixtures" / "reports"
 def _cells(page: str, key: str, column: int | None = None) -> list[str]:
     """The text of each cell of the first table row with ``key`` in cell ``column``
     (default: in one of its first two cells)."""
-    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", page, re.S):
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", page, re.DOTALL):
         cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
-                 for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+                 for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)]
         if (key in cells[:2]) if column is None else (cells[column:column + 1] == [key]):
             return cells
     raise AssertionError(f"no table row for {key!r}")
 
 
 def _svgs(page: str) -> list[str]:
-    return re.findall(r"<svg.*?</svg>", page, re.S)
+    return re.findall(r"<svg.*?</svg>", page, re.DOTALL)
 
 
 def _svg_with(page: str, title: str) -> str:
