@@ -9,10 +9,11 @@ Python only moves whole chunks (no per-byte work in the relay).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 from typing import TYPE_CHECKING
 
-from proxy import auth_http
+from proxy import auth_http, proxy_protocol
 from proxy import dialogue as dlg
 from proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
 from proxy.relay import BackendProtocol
@@ -46,6 +47,9 @@ class Session(asyncio.Protocol):
         self._login_machine = None
         self._tls = False
         self._early = bytearray()
+        self.proxy_info: proxy_protocol.ProxyInfo | None = None
+        self.client_addr: tuple | None = None
+        self.local_addr: tuple | None = None
 
     # -- logging with nginx's context suffix (spec §14) ----------------------------------
     def log(self, level: str, message: str) -> None:
@@ -74,7 +78,48 @@ class Session(asyncio.Protocol):
             where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix:"
             self.rt.log.log("info", f"client {where} connected to {self.server_text}",
                             self.id)
+        self.client_addr = peer if isinstance(peer, tuple) else None
+        self.local_addr = sock if isinstance(sock, tuple) else None
         self._tls = transport.get_extra_info("sslcontext") is not None
+        if self.rt.listen.proxy_protocol:
+            self.phase = "proxy_protocol"
+            self.action = "reading PROXY protocol"
+            self._arm_timeout(self.conf.timeout)
+            return
+        self._after_proxy_protocol()
+
+    def _read_proxy_protocol(self, data: bytes) -> None:
+        """spec §4.2: the whole header must be in the first read; garbage closes silently."""
+        self._cancel_timer()
+        try:
+            info, used = proxy_protocol.read_header(data)
+        except proxy_protocol.BrokenHeader as err:
+            self.log("error", str(err))
+            return self.close()
+        self._early += data[used:]
+        if info is not None:
+            self.proxy_info = info
+            peer_ip = self.client_addr[0] if self.client_addr else None
+            if self.conf.set_real_ip_from and proxy_protocol.trusted(
+                    peer_ip, self.conf.set_real_ip_from):
+                try:
+                    self.client_ip = str(ipaddress.ip_address(info.src_addr))
+                    self.client_addr = (self.client_ip, info.src_port)
+                except ValueError:
+                    pass
+        self.transport.pause_reading()
+        if self.rt.listen.ssl:
+            self._task = self.rt.loop.create_task(self._implicit_tls())
+        else:
+            self._after_proxy_protocol()
+
+    async def _implicit_tls(self) -> None:
+        """TLS after a PROXY header: the handshake could not start at accept time."""
+        if await self._handshake():
+            self._tls = True
+            self._after_proxy_protocol()
+
+    def _after_proxy_protocol(self) -> None:
         if self.conf.protocol == "smtp" and self.rt.resolver is not None:
             self.phase = "resolving"
             self.action = "in resolving client address"
@@ -120,6 +165,9 @@ class Session(asyncio.Protocol):
         if self.phase == "relay":
             self.backend.write(data)
             self._last_client_activity = self.rt.loop.time()
+            return
+        if self.phase == "proxy_protocol":
+            self._read_proxy_protocol(data)
             return
         if self.phase == "resolving":  # a read already under way when reading was paused
             self._early += data
@@ -193,8 +241,9 @@ class Session(asyncio.Protocol):
             return True
         return False
 
-    async def _starttls(self) -> None:
-        self.action = "in starttls state"
+    async def _handshake(self) -> bool:
+        """Put TLS under the client connection; on failure the session is closed."""
+        self.action = "SSL handshaking"
         try:
             transport = await self.rt.loop.start_tls(self.transport, self, self.rt.tls_context,
                                                      server_side=True,
@@ -202,13 +251,18 @@ class Session(asyncio.Protocol):
         except (TimeoutError, OSError, ConnectionError) as exc:
             self.log("info", f"SSL handshake failed ({exc})")
             self.close()
-            return
+            return False
         if transport is None:
-            return self.close()
+            self.close()
+            return False
         self.transport = transport
-        self.action = "in auth state"
-        self.machine.tls_started()
-        self._drive()
+        return True
+
+    async def _starttls(self) -> None:
+        if await self._handshake():
+            self.action = "in auth state"
+            self.machine.tls_started()
+            self._drive()
 
     # -- auth_http -----------------------------------------------------------------------
     def _auth_request(self) -> bytes:
@@ -217,6 +271,9 @@ class Session(asyncio.Protocol):
             method=creds.method, user=creds.login, password=creds.password,
             protocol=self.machine.protocol, attempt=creds.attempt, client_ip=self.client_ip,
             salt=creds.salt)
+        if self.proxy_info is not None:
+            info = self.proxy_info
+            req.proxy_protocol = (info.src_addr, info.src_port, info.dst_addr, info.dst_port)
         extra = getattr(self.machine, "auth_request_extra", None)
         if extra:
             extra(req)
@@ -295,6 +352,11 @@ class Session(asyncio.Protocol):
 
     def on_backend_connected(self, transport: asyncio.Transport) -> None:
         self.backend = transport
+        mode = self.conf.proxy_protocol
+        if mode != "off":  # spec §11.5: the header goes first, in one write
+            client = self.client_addr if self.client_addr and self.local_addr else None
+            build = proxy_protocol.v2_header if mode == "v2" else proxy_protocol.v1_line
+            transport.write(build(client and client[:2], self.local_addr and self.local_addr[:2]))
 
     def on_backend_data(self, data: bytes) -> None:
         if self.phase == "relay":

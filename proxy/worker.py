@@ -96,7 +96,8 @@ class Worker:
             def factory(rt=rt):
                 return _Accepted(rt)
 
-            ssl_ctx = rt.tls_context if b.listen.ssl else None
+            # behind a PROXY header the handshake starts only once the header is read
+            ssl_ctx = rt.tls_context if b.listen.ssl and not b.listen.proxy_protocol else None
             server = await loop.create_server(factory, sock=b.sock, backlog=b.listen.backlog,
                                               ssl=ssl_ctx,
                                               ssl_handshake_timeout=b.server.timeout

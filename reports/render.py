@@ -12,6 +12,7 @@ import jinja2
 
 from reports import plots
 from reports.sources import (
+    CheckAuthRun,
     JunitRun,
     LocustRun,
     load_check_auth,
@@ -209,14 +210,21 @@ def junit_section(run: JunitRun) -> dict[str, Any]:
     }
 
 
-def checks_section(path: Path, rows: list[dict]) -> dict[str, Any]:
+def checks_section(path: Path, run: CheckAuthRun) -> dict[str, Any]:
     shaped = []
-    for r in rows:
+    for r in run.rows:
         sees = r["client_sees"]
         if not isinstance(sees, str):
             sees = json.dumps(sees, indent=1)
         shaped.append({**r, "client_sees": sees, "colour": plots.verdict_colour(r["verdict"])})
-    return {"path": str(path), "rows": shaped, "figure": plots.verdict_counts(rows)}
+    meta = run.meta
+    summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else {}
+    about = ", ".join(str(meta[k]) for k in ("url",) if meta.get(k))
+    if summary:
+        about += (" · " if about else "") + ", ".join(
+            f"{v} {k}" for k, v in summary.items() if k != "exit_status")
+    return {"path": str(path), "rows": shaped, "figure": plots.verdict_counts(run.rows),
+            "about": about, "error": str(meta.get("error", ""))}
 
 
 # -- the page ---------------------------------------------------------------------------------

@@ -219,18 +219,37 @@ def load_junit(path: str | Path) -> JunitRun | None:
 
 # -- check-auth -------------------------------------------------------------------------------
 
-def load_check_auth(path: str | Path) -> list[dict] | None:
-    """A list of checks; a {"results"|"checks": [...]} wrapper is accepted too."""
+@dataclass
+class CheckAuthRun:
+    rows: list[dict]
+    meta: dict = field(default_factory=dict)  # url, auth_server, summary, settings
+
+
+def load_check_auth(path: str | Path) -> CheckAuthRun | None:
+    """``check-auth --json``: {"checks": [...], "url", "summary", ...} (schema 1), or a
+    bare list of {check, verdict, reason, client_sees}."""
     data = load_json(path)
     if data is None:
         return None
+    meta: dict = {}
     if isinstance(data, dict):
-        data = data.get("results") or data.get("checks") or [data]
+        meta = {k: data[k] for k in ("url", "auth_server", "summary", "settings", "error")
+                if k in data}
+        data = data.get("checks") or data.get("results") or []
     rows = []
     for item in data if isinstance(data, list) else []:
-        if isinstance(item, dict):
-            rows.append({"check": str(item.get("check", item.get("name", "?"))),
-                         "verdict": str(item.get("verdict", item.get("status", "?"))),
-                         "reason": str(item.get("reason", "") or ""),
-                         "client_sees": item.get("client_sees", "")})
-    return rows
+        if not isinstance(item, dict):
+            continue
+        exchanges = []
+        for ex in item.get("exchanges") or []:
+            if isinstance(ex, dict):
+                exchanges.append("\n".join(str(ex[k]) for k in ("request", "reply", "error")
+                                           if ex.get(k)))
+        rows.append({"id": str(item.get("id", "") or ""),
+                     "check": str(item.get("check") or item.get("title") or item.get("id")
+                                  or "?"),
+                     "verdict": str(item.get("verdict", item.get("status", "?"))),
+                     "reason": str(item.get("reason", "") or ""),
+                     "client_sees": item.get("client_sees") or "",
+                     "exchanges": exchanges})
+    return CheckAuthRun(rows, meta)

@@ -143,12 +143,14 @@ not the time it was held.</p>
 <h2>Auth server checks (check-auth)</h2>
 {% if not checks %}<p class="empty">No check-auth results (<code>check-auth --json &gt;
 results/check-auth.json</code>).</p>{% else %}
-<p class="muted">From <code>{{ checks.path }}</code>.</p>
+<p class="muted">From <code>{{ checks.path }}</code>{% if checks.about %}: {{ checks.about }}{% endif %}.</p>
+{% if checks.error %}<div class="note">{{ checks.error }}</div>{% endif %}
 {% if checks.figure %}<div class="figure">{{ checks.figure|safe }}</div>{% endif %}
 <table><tr><th class="l">check</th><th class="l">verdict</th><th class="l">reason</th><th class="l">what the client sees</th></tr>
-{% for r in checks.rows %}<tr><td class="l">{{ r.check }}</td>
+{% for r in checks.rows %}<tr class="{{ 'bad' if r.verdict in ('fail', 'failed') else '' }}"><td class="l">{{ r.check }}{% if r.id %}<br><span class="muted">{{ r.id }}</span>{% endif %}</td>
 <td class="l"><span class="o" style="background: {{ r.colour }}">{{ r.verdict }}</span></td>
-<td class="l">{{ r.reason }}</td><td class="l">{% if r.client_sees %}<pre>{{ r.client_sees }}</pre>{% endif %}</td></tr>{% endfor %}
+<td class="l">{{ r.reason }}{% if r.exchanges %}<details><summary>auth_http exchange{{ 's' if r.exchanges|length > 1 }}</summary>{% for ex in r.exchanges %}<pre>{{ ex }}</pre>{% endfor %}</details>{% endif %}</td>
+<td class="l">{% if r.client_sees %}<pre>{{ r.client_sees }}</pre>{% endif %}</td></tr>{% endfor %}
 </table>
 {% endif %}
 </section>

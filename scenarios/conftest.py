@@ -125,13 +125,16 @@ class Lab:
     tmp_factory: object
     started: list = field(default_factory=list)
 
-    def proxy(self, server: str = "", mail: str = "", protocol: str = "imap") -> Proxy:
-        """A proxy whose one server has `server` directives, under `mail`-level ones."""
+    def proxy(self, server: str = "", mail: str = "", protocol: str = "imap",
+              listen_params: str = "") -> Proxy:
+        """A proxy whose one server has `server` directives, under `mail`-level ones;
+        `listen_params` are appended to its listen directive (e.g. "proxy_protocol")."""
         key = (self.target, protocol, textwrap.dedent(server).strip(),
-               textwrap.dedent(mail).strip())
+               textwrap.dedent(mail).strip(), listen_params)
         if key not in self.proxies:
             port = free_port()
             text = MAIL_TEMPLATE.format(auth=self.auth.port, mail=key[3], port=port,
+                                        params=f" {listen_params}" if listen_params else "",
                                         protocol=protocol,
                                         server=textwrap.indent(key[2], "    "))
             workdir = Path(self.tmp_factory.mktemp(f"{self.target}-{protocol}"))
@@ -159,7 +162,7 @@ server_name mx.test;
 auth_http 127.0.0.1:{auth}/auth;
 {mail}
 server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{params};
     protocol {protocol};
 {server}
 }}

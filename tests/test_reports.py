@@ -146,14 +146,39 @@ def test_readers():
     assert _split_id("test_x[nginx]") == ("test_x", "nginx")
     assert _split_id("test_y") == ("test_y", None)
     checks = load_check_auth(FIXTURES / "check-auth.json")
-    assert [c["verdict"] for c in checks] == ["pass", "fail", "warn"]
+    assert [c["verdict"] for c in checks.rows] == ["pass", "fail", "warn"]
 
 
-def test_check_auth_wrapped_object(tmp_path):
+def test_check_auth_schema_1(tmp_path):
+    """The document `postern check-auth --json` writes (proxy/check_auth/report.py)."""
     path = tmp_path / "check-auth.json"
-    path.write_text(json.dumps({"results": [{"check": "c", "verdict": "pass"}]}))
-    assert load_check_auth(path) == [{"check": "c", "verdict": "pass", "reason": "",
-                                      "client_sees": ""}]
+    path.write_text(json.dumps({
+        "schema": 1, "url": "http://127.0.0.1:9000/auth",
+        "summary": {"pass": 1, "warn": 0, "fail": 1, "exit_status": 1},
+        "checks": [
+            {"id": "imap.plain.right", "title": "imap plain, right password",
+             "check": "imap plain, right password", "verdict": "pass", "reason": "ok",
+             "client_sees": None, "exchanges": []},
+            {"id": "imap.auth-wait", "title": "imap Auth-Wait", "check": "imap Auth-Wait",
+             "verdict": "fail", "reason": "no Auth-Wait", "client_sees": "a1 NO x\\r\\n",
+             "exchanges": [{"request": "GET /auth HTTP/1.0\r\nAuth-Pass: ***\r\n",
+                            "reply": "HTTP/1.0 200 OK\r\nAuth-Status: x\r\n",
+                            "elapsed_ms": 1.2, "error": None}]}]}))
+    run = load_check_auth(path)
+    assert [r["id"] for r in run.rows] == ["imap.plain.right", "imap.auth-wait"]
+    assert run.rows[0]["client_sees"] == "" and run.meta["summary"]["fail"] == 1
+    page = render_report(Inputs(check_auth=path), tmp_path / "r.html").read_text()
+    assert _cells(page, "fail", column=1)[2].startswith("no Auth-Wait")
+    assert "Auth-Status: x" in page
+    assert "http://127.0.0.1:9000/auth · 1 pass, 0 warn, 1 fail" in page
+    assert ">null<" not in page
+
+
+def test_check_auth_bare_list(tmp_path):
+    path = tmp_path / "check-auth.json"
+    path.write_text(json.dumps([{"check": "c", "verdict": "pass"}]))
+    assert load_check_auth(path).rows == [{"id": "", "check": "c", "verdict": "pass",
+                                           "reason": "", "client_sees": "", "exchanges": []}]
 
 
 def test_command_prints_the_path(tmp_path, capsys):

@@ -89,10 +89,17 @@ class SmtpDialogue:
     internal_error = INTERNAL_ERROR
 
     def __init__(self, conf: ServerSettings, tls: bool = False,
-                 client_host: str = UNAVAILABLE) -> None:
+                 client_host: str = UNAVAILABLE, log_info: bool | None = None) -> None:
         self.conf = conf
         self.tls = tls
         self.client_host = client_host  # Client-Host / XCLIENT NAME (spec §4.5)
+        # whether the session's error log takes info lines: nginx's rejection logging then
+        # rewrites the buffer (see _mail); unknown here means the server's own error_log
+        # decides, else info is assumed (as a mail proxy's log is usually run)
+        if log_info is None:
+            log_info = not conf.error_logs or any(
+                t.level in ("info", "debug") for t in conf.error_logs)
+        self.log_info = log_info
         self.buffer = CommandBuffer(conf.smtp_client_buffer)
         self.creds = Credentials()
         self.errors = 0
@@ -348,8 +355,14 @@ class SmtpDialogue:
         if "none" not in self.conf.smtp_auth:
             # nginx logs its whole buffer; the command line alone says the same without
             # risking earlier pipelined SASL lines in the log
-            line = bytes(self.buffer.data[self._cmd_start:self.buffer.pos])
+            data = self.buffer.data
+            line = bytes(data[self._cmd_start:self.buffer.pos])
             self._actions.append(Log("info", f'client was rejected: "{loggable(line)}"'))
+            if self.log_info:
+                # QUIRK: ngx_mail_smtp_log_rejected_command turns every CR and LF of the
+                # buffer into '_' in place, so commands pipelined behind this MAIL lose
+                # their line ends and wait for the client's next one
+                data[:] = data.replace(b"\r", b"_").replace(b"\n", b"_")
             return R_OK, AUTH_REQUIRED
         if self.smtp_from:
             return R_OK, BAD_SEQUENCE
