@@ -12,7 +12,9 @@ or ``await srv.start()`` / ``await srv.stop()`` inside a running loop.
 Every request is recorded byte for byte. The answer comes, in order of precedence, from the
 global ``script`` queue, the ``handler`` callable, the user's ``by_attempt`` / ``replies``
 scripts, or the default decision (credentials checked per Auth-Method, see spec §10).
-A ``Reply`` describes both what to say and how to say it (delay, trickle, drop, ...).
+A ``Reply`` describes both what to say and how to say it (delay, trickle, drop, ...);
+``faults`` (a ``Faults``) misdelivers every answer, or every Nth, whatever decided it.
+``fakes.script`` loads all of this from a TOML file (``postern auth-mock --script FILE``).
 Passwords never appear in what this module logs or prints.
 """
 
@@ -43,7 +45,7 @@ DEFAULT_FAIL = "Invalid login or password"
 MASK = "***"
 _CONTENT = ("status", "server", "port", "user", "password", "wait", "error_code")
 _DELIVERY = ("http_status", "body", "eol", "delay", "trickle", "drop", "close_early", "raw",
-             "oversize")
+             "oversize", "stall")
 
 
 @dataclass
@@ -54,8 +56,11 @@ class Reply:
     ``drop`` closes without answering; ``close_early`` sends only N bytes (True: half) then
     closes; ``raw`` is sent verbatim instead of a generated reply; ``oversize`` pads the header
     block with an ``X-Padding`` line to exactly N bytes (True: 1100, past nginx's 1024-byte
-    buffer). ``decide=True`` takes the content from the default decision and this reply's
-    non-None content fields, extra headers and delivery options on top.
+    buffer); ``stall`` reads the request and then never answers (until the client closes).
+    ``decide=True`` takes the content from the default decision and this reply's
+    non-None content fields, extra headers and delivery options on top. ``fill_backend``: an
+    OK without ``server``/``port`` gets the user's (or the default) backend for the request's
+    protocol.
     """
 
     status: str | None = None
@@ -76,6 +81,8 @@ class Reply:
     raw: bytes | None = None
     oversize: int | bool = False
     decide: bool = False
+    stall: bool = False
+    fill_backend: bool = False
 
     @classmethod
     def ok(cls, server: str, port: int | str, **kw: Any) -> Reply:
@@ -146,6 +153,33 @@ class User:
     by_attempt: dict[int, Reply] = field(default_factory=dict)
     backend_user: str | None = None
     backend_password: str | None = None
+
+
+@dataclass
+class Faults:
+    """Delivery misbehaviour of the auth server itself, applied on top of every answer (or
+    every ``every``-th request, counted from 1; only those of ``protocols`` when given). A
+    reply's own delivery options win over these. Fields as in ``Reply``."""
+
+    delay: float = 0.0
+    trickle: float | None = None
+    drop: bool = False
+    close_early: int | bool | None = None
+    stall: bool = False
+    oversize: int | bool = False
+    every: int = 1
+    protocols: list[str] | None = None
+
+    def applies(self, n: int, protocol: str) -> bool:
+        return n % max(1, self.every) == 0 and (self.protocols is None
+                                                or protocol in self.protocols)
+
+    def apply(self, reply: Reply) -> Reply:
+        blank = Reply()
+        changes = {name: getattr(self, name) for name in
+                   ("delay", "trickle", "drop", "close_early", "stall", "oversize")
+                   if getattr(reply, name) == getattr(blank, name)}
+        return dataclasses.replace(reply, **changes)
 
 
 _ESCAPED = re.compile(rb"%([0-9A-Fa-f]{2})")
@@ -242,6 +276,7 @@ class MockAuthServer(BackgroundServer):
                  fail_message: str = DEFAULT_FAIL, smtp_error_code: str | None = None,
                  always_send_pass: bool = False, script: Iterable[Reply] = (),
                  handler: Callable[[AuthRequest], Reply | None] | None = None,
+                 faults: Faults | None = None,
                  requests_log: str | Path | None = None, record: bool = True,
                  use_uvloop: bool = True) -> None:
         self.users: dict[str, User] = {}
@@ -254,6 +289,8 @@ class MockAuthServer(BackgroundServer):
         self.always_send_pass = always_send_pass
         self.script: deque[Reply] = deque(script)
         self.handler = handler
+        self.faults = faults or Faults()
+        self.served = 0  # requests answered so far (Faults.every counts these)
         self.requests: list[AuthRequest] = []
         self.record = record  # False: keep nothing in memory (long load runs)
         self.requests_log = requests_log
@@ -324,7 +361,19 @@ class MockAuthServer(BackgroundServer):
                 reply = user.replies.pop(0)
         if reply is None:
             return self.default_reply(req)
-        return _merge(self.default_reply(req), reply) if reply.decide else reply
+        if reply.decide:
+            return _merge(self.default_reply(req), reply)
+        if reply.fill_backend and reply.server is None and reply.port is None:
+            backend = self.backend_for(req)
+            if backend is not None:
+                reply = dataclasses.replace(reply, server=backend[0], port=backend[1])
+        return reply
+
+    def backend_for(self, req: AuthRequest) -> Backend | None:
+        """The backend the default decision would name for this request's user and protocol."""
+        user = self.users.get(req.user)
+        backend = user.backends.get(req.protocol) if user is not None else None
+        return backend or self.backends.get(req.protocol)
 
     def default_reply(self, req: AuthRequest) -> Reply:
         """The unscripted decision: check the credentials, answer with the user's backend."""
@@ -367,9 +416,18 @@ class MockAuthServer(BackgroundServer):
                 log.exception("auth decision failed")
                 reply = Reply(http_status="HTTP/1.0 500 Internal Server Error")
                 data = reply.render()
+            self.served += 1
+            if self.faults != _NO_FAULTS and self.faults.applies(self.served, req.protocol):
+                reply = self.faults.apply(reply)
+                if reply.oversize:
+                    data = reply.render()
             cut = _cut(len(data), reply.close_early)
             req.decision, req.reply = reply, b"" if reply.drop else data[:cut]
             self._record(req)
+            if reply.stall:  # hold the connection until the client gives up
+                while await reader.read(65536):
+                    pass
+                return
             await self._deliver(writer, reply, req.reply)
         except (ConnectionError, asyncio.CancelledError):
             pass
@@ -379,12 +437,18 @@ class MockAuthServer(BackgroundServer):
 
     def _record(self, req: AuthRequest) -> None:
         reply = req.decision
-        outcome = ("drop" if reply and reply.drop else
+        outcome = ("drop" if reply and reply.drop else "stall" if reply and reply.stall else
                    "raw" if reply and reply.raw is not None else reply.status if reply else None)
         log.info("%s %s user=%r attempt=%s -> %s", req.protocol or "-", req.auth_method or "-",
                  req.user, req.header("Auth-Login-Attempt"), outcome)
         if self._log_file:
-            self._log_file.write(json.dumps(req.to_json(), ensure_ascii=False) + "\n")
+            entry = req.to_json()
+            try:
+                line = json.dumps(entry, ensure_ascii=False)
+                line.encode()
+            except UnicodeEncodeError:  # bytes that are not UTF-8: \udcXX escapes round-trip
+                line = json.dumps(entry)
+            self._log_file.write(line + "\n")
             self._log_file.flush()
         if self.record:
             with self._recorded:
@@ -411,6 +475,9 @@ def _cut(length: int, close_early: int | bool | None) -> int:
     if close_early is None or close_early is False:
         return length
     return length // 2 if close_early is True else min(int(close_early), length)
+
+
+_NO_FAULTS = Faults()
 
 
 def _credentials_ok(method: str, password: str, req: AuthRequest) -> bool:

@@ -13,6 +13,8 @@ the body in memory.
 
 from __future__ import annotations
 
+import re
+
 import threading
 import zlib
 from collections.abc import Iterator, Mapping
@@ -204,7 +206,10 @@ class MailGenerator:
 
     def __init__(self, seed: int, owner: str = f"user@{DOMAIN}") -> None:
         self.seed = seed
-        self.owner = owner if "@" in owner else f"{owner}@{DOMAIN}"
+        # a login need not be an address local part ("us er"): make one that is
+        local, _, domain = owner.partition("@")
+        local = re.sub(r"[^A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]", "_", local).strip(".") or "user"
+        self.owner = f"{local}@{domain or DOMAIN}"
 
     def mailboxes(self, counts: Mapping[str, int] = DEFAULT_COUNTS) -> dict[str, Mailbox]:
         with _fakers_lock:

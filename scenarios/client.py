@@ -24,9 +24,9 @@ class Closed(AssertionError):
 
 class Client:
     def __init__(self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT,
-                 family: int = socket.AF_INET) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout) \
-            if family == socket.AF_INET else socket.socket(family)
+                 source: str | None = None) -> None:
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None)
         self.timeout = timeout
         self.buffer = b""
         self.transcript: list[tuple[str, bytes]] = []

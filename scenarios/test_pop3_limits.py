@@ -118,7 +118,7 @@ def test_max_errors_ignores_handler_errors(lab):
     with greeted(lab, "max_errors 1;") as c:
         for line in (b"PASS x\r\n", b"USER\r\n", b"STLS\r\n", b"APOP a b\r\n",
                      b"AUTH CRAM-MD5\r\n", b"AUTH EXTERNAL\r\n", b"AUTH PLAIN !\r\n",
-                     b"AUTH FOO\r\n", b"AUTH LOGIN a b c\r\n"):
+                     b"AUTH FOO\r\n", b"AUTH LOGIN YQ== YQ==\r\n"):
             c.send(line).expect(INVALID)
         c.send(b"USER alice\r\n").expect(OK)
         c.send(b"USER bob\r\n").expect(INVALID)
