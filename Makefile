@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench lint
+.PHONY: run test bench load report lint
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -26,6 +26,13 @@ test: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m loadtest.bench
+
+load: $(BIN)/.installed
+	$(BIN)/locust -f loadtest/ --headless -u 20 -r 5 -t 60s \
+	  --csv results/load --csv-full-history --html results/locust.html
+
+report: $(BIN)/.installed
+	$(BIN)/python -m reports --out results/report.html
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check proxy fakes scenarios loadtest reports tests

@@ -505,14 +505,20 @@ def _backend(text: str) -> tuple[str, Backend]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fakes.auth",
                                 description="Scriptable mock of an nginx auth_http server.")
-    p.add_argument("--listen", type=hostport, default=("127.0.0.1", 9000), metavar="HOST:PORT")
-    p.add_argument("--uri", default="/auth", help="path shown in the printed URL")
+    p.add_argument("--script", metavar="FILE.toml",
+                   help="users, replies and settings from a script (format: fakes/script.py); "
+                        "the options below add to it or override it")
+    p.add_argument("--print-nginx", action="store_true",
+                   help="print the nginx auth_http line for this server and exit")
+    p.add_argument("--listen", type=hostport, metavar="HOST:PORT",
+                   help="default 127.0.0.1:9000")
+    p.add_argument("--uri", help="path shown in the printed URL (default /auth)")
     p.add_argument("--user", type=login_password, action="append", default=[],
                    metavar="LOGIN:PASSWORD")
     p.add_argument("--backend", type=_backend, action="append", default=[],
                    metavar="PROTO=HOST:PORT", help="backend for every user (imap, pop3, smtp)")
-    p.add_argument("--fail-wait", type=int, default=0, help="Auth-Wait sent on failures")
-    p.add_argument("--fail-message", default=DEFAULT_FAIL)
+    p.add_argument("--fail-wait", type=int, help="Auth-Wait sent on failures")
+    p.add_argument("--fail-message", help=f"default {DEFAULT_FAIL!r}")
     p.add_argument("--smtp-error-code", help='e.g. "535 5.7.8", sent on SMTP failures')
     p.add_argument("--always-pass", action="store_true",
                    help="send Auth-Pass on every success, not only for apop/cram-md5/external")
@@ -523,17 +529,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _server(args: argparse.Namespace) -> MockAuthServer:
+    """The server the command line (and its --script, if any) describes."""
+    if args.script:
+        from fakes.script import build_auth, load_script
+        server = build_auth(load_script(args.script), record=False)
+    else:
+        server = MockAuthServer(port=9000, record=False)
+    for login, password in args.user:
+        server.add_user(login, password)
+    server.backends.update(dict(args.backend))
+    if args.listen:
+        server.host, server.port = args.listen
+    for attr, value in (("uri_path", args.uri), ("fail_wait", args.fail_wait),
+                        ("fail_message", args.fail_message),
+                        ("smtp_error_code", args.smtp_error_code),
+                        ("requests_log", args.requests_log)):
+        if value is not None:
+            setattr(server, attr, value)
+    server.always_send_pass = server.always_send_pass or args.always_pass
+    return server
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        server = _server(args)
+    except ValueError as err:  # a script mistake, named with its key path
+        print(f"auth-mock: {err}", file=sys.stderr)
+        return 2
+    if args.print_nginx:
+        if not server.port:
+            print("auth-mock: the port is chosen at start (listen port 0): the running "
+                  "server prints the auth_http line", file=sys.stderr)
+            return 2
+        print(f"auth_http {server.url};")
+        return 0
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    server = MockAuthServer({login: pw for login, pw in args.user},
-                            host=args.listen[0], port=args.listen[1], uri_path=args.uri,
-                            backends=dict(args.backend), fail_wait=args.fail_wait,
-                            fail_message=args.fail_message, smtp_error_code=args.smtp_error_code,
-                            always_send_pass=args.always_pass, requests_log=args.requests_log,
-                            record=False)
-    run_server(server, lambda: f"auth_http listening on {server.url}", not args.no_uvloop)
+    run_server(server, lambda: f"auth_http listening on {server.url}\n"
+                               f"nginx: auth_http {server.url};", not args.no_uvloop)
     return 0
 
 

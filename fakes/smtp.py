@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session, syntax
 
 from fakes._runner import BackgroundServer, hostport, login_password, run_server
 
@@ -319,6 +319,32 @@ class SmtpConnection(SMTP):
                 return
             await method(arg)
         return run
+
+    # -- AUTH and ESMTP parameters after HELO, as Postfix takes them ------------------------
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await self._as_extended(super().smtp_MAIL, arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        await self._as_extended(super().smtp_RCPT, arg)
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        await self._as_extended(super().smtp_AUTH, arg)
+
+    async def _as_extended(self, method, arg: str | None) -> None:
+        """aiosmtpd refuses AUTH and MAIL/RCPT parameters unless the client said EHLO;
+        Postfix does not check, and a proxy sends `AUTH PLAIN` or replays
+        `MAIL FROM:<a> SIZE=n` after XCLIENT (which resets the session) or after HELO."""
+        session = self.session
+        extended = session.extended_smtp
+        session.extended_smtp = True
+        try:
+            await method(arg)
+        finally:
+            if self.session is session:
+                session.extended_smtp = extended
 
     # -- XCLIENT (Postfix 3.x) ----------------------------------------------------------------
     async def smtp_XCLIENT(self, arg: str | None) -> None:

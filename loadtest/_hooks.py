@@ -1,10 +1,12 @@
 """Locust wiring shared by the mail users: options, the embedded lab's lifecycle, the target.
 
 ``install()`` registers the listeners once, however many locustfiles call it. Only the
-master (or the single local process) resolves the target: it starts the lab subprocess in
-``test_start``, or reads the external-target options, and stores the result as JSON in a
-hidden option, which locust copies to every worker with each spawn message. Workers never
-start anything; they need only reach the target's address.
+master (or the single local process) resolves the target: at ``init`` it starts the lab
+subprocess (so the lab's start-up is not taken out of --run-time), or reads the
+external-target options, and stores the result as JSON in a hidden option, which locust
+copies to every worker with each spawn message. Each ``test_start`` checks the options
+again (a web UI may change them between tests). Workers never start anything; they need
+only reach the target's address. The lab stops at ``quit``, after the users have stopped.
 """
 
 from __future__ import annotations

@@ -24,17 +24,22 @@ from reports.template import PAGE
 
 RESULTS = Path("results")
 OUTCOMES = ("passed", "failed", "error", "xfailed", "skipped")
-# (label, test, key, scale) - the benchmark's headline numbers (loadtest/bench.py)
+# (label, test, key, scale) - the benchmark's headline numbers, as loadtest/bench.py's
+# ROWS table prints them; any other number in bench.json is listed under them.
 BENCH_METRICS = (
     ("sessions/s", "sessions", "per_second", 1),
     ("LOGIN p50, ms", "sessions", "login_p50_ms", 1),
     ("LOGIN p99, ms", "sessions", "login_p99_ms", 1),
     ("proxy CPU s per 1,000 sessions", "sessions", "proxy_cpu_s_per_1000", 1),
+    ("proxy user-space CPU s per 1,000 sessions", "sessions", "proxy_user_s_per_1000", 1),
+    ("proxy worker busy, % of a core", "sessions", "proxy_busy_pct", 1),
+    ("session errors", "sessions", "errors", 1),
     ("relay MiB/s (one FETCH)", "fetch", "mib_per_s", 1),
+    ("proxy CPU s for the FETCH", "fetch", "proxy_cpu_s", 1),
     ("proxy CPU s per GiB relayed", "fetch", "proxy_cpu_s_per_gib", 1),
     ("RSS per idle session, KiB", "idle", "bytes_per_session", 1 / 1024),
-    ("session errors", "sessions", "errors", 1),
 )
+NO_RATIO = {"errors", "proxy_busy_pct"}  # a ratio of these says nothing
 
 
 @dataclass
@@ -62,6 +67,18 @@ def _existing(path: Path) -> Path | None:
     return path if path.exists() else None
 
 
+def _ms(value: float | None) -> str:
+    """A locust percentile: whole milliseconds, rounded, so 0 means under half of one."""
+    return "<1" if value == 0 else _fmt(value)
+
+
+def _sig(value: float | None) -> str:
+    """Three significant digits for small numbers (CPU seconds), grouped for large ones."""
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     if value is None:
         return "–"
@@ -74,8 +91,8 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def locust_section(run: LocustRun) -> dict[str, Any]:
     rows = [{"type": s.type, "name": s.name, "requests": s.requests, "failures": s.failures,
-             "rps": _fmt(s.rps, 2), "p50": _fmt(s.percentiles["50%"]),
-             "p95": _fmt(s.percentiles["95%"]), "p99": _fmt(s.percentiles["99%"]),
+             "rps": _fmt(s.rps, 2), "p50": _ms(s.percentiles["50%"]),
+             "p95": _ms(s.percentiles["95%"]), "p99": _ms(s.percentiles["99%"]),
              "max": _fmt(s.max), "avg": _fmt(s.average), "size": _fmt(s.avg_size, 0)}
             for s in run.stats]
     plots.set_start(run)
@@ -110,7 +127,7 @@ def locust_section(run: LocustRun) -> dict[str, Any]:
         "failures": failures, "target": target, "full_history": run.full_history,
         "span": span, "total_requests": total_requests, "total_failures": total_failures,
         "total_rps": _fmt(agg.rps if agg else None, 1),
-        "total_p95": _fmt(agg.percentiles["95%"] if agg else None),
+        "total_p95": _ms(agg.percentiles["95%"] if agg else None),
         "peak_users": max((r.users for r in history), default=0),
     }
 
@@ -154,15 +171,16 @@ def bench_section(path: Path, data: Any) -> dict[str, Any]:
         used.add(f"{test}.{key}")
         if not values:
             continue
-        metrics.append((label, values))
+        if any(values.values()):  # an all-zero panel says nothing the table does not
+            metrics.append((label, values))
         ratio = ""
-        if has_ratio and values.get("nginx") and "postern" in values:
+        if has_ratio and values.get("nginx") and "postern" in values and key not in NO_RATIO:
             ratio = f"{values['postern'] / values['nginx']:.2f}×"
-        rows.append({"label": label, "cells": [_fmt(values.get(t), 2) for t in targets],
+        rows.append({"label": label, "cells": [_sig(values.get(t)) for t in targets],
                      "ratio": ratio})
     flat = {t: _numbers(targets_data.get(t)) for t in targets}
     other_keys = sorted({k for f in flat.values() for k in f} - used)
-    other = [{"label": k, "cells": [_fmt(flat[t].get(k), 3) for t in targets]}
+    other = [{"label": k, "cells": [_sig(flat[t].get(k)) for t in targets]}
              for k in other_keys]
     settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
     machine = data.get("machine")
@@ -189,7 +207,8 @@ def junit_section(run: JunitRun) -> dict[str, Any]:
     for (protocol, name), cells in sorted(matrix.items()):
         ordered = [cells.get(t) for t in targets]
         rows.append({"protocol": protocol, "name": name, "cells": ordered,
-                     "bad": any(c and c.outcome in ("failed", "error") for c in ordered)})
+                     "bad": any(c and c.outcome in ("failed", "error") for c in ordered),
+                     "clean": all(c and c.outcome == "passed" for c in ordered)})
     summary = []
     for protocol in sorted({c.protocol for c in run.scenarios}):
         cells = []
@@ -203,7 +222,9 @@ def junit_section(run: JunitRun) -> dict[str, Any]:
     for c in others:
         others_totals[c.outcome] = others_totals.get(c.outcome, 0) + 1
     return {
-        "path": str(run.path), "targets": targets, "matrix": rows, "summary": summary,
+        "path": str(run.path), "targets": targets, "summary": summary,
+        # what needs a look first; scenarios every target passed, folded below
+        "matrix": [r for r in rows if not r["clean"]], "clean": [r for r in rows if r["clean"]],
         "totals": [(o, run.totals[o]) for o in OUTCOMES if o in run.totals], "figure": plots.junit_outcomes(run),
         "others": [c for c in others if c.outcome in ("failed", "error")],
         "others_totals": [(o, others_totals[o]) for o in OUTCOMES if o in others_totals],

@@ -110,6 +110,14 @@ not the time it was held.</p>
 {% endif %}
 </section>
 
+{% macro matrix(rows) %}
+<table class="matrix"><tr><th class="l">protocol</th><th class="l">scenario</th>{% for t in junit.targets %}<th class="l">{{ t }}</th>{% endfor %}</tr>
+{% for row in rows %}<tr class="{{ 'bad' if row.bad else '' }}"><td class="l">{{ row.protocol }}</td><td class="l">{{ row.name }}</td>
+{% for c in row.cells %}<td class="l">{% if c %}<span class="o o-{{ c.outcome }}">{{ c.outcome }}</span>
+{% if c.outcome != 'passed' and (c.text or c.message) %}<details><summary>{{ c.message|truncate(90) or 'details' }}</summary><pre>{{ c.text or c.message }}</pre></details>{% endif %}
+{% else %}<span class="o o-missing">not run</span>{% endif %}</td>{% endfor %}</tr>{% endfor %}
+</table>
+{% endmacro %}
 <section id="scenarios">
 <h2>Scenarios (pytest JUnit)</h2>
 {% if not junit %}<p class="empty">No scenario results (<code>make test</code> writes
@@ -123,13 +131,10 @@ not the time it was held.</p>
 <table><tr><th class="l">protocol</th>{% for t in junit.targets %}<th>{{ t }}</th>{% endfor %}</tr>
 {% for row in junit.summary %}<tr><td class="l">{{ row.protocol }}</td>{% for cell in row.cells %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
 </table>
-<h3>Every scenario</h3>
-<table class="matrix"><tr><th class="l">protocol</th><th class="l">scenario</th>{% for t in junit.targets %}<th class="l">{{ t }}</th>{% endfor %}</tr>
-{% for row in junit.matrix %}<tr class="{{ 'bad' if row.bad else '' }}"><td class="l">{{ row.protocol }}</td><td class="l">{{ row.name }}</td>
-{% for c in row.cells %}<td class="l">{% if c %}<span class="o o-{{ c.outcome }}">{{ c.outcome }}</span>
-{% if c.text or c.message %}<details><summary>{{ c.message|truncate(90) or 'details' }}</summary><pre>{{ c.text or c.message }}</pre></details>{% endif %}
-{% else %}<span class="o o-missing">not run</span>{% endif %}</td>{% endfor %}</tr>{% endfor %}
-</table>
+<h3>Scenarios not passed on every target</h3>
+{% if junit.matrix %}{{ matrix(junit.matrix) }}{% else %}<p>None: every scenario passed on every target.</p>{% endif %}
+{% if junit.clean %}<details><summary>{{ junit.clean|length }} scenario{{ 's' if junit.clean|length != 1 }} passed on every target</summary>
+{{ matrix(junit.clean) }}</details>{% endif %}
 {% endif %}
 {% if junit.others %}<h3>Other tests (no target)</h3>
 <p>{% for outcome, n in junit.others_totals %}{{ n }} {{ outcome }}{% if not loop.last %}, {% endif %}{% endfor %}.</p>

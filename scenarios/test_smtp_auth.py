@@ -84,7 +84,8 @@ def test_auth_plain_with_empty_challenge(lab):
 def test_auth_plain_ignores_authzid_and_keeps_odd_bytes(lab):
     """RFC 4616 §2: the authorization identity is skipped; spaces and `%` in login and
     password are %-escaped in the request (§10.2), the mechanism name is case-insensitive."""
-    lab.auth.push(Reply.ok("127.0.0.1", lab.smtp.port))
+    # the auth server renames the user: XCLIENT LOGIN= is another scenario's business
+    lab.auth.push(Reply.ok("127.0.0.1", lab.smtp.port, user="alice"))
     with greet(smtp(lab)) as c:
         c.send(b"auth plain " + plain(b"us er", b"p%w 1", b"admin") + b"\r\n").expect(AUTH_OK)
     assert [r.raw for r in lab.auth.requests] == [smtp_request(user=b"us%20er",
@@ -271,17 +272,28 @@ def test_bad_base64_is_logged_without_the_blob(lab):
 
 
 @pytest.mark.parametrize("answer", [b"*", b"QUIT", b"!!!!", b"bm9udWw="])
-def test_bad_answer_inside_an_exchange_ends_it(lab, answer):
+def test_bad_plain_answer_ends_the_exchange(lab, answer):
     """RFC 4954 §4 (`*` cancels) / §9.4: during an exchange every line is SASL data; a cancel,
-    a command or bad base64 → `500 5.5.1 Invalid command` and back to the start (QUIT is not
-    obeyed)."""
+    a command (QUIT is not obeyed: it is base64 without a NUL), bad base64 or a message
+    without NULs → `500 5.5.1 Invalid command` and back to the start."""
     with greet(smtp(lab)) as c:
         c.send(b"AUTH PLAIN\r\n").expect(NEXT)
         c.send(answer + b"\r\n").expect(INVALID)
         c.send(b"NOOP\r\n").expect(OK)
+
+
+def test_login_user_name_is_any_base64(lab):
+    """RFC 4954 §4: in AUTH LOGIN the user name line is taken as base64 whatever it says:
+    `QUIT` is a (strange) user name, `*` and `!!!!` are not base64 → 500 and back to the
+    start."""
+    with greet(smtp(lab)) as c:
         c.send(b"AUTH LOGIN\r\n").expect(USERNAME)
-        c.send(answer + b"\r\n").expect(INVALID)
+        c.send(b"QUIT\r\n").expect(PASSWORD)
+        c.send(b"*\r\n").expect(INVALID)
+        c.send(b"AUTH LOGIN\r\n").expect(USERNAME)
+        c.send(b"!!!!\r\n").expect(INVALID)
         c.send(b"EHLO x\r\n").expect(EHLO_DEFAULT)
+    assert lab.auth.requests == []
 
 
 def test_pipelined_auth_after_invalid_command(lab):

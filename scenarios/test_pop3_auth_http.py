@@ -1,0 +1,351 @@
+"""POP3 through every auth_http outcome (spec §10), on every target, exact bytes.
+
+Each scenario scripts the mock auth server's next reply (lab.auth.push) and checks what the
+POP3 client sees, what the auth server was asked and, where nginx words it, the error log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+
+import pytest
+
+from fakes.auth import Reply
+from scenarios.client import Client
+from scenarios.real.common import free_port
+from scenarios.test_imap_auth_http import LogWatch, OneShotAuth
+from scenarios.test_pop3_dialogue import (
+    GREETING,
+    INTERNAL_ERROR,
+    INVALID,
+    OK,
+    auth_request,
+    backend_login,
+    greeted_with_salt,
+    logged_in,
+    pop3,
+)
+
+
+def login(proxy, user: bytes = b"alice", password: bytes = b"secret") -> Client:
+    """Connect, check the greeting, USER (answered +OK) and PASS; the reply to PASS is the
+    scenario's business."""
+    c = proxy.connect()
+    c.expect(GREETING)
+    c.send(b"USER " + user + b"\r\n").expect(OK)
+    c.send(b"PASS " + password + b"\r\n")
+    return c
+
+
+def expect_internal_error(c: Client) -> None:
+    c.expect(INTERNAL_ERROR).expect_closed()
+
+
+def auth_peer(lab) -> str:
+    return f"127.0.0.1:{lab.auth.port}"
+
+
+# -- success ----------------------------------------------------------------------------------
+
+def test_auth_ok_logs_in(lab):
+    """§10.4.3: Auth-Status OK + server/port → backend login; the client's PASS is answered
+    with the upstream's `+OK` and the session relays."""
+    proxy = pop3(lab)
+    log = LogWatch(proxy)
+    lab.ok("pop3")
+    with login(proxy) as c:
+        c.expect(logged_in(lab))
+        c.send(b"NOOP\r\n").expect(OK)
+    assert [r.raw for r in lab.auth.requests] == [auth_request()]
+    line = log.line(f"client logged in, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, "
+                    f'login: "alice", upstream: 127.0.0.1:{lab.pop3.port}')
+    assert "[info]" in line, line
+
+
+def test_http_status_code_and_status_line_are_ignored(lab):
+    """§10.3 (QUIRK 10): the status line is skipped unread — a 500 with Auth-Status OK is a
+    success — and a reply without a status line is read as headers from its first byte."""
+    proxy = pop3(lab)
+    lab.ok("pop3", http_status="HTTP/1.0 500 Internal Server Error")
+    lab.ok("pop3", http_status=None)
+    for _ in range(2):
+        with login(proxy) as c:
+            c.expect(logged_in(lab))
+
+
+def test_missing_auth_status_with_server_and_port_is_success(lab):
+    """§10.4 note [verified]: Auth-Status is not required; server + port alone log in."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply(server="127.0.0.1", port=lab.pop3.port))
+    with login(proxy) as c:
+        c.expect(logged_in(lab))
+
+
+def test_auth_http_headers_come_last_in_order(lab):
+    """§2.2 + §10.1: auth_http_header lines are appended verbatim after the built-in
+    headers, in configuration order, for POP3 as for every protocol."""
+    proxy = pop3(lab, 'auth_http_header X-Auth-Key "s3cr3t value";\n'
+                      "auth_http_header X-Second two;")
+    with login(proxy) as c:
+        c.expect(logged_in(lab))
+    assert [r.raw for r in lab.auth.requests] == [
+        auth_request(tail=b"X-Auth-Key: s3cr3t value\r\nX-Second: two\r\n")]
+
+
+# -- failure -----------------------------------------------------------------------------------
+
+def test_failure_without_wait_answers_and_closes(lab):
+    """§10.4.1: a failure status without Auth-Wait → `-ERR <Auth-Status text>`, then close;
+    nginx logs `client login failed` at info level."""
+    proxy = pop3(lab)
+    log = LogWatch(proxy)
+    with login(proxy, password=b"wrong") as c:
+        c.expect(b"-ERR Invalid login or password\r\n").expect_closed()
+    line = log.line('client login failed: "Invalid login or password" while in http auth '
+                    f'state, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, login: "alice"')
+    assert "[info]" in line, line
+    assert [r.raw for r in lab.auth.requests] == [auth_request(password=b"wrong")]
+    assert lab.pop3.commands == []
+
+
+def test_failure_text_is_sent_verbatim(lab):
+    """§3 auth failure `-ERR <text>`: inner spaces and RFC 2449 §8 response codes in the
+    Auth-Status text reach the client as they are."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply.fail("[AUTH] Locked  out  for now"))
+    with login(proxy) as c:
+        c.expect(b"-ERR [AUTH] Locked  out  for now\r\n").expect_closed()
+
+
+def test_failure_with_auth_wait_zero_closes(lab):
+    """§16 QUIRK 12: `Auth-Wait: 0` on a failure is the same as none: answer and close."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply.fail("Go away", wait=0))
+    with login(proxy) as c:
+        c.expect(b"-ERR Go away\r\n").expect_closed()
+
+
+def test_failure_with_wait_continues_and_user_must_be_repeated(lab):
+    """§10.4.1: with `Auth-Wait: 1` the `-ERR` comes after ~1 s and the session continues in
+    the initial state: a pipelined NOOP is answered, a pipelined PASS is refused (USER must be
+    repeated, spec §8.3); the next login says Auth-Login-Attempt 2."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply.fail("Try again", wait=1))
+    with proxy.connect() as c:
+        c.expect(GREETING)
+        start = time.monotonic()
+        c.send(b"USER alice\r\nPASS wrong\r\nNOOP\r\nPASS secret\r\n")
+        c.expect(OK + b"-ERR Try again\r\n")
+        waited = time.monotonic() - start
+        c.expect(OK + INVALID)
+        assert 0.8 <= waited <= 4.0, waited
+        c.send(b"USER alice\r\nPASS secret\r\n").expect(OK + logged_in(lab))
+    assert [r.raw for r in lab.auth.requests] == [
+        auth_request(password=b"wrong"), auth_request(attempt=2)]
+    assert lab.pop3.commands == backend_login()
+
+
+def test_waited_apop_failure_resets_the_method_to_plain(lab):
+    """§6 + §10.4.1: after a waited failure the auth method is plain again — a following
+    USER/PASS login is sent as method plain without Auth-Salt, attempt 2."""
+    c, salt = greeted_with_salt(lab, "pop3_auth plain apop;")
+    lab.auth.push(Reply.fail("Bad digest", wait=1))
+    with c:
+        c.send(b"APOP alice " + b"0" * 32 + b"\r\n").expect(b"-ERR Bad digest\r\n", timeout=5)
+        c.send(b"USER alice\r\n").expect(OK)
+        c.send(b"PASS secret\r\n").expect(logged_in(lab))
+    assert [r.raw for r in lab.auth.requests] == [
+        auth_request(password=b"0" * 32, method=b"apop", salt=salt),
+        auth_request(attempt=2)]
+
+
+def test_repeated_apop_after_a_waited_failure(lab):
+    """§10.4.1 + §15 (1.29.7 password clearing): a second APOP in the same session carries
+    the same salt, attempt 2, and logs in with the auth server's plaintext Auth-Pass."""
+    c, salt = greeted_with_salt(lab, "pop3_auth plain apop;")
+    lab.auth.push(Reply.fail("Bad digest", wait=1))
+    good = hashlib.md5(salt + b"secret").hexdigest().encode()
+    with c:
+        c.send(b"APOP alice " + b"0" * 32 + b"\r\n").expect(b"-ERR Bad digest\r\n", timeout=5)
+        c.send(b"APOP alice " + good + b"\r\n").expect(logged_in(lab))
+    assert [r.raw for r in lab.auth.requests] == [
+        auth_request(password=b"0" * 32, method=b"apop", salt=salt),
+        auth_request(password=good, method=b"apop", salt=salt, attempt=2)]
+    assert lab.pop3.commands == backend_login()
+
+
+def test_empty_auth_status_is_a_failure(lab):
+    """§10.4 QUIRK: an empty Auth-Status is a failure with empty text for POP3 (SMTP
+    differs): `-ERR ` CRLF, then close."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply(status="", server="127.0.0.1", port=lab.pop3.port))
+    with login(proxy) as c:
+        c.expect(b"-ERR \r\n").expect_closed()
+
+
+def test_failure_then_ok_header_stays_a_failure(lab):
+    """§10.3: the last occurrence wins per field, and a later `Auth-Status: OK` does not
+    clear an earlier error."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply(status="Denied", server="127.0.0.1", port=lab.pop3.port,
+                        headers=["Auth-Status: OK"]))
+    with login(proxy) as c:
+        c.expect(b"-ERR Denied\r\n").expect_closed()
+
+
+# -- WAIT ----------------------------------------------------------------------------------------
+
+def test_wait_repeats_the_same_request(lab):
+    """§10.4.2: `Auth-Status: WAIT` + `Auth-Wait: 1` → the same request (same attempt number)
+    again after ~1 s, then the login proceeds; the client sees only the final `+OK`."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply.retry(wait=1))
+    with login(proxy) as c:
+        c.expect(logged_in(lab), timeout=6)
+    first, second = lab.auth.requests
+    assert first.raw == second.raw == auth_request()
+    assert 0.8 <= second.received_at - first.received_at <= 4.0
+
+
+def test_zero_delay_wait_is_sticky(lab):
+    """§10.4.2 QUIRK 11 [verified]: after a zero-delay WAIT every reply counts as WAIT until
+    one carries a non-zero Auth-Wait: WAIT, OK, OK, OK+Auth-Wait 1, OK → five requests."""
+    proxy = pop3(lab)
+    ok = Reply.ok("127.0.0.1", lab.pop3.port)
+    lab.auth.push(Reply.retry(), ok, ok, Reply.ok("127.0.0.1", lab.pop3.port, wait=1), ok)
+    with login(proxy) as c:
+        c.expect(logged_in(lab), timeout=6)
+    assert [r.raw for r in lab.auth.requests] == [auth_request()] * 5
+
+
+# -- internal errors -----------------------------------------------------------------------------
+
+def test_auth_server_down_is_an_internal_error(lab):
+    """§10.6: connecting to the auth server fails → `-ERR internal server error`, close."""
+    closed = free_port()
+    proxy = pop3(lab, f"auth_http 127.0.0.1:{closed}/auth;")
+    log = LogWatch(proxy)
+    with login(proxy) as c:
+        expect_internal_error(c)
+    log.wait_for("recv() failed (111: Connection refused) while in http auth state, "
+                 f'client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, login: "alice"')
+
+
+def test_auth_server_closing_without_reply_is_an_internal_error(lab):
+    """§10.6: premature EOF from the auth server → internal error."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply.hang_up())
+    with login(proxy) as c:
+        expect_internal_error(c)
+
+
+def test_invalid_header_name_is_an_internal_error(lab):
+    """§18 capture [verified]: header name `Auth_Status` (POP3, after `+OK` for USER) →
+    "sent invalid header in response" → `-ERR internal server error`, close."""
+    proxy = pop3(lab)
+    log = LogWatch(proxy)
+    lab.auth.push(Reply(headers=["Auth_Status: OK"], server="127.0.0.1", port=lab.pop3.port))
+    with login(proxy) as c:
+        expect_internal_error(c)
+    line = log.line(f"auth http server {auth_peer(lab)} sent invalid header in response "
+                    "while in http auth state, client: 127.0.0.1")
+    assert "[error]" in line, line
+
+
+def test_auth_http_timeout_is_an_internal_error(lab):
+    """§10.6: the reply must arrive within auth_http_timeout (1 s here; it comes after 3 s)."""
+    proxy = pop3(lab, "auth_http_timeout 1s;")
+    log = LogWatch(proxy)
+    lab.auth.push(Reply.default(delay=3))
+    with login(proxy) as c:
+        start = time.monotonic()
+        c.expect(INTERNAL_ERROR, timeout=5)
+        assert 0.7 <= time.monotonic() - start <= 2.8
+        c.expect_closed()
+    log.wait_for(f"auth http server {auth_peer(lab)} timed out (110: Connection timed out) "
+                 "while in http auth state")
+
+
+def test_header_block_over_1024_bytes_is_an_internal_error(lab):
+    """§10.3 (QUIRK 13): the header block must fit nginx's 1024-byte buffer (the auth server
+    lingers a moment after its reply, see the IMAP twin of this scenario)."""
+    auth = OneShotAuth(Reply.ok("127.0.0.1", lab.pop3.port, oversize=1100).render(), 0.3)
+    proxy = pop3(lab, f"auth_http 127.0.0.1:{auth.port}/auth;")
+    with login(proxy) as c:
+        expect_internal_error(c)
+    assert auth.request == auth_request()
+
+
+def test_auth_server_hostname_is_an_internal_error(lab):
+    """§10.3 (QUIRK 16): Auth-Server must be a literal IP; a host name is "sent invalid
+    server address" → internal error."""
+    proxy = pop3(lab)
+    log = LogWatch(proxy)
+    lab.auth.push(Reply.ok("localhost", lab.pop3.port))
+    with login(proxy) as c:
+        expect_internal_error(c)
+    log.wait_for(f'auth http server {auth_peer(lab)} sent invalid server address:"localhost"')
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "11o"])
+def test_bad_auth_port_is_an_internal_error(lab, port):
+    """§10.3: Auth-Port must be decimal 1-65535, else "sent invalid server port"."""
+    proxy = pop3(lab)
+    log = LogWatch(proxy)
+    lab.auth.push(Reply.ok("127.0.0.1", port))
+    with login(proxy) as c:
+        expect_internal_error(c)
+    log.wait_for(f'auth http server {auth_peer(lab)} sent invalid server port:"{port}"')
+
+
+def test_ok_without_server_is_an_internal_error(lab):
+    """§10.4.3: success needs Auth-Server and Auth-Port ("did not send server or port")."""
+    proxy = pop3(lab)
+    log = LogWatch(proxy)
+    lab.auth.push(Reply(status="OK", port=lab.pop3.port))
+    with login(proxy) as c:
+        expect_internal_error(c)
+    log.wait_for(f"auth http server {auth_peer(lab)} did not send server or port")
+
+
+def test_apop_success_without_auth_pass_is_an_internal_error(lab):
+    """§10.1 + §10.4.3: once Auth-Salt is sent nginx forgets the client's digest, so an APOP
+    success without Auth-Pass is "did not send password" → internal error."""
+    c, salt = greeted_with_salt(lab, "pop3_auth plain apop;")
+    proxy = pop3(lab, "pop3_auth plain apop;")
+    log = LogWatch(proxy)
+    lab.ok("pop3")
+    with c:
+        c.send(b"APOP alice " + b"0" * 32 + b"\r\n")
+        expect_internal_error(c)
+    assert lab.auth.requests[0].raw == auth_request(password=b"0" * 32, method=b"apop",
+                                                    salt=salt)
+    log.wait_for(f"auth http server {auth_peer(lab)} did not send password")
+    assert lab.pop3.commands == []
+
+
+def test_cram_md5_success_without_auth_pass_is_an_internal_error(lab):
+    """§10.4.3: a CRAM-MD5 success without Auth-Pass → "did not send password" → internal
+    error (RFC 2195 digests cannot be replayed to the upstream)."""
+    c, salt = greeted_with_salt(lab, "pop3_auth plain cram-md5;")
+    lab.ok("pop3")
+    with c:
+        c.send(b"AUTH CRAM-MD5\r\n").expect(b"+ " + base64.b64encode(salt) + b"\r\n")
+        c.send(base64.b64encode(b"alice " + b"0" * 32) + b"\r\n")
+        expect_internal_error(c)
+    req = lab.auth.requests[0]
+    assert (req.header("Auth-Method"), req.header("Auth-Salt")) == ("cram-md5", salt.decode())
+
+
+def test_external_success_without_auth_pass_is_an_internal_error(lab):
+    """§10.4.3 + §8.3 QUIRK: `AUTH EXTERNAL <ir>` sends an empty Auth-Pass; a success without
+    Auth-Pass leaves no password for the upstream PASS → internal error."""
+    proxy = pop3(lab)
+    lab.ok("pop3")
+    with proxy.connect() as c:
+        c.expect(GREETING)
+        c.send(b"AUTH EXTERNAL " + base64.b64encode(b"alice") + b"\r\n")
+        expect_internal_error(c)
+    assert lab.auth.requests[0].raw == auth_request(password=b"", method=b"external")
