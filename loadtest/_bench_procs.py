@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from scenarios.real.common import free_port
-from scenarios.real.nginx import NginxInstance, _build_info, nginx_version
+from scenarios.real.nginx import NginxInstance, nginx_version
 from scenarios.targets import NginxTarget, PosternInstance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,6 @@ def machine_info() -> dict:
         uvloop_version = None
     from proxy import __version__ as postern_version
     version = nginx_version()
-    nginx_line = re.search(r"nginx version: (\S+)", _build_info())
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
@@ -223,6 +222,5 @@ def machine_info() -> dict:
         "uvloop": uvloop_version,
         "postern": postern_version,
         "nginx": ".".join(map(str, version)) if version else None,
-        "nginx_build": nginx_line.group(1) if nginx_line else None,
         "rlimit_nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     }

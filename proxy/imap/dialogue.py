@@ -55,6 +55,17 @@ DIGITS = frozenset(b"0123456789")
 CR, LF, SP, DQUOTE, BACKSLASH = 0x0D, 0x0A, 0x20, 0x22, 0x5C
 
 
+_CAPABILITIES: dict[int, tuple[ServerSettings, tuple[bytes, bytes, bytes]]] = {}
+
+
+def server_capability_lines(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
+    """capability_lines(), computed once per server rather than once per session."""
+    hit = _CAPABILITIES.get(id(conf))
+    if hit is None or hit[0] is not conf:  # the id of a reloaded, freed conf may be reused
+        hit = _CAPABILITIES[id(conf)] = (conf, capability_lines(conf))
+    return hit[1]
+
+
 def capability_lines(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
     """(plain, starttls on, starttls only) CAPABILITY lines, built once per server."""
     caps = b"* CAPABILITY" + b"".join(b" " + c.encode() for c in conf.imap_capabilities)
@@ -75,7 +86,7 @@ class ImapDialogue:
         self.creds = Credentials()
         self.errors = 0
         self.quit = False
-        self._capabilities = capability_lines(conf)
+        self._capabilities = server_capability_lines(conf)
         self._actions: deque[Action] = deque()
         self._paused = False  # waiting for the driver (auth, TLS handshake, close)
         self._starttls = False
