@@ -459,10 +459,12 @@ class MockAuthServer(BackgroundServer):
     async def _deliver(writer: asyncio.StreamWriter, reply: Reply, data: bytes) -> None:
         if reply.delay:
             await asyncio.sleep(reply.delay)
-        if reply.drop:
+        if reply.drop or writer.is_closing():
             return
         if reply.trickle:
             for i in range(len(data)):
+                if writer.is_closing():  # the client gave up (uvloop raises on writes)
+                    return
                 writer.write(data[i:i + 1])
                 await writer.drain()
                 await asyncio.sleep(reply.trickle)

@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "fake-imap": "fakes.imap:main",
     "fake-pop3": "fakes.pop3:main",
     "check-auth": "proxy.check_auth:main",
+    "fakes": "fakes.stack:main",
 }
 
 
@@ -29,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="postern", add_help=False,
         usage="postern [-?hvVtTq] [-s signal] [-p prefix] [-e filename] [-c filename] "
-              "[-g directives]\n       postern {lab,auth-mock,fake-imap,fake-pop3,check-auth} ...")
+              "[-g directives]\n       postern {lab,fakes,auth-mock,fake-imap,fake-pop3,check-auth} ...")
     p.add_argument("-?", "-h", action="help", help="this help")
     p.add_argument("-v", action="store_true", help="show version and exit")
     p.add_argument("-V", action="store_true", help="show version and configure options then exit")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import json
+import logging
 import os
 import poplib
 import re
 import signal
 import smtplib
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -24,7 +26,7 @@ import pytest
 from fakes import auth as auth_module
 from fakes import script as script_module
 from fakes import stack as stack_module
-from fakes.auth import MockAuthServer
+from fakes.auth import MockAuthServer, Reply
 from fakes.script import ScriptError, build_auth, load_script, parse_script
 from fakes.stack import FakeStack
 from proxy.auth_http import AuthRequest, AuthServerError, build_request, parse_response, query
@@ -440,3 +442,16 @@ def test_documented_examples_are_valid_scripts():
     assert len(blocks) == 3
     for block in (blocks[0], blocks[2]):  # the middle one lists alternatives side by side
         parse_script(tomllib.loads(textwrap.dedent(block)))
+
+
+def test_trickle_to_a_client_that_gave_up_is_quiet(caplog):
+    caplog.set_level(logging.ERROR)
+    with MockAuthServer(script=[Reply.fail("x" * 100, trickle=0.01)]) as auth:
+        with socket.create_connection((auth.host, auth.port), timeout=5) as sock:
+            sock.sendall(request(auth))
+            assert sock.recv(1)
+            # closed with a reset, as nginx does with unread data; the server trickles on
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        time.sleep(0.3)
+        assert ask(auth, password="nope").error == b"Invalid login or password"
+    assert "Unhandled exception" not in caplog.text and "Traceback" not in caplog.text
