@@ -176,6 +176,35 @@ def test_repeated_apop_after_a_waited_failure(lab):
     assert lab.pop3.commands == backend_login()
 
 
+def test_external_after_a_waited_failure_keeps_the_old_password(lab):
+    """nginx: EXTERNAL sets the login only (ngx_mail_auth_external never touches the
+    password), and a waited failure does not clear credentials (§10.4.1), so after a failed
+    USER/PASS an `AUTH EXTERNAL <ir>` carries the old password as Auth-Pass — and, as it is a
+    password nginx has, the upstream login uses it when the auth server sends none."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply.fail("Try again", wait=1), Reply.ok("127.0.0.1", lab.pop3.port))
+    with login(proxy, password=b"secret") as c:
+        c.expect(b"-ERR Try again\r\n", timeout=5)
+        c.send(b"AUTH EXTERNAL " + base64.b64encode(b"alice") + b"\r\n")
+        c.expect(logged_in(lab))
+    assert [r.raw for r in lab.auth.requests] == [
+        auth_request(), auth_request(password=b"secret", method=b"external", attempt=2)]
+    assert lab.pop3.commands == backend_login()
+
+
+@pytest.mark.nginx_min("1.29.1", "Auth-Salt only for apop and cram-md5 (CVE-2025-53859 fix)")
+def test_external_sends_no_salt_even_when_the_greeting_had_one(lab):
+    """§10.1 + §15 (1.29.1): Auth-Salt goes only with methods apop and cram-md5; an EXTERNAL
+    login on a server whose greeting carried a salt sends none (before 1.29.1 every method but
+    plain sent it)."""
+    c, _ = greeted_with_salt(lab, "pop3_auth plain apop;")
+    lab.auth.push(Reply.fail("No"))
+    with c:
+        c.send(b"AUTH EXTERNAL " + base64.b64encode(b"alice") + b"\r\n")
+        c.expect(b"-ERR No\r\n").expect_closed()
+    assert [r.raw for r in lab.auth.requests] == [auth_request(password=b"", method=b"external")]
+
+
 def test_empty_auth_status_is_a_failure(lab):
     """§10.4 QUIRK: an empty Auth-Status is a failure with empty text for POP3 (SMTP
     differs): `-ERR ` CRLF, then close."""
@@ -195,6 +224,43 @@ def test_failure_then_ok_header_stays_a_failure(lab):
         c.expect(b"-ERR Denied\r\n").expect_closed()
 
 
+def test_failure_text_is_trimmed(lab):
+    """§10.3: leading and trailing spaces of a header value are dropped, inner ones kept, so
+    `Auth-Status:   spaced  out  ` becomes `-ERR spaced  out`."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply.fail("  spaced  out  "))
+    with login(proxy) as c:
+        c.expect(b"-ERR spaced  out\r\n").expect_closed()
+
+
+@pytest.mark.parametrize("wait", ["soon", "-1"])
+def test_auth_wait_that_is_no_number_closes(lab, wait):
+    """§10.3: a non-numeric Auth-Wait is ignored, so the failure closes the connection as
+    without Auth-Wait (§16 QUIRK 12) instead of letting the session go on."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply.fail("Go away", wait=wait))
+    with login(proxy) as c:
+        c.expect(b"-ERR Go away\r\n").expect_closed()
+
+
+def test_timeout_is_rearmed_after_a_waited_failure(lab):
+    """§5.4 + §10.4.1: the pre-auth deadline stops while the auth server is asked and starts
+    afresh (full `timeout`) when a waited failure is answered: with `timeout 2s` and a login at
+    1.2 s failing after a 1 s wait, the client may still talk, and is closed silently about
+    2 s after the `-ERR`."""
+    proxy = pop3(lab, "timeout 2s;")
+    lab.auth.push(Reply.fail("Try again", wait=1))
+    with proxy.connect() as c:
+        c.expect(GREETING)
+        time.sleep(1.2)
+        c.send(b"USER alice\r\nPASS wrong\r\n").expect(OK + b"-ERR Try again\r\n")
+        answered = time.monotonic()
+        time.sleep(0.8)  # 3 s after the greeting: past the first deadline
+        c.send(b"NOOP\r\n").expect(OK)
+        c.expect_closed(timeout=5)
+        assert 1.5 <= time.monotonic() - answered <= 4.0
+
+
 # -- WAIT ----------------------------------------------------------------------------------------
 
 def test_wait_repeats_the_same_request(lab):
@@ -209,6 +275,34 @@ def test_wait_repeats_the_same_request(lab):
     assert 0.8 <= second.received_at - first.received_at <= 4.0
 
 
+def test_wait_retry_carries_what_the_auth_server_sent(lab):
+    """§10.3 + §10.4.2: Auth-User and Auth-Pass are taken as soon as they are read, even from
+    a WAIT reply, so the repeated request carries them; the upstream then gets the last
+    values (here the final OK's Auth-User)."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply.retry(wait=1, user="bob", password="changed"),
+                  Reply.ok("127.0.0.1", lab.pop3.port, user="alice", password="secret"))
+    with login(proxy) as c:
+        c.expect(logged_in(lab), timeout=6)
+    assert [r.raw for r in lab.auth.requests] == [auth_request(),
+                                                  auth_request(b"bob", b"changed")]
+    assert lab.pop3.commands == backend_login()
+
+
+def test_apop_wait_retry_has_an_empty_auth_pass(lab):
+    """§10.1 + §10.4.2: once Auth-Salt went out nginx has forgotten the digest, so the repeat
+    of an APOP request after WAIT carries `Auth-Pass: ` empty and the same salt; the login
+    proceeds with the Auth-Pass of the final reply."""
+    c, salt = greeted_with_salt(lab, "pop3_auth plain apop;")
+    lab.auth.push(Reply.retry(wait=1), Reply.ok("127.0.0.1", lab.pop3.port, password="secret"))
+    with c:
+        c.send(b"APOP alice " + b"0" * 32 + b"\r\n").expect(logged_in(lab), timeout=6)
+    assert [r.raw for r in lab.auth.requests] == [
+        auth_request(password=b"0" * 32, method=b"apop", salt=salt),
+        auth_request(password=b"", method=b"apop", salt=salt)]
+    assert lab.pop3.commands == backend_login()
+
+
 def test_zero_delay_wait_is_sticky(lab):
     """§10.4.2 QUIRK 11 [verified]: after a zero-delay WAIT every reply counts as WAIT until
     one carries a non-zero Auth-Wait: WAIT, OK, OK, OK+Auth-Wait 1, OK → five requests."""
@@ -218,6 +312,31 @@ def test_zero_delay_wait_is_sticky(lab):
     with login(proxy) as c:
         c.expect(logged_in(lab), timeout=6)
     assert [r.raw for r in lab.auth.requests] == [auth_request()] * 5
+
+
+def test_auth_user_and_pass_values_are_used_raw(lab):
+    """§10.3: Auth-User and Auth-Pass go to the upstream as they are — inner spaces kept, and
+    no %-unescaping (only the request escapes): `secret%20` is not `secret `."""
+    proxy = pop3(lab)
+    lab.auth.push(Reply.ok("127.0.0.1", lab.pop3.port, user="us er", password="p w"),
+                  Reply.ok("127.0.0.1", lab.pop3.port, password="secret%20"))
+    with login(proxy, b"x", b"y") as c:
+        c.expect(logged_in(lab, "us er"))
+    with login(proxy) as c:
+        expect_internal_error(c)  # the upstream refused `PASS secret%20`
+    assert lab.pop3.commands == backend_login(b"us er", b"p w") + backend_login(b"alice",
+                                                                                  b"secret%20")
+
+
+def test_empty_auth_pass_header_is_a_password(lab):
+    """§10.4.3: an empty `Auth-Pass:` header still counts as sent, so an APOP login is not
+    "did not send password": the upstream gets `PASS ` with nothing after it."""
+    c, _ = greeted_with_salt(lab, "pop3_auth plain apop;")
+    lab.auth.push(Reply.ok("127.0.0.1", lab.pop3.port, headers=["Auth-Pass:"]))
+    with c:
+        c.send(b"APOP alice " + b"0" * 32 + b"\r\n")
+        expect_internal_error(c)  # the upstream refused the empty password
+    assert lab.pop3.commands == [b"USER alice", b"PASS "]
 
 
 # -- internal errors -----------------------------------------------------------------------------

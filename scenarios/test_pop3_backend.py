@@ -129,6 +129,34 @@ def test_ok_matched_on_its_three_bytes(lab):
         c.expect(logged_in(lab))
 
 
+def test_only_the_first_line_of_a_reply_is_judged(lab):
+    """§11.1: nginx checks only the first line of what it has read; the rest of a greeting is
+    dropped with the buffer when USER goes out, while everything read with the final `+OK`
+    reaches the client."""
+    proxy = pop3(lab)
+    backend = ScriptedBackend(
+        ("send", b"+OK hi\r\n-ERR ignored\r\n"), ("recv", 12), ("send", b"+OK\r\n"),
+        ("recv", 25), ("send", b"+OK in\r\n* not POP3 at all\r\n"))
+    lab.auth.push(Reply.ok("127.0.0.1", backend.port))
+    with login(proxy) as c:
+        c.expect(b"+OK in\r\n* not POP3 at all\r\n")
+        c.expect_silence(0.2)
+    assert backend.join() == b"USER alice\r\nPASS secret\r\n"
+
+
+def test_reply_must_end_with_crlf(lab):
+    """§11.1: a reply is judged only once the data ends with CRLF; a greeting ending in a
+    bare LF is never complete, so the login runs into `timeout` (1 s here)."""
+    proxy = pop3(lab, "timeout 1s;")
+    lab.pop3.faults.greeting = b"+OK bare line feed\n"
+    with login(proxy) as c:
+        start = time.monotonic()
+        c.expect(INTERNAL_ERROR, timeout=5)
+        assert 0.7 <= time.monotonic() - start <= 2.8
+        c.expect_closed()
+    assert lab.pop3.commands == []
+
+
 # -- login errors ----------------------------------------------------------------------------------
 
 def test_pass_rejected_passes_the_error_message(lab):

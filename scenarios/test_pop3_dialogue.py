@@ -103,6 +103,14 @@ def test_greeting_with_salt_for_cram_md5_only(lab):
         c.send(b"NOOP\r\n").expect(OK)
 
 
+def test_salt_names_the_servers_server_name(lab):
+    """nginx server_name (spec §2.1): the salt's domain is the server's own server_name, which
+    replaces the mail-level one."""
+    with pop3(lab, "pop3_auth apop;\nserver_name pop.example.org;").connect() as c:
+        line = c.readline()
+        assert re.fullmatch(rb"\+OK POP3 ready <\d+\.\d+@pop\.example\.org>\r\n", line), line
+
+
 # -- CAPA (RFC 2449) -------------------------------------------------------------------------
 
 def test_capa_defaults(lab):

@@ -99,9 +99,9 @@ def test_credentials_escaping_in_the_auth_request(lab):
 
 
 def test_no_auth_salt_for_plain_even_with_apop_enabled(lab):
-    """nginx (1.29.1, CVE-2025-53859 fix; spec §10.1): Auth-Salt is only sent for APOP and
-    CRAM-MD5, so a USER/PASS login keeps method plain without a salt even when the greeting
-    carried one, and the upstream gets the client's password."""
+    """nginx (spec §10.1): Auth-Salt never goes with method plain — before 1.29.1 every other
+    method sent it, since then only apop and cram-md5 do — so a USER/PASS login has no salt
+    even when the greeting carried one, and the upstream gets the client's password."""
     c, _ = greeted_with_salt(lab, SALTED)
     with c:
         c.send(b"USER alice\r\n").expect(OK)

@@ -1,12 +1,15 @@
 """POP3 STLS (RFC 2595 §4) with `starttls on|only`: the CAPA variants, the handshake, what is
 discarded and what changes inside TLS (spec §8.3, §8.4, §4.4, §5.2; the §18 capture).
 
-Both targets read the same throwaway certificate (scenarios.smtp_support.tls_directives).
+Both targets read the same throwaway certificate, made once per run.
 """
 
 from __future__ import annotations
 
-from scenarios.smtp_support import client_tls, tls_directives  # noqa: F401 (fixture)
+import ssl
+
+import pytest
+
 from scenarios.test_pop3_dialogue import (
     CAPA,
     CAPA_HEAD,
@@ -19,6 +22,27 @@ from scenarios.test_pop3_dialogue import (
 
 CAPA_STLS = CAPA[:-3] + b"STLS\r\n.\r\n"
 CAPA_ONLY = CAPA_HEAD + b"TOP\r\nUIDL\r\nSTLS\r\n.\r\n"
+
+
+@pytest.fixture(scope="session")
+def tls_directives(tmp_path_factory) -> str:
+    """`ssl_certificate ...; ssl_certificate_key ...;` for a throwaway certificate that both
+    targets read (the directory is world-readable for nginx's workers)."""
+    trustme = pytest.importorskip("trustme")
+    d = tmp_path_factory.mktemp("pop3-tls")
+    cert = trustme.CA().issue_cert("mx.test")
+    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(d / "key.pem"))
+    d.chmod(0o755)
+    return f"ssl_certificate {d / 'cert.pem'};\nssl_certificate_key {d / 'key.pem'};"
+
+
+def client_tls() -> ssl.SSLContext:
+    """The client side of STLS: no verification (the point is the proxy's behaviour)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def test_captured_exchange_of_spec_18_with_stls(lab, tls_directives):
@@ -58,7 +82,8 @@ def test_starttls_only_capa_and_refused_logins(lab, tls_directives):
 
 def test_stls_then_login_inside_tls(lab, tls_directives):
     """RFC 2595 §4: `+OK`, the TLS handshake, and no new greeting (spec §4.4); inside TLS CAPA
-    has no STLS, a second STLS is invalid, and USER/PASS log in through the TLS connection."""
+    has no STLS, a second STLS is invalid, and USER/PASS log in through the TLS connection,
+    the auth request saying so with the Auth-SSL headers (1.21.2)."""
     with greeted(lab, "starttls on;\n" + tls_directives) as c:
         c.send(b"CAPA\r\n").expect(CAPA_STLS)
         c.send(b"STLS\r\n").expect(OK)
@@ -71,6 +96,11 @@ def test_stls_then_login_inside_tls(lab, tls_directives):
     [req] = lab.auth.requests
     assert (req.header("Auth-Method"), req.header("Auth-User"), req.header("Auth-Pass"),
             req.header("Auth-Protocol")) == ("plain", "alice", "secret", "pop3")
+    # spec §10.1: a TLS client connection adds Auth-SSL (the protocol and cipher headers
+    # depend on the build's defaults: nginx 1.22 picks TLSv1.2 where mainline has TLSv1.3)
+    assert req.header("Auth-SSL") == "on", req.raw
+    assert req.header("Auth-SSL-Protocol", "").startswith("TLSv1."), req.raw
+    assert req.header("Auth-SSL-Cipher"), req.raw
 
 
 def test_starttls_only_allows_logins_after_stls(lab, tls_directives):

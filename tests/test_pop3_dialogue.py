@@ -327,6 +327,18 @@ def test_external_initial_response_accepted_even_when_disabled():
     assert (m.creds.login, m.creds.password, m.creds.method) == (b"user", None, "external")
 
 
+@pytest.mark.parametrize("external", [b"AUTH EXTERNAL dXNlcg==\r\n",
+                                      b"AUTH EXTERNAL\r\ndXNlcg==\r\n"])
+def test_external_keeps_a_password_from_a_waited_out_attempt(external):
+    # ngx_mail_auth_external sets only the login (oracle: the request after a waited USER/PASS
+    # failure carries the old Auth-Pass, and the upstream login then uses it)
+    m, _ = run(b"USER a\r\nPASS old\r\n", replace(CONF, pop3_auth=frozenset({"external"})))
+    m.auth_failed(b"-ERR wait\r\n")
+    m, actions = run(external, machine=m)
+    assert isinstance(actions[-1], Authenticate)
+    assert (m.creds.login, m.creds.password, m.creds.method) == (b"user", b"old", "external")
+
+
 @pytest.mark.parametrize("data,log", [
     (b"AUTH PLAIN\r\n*\r\n", "client sent invalid base64 encoding in AUTH PLAIN command"),
     (b"AUTH PLAIN\r\nAHVzZXI=\r\n", "client sent invalid password in AUTH PLAIN command"),

@@ -259,7 +259,7 @@ class ImapDialogue:
                 self.creds.login, self.creds.password = sasl.cram_md5(arg)
                 self.creds.method = "cram-md5"
             elif state == "external":
-                self.creds.login, self.creds.password = sasl.external(arg), None
+                self.creds.login = sasl.external(arg)  # the password is left as it was
                 self.creds.method = "external"
         except sasl.SaslError as err:
             self._actions.append(Log("info", err.log))
@@ -309,7 +309,7 @@ class ImapDialogue:
                 return R_OK, USERNAME
             if mech == b"EXTERNAL" and n == 2:
                 # nginx checks `external` only for the challenge form (spec §7.6 QUIRK)
-                self.creds.login, self.creds.password = sasl.external(args[1]), None
+                self.creds.login = sasl.external(args[1])
                 self.creds.method = "external"
                 return R_DONE, OK
         except sasl.SaslError as err:

@@ -251,8 +251,7 @@ class Pop3Dialogue:
                 self.creds.login, self.creds.password = sasl.cram_md5(arg)
                 self.creds.method = "cram-md5"
             elif state == "auth_external":
-                self.creds.login, self.creds.password = sasl.external(arg), None
-                self.creds.method = "external"
+                self._external(arg)
         except sasl.SaslError as err:
             self._actions.append(Log("info", err.log))
             return R_INVALID, OK
@@ -321,12 +320,17 @@ class Pop3Dialogue:
                 return R_OK, USERNAME
             if mech == b"EXTERNAL" and n == 2:
                 # nginx checks `external` only for the challenge form (spec §8.3 QUIRK)
-                self.creds.login, self.creds.password = sasl.external(args[1]), None
-                self.creds.method = "external"
+                self._external(args[1])
                 return R_DONE, OK
         except sasl.SaslError as err:
             self._actions.append(Log("info", err.log))
         return R_INVALID, OK
+
+    def _external(self, arg: bytes) -> None:
+        """ngx_mail_auth_external sets the login only: a password kept from an earlier,
+        waited-out attempt stays and goes out as Auth-Pass (and to the backend)."""
+        self.creds.login = sasl.external(arg)
+        self.creds.method = "external"
 
     def _start_auth(self) -> None:
         """ngx_mail_auth: the buffer is rewound if consumed, the read timer stops."""
