@@ -8,6 +8,7 @@ socket, the timers, TLS and the auth request; the dialogue owns every protocol r
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -61,7 +62,7 @@ class CommandBuffer:
     come out exactly as nginx produces them.
     """
 
-    __slots__ = ("size", "data", "pos", "backlog")
+    __slots__ = ("backlog", "data", "pos", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -102,3 +103,86 @@ class CommandBuffer:
 
     def has_input(self) -> bool:
         return self.pos < len(self.data) or bool(self.backlog)
+
+
+# What a protocol parser returns for one attempt at the buffer.
+AGAIN, PARSED, PARSE_INVALID, LITERAL_NEXT = range(4)
+
+
+class Dialogue:
+    """The driver interface and nginx's read-one-command loop (ngx_mail_read_command),
+    shared by the IMAP, POP3 and SMTP machines. A protocol supplies _parse(), _handle(rc)
+    and _loggable_start(); everything here is identical for the three."""
+
+    protocol: str
+    internal_error: bytes
+
+    def __init__(self, conf, tls: bool, buffer_size: int) -> None:
+        self.conf = conf
+        self.tls = tls
+        self.buffer = CommandBuffer(buffer_size)
+        self.creds = Credentials()
+        self.errors = 0
+        self.quit = False
+        self.mail_state = "start"
+        self._actions: deque[Action] = deque()
+        self._paused = False  # waiting for the driver (auth, TLS handshake, close)
+        self._starttls = False
+
+    def receive_data(self, data: bytes) -> None:
+        self.buffer.feed(data)
+
+    def next_action(self) -> Action | None:
+        while not self._actions:
+            if self._paused or not self._step():
+                return None
+        return self._actions.popleft()
+
+    def auth_failed(self, error_line: bytes) -> None:
+        """After an Auth-Wait delay: answer the failed attempt and go back to the start,
+        with the method reset to plain (nginx's auth sleep handler)."""
+        self.mail_state = "start"
+        self.creds.method = "plain"
+        self._actions.append(Send(error_line))
+        self._paused = False
+
+    def tls_started(self) -> None:
+        self.tls = True
+        self._paused = False
+
+    def pending_input(self) -> bytes:
+        return self.buffer.take_all()
+
+    def _starttls_only(self) -> bool:
+        return not self.tls and self.conf.ssl.starttls == "only"
+
+    def _step(self) -> bool:
+        """Parse and handle at most one command; False when more input is needed."""
+        buf = self.buffer
+        buf.fill()
+        if buf.pos >= len(buf.data):
+            return False
+        rc = self._parse()
+        if rc == AGAIN:
+            if not buf.full:
+                return False
+            self._actions.append(Log("info", "client sent too long command "
+                                     f'"{self._loggable_start()}"'))
+            self.quit = True
+            rc = PARSE_INVALID
+        elif rc == PARSE_INVALID:
+            self.errors += 1
+            if self.errors >= max(self.conf.max_errors, 1):
+                self._actions.append(Log("info", "client sent too many invalid commands"))
+                self.quit = True
+        self._handle(rc)
+        return True
+
+    def _parse(self) -> int:
+        raise NotImplementedError
+
+    def _handle(self, rc: int) -> None:
+        raise NotImplementedError
+
+    def _loggable_start(self) -> str:
+        raise NotImplementedError

@@ -11,16 +11,16 @@ as in nginx, a place in the buffer: once the buffer is reused, newer bytes show 
 
 from __future__ import annotations
 
-from collections import deque
-
 from proxy import sasl
 from proxy.conf.settings import ServerSettings
 from proxy.dialogue import (
-    Action,
+    AGAIN,
+    LITERAL_NEXT,
+    PARSE_INVALID,
+    PARSED,
     Authenticate,
     Close,
-    CommandBuffer,
-    Credentials,
+    Dialogue,
     Log,
     Send,
     StartTls,
@@ -44,7 +44,6 @@ STAR = b"* "
  S_END_LITERAL, S_ALMOST_DONE) = range(14)
 
 # parse results
-AGAIN, PARSED, LITERAL_NEXT, PARSE_INVALID = range(4)
 # handler results
 R_OK, R_DONE, R_INVALID, R_ERROR = range(4)
 
@@ -75,25 +74,16 @@ def capability_lines(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
             caps + b" STARTTLS LOGINDISABLED\r\n")
 
 
-class ImapDialogue:
+class ImapDialogue(Dialogue):
     protocol = "imap"
     internal_error = INTERNAL_ERROR
 
     def __init__(self, conf: ServerSettings, tls: bool = False) -> None:
-        self.conf = conf
-        self.tls = tls
-        self.buffer = CommandBuffer(conf.imap_client_buffer)
-        self.creds = Credentials()
-        self.errors = 0
-        self.quit = False
+        super().__init__(conf, tls, conf.imap_client_buffer)
         self._capabilities = server_capability_lines(conf)
-        self._actions: deque[Action] = deque()
-        self._paused = False  # waiting for the driver (auth, TLS handshake, close)
-        self._starttls = False
         # nginx session fields
         self.tag = b""  # the tag as parsed; its bytes live in the buffer at _tag_pos
         self._tag_pos = 0
-        self.mail_state = "start"
         self.state = S_START
         self.quoted = False
         self.backslash = False
@@ -109,22 +99,6 @@ class ImapDialogue:
     def greeting(self) -> bytes:
         return GREETING
 
-    def receive_data(self, data: bytes) -> None:
-        self.buffer.feed(data)
-
-    def next_action(self) -> Action | None:
-        while not self._actions:
-            if self._paused or not self._step():
-                return None
-        return self._actions.popleft()
-
-    def auth_failed(self, error_line: bytes) -> None:
-        """After an Auth-Wait delay: answer the failed attempt and go back to the start."""
-        self.mail_state = "start"
-        self.creds.method = "plain"
-        self._actions.append(Send(error_line))
-        self._paused = False
-
     def auth_failure(self, resp) -> bytes:
         """The line a failed Auth-Status becomes (an empty status is a failure too)."""
         return self._stored_tag() + b"NO " + resp.error + b"\r\n"
@@ -134,36 +108,7 @@ class ImapDialogue:
                                 self.creds.password or b"", conf.proxy_buffer,
                                 conf.proxy_pass_error_message)
 
-    def tls_started(self) -> None:
-        self.tls = True
-        self._paused = False
-
-    def pending_input(self) -> bytes:
-        return self.buffer.take_all()
-
     # -- one command ---------------------------------------------------------------------
-    def _step(self) -> bool:
-        """Parse and handle at most one command; False when more input is needed."""
-        buf = self.buffer
-        buf.fill()
-        if buf.pos >= len(buf.data):
-            return False
-        rc = self._parse()
-        if rc == AGAIN:
-            if not buf.full:
-                return False
-            self._actions.append(Log("info", "client sent too long command "
-                                     f'"{self._loggable_start()}"'))
-            self.quit = True
-            rc = PARSE_INVALID
-        elif rc == PARSE_INVALID:
-            self.errors += 1
-            if self.errors >= max(self.conf.max_errors, 1):
-                self._actions.append(Log("info", "client sent too many invalid commands"))
-                self.quit = True
-        self._handle(rc)
-        return True
-
     def _loggable_start(self) -> str:
         # nginx logs the whole buffer here; we stop before the arguments so that a long
         # LOGIN line never puts a password into the log.
@@ -265,9 +210,6 @@ class ImapDialogue:
             self._actions.append(Log("info", err.log))
             return R_INVALID, b"", OK, state != "login_username"
         return R_DONE, b"", OK, True
-
-    def _starttls_only(self) -> bool:
-        return not self.tls and self.conf.ssl.starttls == "only"
 
     def _login(self) -> int:
         if self._starttls_only() or len(self.args) != 2 or not self.args[0]:

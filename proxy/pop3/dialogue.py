@@ -14,17 +14,17 @@ buffer being small enough that pipelining quickly hits "too long" (no compaction
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING
 
 from proxy import sasl
 from proxy.conf.settings import ServerSettings
 from proxy.dialogue import (
-    Action,
+    AGAIN,
+    PARSE_INVALID,
+    PARSED,
     Authenticate,
     Close,
-    CommandBuffer,
-    Credentials,
+    Dialogue,
     Log,
     Send,
     StartTls,
@@ -49,7 +49,6 @@ INTERNAL_ERROR = b"-ERR internal server error\r\n"
  S_ALMOST_DONE) = range(6)
 
 # parse results
-AGAIN, PARSED, PARSE_INVALID = range(3)
 # handler results
 R_OK, R_DONE, R_INVALID = range(3)
 
@@ -78,23 +77,14 @@ def capability_replies(conf: ServerSettings) -> tuple[bytes, bytes, bytes, bytes
             head + only + b"STLS\r\n.\r\n", listing)
 
 
-class Pop3Dialogue:
+class Pop3Dialogue(Dialogue):
     protocol = "pop3"
     internal_error = INTERNAL_ERROR
 
     def __init__(self, conf: ServerSettings, tls: bool = False) -> None:
-        self.conf = conf
-        self.tls = tls
-        self.buffer = CommandBuffer(BUFFER_SIZE)
-        self.creds = Credentials()
-        self.errors = 0
-        self.quit = False
+        super().__init__(conf, tls, BUFFER_SIZE)
         self._replies = capability_replies(conf)
-        self._actions: deque[Action] = deque()
-        self._paused = False  # waiting for the driver (auth, TLS handshake, close)
-        self._starttls = False
         # nginx session fields
-        self.mail_state = "start"
         self.state = S_START
         self.command = b""
         self.args: list[bytes] = []
@@ -110,22 +100,6 @@ class Pop3Dialogue:
             self.creds.salt = sasl.make_salt(self.conf.server_name)
         return GREETING + b" " + self.creds.salt
 
-    def receive_data(self, data: bytes) -> None:
-        self.buffer.feed(data)
-
-    def next_action(self) -> Action | None:
-        while not self._actions:
-            if self._paused or not self._step():
-                return None
-        return self._actions.popleft()
-
-    def auth_failed(self, error_line: bytes) -> None:
-        """After an Auth-Wait delay: answer the failed attempt, back to `start` (USER again)."""
-        self.mail_state = "start"
-        self.creds.method = "plain"
-        self._actions.append(Send(error_line))
-        self._paused = False
-
     def auth_failure(self, resp: AuthResponse) -> bytes:
         """The line a failed Auth-Status becomes (an empty status is a failure too)."""
         return b"-ERR " + resp.error + b"\r\n"
@@ -134,36 +108,7 @@ class Pop3Dialogue:
         return Pop3BackendLogin(self.creds.login, self.creds.password or b"",
                                 conf.proxy_buffer, conf.proxy_pass_error_message)
 
-    def tls_started(self) -> None:
-        self.tls = True
-        self._paused = False
-
-    def pending_input(self) -> bytes:
-        return self.buffer.take_all()
-
     # -- one command ---------------------------------------------------------------------
-    def _step(self) -> bool:
-        """Parse and handle at most one command; False when more input is needed."""
-        buf = self.buffer
-        buf.fill()
-        if buf.pos >= len(buf.data):
-            return False
-        rc = self._parse()
-        if rc == AGAIN:
-            if not buf.full:
-                return False
-            self._actions.append(Log("info", "client sent too long command "
-                                     f'"{self._loggable_start()}"'))
-            self.quit = True
-            rc = PARSE_INVALID
-        elif rc == PARSE_INVALID:
-            self.errors += 1
-            if self.errors >= max(self.conf.max_errors, 1):
-                self._actions.append(Log("info", "client sent too many invalid commands"))
-                self.quit = True
-        self._handle(rc)
-        return True
-
     def _loggable_start(self) -> str:
         # nginx logs the whole buffer; a POP3 line that overflows 128 bytes is nearly always
         # PASS, APOP or an AUTH blob, so only a known verb is shown, never what follows it.
@@ -256,9 +201,6 @@ class Pop3Dialogue:
             self._actions.append(Log("info", err.log))
             return R_INVALID, OK
         return R_DONE, OK
-
-    def _starttls_only(self) -> bool:
-        return not self.tls and self.conf.ssl.starttls == "only"
 
     def _capa(self, stls: bool) -> bytes:
         plain, on, only, _ = self._replies
