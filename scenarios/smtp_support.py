@@ -1,9 +1,10 @@
 """What the SMTP scenarios share: nginx's reply lines, SASL blobs, the expected auth request,
 a fresh fake upstream per scenario, and a throwaway certificate for STARTTLS.
 
-The fake upstream (lab.smtp, FakeSmtpServer) is shared by the whole run; `fresh_smtp` (autouse
-in every SMTP scenario module that imports it) forgets what earlier scenarios left in its
-records, so `lab.smtp.command_lines` and `lab.smtp.xclients` are this scenario's own.
+The fake upstream (lab.smtp, FakeSmtpServer) is shared by the whole run; the autouse
+`fresh_smtp` fixture (active in every module that imports `fresh_smtp_fixture`) forgets what
+earlier scenarios left in its records, so `lab.smtp.command_lines` and `lab.smtp.xclients` are
+this scenario's own.
 """
 
 from __future__ import annotations
@@ -79,10 +80,11 @@ def smtp_request(method: bytes = b"plain", user: bytes = b"alice", password: byt
 
 
 def none_request(helo: bytes, mail: bytes, rcpt: bytes, attempt: int = 1,
-                 host: bytes = b"[UNAVAILABLE]") -> bytes:
+                 host: bytes = b"[UNAVAILABLE]", tail: bytes = b"") -> bytes:
     """The request of an unauthenticated (`smtp_auth none`) sender (spec §10.1, §18)."""
     return smtp_request(b"none", b"", b"", attempt, host, tail=b"Auth-SMTP-Helo: " + helo +
-                        b"\r\nAuth-SMTP-From: " + mail + b"\r\nAuth-SMTP-To: " + rcpt + b"\r\n")
+                        b"\r\nAuth-SMTP-From: " + mail + b"\r\nAuth-SMTP-To: " + rcpt +
+                        b"\r\n" + tail)
 
 
 def wait_until(check, timeout: float = 5.0, what: str = "condition") -> None:
@@ -105,8 +107,8 @@ def upstream_bytes(lab, conn_index: int = 0) -> bytes:
     return b"".join(data for who, data in conn.transcript if who == "C")
 
 
-@pytest.fixture(autouse=True)
-def fresh_smtp(lab):
+@pytest.fixture(autouse=True, name="fresh_smtp")
+def fresh_smtp_fixture(lab):
     """Forget the fake upstream's records of earlier scenarios (lab resets only some)."""
     lab.smtp.clear()
     yield
@@ -114,8 +116,8 @@ def fresh_smtp(lab):
 
 # -- TLS ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def tls_directives(tmp_path_factory) -> str:
+@pytest.fixture(scope="session", name="tls_directives")
+def tls_directives_fixture(tmp_path_factory) -> str:
     """`ssl_certificate ...; ssl_certificate_key ...;` for a throwaway certificate (both targets
     read the same files)."""
     trustme = pytest.importorskip("trustme")

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from fakes.auth import Reply
-from scenarios.smtp_support import (  # noqa: F401 -- fresh_smtp is an autouse fixture
+from scenarios.smtp_support import (  # noqa: F401 -- fixtures
     AUTH_OK,
     EHLO_DEFAULT,
     GREETING,
@@ -33,7 +33,7 @@ from scenarios.smtp_support import (  # noqa: F401 -- fresh_smtp is an autouse f
     USERNAME,
     b64,
     ehlo,
-    fresh_smtp,
+    fresh_smtp_fixture,
     greet,
     plain,
     smtp_request,
@@ -294,6 +294,25 @@ def test_login_user_name_is_any_base64(lab):
         c.send(b"!!!!\r\n").expect(INVALID)
         c.send(b"EHLO x\r\n").expect(EHLO_DEFAULT)
     assert lab.auth.requests == []
+
+
+def test_sasl_line_takes_its_first_word(lab):
+    """§7.6/§9.4: an answer line inside an exchange is split at spaces like a command and only
+    its first word is the SASL data; the rest is ignored."""
+    with greet(smtp(lab)) as c:
+        c.send(b"AUTH PLAIN\r\n").expect(NEXT)
+        c.send(plain() + b" trailing words\r\n").expect(AUTH_OK)
+    assert [r.raw for r in lab.auth.requests] == [smtp_request()]
+
+
+def test_auth_login_with_empty_lines(lab):
+    """RFC 4954 §4 / §5.5: empty answers decode to an empty user name and password; the
+    auth server gets them (`Auth-User: `, `Auth-Pass: `) and refuses."""
+    with greet(smtp(lab)) as c:
+        c.send(b"AUTH LOGIN\r\n").expect(USERNAME)
+        c.send(b"\r\n").expect(PASSWORD)
+        c.send(b"\r\n").expect(b"535 5.7.0 Invalid login or password\r\n").expect_closed()
+    assert [r.raw for r in lab.auth.requests] == [smtp_request(user=b"", password=b"")]
 
 
 def test_pipelined_auth_after_invalid_command(lab):

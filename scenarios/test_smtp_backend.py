@@ -16,7 +16,7 @@ import pytest
 
 from fakes.auth import Reply
 from scenarios.real.common import free_port
-from scenarios.smtp_support import (  # noqa: F401 -- fresh_smtp is an autouse fixture
+from scenarios.smtp_support import (  # noqa: F401 -- fixtures
     AUTH_OK,
     EHLO_DEFAULT,
     HELO_REPLY,
@@ -24,7 +24,7 @@ from scenarios.smtp_support import (  # noqa: F401 -- fresh_smtp is an autouse f
     UPSTREAM_BYE,
     UPSTREAM_OK,
     b64,
-    fresh_smtp,
+    fresh_smtp_fixture,
     greet,
     plain,
     read_reply,
@@ -141,8 +141,8 @@ def test_helo_argument_repeated_byte_for_byte(lab):
 # -- XCLIENT and AUTH contents --------------------------------------------------------------
 
 def test_upstream_sees_the_client_through_xclient(lab):
-    """Postfix XCLIENT: the upstream takes ADDR/LOGIN/NAME as the client's; a message sent
-    through the relay is stored with them."""
+    """§11.4 (Postfix XCLIENT): the upstream takes ADDR/LOGIN/NAME as the client's; a message
+    sent through the relay (RFC 5321 §3.3) is stored with them."""
     with submit(smtp(lab)) as c:
         c.send(b"MAIL FROM:<alice@example.test>\r\n").expect(UPSTREAM_OK)
         c.send(b"RCPT TO:<bob@example.test>\r\n").expect(UPSTREAM_OK)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from fakes.auth import Reply
-from scenarios.smtp_support import (  # noqa: F401 -- fresh_smtp is an autouse fixture
+from scenarios.smtp_support import (  # noqa: F401 -- fixtures
     BAD_SEQUENCE,
     HELO_REPLY,
     INTERNAL_ERROR,
@@ -23,7 +23,7 @@ from scenarios.smtp_support import (  # noqa: F401 -- fresh_smtp is an autouse f
     UPSTREAM_OK,
     USERNAME,
     b64,
-    fresh_smtp,
+    fresh_smtp_fixture,
     greet,
     none_request,
 )

@@ -5,6 +5,7 @@ import smtplib
 
 
 def test_auth_plain_then_submit_with_xclient(lab):
+    """RFC 4954 §4 AUTH PLAIN, then the upstream sees nginx's XCLIENT login (spec §11.4)."""
     proxy = lab.proxy(protocol="smtp")
     with proxy.connect() as c:
         c.expect(b"220 mx.test ESMTP ready\r\n")
@@ -18,6 +19,7 @@ def test_auth_plain_then_submit_with_xclient(lab):
 
 
 def test_smtplib_sends_a_message(lab):
+    """RFC 5321 §3.3 mail transaction by smtplib through the proxy after AUTH (RFC 4954)."""
     proxy = lab.proxy(protocol="smtp")
     with smtplib.SMTP(proxy.host, proxy.port, timeout=5) as s:
         s.ehlo("me.example")

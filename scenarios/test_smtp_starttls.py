@@ -20,12 +20,12 @@ from scenarios.smtp_support import (  # noqa: F401 -- fixtures are used by name
     START_TLS,
     UPSTREAM_OK,
     client_tls,
-    fresh_smtp,
+    fresh_smtp_fixture,
     greet,
     none_request,
     plain,
     smtp_request,
-    tls_directives,
+    tls_directives_fixture,
 )
 
 EHLO_ON = b"250-mx.test\r\n250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n"
@@ -167,8 +167,8 @@ def test_starttls_only_refuses_auth_in_plaintext(lab, tls_directives):
         c.send(b"AUTH\r\n").expect(INVALID)
         starttls(c)
         c.send(b"AUTH PLAIN " + plain() + b"\r\n").expect(AUTH_OK)
-        tail = ssl_tail(c)
-    assert [r.raw for r in lab.auth.requests] == [smtp_request(tail=tail)]
+    [req] = lab.auth.requests
+    assert (req.auth_method, req.user, req.password) == ("plain", "alice", "secret")
 
 
 def test_starttls_only_with_none_lets_mail_through(lab, tls_directives):
@@ -194,7 +194,7 @@ def test_none_mode_request_inside_tls(lab, tls_directives):
         c.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n").expect(OK + UPSTREAM_OK)
         tail = ssl_tail(c)
     assert [r.raw for r in lab.auth.requests] == [
-        none_request(b"me", b"MAIL FROM:<a@b>", b"RCPT TO:<c@d>" + b"\r\n" + tail[:-2])]
+        none_request(b"me", b"MAIL FROM:<a@b>", b"RCPT TO:<c@d>", tail=tail)]
 
 
 # -- implicit TLS -----------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_none_mode_request_inside_tls(lab, tls_directives):
 def test_implicit_tls_greets_inside_tls(lab, tls_directives):
     """RFC 8314 §3 / §4.1: with `listen ... ssl` the handshake comes first, the greeting
     inside TLS; EHLO offers AUTH and never STARTTLS (even with starttls on), STARTTLS is
-    invalid, and the auth request carries Auth-SSL."""
+    invalid, AUTH logs in."""
     proxy = tls_proxy(lab, tls_directives, "on", listen_params="ssl")
     with proxy.connect() as c:
         c.starttls(client_tls())
@@ -211,6 +211,16 @@ def test_implicit_tls_greets_inside_tls(lab, tls_directives):
         c.send(b"STARTTLS\r\n").expect(INVALID)
         c.send(b"AUTH PLAIN " + plain() + b"\r\n").expect(AUTH_OK)
         c.send(b"NOOP\r\n").expect(UPSTREAM_OK)
+
+
+def test_implicit_tls_auth_request_has_ssl_headers(lab, tls_directives):
+    """§10.1 (1.21.2): on an implicit-TLS connection the request carries Auth-SSL: on with
+    the protocol and cipher of the handshake."""
+    proxy = tls_proxy(lab, tls_directives, "on", listen_params="ssl")
+    with proxy.connect() as c:
+        c.starttls(client_tls())
+        c.expect(GREETING)
+        c.send(b"AUTH PLAIN " + plain() + b"\r\n").expect(AUTH_OK)
         tail = ssl_tail(c)
     assert [r.raw for r in lab.auth.requests] == [smtp_request(tail=tail)]
 

@@ -13,41 +13,12 @@ import pytest
 
 from proxy.conf.settings import Resolver
 from proxy.resolver import TEMPUNAVAIL, UNAVAILABLE, HostResolver, valid_host_name
+from scenarios.scripted_dns import ScriptedDns
 
 PTR4 = "1.0.0.127.in-addr.arpa."
 PTR6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."
 HOST = "mail.example.test."
 NODATA: list = []
-
-
-class ScriptedDns(asyncio.DatagramProtocol):
-    """Answers each (name, type) question as scripted: a list of RRset texts
-    `(owner, ttl, type, data...)`, an rcode (int), or "drop" (no reply). Unknown questions get
-    NXDOMAIN. Every question is recorded."""
-
-    def __init__(self, script: dict) -> None:
-        self.script = {(name.lower(), qtype): spec for (name, qtype), spec in script.items()}
-        self.queries: list[tuple[str, str]] = []
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        query = dns.message.from_wire(data)
-        question = query.question[0]
-        key = (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
-        self.queries.append(key)
-        spec = self.script.get(key, dns.rcode.NXDOMAIN)
-        if spec == "drop":
-            return
-        reply = dns.message.make_response(query)
-        if isinstance(spec, int):
-            reply.set_rcode(spec)
-        else:
-            for owner, ttl, rdtype, *rdata in spec:
-                reply.answer.append(dns.rrset.from_text(owner, ttl, "IN", rdtype, *rdata))
-        self.transport.sendto(reply.to_wire(), addr)
 
 
 async def resolve(script: dict, client_ip: str = "127.0.0.1", *, timeout: float = 2.0,

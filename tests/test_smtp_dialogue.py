@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from proxy.auth_http import AuthRequest, AuthResponse, build_request
-from proxy.conf.settings import AuthHttp, Listen, ServerSettings, SslSettings
+from proxy.conf.settings import AuthHttp, Listen, LogTarget, ServerSettings, SslSettings
 from proxy.dialogue import Authenticate, Close, Log, Send, StartTls
 from proxy.smtp.backend_login import SmtpBackendLogin
 from proxy.smtp.dialogue import SmtpDialogue, ehlo_replies, loggable
@@ -472,3 +472,46 @@ def test_helo_after_ehlo_keeps_the_esmtp_flag_for_the_backend():
 
 def test_loggable_with_leading_space_before_auth():
     assert loggable(b" auth plain AHVzZXIAcA==\r\n") == " auth plain ..."
+
+
+PIPELINED_AFTER_MAIL = b"MAIL FROM:<a@b>\r\nVRFY x\r\nQUIT\r\n"
+
+
+def test_rejected_mail_rewrites_line_ends_when_info_is_logged():
+    # ngx_mail_smtp_log_rejected_command: CR/LF of the whole buffer become '_' in place
+    m, actions = run(PIPELINED_AFTER_MAIL, machine=SmtpDialogue(CONF, log_info=True))
+    assert sent(actions) == b"530 5.7.1 Authentication required\r\n"
+    assert logs(actions) == ['client was rejected: "MAIL FROM:<a@b>__"']
+    assert bytes(m.buffer.data) == b"MAIL FROM:<a@b>__VRFY x__QUIT__"
+    _, actions = run(b"\r\n", machine=m)  # completes "VRFY x__QUIT__": a VRFY
+    assert sent(actions) == INVALID
+    assert not m.quit
+
+
+def test_rejected_mail_keeps_line_ends_without_info_log():
+    _, actions = run(PIPELINED_AFTER_MAIL, machine=SmtpDialogue(CONF, log_info=False))
+    assert sent(actions) == (b"530 5.7.1 Authentication required\r\n" + INVALID +
+                             b"221 2.0.0 Bye\r\n")
+
+
+@pytest.mark.parametrize("levels,mangles", [
+    ((), True),  # the main error_log decides; the lab and most mail proxies log at info
+    (("error",), False),
+    (("notice", "info"), True),
+    (("debug",), True),
+    (("warn", "crit"), False),
+])
+def test_log_info_follows_the_servers_error_log(levels, mangles):
+    conf = replace(CONF, error_logs=tuple(LogTarget("stderr", level) for level in levels))
+    assert SmtpDialogue(conf).log_info is mangles
+
+
+def test_rejection_with_a_full_buffer_becomes_too_long():
+    # the rewritten buffer has no line end left; a full one is then a "too long command",
+    # while the bytes still in the kernel (backlog) keep their CRLF
+    conf = replace(CONF, smtp_client_buffer=32)
+    m, actions = run(b"MAIL FROM:<a@b>\r\nNOOP\r\n" + b"NOOP\r\n" * 4,
+                     machine=SmtpDialogue(conf, log_info=True))
+    assert sent(actions) == b"530 5.7.1 Authentication required\r\n" + INVALID
+    assert isinstance(actions[-1], Close)
+    assert bytes(m.buffer.backlog) == b"P\r\nNOOP\r\nNOOP\r\n"

@@ -12,16 +12,17 @@ STARTTLS, a failed `none` authentication keeps MAIL/RCPT.
 from __future__ import annotations
 
 import re
-from collections import deque
 
 from proxy import sasl
 from proxy.conf.settings import ServerSettings
 from proxy.dialogue import (
+    AGAIN,
+    PARSE_INVALID,
+    PARSED,
     Action,
     Authenticate,
     Close,
-    CommandBuffer,
-    Credentials,
+    Dialogue,
     Log,
     Send,
     StartTls,
@@ -47,8 +48,6 @@ TEMPUNAVAIL = "[TEMPUNAVAIL]"
 
 # parser states (ngx_mail_smtp_parse_command)
 S_START, S_COMMAND, S_INVALID, S_SPACES_BEFORE_ARGUMENT, S_ARGUMENT, S_ALMOST_DONE = range(6)
-# parse results
-AGAIN, PARSED, PARSE_INVALID = range(3)
 # handler results
 R_OK, R_DONE, R_INVALID = range(3)
 
@@ -84,14 +83,13 @@ def loggable(data: bytes) -> str:
     return data.decode("latin-1").replace("\r", "_").replace("\n", "_")
 
 
-class SmtpDialogue:
+class SmtpDialogue(Dialogue):
     protocol = "smtp"
     internal_error = INTERNAL_ERROR
 
     def __init__(self, conf: ServerSettings, tls: bool = False,
                  client_host: str = UNAVAILABLE, log_info: bool | None = None) -> None:
-        self.conf = conf
-        self.tls = tls
+        super().__init__(conf, tls, conf.smtp_client_buffer)
         self.client_host = client_host  # Client-Host / XCLIENT NAME (spec §4.5)
         # whether the session's error log takes info lines: nginx's rejection logging then
         # rewrites the buffer (see _mail); unknown here means the server's own error_log
@@ -100,21 +98,13 @@ class SmtpDialogue:
             log_info = not conf.error_logs or any(
                 t.level in ("info", "debug") for t in conf.error_logs)
         self.log_info = log_info
-        self.buffer = CommandBuffer(conf.smtp_client_buffer)
-        self.creds = Credentials()
-        self.errors = 0
-        self.quit = False
         self._ehlo = ehlo_replies(conf)
         self._helo_reply = b"250 %s\r\n" % conf.server_name.encode()
-        self._actions: deque[Action] = deque()
-        self._paused = False  # waiting for the driver (auth, TLS handshake, close)
-        self._starttls = False
         # nginx session fields
         self.helo = b""
         self.esmtp = False
         self.smtp_from = b""  # the whole MAIL command text (none mode)
         self.smtp_to = b""  # the whole RCPT command text
-        self.mail_state = "start"
         self.state = S_START
         self.command = b""
         self.args: list[bytes] = []
@@ -133,15 +123,6 @@ class SmtpDialogue:
         return [Log("info", f'client was rejected before greeting: "{loggable(seen)}"'),
                 Send(INVALID_PIPELINING), Close()]
 
-    def receive_data(self, data: bytes) -> None:
-        self.buffer.feed(data)
-
-    def next_action(self) -> Action | None:
-        while not self._actions:
-            if self._paused or not self._step():
-                return None
-        return self._actions.popleft()
-
     def auth_failure(self, resp) -> bytes | None:
         """The failure line; None for an empty Auth-Status, which SMTP does not treat as a
         failure (spec §10.4 QUIRK)."""
@@ -152,10 +133,7 @@ class SmtpDialogue:
     def auth_failed(self, error_line: bytes) -> None:
         """After an Auth-Wait delay: answer and go back to the start. The stored MAIL/RCPT
         stay (spec §9.4): a new MAIL gets 503, a new RCPT asks again with the old MAIL."""
-        self.mail_state = "start"
-        self.creds.method = "plain"
-        self._actions.append(Send(error_line))
-        self._paused = False
+        super().auth_failed(error_line)
 
     def auth_request_extra(self, req) -> None:
         """Fill the SMTP-only fields of a proxy.auth_http.AuthRequest."""
@@ -172,36 +150,7 @@ class SmtpDialogue:
             xclient=conf.xclient, proxy_smtp_auth=conf.proxy_smtp_auth,
             proxy_buffer=conf.proxy_buffer, pass_error_message=conf.proxy_pass_error_message)
 
-    def tls_started(self) -> None:
-        self.tls = True
-        self._paused = False
-
-    def pending_input(self) -> bytes:
-        return self.buffer.take_all()
-
     # -- one command ---------------------------------------------------------------------
-    def _step(self) -> bool:
-        """Parse and handle at most one command; False when more input is needed."""
-        buf = self.buffer
-        buf.fill()
-        if buf.pos >= len(buf.data):
-            return False
-        rc = self._parse()
-        if rc == AGAIN:
-            if not buf.full:
-                return False
-            self._actions.append(Log("info", "client sent too long command "
-                                     f'"{self._loggable_start()}"'))
-            self.quit = True
-            rc = PARSE_INVALID
-        elif rc == PARSE_INVALID:
-            self.errors += 1
-            if self.errors >= max(self.conf.max_errors, 1):
-                self._actions.append(Log("info", "client sent too many invalid commands"))
-                self.quit = True
-        self._handle(rc)
-        return True
-
     def _loggable_start(self) -> str:
         # nginx logs the whole buffer here; only a leading verb is shown, so that a long AUTH
         # or SASL line never puts a password into the log.
@@ -277,15 +226,12 @@ class SmtpDialogue:
                 creds.login, creds.password = sasl.cram_md5(arg)
                 creds.method = "cram-md5"
             elif state == "external":
-                creds.login, creds.password = sasl.external(arg), None
+                creds.login = sasl.external(arg)  # the password is left as it was
                 creds.method = "external"
         except sasl.SaslError as err:
             self._actions.append(Log("info", err.log))
             return R_INVALID, OK
         return R_DONE, OK
-
-    def _starttls_only(self) -> bool:
-        return not self.tls and self.conf.ssl.starttls == "only"
 
     def _helo(self) -> tuple[int, bytes]:
         if len(self.args) != 1:
@@ -340,7 +286,7 @@ class SmtpDialogue:
                 return R_OK, USERNAME
             if mech == b"EXTERNAL" and n == 2:
                 # nginx checks `external` only for the challenge form (spec §9.4 QUIRK)
-                creds.login, creds.password = sasl.external(args[1]), None
+                creds.login = sasl.external(args[1])
                 creds.method = "external"
                 return R_DONE, OK
         except sasl.SaslError as err:
