@@ -156,6 +156,15 @@ class Dialogue:
     def _starttls_only(self) -> bool:
         return not self.tls and self.conf.ssl.starttls == "only"
 
+    def _start_auth(self) -> None:
+        """ngx_mail_auth: the buffer is rewound if consumed, the read timer stops."""
+        self.args = []
+        self.state = 0  # every parser's start state
+        self.buffer.rewind_if_consumed()
+        self.creds.attempt += 1
+        self._actions.append(Authenticate())
+        self._paused = True
+
     def _step(self) -> bool:
         """Parse and handle at most one command; False when more input is needed."""
         buf = self.buffer

@@ -18,7 +18,6 @@ from proxy.dialogue import (
     LITERAL_NEXT,
     PARSE_INVALID,
     PARSED,
-    Authenticate,
     Close,
     Dialogue,
     Log,
@@ -257,15 +256,6 @@ class ImapDialogue(Dialogue):
         except sasl.SaslError as err:
             self._actions.append(Log("info", err.log))
         return R_INVALID, OK
-
-    def _start_auth(self) -> None:
-        """ngx_mail_auth: the buffer is rewound if consumed, the read timer stops."""
-        self.args = []
-        self.state = S_START
-        self.buffer.rewind_if_consumed()
-        self.creds.attempt += 1
-        self._actions.append(Authenticate())
-        self._paused = True
 
     # -- the parser ----------------------------------------------------------------------
     def _parse(self) -> int:

@@ -22,7 +22,6 @@ from proxy.dialogue import (
     AGAIN,
     PARSE_INVALID,
     PARSED,
-    Authenticate,
     Close,
     Dialogue,
     Log,
@@ -273,15 +272,6 @@ class Pop3Dialogue(Dialogue):
         waited-out attempt stays and goes out as Auth-Pass (and to the backend)."""
         self.creds.login = sasl.external(arg)
         self.creds.method = "external"
-
-    def _start_auth(self) -> None:
-        """ngx_mail_auth: the buffer is rewound if consumed, the read timer stops."""
-        self.args = []
-        self.state = S_START
-        self.buffer.rewind_if_consumed()
-        self.creds.attempt += 1
-        self._actions.append(Authenticate())
-        self._paused = True
 
     # -- the parser ----------------------------------------------------------------------
     def _parse(self) -> int:

@@ -20,7 +20,6 @@ from proxy.dialogue import (
     PARSE_INVALID,
     PARSED,
     Action,
-    Authenticate,
     Close,
     Dialogue,
     Log,
@@ -336,15 +335,6 @@ class SmtpDialogue(Dialogue):
         self.buffer.discard()  # CVE-2014-3556: pipelined plaintext never reaches TLS
         self._starttls = True
         return R_OK, START_TLS
-
-    def _start_auth(self) -> None:
-        """ngx_mail_auth: the buffer is rewound if consumed, the read timer stops."""
-        self.args = []
-        self.state = S_START
-        self.buffer.rewind_if_consumed()
-        self.creds.attempt += 1
-        self._actions.append(Authenticate())
-        self._paused = True
 
     # -- the parser ----------------------------------------------------------------------
     def _parse(self) -> int:
