@@ -1,9 +1,14 @@
 """The driver: one client connection through every phase (spec §0).
 
-accept -> greeting -> dialogue (sans-IO machine) -> auth_http -> backend login (sans-IO
-machine) -> relay. This module owns the sockets, timers and tasks; the machines own the
-protocol rules. Once logged in, the two transports are wired straight to each other and
-Python only moves whole chunks (no per-byte work in the relay).
+accept -> [PROXY header] -> [TLS handshake] -> greeting -> dialogue (sans-IO machine) ->
+auth_http -> backend login (sans-IO machine) -> relay. This module owns the sockets, timers
+and tasks; the machines own the protocol rules. Once logged in, the two transports are
+wired straight to each other and Python only moves whole chunks (no per-byte work in the
+relay).
+
+TLS (implicit, after a PROXY header, or by STARTTLS) is a sans-IO layer too
+(proxy.tls.TlsConnection): raw client bytes go through it on the way in, everything for
+the client goes through _write() on the way out.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from proxy import auth_http, proxy_protocol
 from proxy import dialogue as dlg
 from proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
 from proxy.relay import BackendProtocol
+from proxy.tls import TlsConnection, TlsError
 
 if TYPE_CHECKING:
     from proxy.worker import ServerRuntime
@@ -45,7 +51,9 @@ class Session(asyncio.Protocol):
         self._auth_wait = False
         self._last_client_activity = 0.0
         self._login_machine = None
-        self._tls = False
+        self.tls: TlsConnection | None = None
+        self._quiet_close = False  # nginx skips close_notify after a timeout, EOF or error
+        self._starttls = False  # log lines then say "client: <ip> using starttls"
         self._early = bytearray()
         self.proxy_info: proxy_protocol.ProxyInfo | None = None
         self.client_addr: tuple | None = None
@@ -58,7 +66,8 @@ class Session(asyncio.Protocol):
         parts = [message]
         if self.action:
             parts.append(f" while {self.action}")
-        parts.append(f", client: {self.client_ip}, server: {self.server_text}")
+        starttls = " using starttls" if self._starttls else ""
+        parts.append(f", client: {self.client_ip}{starttls}, server: {self.server_text}")
         login = self.machine.creds.login if self.machine else b""
         if login and self.phase != "dialogue":
             parts.append(f', login: "{login.decode("latin-1")}"')
@@ -80,11 +89,13 @@ class Session(asyncio.Protocol):
                             self.id)
         self.client_addr = peer if isinstance(peer, tuple) else None
         self.local_addr = sock if isinstance(sock, tuple) else None
-        self._tls = transport.get_extra_info("sslcontext") is not None
         if self.rt.listen.proxy_protocol:
             self.phase = "proxy_protocol"
             self.action = "reading PROXY protocol"
             self._arm_timeout(self.conf.timeout)
+            return
+        if self.rt.listen.ssl:
+            self._start_tls()
             return
         self._after_proxy_protocol()
 
@@ -96,7 +107,7 @@ class Session(asyncio.Protocol):
         except proxy_protocol.BrokenHeader as err:
             self.log("error", str(err))
             return self.close()
-        self._early += data[used:]
+        rest = data[used:]
         if info is not None:
             self.proxy_info = info
             peer_ip = self.client_addr[0] if self.client_addr else None
@@ -107,23 +118,19 @@ class Session(asyncio.Protocol):
                     self.client_addr = (self.client_ip, info.src_port)
                 except ValueError:
                     pass
-        self.transport.pause_reading()
         if self.rt.listen.ssl:
-            self._task = self.rt.loop.create_task(self._implicit_tls())
-        else:
-            self._after_proxy_protocol()
-
-    async def _implicit_tls(self) -> None:
-        """TLS after a PROXY header: the handshake could not start at accept time."""
-        if await self._handshake():
-            self._tls = True
-            self._after_proxy_protocol()
+            # whatever followed the header is the start of the ClientHello
+            self._start_tls(rest)
+            return
+        self._early += rest
+        self.transport.pause_reading()
+        self._after_proxy_protocol()
 
     def _after_proxy_protocol(self) -> None:
         if self.conf.protocol == "smtp" and self.rt.resolver is not None:
             self.phase = "resolving"
             self.action = "in resolving client address"
-            transport.pause_reading()
+            self.transport.pause_reading()
             self._task = self.rt.loop.create_task(self._resolve())
         else:
             self._greet()
@@ -138,33 +145,49 @@ class Session(asyncio.Protocol):
     def _greet(self, client_host: str = "[UNAVAILABLE]") -> None:
         conf = self.conf
         if conf.protocol == "smtp":
-            self.machine = self.rt.dialogue_class(conf, tls=self._tls, client_host=client_host)
+            self.machine = self.rt.dialogue_class(conf, tls=self.tls is not None,
+                                                  client_host=client_host,
+                                                  log_info=self.rt.log.enabled("info"))
         else:
-            self.machine = self.rt.dialogue_class(conf, tls=self._tls)
+            self.machine = self.rt.dialogue_class(conf, tls=self.tls is not None)
         self.transport.resume_reading()
         if conf.protocol == "smtp" and conf.smtp_greeting_delay > 0:
             # nginx: a client talking before the greeting is refused (spec §9.2)
             self.phase = "delay"
             self.action = "in delay pipelining state"
+            if self._early:  # it talked while its address was being resolved
+                early, self._early = bytes(self._early), bytearray()
+                self._carry_out(self.machine.reject_early(early))
+                return
             self._timer = self.rt.loop.call_later(conf.smtp_greeting_delay, self._delayed_greeting)
             return
         self.phase = "dialogue"
-        self.transport.write(self.machine.greeting())
+        self._write(self.machine.greeting())
         self.action = "in auth state"
         self._arm_timeout(conf.timeout)
+        if self._early:  # input that arrived before the greeting (PROXY header, resolving)
+            self._drive()
 
     def _delayed_greeting(self) -> None:
         self._timer = None
         self.phase = "dialogue"
-        self.transport.write(self.machine.greeting())
+        self._write(self.machine.greeting())
         self.action = "in auth state"
         self._arm_timeout(self.conf.timeout)
         self._drive()
 
     def data_received(self, data: bytes) -> None:
+        if self.tls is not None:
+            data = self._tls_receive(data)
+            if not data:
+                if self.tls.peer_closed:
+                    self._peer_closed()
+                return
         if self.phase == "relay":
             self.backend.write(data)
             self._last_client_activity = self.rt.loop.time()
+            if self.tls is not None and self.tls.peer_closed:
+                self._peer_closed()
             return
         if self.phase == "proxy_protocol":
             self._read_proxy_protocol(data)
@@ -183,13 +206,15 @@ class Session(asyncio.Protocol):
         else:
             # auth and backend login: nginx does not read the client meanwhile
             self.transport.pause_reading()
+        if self.tls is not None and self.tls.peer_closed:
+            self._peer_closed()
 
     def eof_received(self) -> bool:
-        self.close()
+        self.close(quiet=True)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.close()
+        self.close(quiet=True)
         self.rt.sessions.discard(self)
 
     def pause_writing(self) -> None:
@@ -225,7 +250,7 @@ class Session(asyncio.Protocol):
     def _act(self, act) -> bool:
         """Carry out one dialogue action; True when the dialogue must stop for now."""
         if isinstance(act, dlg.Send):
-            self.transport.write(act.data)
+            self._write(act.data)
         elif isinstance(act, dlg.Log):
             self.log(act.level, act.message)
         elif isinstance(act, dlg.Close):
@@ -237,32 +262,82 @@ class Session(asyncio.Protocol):
             self.transport.pause_reading()
             self._task = self.rt.loop.create_task(self._authenticate())
         elif isinstance(act, dlg.StartTls):
-            self._task = self.rt.loop.create_task(self._starttls())
+            self._start_tls()
             return True
         return False
 
-    async def _handshake(self) -> bool:
-        """Put TLS under the client connection; on failure the session is closed."""
-        self.action = "SSL handshaking"
-        try:
-            transport = await self.rt.loop.start_tls(self.transport, self, self.rt.tls_context,
-                                                     server_side=True,
-                                                     ssl_handshake_timeout=self.conf.timeout)
-        except (TimeoutError, OSError, ConnectionError) as exc:
-            self.log("info", f"SSL handshake failed ({exc})")
-            self.close()
-            return False
-        if transport is None:
-            self.close()
-            return False
-        self.transport = transport
-        return True
+    # -- TLS (spec §4.4) -----------------------------------------------------------------
+    def _start_tls(self, initial: bytes = b"") -> None:
+        """Implicit TLS at accept (or after the PROXY header), or STARTTLS once the reply
+        went out and buffered plaintext was dropped. `timeout` bounds an implicit handshake;
+        STARTTLS keeps the dialogue's deadline (spec §5.4, as nginx 1.22 behaves)."""
+        self.tls = self.rt.tls.connection()
+        self.phase = "handshake"
+        if self.machine is None:
+            self.action = "SSL handshaking"
+            self._arm_timeout(self.conf.timeout)
+        else:
+            self.action = "in starttls state"
+            self._starttls = True
+        self.transport.resume_reading()
+        if initial:
+            self.data_received(initial)
 
-    async def _starttls(self) -> None:
-        if await self._handshake():
-            self.action = "in auth state"
-            self.machine.tls_started()
-            self._drive()
+    def _tls_receive(self, raw: bytes) -> bytes:
+        """Raw client bytes in, plaintext out; drives the handshake and answers for OpenSSL
+        (handshake messages, tickets, alerts) on the way."""
+        tls = self.tls
+        handshaking = not tls.established
+        try:
+            plain = tls.receive(raw)
+        except TlsError as err:
+            out = tls.outgoing()  # the alert, e.g. no_application_protocol
+            if out:
+                self.transport.write(out)
+            func = "SSL_do_handshake()" if handshaking else "SSL_read()"
+            self.log("info", f"{func} failed (SSL: {err})")
+            self.close(quiet=True)
+            return b""
+        out = tls.outgoing()
+        if out:
+            self.transport.write(out)
+        if handshaking and tls.established:
+            self._tls_established()
+            if self.phase == "closed":
+                return b""
+        return plain
+
+    def _tls_established(self) -> None:
+        """ngx_mail_ssl_handshake_handler: the client-certificate check, then the greeting
+        (implicit TLS) or the dialogue in its initial state (STARTTLS, no new greeting)."""
+        failure = self.tls.check_client_certificate()
+        if failure is not None:
+            line, message = failure
+            self.log("info", message)
+            self._write(line)
+            self.close()
+            return
+        if self.machine is None:
+            self._cancel_timer()
+            self._after_proxy_protocol()
+            return
+        self.phase = "dialogue"
+        self.action = "in auth state"
+        self.machine.tls_started()
+        self._drive()
+
+    def _peer_closed(self) -> None:
+        """close_notify from the client: an EOF, as nginx treats it (no close_notify back)."""
+        self.close(quiet=True)
+
+    def _write(self, data: bytes) -> None:
+        """Everything for the client: encrypted once TLS is up."""
+        if self.transport.is_closing():  # uvloop raises on a closed transport
+            return
+        tls = self.tls
+        if tls is not None and tls.established:
+            data = tls.encrypt(data)
+        self.transport.write(data)
 
     # -- auth_http -----------------------------------------------------------------------
     def _auth_request(self) -> bytes:
@@ -277,6 +352,8 @@ class Session(asyncio.Protocol):
         extra = getattr(self.machine, "auth_request_extra", None)
         if extra:
             extra(req)
+        if self.tls is not None:
+            req.ssl_headers = self.tls.auth_headers()
         return auth_http.build_request(self.conf.auth_http, self.conf.auth_http_headers, req)
 
     async def _authenticate(self) -> None:
@@ -298,7 +375,7 @@ class Session(asyncio.Protocol):
                 if error_line is not None:
                     self.log("info", f'client login failed: "{resp.error.decode("latin-1")}"')
                     if resp.wait == 0:
-                        self.transport.write(error_line)
+                        self._write(error_line)
                         return self.close()
                     await asyncio.sleep(resp.wait)
                     if self._auth_wait:
@@ -360,7 +437,7 @@ class Session(asyncio.Protocol):
 
     def on_backend_data(self, data: bytes) -> None:
         if self.phase == "relay":
-            self.transport.write(data)
+            self._write(data)
             return
         if self.phase == "login":
             # nginx names the phase by its last step: a read, or the command it sent
@@ -378,7 +455,7 @@ class Session(asyncio.Protocol):
             if outcome.to_client is None:
                 self.internal_error()
             else:
-                self.transport.write(outcome.to_client)
+                self._write(outcome.to_client)
                 self.close()
         elif isinstance(outcome, LoggedIn):
             self._start_relay(outcome.to_client)
@@ -400,7 +477,7 @@ class Session(asyncio.Protocol):
         self.action = None
         self.log("info", "client logged in")
         self._cancel_timer()
-        self.transport.write(to_client)
+        self._write(to_client)
         pending = self.machine.pending_input()
         if pending:
             self.backend.write(pending)
@@ -421,7 +498,7 @@ class Session(asyncio.Protocol):
             return
         self.action = "proxying"
         self.log("info", "client timed out (110: Connection timed out)")
-        self.close()
+        self.close(quiet=True)
 
     # -- timers and closing --------------------------------------------------------------
     def _arm_timeout(self, delay: float, message: str = "client timed out") -> None:
@@ -435,20 +512,23 @@ class Session(asyncio.Protocol):
 
     def _timed_out(self, message: str) -> None:
         self._timer = None
+        if self.phase == "handshake" and self.machine is None:
+            return self.close(quiet=True)  # nginx closes a stalled handshake without a log
         # nginx logs timeouts at info level with ETIMEDOUT's text
         self.log("info", f"{message} (110: Connection timed out)")
         if message == "upstream timed out":
             return self.internal_error()
-        self.close()
+        self.close(quiet=True)
 
     def internal_error(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(self.machine.internal_error)
+            self._write(self.machine.internal_error)
         self.close()
 
-    def close(self) -> None:
+    def close(self, quiet: bool = False) -> None:
         if self.phase == "closed":
             return
+        self._quiet_close = self._quiet_close or quiet
         if self.phase == "relay":
             self.action = None
             self.log("info", "proxied session done")
@@ -460,6 +540,11 @@ class Session(asyncio.Protocol):
         if self.backend is not None:
             self.backend.close()
         if self.transport is not None:
+            if self.tls is not None and not self._quiet_close and not self.tls.peer_closed \
+                    and not self.transport.is_closing():
+                notify = self.tls.close_notify()
+                if notify:
+                    self.transport.write(notify)
             self.transport.close()
 
     def abort(self) -> None:

@@ -14,21 +14,21 @@ from proxy.pop3.dialogue import Pop3Dialogue
 from proxy.resolver import HostResolver
 from proxy.session import Session
 from proxy.smtp.dialogue import SmtpDialogue
-from proxy.tls import build_context
+from proxy.tls import TlsServer, server_tls, uses_tls
 
 DIALOGUES = {"imap": ImapDialogue, "pop3": Pop3Dialogue, "smtp": SmtpDialogue}
 
 
 @dataclass
 class ServerRuntime:
-    """What a session needs from its server: settings, log, TLS context, its siblings."""
+    """What a session needs from its server: settings, log, TLS, its siblings."""
 
     conf: ServerSettings
     listen: Listen
     log: ErrorLog
     loop: asyncio.AbstractEventLoop
     sessions: set = field(default_factory=set)
-    tls_context: object = None
+    tls: TlsServer | None = None  # the server's TLS context (listen ... ssl, starttls)
     resolver: HostResolver | None = None  # SMTP client-host lookups, shared by sessions
     # servers sharing this (wildcard) socket, chosen per connection by local address
     by_address: dict = field(default_factory=dict)
@@ -55,6 +55,14 @@ class Binding:
     server: ServerSettings
     shared: list[tuple[Listen, ServerSettings]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # Build the server's TLS context here, in the master before it forks, so that all
+        # workers share it (and its session ticket keys) as nginx's workers share the
+        # SSL_CTX of theirs. A TlsSetupError stops the start (or the reload) like a
+        # configuration error, instead of failing in every worker.
+        if uses_tls(self.server, self.listen.ssl):
+            server_tls(self.server)
+
 
 class Worker:
     def __init__(self, settings: MainSettings, bindings: list[Binding], log: ErrorLog,
@@ -72,8 +80,11 @@ class Worker:
     def _runtime(self, loop, listen: Listen, conf: ServerSettings) -> ServerRuntime:
         log = self.server_logs.get(id(conf), self.log)
         tls = None
-        if listen.ssl or conf.ssl.starttls != "off":
-            tls = build_context(conf.ssl, conf.protocol)
+        if uses_tls(conf, listen.ssl):
+            tls = server_tls(conf)
+            if conf.ssl.session_ticket_keys:
+                log.log("warn", '"ssl_session_ticket_key" is not supported; session tickets '
+                        "use keys of this process's own")
         resolver = self._resolvers.get(id(conf))
         if resolver is None and conf.protocol == "smtp" and conf.resolver is not None:
             resolver = self._resolvers[id(conf)] = HostResolver(conf.resolver,
@@ -96,12 +107,8 @@ class Worker:
             def factory(rt=rt):
                 return _Accepted(rt)
 
-            # behind a PROXY header the handshake starts only once the header is read
-            ssl_ctx = rt.tls_context if b.listen.ssl and not b.listen.proxy_protocol else None
-            server = await loop.create_server(factory, sock=b.sock, backlog=b.listen.backlog,
-                                              ssl=ssl_ctx,
-                                              ssl_handshake_timeout=b.server.timeout
-                                              if ssl_ctx else None)
+            # TLS is the session's own layer (proxy.tls), never the loop's
+            server = await loop.create_server(factory, sock=b.sock, backlog=b.listen.backlog)
             self.servers.append(server)
         await self.stopping.wait()
         for server in self.servers:

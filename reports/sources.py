@@ -4,6 +4,9 @@
   ``_target.json`` when present), as written by ``locust --csv PREFIX [--csv-full-history]``;
 - bench: ``results/bench.json`` from ``python -m loadtest.bench``;
 - junit: pytest's ``--junitxml`` file of a scenario run (ids like ``test_x[postern]``);
+- scenarios: ``results/scenarios.json`` of the scenario runner (scenarios/results.py): the
+  same cases as the JUnit file plus what each names (RFC / nginx behaviour), its grammar
+  check, and summaries by protocol and by reference;
 - check-auth: ``check-auth --json`` output, a list of {check, verdict, reason, client_sees}.
 """
 
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TARGET_NAMES = ("postern", "nginx", "external", "direct")
+TARGET_NAMES = ("postern", "nginx", "external", "direct", "differential")
 PROTOCOLS = ("imap", "pop3", "smtp")
 PERCENTILES = ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%")
 
@@ -151,6 +154,8 @@ class Case:
     message: str = ""
     text: str = ""     # failure text: the transcript
     seconds: float = 0.0
+    references: list[str] = field(default_factory=list)   # "RFC 3501 §6.1.1", "spec §7.5"
+    grammar: str = ""  # the RFC grammar check: passed | failed | known deviations | ...
 
 
 @dataclass
@@ -158,6 +163,7 @@ class JunitRun:
     path: Path
     cases: list[Case] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)   # scenarios.json: by protocol / reference
 
     @property
     def targets(self) -> list[str]:
@@ -212,6 +218,31 @@ def load_junit(path: str | Path) -> JunitRun | None:
             break
         run.cases.append(Case(module, test, target, _protocol(module, test), outcome, message,
                               text, _num(tc.get("time")) or 0.0))
+    for c in run.cases:
+        run.totals[c.outcome] = run.totals.get(c.outcome, 0) + 1
+    return run
+
+
+def load_scenarios(path: str | Path) -> JunitRun | None:
+    """``results/scenarios.json`` read into the JUnit shape (so the scenario matrix can use
+    either), each case with its references and grammar verdict, and the file's summary."""
+    data = load_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("tests"), list):
+        return None
+    run = JunitRun(Path(path), summary=data.get("summary") or {})
+    for t in data["tests"]:
+        if not isinstance(t, dict):
+            continue
+        scenario = str(t.get("scenario", ""))
+        module = scenario.split("::")[0].removesuffix(".py").replace("/", ".")
+        test, _ = _split_id(str(t.get("id", "")).rpartition("::")[2])
+        refs = t.get("references") or {}
+        run.cases.append(Case(
+            module, test, t.get("target"), str(t.get("protocol") or "general"),
+            str(t.get("outcome", "?")), str(t.get("message", ""))[:500],
+            str(t.get("transcript") or t.get("message") or ""), _num(t.get("duration")) or 0.0,
+            [*refs.get("rfc", []), *refs.get("cve", []), *refs.get("nginx", [])],
+            str((t.get("checks") or {}).get("grammar", ""))))
     for c in run.cases:
         run.totals[c.outcome] = run.totals.get(c.outcome, 0) + 1
     return run

@@ -21,23 +21,26 @@ from fakes.pop3 import FakePop3Server
 from fakes.pop3 import Faults as Pop3Faults
 from fakes.smtp import FakeSmtpServer
 from fakes.smtp import Faults as SmtpFaults
+from scenarios import external, plugin
 from scenarios.client import Client
 from scenarios.real.common import free_port, require
 from scenarios.targets import target_class, version_of
 
-TARGETS = ("postern", "nginx")
+TARGETS = ("postern", "nginx", "external")
 USERS = {"alice": "secret", "bob": "hunter2", "us er": "p w"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--target", action="append", choices=TARGETS,
                      help="proxy to run the scenarios against (repeatable; default postern)")
+    plugin.add_options(parser)  # --differential, --grammar, --scenario-json, --external-*
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "nginx_min(version, why): needs this nginx version; older nginx is an "
         "expected failure (strict)")
+    plugin.configure(config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -76,25 +79,26 @@ def _version(text: str) -> tuple[int, ...]:
 
 @pytest.fixture(scope="session")
 def auth_server():
-    with MockAuthServer() as auth:
+    with MockAuthServer(port=external.fixed_port("auth")) as auth:
         yield auth
 
 
 @pytest.fixture(scope="session")
 def imap_backend():
-    with FakeImapServer(dict(USERS)) as imap:
+    with FakeImapServer(dict(USERS), port=external.fixed_port("imap")) as imap:
         yield imap
 
 
 @pytest.fixture(scope="session")
 def pop3_backend():
-    with FakePop3Server(dict(USERS), shared_content=True) as pop3:
+    with FakePop3Server(dict(USERS), shared_content=True,
+                        port=external.fixed_port("pop3")) as pop3:
         yield pop3
 
 
 @pytest.fixture(scope="session")
 def smtp_backend():
-    with FakeSmtpServer(dict(USERS)) as smtp:
+    with FakeSmtpServer(dict(USERS), port=external.fixed_port("smtp")) as smtp:
         yield smtp
 
 
@@ -131,6 +135,10 @@ class Lab:
         `listen_params` are appended to its listen directive (e.g. "proxy_protocol")."""
         key = (self.target, protocol, textwrap.dedent(server).strip(),
                textwrap.dedent(mail).strip(), listen_params)
+        if key not in self.proxies and self.target == "external":
+            found = external.server_for(key)  # skips when undeclared; None when planning
+            if found:
+                self.proxies[key] = Proxy(found[0], found[2], host=found[1], conf=found[0].conf)
         if key not in self.proxies:
             port = free_port()
             text = MAIL_TEMPLATE.format(auth=self.auth.port, mail=key[3], port=port,
@@ -138,7 +146,7 @@ class Lab:
                                         protocol=protocol,
                                         server=textwrap.indent(key[2], "    "))
             workdir = Path(self.tmp_factory.mktemp(f"{self.target}-{protocol}"))
-            instance = target_class(self.target)(text, workdir)
+            instance = target_class(external.stand_in(self.target))(text, workdir)
             instance.start()
             self.proxies[key] = Proxy(instance, port, conf=text)
         return self.proxies[key]

@@ -2,6 +2,7 @@
 
 
 def test_greeting_and_capability(lab):
+    """RFC 3501 §7.1.1 greeting, §6.1.1 CAPABILITY, §6.1.3 LOGOUT: nginx's own answers."""
     with lab.proxy().connect() as c:
         c.expect(b"* OK IMAP4 ready\r\n")
         c.send(b"a1 CAPABILITY\r\n")
@@ -10,6 +11,7 @@ def test_greeting_and_capability(lab):
 
 
 def test_login_is_proxied_with_exact_auth_request(lab):
+    """RFC 3501 §6.2.3 LOGIN through the proxy; the auth request is nginx's (spec §10.1)."""
     with lab.proxy().connect() as c:
         lab.login(c)
         c.send(b"a2 SELECT INBOX\r\n")

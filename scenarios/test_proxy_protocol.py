@@ -48,7 +48,8 @@ def test_v1_header_without_realip_keeps_peer_address(lab):
 
 
 def test_v2_header_is_read(lab):
-    """PROXY protocol v2 (binary) with a TCP4 address block."""
+    """nginx listen proxy_protocol (spec §4.2): PROXY protocol v2 (binary) with a TCP4
+    address block."""
     proxy = _proxy(lab, "set_real_ip_from 127.0.0.0/8;")
     with proxy.connect() as c:
         c.send(v2_header(("198.51.100.7", 5555), ("198.51.100.8", 993)))
@@ -58,7 +59,7 @@ def test_v2_header_is_read(lab):
 
 
 def test_unknown_header_records_nothing(lab):
-    """`PROXY UNKNOWN`: skipped to CRLF, no Proxy-Protocol-* headers, no realip."""
+    """spec §4.2: `PROXY UNKNOWN` is skipped to CRLF, no Proxy-Protocol-* headers, no realip."""
     proxy = _proxy(lab, "set_real_ip_from 127.0.0.1;")
     with proxy.connect() as c:
         c.send(b"PROXY UNKNOWN\r\n")

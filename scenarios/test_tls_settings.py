@@ -1,0 +1,238 @@
+"""The ssl_* directives that shape the handshake: several certificates chosen by key type,
+ssl_password_file, ssl_protocols, ssl_ciphers, ssl_prefer_server_ciphers, ssl_ecdh_curve,
+ssl_dhparam, and session resumption under ssl_session_cache / ssl_session_tickets /
+ssl_session_timeout (spec §2.7; RFC 5246 §7.4.1, RFC 8446 §2.2, RFC 5077).
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import time
+import warnings
+
+import pytest
+
+from scenarios.tls_support import (
+    GREETINGS,
+    client_context,
+    handshake_fails,
+    pki,
+    tls_connect,
+)
+
+__all__ = ["pki"]
+
+TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+
+
+def _proxy(lab, server, protocol="imap"):
+    return lab.proxy(server=server, protocol=protocol, listen_params="ssl")
+
+
+def _both_certs(pki) -> str:
+    return (f"ssl_certificate {pki.rsa_cert};\nssl_certificate_key {pki.rsa_key};\n"
+            f"ssl_certificate {pki.ecdsa_cert};\nssl_certificate_key {pki.ecdsa_key};\n"
+            "ssl_protocols TLSv1.2 TLSv1.3;\n")
+
+
+def _peer_cert(proxy, ctx) -> bytes:
+    with tls_connect(proxy, ctx) as c:
+        c.expect(GREETINGS["imap"])
+        return c.sock.getpeercert(binary_form=True)
+
+
+@pytest.mark.parametrize("cipher,kind", [("ECDHE-RSA-AES128-GCM-SHA256", "rsa"),
+                                         ("ECDHE-ECDSA-AES128-GCM-SHA256", "ecdsa")])
+def test_rsa_and_ecdsa_certificates_served_by_type(lab, pki, cipher, kind):
+    """ssl_certificate repeated (1.11.0): the certificate whose key fits the negotiated
+    cipher suite is served."""
+    proxy = _proxy(lab, _both_certs(pki))
+    der = _peer_cert(proxy, client_context(pki, version=TLS12, ciphers=cipher))
+    assert der == pki.der(pki.rsa_cert if kind == "rsa" else pki.ecdsa_cert)
+
+
+def test_encrypted_key_with_password_file(lab, pki):
+    """ssl_password_file: each line is tried in turn (the first one here is wrong)."""
+    proxy = _proxy(lab, f"ssl_certificate {pki.rsa_cert};\n"
+                        f"ssl_certificate_key {pki.rsa_key_encrypted};\n"
+                        f"ssl_password_file {pki.password_file};\n"
+                        "ssl_protocols TLSv1.2 TLSv1.3;")
+    assert _peer_cert(proxy, client_context(pki)) == pki.der(pki.rsa_cert)
+
+
+@pytest.mark.parametrize("protocols,client,ok", [
+    ("TLSv1.2", TLS12, True), ("TLSv1.2", TLS13, False),
+    ("TLSv1.3", TLS13, True), ("TLSv1.3", TLS12, False),
+    ("TLSv1.2 TLSv1.3", TLS12, True)])
+def test_ssl_protocols(lab, pki, protocols, client, ok):
+    """ssl_protocols: versions not listed are refused at the handshake."""
+    proxy = _proxy(lab, pki.server(protocols=protocols))
+    ctx = client_context(version=client)
+    if ok:
+        with tls_connect(proxy, ctx) as c:
+            c.expect(GREETINGS["imap"])
+            assert c.sock.version() == {TLS12: "TLSv1.2", TLS13: "TLSv1.3"}[client]
+    else:
+        assert "VERSION" in handshake_fails(proxy, ctx).upper()
+
+
+def _tls1_client() -> ssl.SSLContext:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx = client_context(version=ssl.TLSVersion.TLSv1)
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    return ctx
+
+
+def test_tls1_needs_seclevel_0_in_the_ciphers(lab, pki):
+    """ssl_protocols TLSv1 with OpenSSL 3: TLS 1.0 is refused at the default security level,
+    even when listed (the seed's `TLSv1 TLSv1.1 TLSv1.2`); only ciphers with @SECLEVEL=0
+    let it through. nginx adds nothing of its own; neither does Postern."""
+    plain = _proxy(lab, pki.server(protocols="TLSv1 TLSv1.1 TLSv1.2"))
+    handshake_fails(plain, _tls1_client())
+    legacy = _proxy(lab, pki.server(protocols="TLSv1 TLSv1.1 TLSv1.2") +
+                    "ssl_ciphers HIGH:!aNULL:!MD5:@SECLEVEL=0;")
+    with tls_connect(legacy, _tls1_client()) as c:
+        c.expect(GREETINGS["imap"])
+        assert c.sock.version() == "TLSv1"
+
+
+def test_ssl_ciphers_restricts_tls12(lab, pki):
+    """ssl_ciphers: only the listed TLS 1.2 suites are negotiated; a client with none of them
+    gets no handshake."""
+    proxy = _proxy(lab, pki.server() + "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256;")
+    with tls_connect(proxy, client_context(version=TLS12)) as c:
+        c.expect(GREETINGS["imap"])
+        assert c.sock.cipher()[0] == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    assert "HANDSHAKE" in handshake_fails(
+        proxy, client_context(version=TLS12, ciphers="ECDHE-ECDSA-AES256-GCM-SHA384")).upper()
+
+
+@pytest.mark.parametrize("prefer,expected", [("on", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+                                             ("off", "ECDHE-ECDSA-AES256-GCM-SHA384")])
+def test_prefer_server_ciphers(lab, pki, prefer, expected):
+    """ssl_prefer_server_ciphers: on → the server's order wins, off → the client's."""
+    proxy = _proxy(lab, pki.server() + "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:"
+                   f"ECDHE-ECDSA-AES256-GCM-SHA384;\nssl_prefer_server_ciphers {prefer};")
+    ctx = client_context(version=TLS12, ciphers="ECDHE-ECDSA-AES256-GCM-SHA384:"
+                         "ECDHE-ECDSA-AES128-GCM-SHA256")
+    with tls_connect(proxy, ctx) as c:
+        c.expect(GREETINGS["imap"])
+        assert c.sock.cipher()[0] == expected
+
+
+def _s_client(proxy, *args: str) -> str:
+    binary = shutil.which("openssl")
+    if binary is None:
+        pytest.skip("the openssl command is not installed")
+    done = subprocess.run([binary, "s_client", "-connect", f"{proxy.host}:{proxy.port}", *args],
+                          input="", capture_output=True, text=True, timeout=30, check=False)
+    return done.stdout + done.stderr
+
+
+def test_ecdh_curve(lab, pki):
+    """ssl_ecdh_curve secp384r1: the key exchange uses that group; a client offering only
+    X25519 gets no handshake."""
+    proxy = _proxy(lab, pki.server() + "ssl_ecdh_curve secp384r1;")
+    assert "Server Temp Key: ECDH, secp384r1" in _s_client(proxy, "-groups",
+                                                           "X25519:secp384r1")
+    assert "Server Temp Key" not in _s_client(proxy, "-groups", "X25519")
+
+
+def test_dhparam_enables_dhe(lab, pki):
+    """ssl_dhparam: without it no DHE suite can be negotiated; with it DHE-RSA works."""
+    if pki.dhparam is None:
+        pytest.skip("no DH parameters (openssl command missing)")
+    suite = "DHE-RSA-AES256-GCM-SHA384"
+    base = pki.server("rsa", protocols="TLSv1.2") + f"ssl_ciphers {suite};\n"
+    without = _proxy(lab, base)
+    handshake_fails(without, client_context(version=TLS12, ciphers=suite))
+    with_dh = _proxy(lab, base + f"ssl_dhparam {pki.dhparam};")
+    with tls_connect(with_dh, client_context(version=TLS12, ciphers=suite)) as c:
+        c.expect(GREETINGS["imap"])
+        assert c.sock.cipher()[0] == suite
+
+
+# -- session resumption --------------------------------------------------------------------------
+
+def _resumed(proxy, version, wait: float = 0.0) -> bool:
+    """A full handshake, then a second one offering its session: was it resumed?"""
+    ctx = client_context(version=version)
+    with tls_connect(proxy, ctx) as c:
+        c.expect(GREETINGS["imap"])  # reading also takes in TLS 1.3 tickets
+        c.send(b"a1 LOGOUT\r\n").expect(b"* BYE\r\na1 OK completed\r\n")
+        session = c.sock.session
+    if wait:
+        time.sleep(wait)
+    with tls_connect(proxy, ctx, session=session) as c:
+        c.expect(GREETINGS["imap"])
+        return c.sock.session_reused
+
+
+CACHES = ["off", "none", "builtin", "builtin:1000", "shared:SSL:1m",
+          "builtin:1000 shared:SSL:1m"]
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13], ids=["tls12", "tls13"])
+@pytest.mark.parametrize("cache", CACHES)
+def test_resumption_with_tickets(lab, pki, cache, version):
+    """ssl_session_tickets on (default): a ticket resumes the session whatever the cache
+    mode; the ticket keys live in the context, not in the cache."""
+    proxy = _proxy(lab, pki.server() + f"ssl_session_cache {cache};")
+    assert _resumed(proxy, version)
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13], ids=["tls12", "tls13"])
+@pytest.mark.parametrize("cache,resumed", [
+    ("off", False), ("none", False), ("builtin", True), ("builtin:1000", True),
+    ("shared:SSL:1m", True), ("builtin:1000 shared:SSL:1m", True)])
+def test_resumption_without_tickets(lab, pki, cache, resumed, version):
+    """ssl_session_tickets off: only a server-side cache can resume; `none` hands out
+    session ids but never stores them; `off` refuses caching (spec §2.7)."""
+    proxy = _proxy(lab, pki.server() + f"ssl_session_cache {cache};\n"
+                   "ssl_session_tickets off;")
+    assert _resumed(proxy, version) is resumed
+
+
+@pytest.mark.parametrize("tickets", ["on", "off"])
+def test_session_timeout(lab, pki, tickets):
+    """ssl_session_timeout: a session older than the timeout is not resumed (cache entry and
+    ticket alike)."""
+    proxy = _proxy(lab, pki.server() + "ssl_session_cache builtin;\n"
+                   f"ssl_session_timeout 1s;\nssl_session_tickets {tickets};")
+    assert _resumed(proxy, TLS12, wait=2.5) is False
+    assert _resumed(proxy, TLS12) is True
+
+
+def test_resumed_session_keeps_the_client_certificate(lab, pki):
+    """§10.1: a resumed session carries the client certificate and its verify result: the auth
+    request says SUCCESS and names the certificate as after the full handshake."""
+    proxy = _proxy(lab, pki.server() + f"ssl_verify_client on;\n"
+                   f"ssl_client_certificate {pki.client_ca};\nssl_session_cache builtin;")
+    ctx = client_context(pki, cert="plain", version=TLS12)
+    with tls_connect(proxy, ctx) as c:
+        lab.login(c)
+        c.send(b"a9 LOGOUT\r\n")
+        session = c.sock.session
+    with tls_connect(proxy, ctx, session=session) as c:
+        assert c.sock.session_reused
+        lab.login(c)
+    first, second = lab.auth.requests[:2]
+    pick = [(k, v) for k, v in first.headers if k.startswith("Auth-SSL")]
+    assert pick == [(k, v) for k, v in second.headers if k.startswith("Auth-SSL")]
+    assert dict(pick)["Auth-SSL-Verify"] == "SUCCESS"
+
+
+@pytest.mark.parametrize("version", [TLS12, TLS13], ids=["tls12", "tls13"])
+def test_session_ticket_key_file_is_accepted(lab, pki, tmp_path_factory, version):
+    """ssl_session_ticket_key (80-byte file): tickets resume sessions. Postern cannot load
+    the key into OpenSSL through pyOpenSSL and warns; within one running instance the
+    behaviour is the same (the keys only matter across instances and restarts)."""
+    key = tmp_path_factory.mktemp("ticket") / "ticket.key"
+    key.write_bytes(bytes(range(80)))
+    key.chmod(0o644)
+    key.parent.chmod(0o755)
+    proxy = _proxy(lab, pki.server() + f"ssl_session_ticket_key {key};")
+    assert _resumed(proxy, version)

@@ -1,0 +1,256 @@
+"""What the TLS scenarios share: a throwaway PKI written at test time, directive text pointing
+at it, and TLS clients.
+
+Every key and certificate is made by trustme/cryptography into a temporary directory when
+the run starts (nothing is committed); both targets read the same files. The PKI:
+
+* server certificates: an ECDSA one and an RSA one (different CAs), an encrypted copy of the
+  RSA key with a password file whose first line is wrong;
+* client certificates under `client_ca`: a plain one, one whose subject needs RFC 2253
+  escaping, one under an intermediate CA, one revoked by `crl.pem`; one from an unknown CA
+  and a self-signed one;
+* DH parameters (ffdhe2048) for `ssl_dhparam`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import socket
+import ssl
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from scenarios.client import Client
+
+GREETINGS = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
+             "smtp": b"220 mx.test ESMTP ready\r\n"}
+CERT_ERROR = {"imap": b"* BYE SSL certificate error\r\n",
+              "pop3": b"-ERR SSL certificate error\r\n",
+              "smtp": b"421 4.7.1 SSL certificate error\r\n"}
+NO_CERT = {"imap": b"* BYE No required SSL certificate\r\n",
+           "pop3": b"-ERR No required SSL certificate\r\n",
+           "smtp": b"421 4.7.1 No required SSL certificate\r\n"}
+PASSWORD = "s3cret pass"
+
+
+@dataclass
+class Pki:
+    dir: Path
+    ca_file: str  # trusts both server CAs
+    ecdsa_cert: str
+    ecdsa_key: str
+    rsa_cert: str
+    rsa_key: str
+    rsa_key_encrypted: str
+    password_file: str
+    client_ca: str
+    other_ca: str
+    crl: str
+    dhparam: str | None
+    clients: dict  # name -> (cert chain file, key file)
+
+    def server(self, kind: str = "ecdsa", protocols: str | None = "TLSv1.2 TLSv1.3") -> str:
+        """ssl_certificate/ssl_certificate_key directives for one server certificate, and
+        ssl_protocols: nginx 1.22's default lacks TLSv1.3 (the default since 1.23.4, which
+        Postern has), so scenarios not about the default name the versions."""
+        cert, key = (self.ecdsa_cert, self.ecdsa_key) if kind == "ecdsa" else \
+            (self.rsa_cert, self.rsa_key)
+        text = f"ssl_certificate {cert};\nssl_certificate_key {key};\n"
+        return text + (f"ssl_protocols {protocols};\n" if protocols else "")
+
+    def der(self, path: str) -> bytes:
+        pem = Path(path).read_bytes()
+        return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+
+    def client_cert(self, name: str) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(Path(self.clients[name][0]).read_bytes())
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    path.chmod(0o644)
+    return str(path)
+
+
+def _issue(ca, subject: x509.Name, *, self_signed: bool = False,
+           not_after: datetime.datetime | None = None):
+    """A client certificate with a subject trustme cannot make."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    if self_signed:
+        issuer_name, signing_key = subject, key
+    else:
+        ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+        issuer_name = ca_cert.subject
+        signing_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(not_after or now + datetime.timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(signing_key, hashes.SHA256()))
+    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), pem_key
+
+
+def _crl(ca, revoked_serials: list[int]) -> bytes:
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(now - datetime.timedelta(hours=1))
+               .next_update(now + datetime.timedelta(days=30)))
+    for serial in revoked_serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial)
+            .revocation_date(now - datetime.timedelta(minutes=30)).build())
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _dhparam(path: Path) -> str | None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    done = subprocess.run([openssl, "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt",
+                           "group:ffdhe2048"], capture_output=True, timeout=60, check=False)
+    return _write(path, done.stdout) if done.returncode == 0 else None
+
+
+def make_pki(d: Path) -> Pki:
+    trustme = pytest.importorskip("trustme")
+    d.chmod(0o755)
+    ecdsa_ca = trustme.CA()
+    rsa_ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    ecdsa = ecdsa_ca.issue_cert("mx.test", "localhost", "127.0.0.1")
+    rsa = rsa_ca.issue_cert("mx.test", "localhost", "127.0.0.1", key_type=trustme.KeyType.RSA)
+    rsa_key = serialization.load_pem_private_key(rsa.private_key_pem.bytes(), None)
+    encrypted = rsa_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.BestAvailableEncryption(PASSWORD.encode()))
+
+    client_ca = trustme.CA(organization_name="Postern Test Clients")
+    other_ca = trustme.CA(organization_name="Somebody Else")
+    middle = client_ca.create_child_ca()
+    clients = {}
+
+    def leaf(name: str, cert_pem: bytes, key_pem: bytes) -> None:
+        clients[name] = (_write(d / f"client-{name}.pem", cert_pem),
+                         _write(d / f"client-{name}.key", key_pem))
+
+    plain = client_ca.issue_cert("client.example", common_name="client.example",
+                                 organization_name="Example Org",
+                                 organization_unit_name="Mail Users")
+    leaf("plain", plain.cert_chain_pems[0].bytes(), plain.private_key_pem.bytes())
+    deep = middle.issue_cert("deep.example", common_name="deep.example")
+    leaf("deep", b"".join(p.bytes() for p in deep.cert_chain_pems), deep.private_key_pem.bytes())
+    revoked = client_ca.issue_cert("revoked.example", common_name="revoked.example")
+    leaf("revoked", revoked.cert_chain_pems[0].bytes(), revoked.private_key_pem.bytes())
+    stranger = other_ca.issue_cert("stranger.example", common_name="stranger.example")
+    leaf("stranger", stranger.cert_chain_pems[0].bytes(), stranger.private_key_pem.bytes())
+    odd_subject = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Müller, Söhne + Co"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, " Mail;\"IT\" <dept> "),
+        x509.NameAttribute(NameOID.COMMON_NAME, "#odd=name\\x"),
+        x509.NameAttribute(NameOID.EMAIL_ADDRESS, "odd@example.com"),
+    ])
+    leaf("odd", *_issue(client_ca, odd_subject))
+    self_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "self.example")])
+    leaf("self", *_issue(None, self_subject, self_signed=True))
+
+    revoked_serial = x509.load_pem_x509_certificate(
+        revoked.cert_chain_pems[0].bytes()).serial_number
+    return Pki(
+        dir=d,
+        ca_file=_write(d / "server-cas.pem", ecdsa_ca.cert_pem.bytes() + rsa_ca.cert_pem.bytes()),
+        ecdsa_cert=_write(d / "server-ecdsa.pem", ecdsa.cert_chain_pems[0].bytes()),
+        ecdsa_key=_write(d / "server-ecdsa.key", ecdsa.private_key_pem.bytes()),
+        rsa_cert=_write(d / "server-rsa.pem", rsa.cert_chain_pems[0].bytes()),
+        rsa_key=_write(d / "server-rsa.key", rsa.private_key_pem.bytes()),
+        rsa_key_encrypted=_write(d / "server-rsa-encrypted.key", encrypted),
+        password_file=_write(d / "passwords", f"wrong one\n{PASSWORD}\n".encode()),
+        client_ca=_write(d / "client-ca.pem", client_ca.cert_pem.bytes()),
+        other_ca=_write(d / "other-ca.pem", other_ca.cert_pem.bytes()),
+        crl=_write(d / "crl.pem", _crl(client_ca, [revoked_serial])),
+        dhparam=_dhparam(d / "dhparam.pem"),
+        clients=clients,
+    )
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+# -- clients --------------------------------------------------------------------------------
+
+def client_context(pki: Pki | None = None, *, alpn: list[str] | None = None,
+                   cert: str | None = None, version: ssl.TLSVersion | None = None,
+                   ciphers: str | None = None) -> ssl.SSLContext:
+    """A client context; verifies the server against the PKI when one is given."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if pki is None:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx.load_verify_locations(pki.ca_file)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if cert:
+        ctx.load_cert_chain(*pki.clients[cert])
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    return ctx
+
+
+def tls_connect(proxy, ctx: ssl.SSLContext | None = None, timeout: float = 5.0,
+                session: ssl.SSLSession | None = None) -> Client:
+    """A connection to a `listen ... ssl` port, handshake done."""
+    return start_tls(proxy.connect(timeout=timeout), ctx, session)
+
+
+def start_tls(c: Client, ctx: ssl.SSLContext | None = None,
+              session: ssl.SSLSession | None = None) -> Client:
+    """The client side of a handshake on an open connection (implicit TLS, or after the
+    STARTTLS/STLS reply). An EOF without close_notify raises ssl.SSLEOFError on read, so a
+    scenario notices a server that does not end TLS properly."""
+    ctx = ctx or client_context()
+    c.sock = ctx.wrap_socket(c.sock, server_hostname="mx.test", session=session,
+                             suppress_ragged_eofs=False)
+    c.transcript.append(("C", b"<TLS handshake>"))
+    return c
+
+
+def ends_with_close_notify(c: Client, timeout: float = 5.0) -> bool:
+    """Reads to the end (nothing more may come): True if the server ended TLS with
+    close_notify, False if the connection just ended."""
+    try:
+        rest = c.read_all(timeout)
+    except ssl.SSLEOFError:
+        return False
+    assert rest == b"", f"unexpected {rest!r}\n{c.dump()}"
+    return True
+
+
+def handshake_fails(proxy, ctx: ssl.SSLContext) -> str:
+    """The client's error when the handshake fails (AssertionError if it succeeds)."""
+    sock = socket.create_connection((proxy.host, proxy.port), timeout=5)
+    try:
+        with ctx.wrap_socket(sock, server_hostname="mx.test") as tls:
+            tls.recv(1)
+    except (ssl.SSLError, ConnectionResetError) as err:
+        return str(err)
+    finally:
+        sock.close()
+    raise AssertionError("the handshake succeeded")
