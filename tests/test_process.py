@@ -211,3 +211,23 @@ def test_usr1_reopens_logs(tmp_path, auth):
         wait_for(lambda: "connected to" in log.read_text())
     finally:
         run.stop()
+
+
+def test_daemon_on_detaches_and_quits_on_signal(tmp_path):
+    port = free_port()
+    conf = config(tmp_path, 9, [port])
+    conf.write_text(conf.read_text().replace("daemon off;", "daemon on;"))
+    out = postern("-c", str(conf))
+    assert out.returncode == 0  # the foreground process returns once the master detached
+    pid_file = tmp_path / "postern.pid"
+    wait_for(pid_file.exists)
+    pid = int(pid_file.read_text())
+    try:
+        assert greeting(port) == b"* OK IMAP4 ready\r\n"
+        assert postern("-s", "quit", "-c", str(conf)).returncode == 0
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+                 "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2])
+        assert not pid_file.exists()
+    finally:
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
