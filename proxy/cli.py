@@ -148,7 +148,8 @@ def _serve(settings, load, errlog: str | None) -> int:
     except OSError as err:
         return _emerg(f"bind() failed ({err.errno}: {err.strerror})")
     if settings.daemon:
-        daemonize()
+        targets = settings.error_logs + tuple(t for s in settings.servers for t in s.error_logs)
+        daemonize(keep_stderr=not settings.error_logs or any(t.kind == "stderr" for t in targets))
     try:
         master.write_pid()
     except OSError as err:

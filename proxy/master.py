@@ -206,12 +206,14 @@ class Master:
         self.log.log("notice", "exit")
 
 
-def daemonize() -> None:
-    """`daemon on`: detach like nginx (fork, setsid, stdio to /dev/null)."""
+def daemonize(keep_stderr: bool = False) -> None:
+    """`daemon on`: detach like nginx (fork, setsid, stdio to /dev/null; stderr too unless
+    an error_log writes to it)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
     if os.fork() > 0:
         os._exit(0)
     os.setsid()
     fd = os.open(os.devnull, os.O_RDWR)
-    for std in (0, 1):
+    for std in (0, 1) if keep_stderr else (0, 1, 2):
         os.dup2(fd, std)
-    sys.stdout.flush()
