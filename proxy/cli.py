@@ -143,8 +143,12 @@ def _serve(settings, load, errlog: str | None) -> int:
 
     log, _ = make_logs(settings, errlog)
     master = Master(settings, log, load, lambda s: make_logs(s, errlog))
+    from proxy.tls import TlsSetupError
+
     try:
         master.bind()
+    except TlsSetupError as err:
+        return _emerg(str(err))
     except OSError as err:
         return _emerg(f"bind() failed ({err.errno}: {err.strerror})")
     if settings.daemon:
