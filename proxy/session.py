@@ -221,14 +221,20 @@ class Session(asyncio.Protocol):
         self._write_paused = True
         if self.backend is not None:
             self.backend.pause_reading()
+        if self.phase in ("dialogue", "handshake"):
+            # nginx reads the next command only once its reply is out (spec §5.2): a
+            # client that does not read its replies is not read either
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
         self._last_client_activity = self.rt.loop.time()
         if self.phase == "relay" and self.backend is not None:
             self.backend.resume_reading()
-        elif self.phase == "dialogue":
-            self._drive()
+        elif self.phase in ("dialogue", "handshake"):
+            self.transport.resume_reading()
+            if self.phase == "dialogue":
+                self._drive()
 
     # -- the pre-auth dialogue -----------------------------------------------------------
     def _carry_out(self, actions) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class ServerRuntime:
     sessions: set = field(default_factory=set)
     tls: TlsServer | None = None  # the server's TLS context (listen ... ssl, starttls)
     resolver: HostResolver | None = None  # SMTP client-host lookups, shared by sessions
+    worker_connections: int = 0
+    listeners: int = 0
     # servers sharing this (wildcard) socket, chosen per connection by local address
     by_address: dict = field(default_factory=dict)
 
@@ -89,11 +92,19 @@ class Worker:
         if resolver is None and conf.protocol == "smtp" and conf.resolver is not None:
             resolver = self._resolvers[id(conf)] = HostResolver(conf.resolver,
                                                                 conf.resolver_timeout)
-        return ServerRuntime(conf, listen, log, loop, self.sessions, tls, resolver)
+        return ServerRuntime(conf, listen, log, loop, self.sessions, tls, resolver,
+                             worker_connections=self.settings.worker_connections,
+                             listeners=len(self.bindings))
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
+        if self.settings.worker_rlimit_nofile:
+            n = self.settings.worker_rlimit_nofile
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+            except (ValueError, OSError) as exc:
+                self.log.log("alert", f"setrlimit(RLIMIT_NOFILE, {n}) failed ({exc})")
         for sig, graceful in ((signal.SIGTERM, False), (signal.SIGINT, False),
                               (signal.SIGQUIT, True)):
             loop.add_signal_handler(sig, self._stop, graceful)
@@ -142,6 +153,13 @@ class _Accepted(Session):
     """A session whose server is chosen by the local address it was accepted on."""
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
+        limit = self.rt.worker_connections
+        if limit and len(self.rt.sessions) + self.rt.listeners >= limit:
+            # nginx counts its listening sockets and every client connection against
+            # worker_connections and drops what does not fit
+            self.rt.log.log("alert", f"{limit} worker_connections are not enough")
+            transport.abort()
+            return
         rt = self.rt.select(transport.get_extra_info("sockname"))
         if rt is not self.rt:
             self.rt, self.conf = rt, rt.conf

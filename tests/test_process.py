@@ -231,3 +231,22 @@ def test_daemon_on_detaches_and_quits_on_signal(tmp_path):
     finally:
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_connections_bound_sessions(tmp_path, auth):
+    port = free_port()
+    conf = config(tmp_path, auth.port, [port])
+    conf.write_text(conf.read_text().replace("events {}", "events { worker_connections 3; }"))
+    run = Running(conf)
+    try:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        for s in held:
+            assert s.recv(100) == b"* OK IMAP4 ready\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+            assert extra.recv(100) == b""  # one listener + two sessions fill the three slots
+        wait_for(lambda: "3 worker_connections are not enough" in
+                 (tmp_path / "error.log").read_text())
+        for s in held:
+            s.close()
+    finally:
+        run.stop()
