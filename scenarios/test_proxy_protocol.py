@@ -122,3 +122,44 @@ def test_proxy_protocol_on_sends_v1_to_backend(lab):
         assert _login(c) == b"a1 OK logged in\r\n"
     assert backend.first_lines[0] == b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 %d\r\n" % proxy.port
     backend.sock.close()
+
+
+class _RawRecordingBackend(_RecordingBackend):
+    """Reads a fixed number of header bytes instead of a line (PROXY v2 is binary)."""
+
+    def __init__(self, header_len: int) -> None:
+        self.header_len = header_len
+        super().__init__()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                f = conn.makefile("rwb", buffering=0)
+                self.first_lines.append(f.read(self.header_len))
+                f.write(b"* OK ready\r\n")
+                tag = f.readline().split(b" ")[0]
+                for _ in range(2):
+                    f.write(b"+ go\r\n")
+                    f.readline()
+                f.write(tag + b" OK logged in\r\n")
+                f.readline()
+
+
+@pytest.mark.nginx_min("1.31.4", "proxy_protocol v2 towards the backend")
+def test_proxy_protocol_v2_to_backend(lab):
+    """nginx `proxy_protocol v2`: the binary v2 header with the realip client and the
+    proxy's listening address (spec §11.5)."""
+    from fakes.auth import Reply
+    expected_len = 16 + 12  # signature, version/family/length, two IPv4 addresses and ports
+    backend = _RawRecordingBackend(expected_len)
+    lab.auth.push(Reply.ok("127.0.0.1", backend.port))
+    proxy = _proxy(lab, "set_real_ip_from 127.0.0.1; proxy_protocol v2;")
+    with proxy.connect() as c:
+        c.send(b"PROXY TCP4 192.0.2.1 192.0.2.2 40000 143\r\n")
+        assert _login(c) == b"a1 OK logged in\r\n"
+    assert backend.first_lines[0] == v2_header(("192.0.2.1", 40000), ("127.0.0.1", proxy.port))
+    backend.sock.close()
