@@ -1,4 +1,5 @@
-"""The benchmark's load generator: lean IMAP clients, run in the benchmark's own process.
+"""The benchmark's load generator: lean IMAP, POP3 and SMTP clients, run in the benchmark's
+own process.
 
 Session and idle-session load uses asyncio Protocols (on uvloop): streams would cost the
 generator more CPU per session than the proxies it measures (python-stack notes §6.3). The
@@ -9,6 +10,7 @@ way for Python to swallow bytes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import socket
 from collections import Counter
@@ -116,21 +118,120 @@ class _Conn(asyncio.Protocol):
         prefix = tag + b" "
         return self._until(lambda buf: _tagged_end(prefix, buf))
 
+    def smtp_reply(self):
+        return self._until(_smtp_reply_end)
+
 
 def login_command(tag: bytes, user: str, password: str) -> bytes:
     return b"%s LOGIN %s %s\r\n" % (tag, user.encode(), password.encode())
 
 
-async def _connect_and_login(loop: asyncio.AbstractEventLoop, host: str, port: int,
-                             login: bytes) -> tuple[asyncio.Transport, _Conn, float]:
-    transport, conn = await loop.create_connection(lambda: _Conn(loop), host, port)
-    try:
-        await conn.line()  # the greeting
+def _smtp_reply_end(buf: bytearray) -> int | None:
+    """End of a complete SMTP reply (its last line has a space after the code)."""
+    start = 0
+    while (end := buf.find(b"\r\n", start)) >= 0:
+        if buf[start + 3:start + 4] != b"-":
+            return end + 2
+        start = end + 2
+    return None
+
+
+def _expect(reply: bytes, prefix: bytes, step: str) -> None:
+    if not reply.startswith(prefix):
+        raise SessionError(f"{step}: {reply[:80].decode('latin-1').rstrip()}")
+
+
+class Dialect:
+    """One protocol's session: greeting, login (timed: the step that makes the proxy ask
+    auth_http) and logout, after which the server closes the connection."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.user, self.password = user, password
+
+    async def greeting(self, conn: _Conn) -> None:
+        await conn.line()
+
+    async def login(self, transport: asyncio.Transport, conn: _Conn) -> float:
+        raise NotImplementedError
+
+    async def logout(self, transport: asyncio.Transport, conn: _Conn) -> None:
+        raise NotImplementedError
+
+
+class ImapDialect(Dialect):
+    """LOGIN, LOGOUT."""
+
+    def __init__(self, user: str, password: str) -> None:
+        super().__init__(user, password)
+        self.command = login_command(b"a1", user, password)
+
+    async def login(self, transport: asyncio.Transport, conn: _Conn) -> float:
         start = perf_counter()
-        transport.write(login)
+        transport.write(self.command)
         reply = await conn.tagged(b"a1")
         latency = perf_counter() - start
         expect_ok(reply, b"a1", "LOGIN")
+        return latency
+
+    async def logout(self, transport: asyncio.Transport, conn: _Conn) -> None:
+        transport.write(b"a2 LOGOUT\r\n")
+        expect_ok(await conn.tagged(b"a2"), b"a2", "LOGOUT")
+
+
+class Pop3Dialect(Dialect):
+    """USER and PASS, timed together (the login exchange), then QUIT."""
+
+    async def login(self, transport: asyncio.Transport, conn: _Conn) -> float:
+        start = perf_counter()
+        transport.write(b"USER %s\r\n" % self.user.encode())
+        _expect(await conn.line(), b"+OK", "USER")
+        transport.write(b"PASS %s\r\n" % self.password.encode())
+        reply = await conn.line()
+        latency = perf_counter() - start
+        _expect(reply, b"+OK", "PASS")
+        return latency
+
+    async def logout(self, transport: asyncio.Transport, conn: _Conn) -> None:
+        transport.write(b"QUIT\r\n")
+        _expect(await conn.line(), b"+OK", "QUIT")
+
+
+class SmtpDialect(Dialect):
+    """EHLO (untimed), AUTH PLAIN with an initial response (timed), QUIT."""
+
+    def __init__(self, user: str, password: str) -> None:
+        super().__init__(user, password)
+        token = base64.b64encode(b"\0%s\0%s" % (user.encode(), password.encode()))
+        self.auth = b"AUTH PLAIN %s\r\n" % token
+
+    async def greeting(self, conn: _Conn) -> None:
+        _expect(await conn.smtp_reply(), b"220", "greeting")
+
+    async def login(self, transport: asyncio.Transport, conn: _Conn) -> float:
+        transport.write(b"EHLO bench.client\r\n")
+        _expect(await conn.smtp_reply(), b"250", "EHLO")
+        start = perf_counter()
+        transport.write(self.auth)
+        reply = await conn.smtp_reply()
+        latency = perf_counter() - start
+        _expect(reply, b"235", "AUTH")
+        return latency
+
+    async def logout(self, transport: asyncio.Transport, conn: _Conn) -> None:
+        transport.write(b"QUIT\r\n")
+        _expect(await conn.smtp_reply(), b"221", "QUIT")
+
+
+DIALECTS: dict[str, type[Dialect]] = {"imap": ImapDialect, "pop3": Pop3Dialect,
+                                      "smtp": SmtpDialect}
+
+
+async def _connect_and_login(loop: asyncio.AbstractEventLoop, host: str, port: int,
+                             dialect: Dialect) -> tuple[asyncio.Transport, _Conn, float]:
+    transport, conn = await loop.create_connection(lambda: _Conn(loop), host, port)
+    try:
+        await dialect.greeting(conn)
+        latency = await dialect.login(transport, conn)
     except BaseException:
         transport.abort()
         raise
@@ -138,12 +239,11 @@ async def _connect_and_login(loop: asyncio.AbstractEventLoop, host: str, port: i
 
 
 async def _one_session(loop: asyncio.AbstractEventLoop, host: str, port: int,
-                       login: bytes) -> float:
-    transport, conn, latency = await _connect_and_login(loop, host, port, login)
+                       dialect: Dialect) -> float:
+    transport, conn, latency = await _connect_and_login(loop, host, port, dialect)
     try:
-        transport.write(b"a2 LOGOUT\r\n")
-        expect_ok(await conn.tagged(b"a2"), b"a2", "LOGOUT")
-        await conn.closed  # the server ends the session, as after a real LOGOUT
+        await dialect.logout(transport, conn)
+        await conn.closed  # the server ends the session, as after a real logout
     finally:
         transport.close()
     return latency
@@ -163,19 +263,20 @@ class SessionStats:
 
 
 async def run_sessions(host: str, port: int, *, clients: int, duration: float, user: str,
-                       password: str, timeout: float = 10.0) -> SessionStats:
-    """``clients`` loops of connect, greeting, LOGIN, LOGOUT, until ``duration`` is over
-    (sessions under way then are finished and counted)."""
+                       password: str, protocol: str = "imap",
+                       timeout: float = 10.0) -> SessionStats:
+    """``clients`` loops of connect, greeting, login, logout in ``protocol``, until
+    ``duration`` is over (sessions under way then are finished and counted)."""
     loop = asyncio.get_running_loop()
     stats = SessionStats()
-    login = login_command(b"a1", user, password)
+    dialect = DIALECTS[protocol](user, password)
     deadline = loop.time() + duration
 
     async def client() -> None:
         while loop.time() < deadline:
             try:
                 async with asyncio.timeout(timeout):
-                    latency = await _one_session(loop, host, port, login)
+                    latency = await _one_session(loop, host, port, dialect)
             except (OSError, TimeoutError, SessionError) as exc:
                 stats.note_error(exc)
                 await asyncio.sleep(0.01)  # a refusing target must not turn this into a spin
@@ -206,14 +307,14 @@ async def open_idle(host: str, port: int, count: int, *, user: str, password: st
     retried)."""
     loop = asyncio.get_running_loop()
     idle = IdleSessions()
-    login = login_command(b"a1", user, password)
+    dialect = ImapDialect(user, password)
     todo = iter(range(count))
 
     async def opener() -> None:
         for _ in todo:
             try:
                 async with asyncio.timeout(timeout):
-                    transport, _, latency = await _connect_and_login(loop, host, port, login)
+                    transport, _, latency = await _connect_and_login(loop, host, port, dialect)
             except (OSError, TimeoutError, SessionError) as exc:
                 idle.stats.note_error(exc)
                 continue

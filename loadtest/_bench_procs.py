@@ -148,12 +148,15 @@ class FakeProcess:
 
 # -- the proxies ----------------------------------------------------------------------------
 
-MAIL = """\
+MAIL_HEAD = """\
 server_name bench.test;
 auth_http 127.0.0.1:{auth_port}/auth;
+"""
+# nginx's defaults otherwise: pop3_auth plain, smtp_auth plain login, xclient on
+SERVER = """\
 server {{
     listen 127.0.0.1:{port};
-    protocol imap;
+    protocol {protocol};
 }}
 """
 
@@ -178,16 +181,19 @@ class BenchNginx(_SizedEvents, NginxTarget):
     pass
 
 
-def make_proxy(name: str, workdir: Path, auth_port: int,
-               connections: int) -> tuple[NginxInstance, int]:
-    """A proxy (one worker, warn-level log, no per-session log lines) in front of the fakes."""
-    port = free_port()
+def make_proxy(name: str, workdir: Path, auth_port: int, connections: int,
+               protocols: tuple[str, ...] = ("imap",)) -> tuple[NginxInstance, dict[str, int]]:
+    """A proxy (one worker, warn-level log, no per-session log lines) in front of the fakes,
+    with a server for each protocol; returns it and each protocol's port."""
+    ports = {protocol: free_port() for protocol in protocols}
+    mail = MAIL_HEAD.format(auth_port=auth_port) + "".join(
+        SERVER.format(port=port, protocol=protocol) for protocol, port in ports.items())
     cls = {"postern": BenchPostern, "nginx": BenchNginx}[name]
-    instance = cls(MAIL.format(auth_port=auth_port, port=port), workdir,
+    instance = cls(mail, workdir,
                    main=f"worker_processes 1;\nworker_rlimit_nofile {connections + 64};",
                    error_log_level="warn", start_timeout=30.0)
     instance.worker_connections = connections
-    return instance, port
+    return instance, ports
 
 
 def nginx_unavailable() -> str | None:

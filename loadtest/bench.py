@@ -3,15 +3,20 @@
     python -m loadtest.bench                 # or: make bench
     python -m loadtest.bench --quick --targets postern,direct
 
-The fake IMAP upstream and the mock auth server run as separate programs (their own GILs);
-this process is the load generator (uvloop). Each target gets the same load, one after
-another, from the same `mail {}` text with one worker process:
+The fake IMAP, POP3 and SMTP upstreams and the mock auth server run as separate programs
+(their own GILs); this process is the load generator (uvloop). Each target gets the same load,
+one after another, from the same `mail {}` text (a server per protocol) with one worker process:
 
-1. sessions/s: N clients looping connect, greeting, LOGIN, LOGOUT for D seconds, with the
-   p50/p99 latency of the LOGIN step (the direct target logs in to the upstream itself, so it
-   has no auth_http round trip) and the proxy worker's CPU seconds per 1,000 sessions;
-2. relay: one FETCH of a large message (MiB/s, and the proxy worker's CPU seconds for it);
-3. memory: RSS of the proxy worker before and after opening many logged-in idle sessions.
+1. sessions/s: N clients looping connect, greeting, login, logout for D seconds, with the
+   p50/p99 latency of the login step (the direct target logs in to the upstream itself, so it
+   has no auth_http round trip) and the proxy worker's CPU seconds per 1,000 sessions; for each
+   protocol of --protocols:
+   - IMAP: LOGIN (timed), LOGOUT;
+   - POP3: USER and PASS (timed together), QUIT;
+   - SMTP: EHLO, AUTH PLAIN with an initial response (timed), QUIT (the proxies send the
+     upstream EHLO and XCLIENT, nginx's default);
+2. relay (IMAP): one FETCH of a large message (MiB/s, and the proxy worker's CPU seconds);
+3. memory (IMAP): RSS of the proxy worker before and after opening many logged-in idle sessions.
 
 CPU and RSS come from /proc/PID/stat and /proc/PID/statm of the proxy's worker processes.
 The machine is shared and noisy: compare CPU per unit of work rather than wall-clock rates.
@@ -38,6 +43,9 @@ from loadtest import _bench_client as client
 from loadtest import _bench_procs as procs
 
 TARGETS = ("postern", "nginx", "direct")
+PROTOCOLS = ("imap", "pop3", "smtp")
+# results[target][SECTION[protocol]]: IMAP's keeps its original name
+SECTION = {"imap": "sessions", "pop3": "pop3_sessions", "smtp": "smtp_sessions"}
 USER, PASSWORD = "bench", "secret"
 DEFAULT_OUTPUT = procs.ROOT / "results" / "bench.json"
 FULL = {"duration": 10.0, "clients": 50, "fetch_mib": 200.0, "idle_sessions": 5000,
@@ -58,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-sessions", type=int, help="idle sessions for the memory test (5000)")
     p.add_argument("--targets", default=",".join(TARGETS),
                    help="comma-separated subset of postern,nginx,direct (default: all)")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS),
+                   help="comma-separated subset of imap,pop3,smtp (default: all); the FETCH and "
+                        "idle-session tests run with imap")
     p.add_argument("--pin", action="store_true",
                    help="pin the proxy to CPU 0 and everything else to the other CPUs")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
@@ -71,6 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.targets) - set(TARGETS)
     if unknown or not args.targets:
         p.error(f"--targets takes names from {','.join(TARGETS)}")
+    wanted = {t.strip() for t in args.protocols.split(",") if t.strip()}
+    if wanted - set(PROTOCOLS) or not wanted:
+        p.error(f"--protocols takes names from {','.join(PROTOCOLS)}")
+    args.protocols = [name for name in PROTOCOLS if name in wanted]
     return args
 
 
@@ -79,8 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class Target:
     """Where the load goes and whose CPU/RSS counts as the proxy's."""
 
-    def __init__(self, name: str, port: int, instance=None) -> None:
-        self.name, self.port, self.instance = name, port, instance
+    def __init__(self, name: str, ports: dict[str, int], instance=None) -> None:
+        self.name, self.ports, self.instance = name, ports, instance
         self.initial_workers = self.workers()
 
     def workers(self) -> list[int]:
@@ -92,11 +107,12 @@ class Target:
         return len(set(self.workers()) - set(self.initial_workers))
 
 
-def _measure(target: Target, fakes: dict, work: Callable[[], object]) -> tuple[object, dict]:
+def _measure(target: Target, fakes: dict, work: Callable[[], object],
+             protocol: str = "imap") -> tuple[object, dict]:
     """Run ``work`` and return its result with the CPU seconds each party spent on it (the
     proxy's split into user and kernel time: the kernel's share is the same work for any
     proxy, the user share is where implementations differ)."""
-    parties = {"proxy": target.workers, "backend": lambda: [fakes["imap"].pid],
+    parties = {"proxy": target.workers, "backend": lambda: [fakes[protocol].pid],
                "auth": lambda: [fakes["auth"].pid], "loadgen": lambda: [os.getpid()]}
     if target.instance is None:
         del parties["proxy"], parties["auth"]  # direct: neither is in the path
@@ -117,14 +133,14 @@ def _ms(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
 
 
-def sessions_test(loop, target: Target, fakes: dict, args) -> dict:
+def sessions_test(loop, target: Target, fakes: dict, args, protocol: str = "imap") -> dict:
     def run(duration: float) -> client.SessionStats:
         return loop.run_until_complete(client.run_sessions(
-            "127.0.0.1", target.port, clients=args.clients, duration=duration,
-            user=USER, password=PASSWORD))
+            "127.0.0.1", target.ports[protocol], clients=args.clients, duration=duration,
+            user=USER, password=PASSWORD, protocol=protocol))
 
     warmup = run(args.warmup) if args.warmup > 0 else client.SessionStats()
-    stats, cpu = _measure(target, fakes, lambda: run(args.duration))
+    stats, cpu = _measure(target, fakes, lambda: run(args.duration), protocol)
     rate = stats.sessions / stats.seconds if stats.seconds else 0.0
     proxied = stats.sessions and "proxy_cpu_s" in cpu
     per_1000 = cpu["proxy_cpu_s"] / stats.sessions * 1000 if proxied else None
@@ -150,7 +166,7 @@ def sessions_test(loop, target: Target, fakes: dict, args) -> dict:
 def fetch_test(target: Target, fakes: dict, args) -> dict:
     timeout = max(60.0, args.fetch_mib / 5)
     result, cpu = _measure(target, fakes, lambda: client.fetch_largest(
-        "127.0.0.1", target.port, user=USER, password=PASSWORD, timeout=timeout))
+        "127.0.0.1", target.ports["imap"], user=USER, password=PASSWORD, timeout=timeout))
     mib = result.bytes / (1 << 20)
     per_gib = cpu["proxy_cpu_s"] / mib * 1024 if "proxy_cpu_s" in cpu else None
     return {"bytes": result.bytes, "seconds": round(result.seconds, 3),
@@ -164,7 +180,7 @@ def idle_test(loop, target: Target, fakes: dict, args) -> dict:
     before = procs.rss_bytes(workers)
     backend_before = procs.rss_bytes([fakes["imap"].pid])
     idle = loop.run_until_complete(client.open_idle(
-        "127.0.0.1", target.port, args.idle_sessions, user=USER, password=PASSWORD))
+        "127.0.0.1", target.ports["imap"], args.idle_sessions, user=USER, password=PASSWORD))
     try:
         time.sleep(args.settle)
         after = procs.rss_bytes(workers)
@@ -195,23 +211,29 @@ def _attempt(results: dict, key: str, test: Callable[[], dict]) -> None:
 def run_target(name: str, loop, fakes: dict, args, workdir: Path) -> dict:
     instance = None
     if name == "direct":
-        port = fakes["imap"].port
+        ports = {protocol: fakes[protocol].port for protocol in args.protocols}
     else:
-        instance, port = procs.make_proxy(name, workdir / name, fakes["auth"].port,
-                                          connections=2 * args.idle_sessions + 1024)
+        instance, ports = procs.make_proxy(name, workdir / name, fakes["auth"].port,
+                                           connections=2 * args.idle_sessions + 1024,
+                                           protocols=tuple(args.protocols))
         instance.start()
     results: dict = {}
     try:
-        target = Target(name, port, instance)
+        target = Target(name, ports, instance)
         if args.pin and instance is not None:
             procs.pin([instance.pid, *target.workers()], {0})
-        print(f"{name}: sessions ({args.clients} clients, {args.duration:g}s)...", flush=True)
-        _attempt(results, "sessions", lambda: sessions_test(loop, target, fakes, args))
-        print(f"{name}: FETCH of {args.fetch_mib:g} MiB...", flush=True)
-        _attempt(results, "fetch", lambda: fetch_test(target, fakes, args))
+        for protocol in args.protocols:
+            print(f"{name}: {protocol} sessions ({args.clients} clients, {args.duration:g}s)...",
+                  flush=True)
+            _attempt(results, SECTION[protocol],
+                     lambda p=protocol: sessions_test(loop, target, fakes, args, p))
+        if "imap" in args.protocols:
+            print(f"{name}: FETCH of {args.fetch_mib:g} MiB...", flush=True)
+            _attempt(results, "fetch", lambda: fetch_test(target, fakes, args))
+            if instance is not None:
+                print(f"{name}: {args.idle_sessions} idle sessions...", flush=True)
+                _attempt(results, "idle", lambda: idle_test(loop, target, fakes, args))
         if instance is not None:
-            print(f"{name}: {args.idle_sessions} idle sessions...", flush=True)
-            _attempt(results, "idle", lambda: idle_test(loop, target, fakes, args))
             results["worker_restarts"] = target.restarts()
     finally:
         if instance is not None:
@@ -233,6 +255,16 @@ ROWS = (
     ("relay MiB/s (one FETCH)", "fetch", "mib_per_s", "{:.0f}", 1),
     ("proxy CPU s for the FETCH", "fetch", "proxy_cpu_s", "{:.2f}", 1),
     ("RSS per idle session, KiB", "idle", "bytes_per_session", "{:.1f}", 1 / 1024),
+    ("POP3 sessions/s", "pop3_sessions", "per_second", "{:.0f}", 1),
+    ("POP3 USER/PASS p50, ms", "pop3_sessions", "login_p50_ms", "{:.2f}", 1),
+    ("POP3 USER/PASS p99, ms", "pop3_sessions", "login_p99_ms", "{:.2f}", 1),
+    ("POP3 proxy CPU s per 1,000", "pop3_sessions", "proxy_cpu_s_per_1000", "{:.3f}", 1),
+    ("POP3 session errors", "pop3_sessions", "errors", "{:.0f}", 1),
+    ("SMTP sessions/s", "smtp_sessions", "per_second", "{:.0f}", 1),
+    ("SMTP AUTH p50, ms", "smtp_sessions", "login_p50_ms", "{:.2f}", 1),
+    ("SMTP AUTH p99, ms", "smtp_sessions", "login_p99_ms", "{:.2f}", 1),
+    ("SMTP proxy CPU s per 1,000", "smtp_sessions", "proxy_cpu_s_per_1000", "{:.3f}", 1),
+    ("SMTP session errors", "smtp_sessions", "errors", "{:.0f}", 1),
 )
 
 
@@ -259,6 +291,8 @@ def table(report: dict) -> str:
     heads = ["", *targets] + (["postern/nginx"] if {"postern", "nginx"} <= set(targets) else [])
     rows = [heads]
     for label, test, key, fmt, scale in ROWS:
+        if not any(test in (results.get(t) or {}) for t in targets):
+            continue  # a protocol or test this run left out
         row = [label]
         for t in targets:
             v = _value(results, t, test, key)
@@ -297,20 +331,26 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: getattr(args, k) for k in
                 ("duration", "warmup", "clients", "fetch_mib", "idle_sessions", "pin")}
     report = {"benchmark": "postern-nginx-direct", "machine": procs.machine_info(),
-              "settings": {**settings, "targets": args.targets}, "targets": {},
+              "settings": {**settings, "targets": args.targets, "protocols": args.protocols},
+              "targets": {},
               "ratios": {}, "notes": notes}
     loop = _new_loop()
     with tempfile.TemporaryDirectory(prefix="postern-bench-") as tmp:
         workdir = Path(tmp)
         fakes: dict = {}
         try:
-            fakes["imap"] = procs.FakeProcess(
-                "fakes.imap", ["--user", f"{USER}:{PASSWORD}", "--shared-content",
-                               "--large-message", str(int(args.fetch_mib * (1 << 20)))],
-                workdir / "imap.log")
+            upstream_args = {
+                "imap": ["--shared-content",
+                         "--large-message", str(int(args.fetch_mib * (1 << 20)))],
+                "pop3": ["--shared-content"], "smtp": []}
+            for protocol in args.protocols:
+                fakes[protocol] = procs.FakeProcess(
+                    f"fakes.{protocol}", ["--user", f"{USER}:{PASSWORD}",
+                                          *upstream_args[protocol]],
+                    workdir / f"{protocol}.log")
+            backends = [f"--backend={p}=127.0.0.1:{fakes[p].port}" for p in args.protocols]
             fakes["auth"] = procs.FakeProcess(
-                "fakes.auth", ["--user", f"{USER}:{PASSWORD}",
-                               "--backend", f"imap=127.0.0.1:{fakes['imap'].port}"],
+                "fakes.auth", ["--user", f"{USER}:{PASSWORD}", *backends],
                 workdir / "auth.log")
             for name in args.targets:
                 try:

@@ -38,6 +38,14 @@ BENCH_METRICS = (
     ("proxy CPU s for the FETCH", "fetch", "proxy_cpu_s", 1),
     ("proxy CPU s per GiB relayed", "fetch", "proxy_cpu_s_per_gib", 1),
     ("RSS per idle session, KiB", "idle", "bytes_per_session", 1 / 1024),
+    ("POP3 sessions/s", "pop3_sessions", "per_second", 1),
+    ("POP3 USER/PASS p50, ms", "pop3_sessions", "login_p50_ms", 1),
+    ("POP3 USER/PASS p99, ms", "pop3_sessions", "login_p99_ms", 1),
+    ("POP3 proxy CPU s per 1,000 sessions", "pop3_sessions", "proxy_cpu_s_per_1000", 1),
+    ("SMTP sessions/s", "smtp_sessions", "per_second", 1),
+    ("SMTP AUTH p50, ms", "smtp_sessions", "login_p50_ms", 1),
+    ("SMTP AUTH p99, ms", "smtp_sessions", "login_p99_ms", 1),
+    ("SMTP proxy CPU s per 1,000 sessions", "smtp_sessions", "proxy_cpu_s_per_1000", 1),
 )
 NO_RATIO = {"errors", "proxy_busy_pct"}  # a ratio of these says nothing
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from loadtest import bench
 from scenarios.real.nginx import NginxInstance
 
@@ -25,7 +27,8 @@ def test_tiny_run_writes_results(tmp_path):
          "--output", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "sessions/s" in done.stdout  # the table was printed
+    for row in ("sessions/s", "POP3 sessions/s", "SMTP sessions/s"):
+        assert row in done.stdout  # the table was printed
     report = json.loads(out.read_text())
 
     assert {"date", "cpu_count", "python", "nginx"} <= report["machine"].keys()
@@ -36,26 +39,53 @@ def test_tiny_run_writes_results(tmp_path):
         assert any("nginx" in note for note in report["notes"])
     assert list(report["targets"]) == expected
 
+    assert report["settings"]["protocols"] == ["imap", "pop3", "smtp"]
     for name, results in report["targets"].items():
-        sessions, fetch = results["sessions"], results["fetch"]
-        assert sessions["errors"] == 0, sessions["error_kinds"]
-        assert sessions["sessions"] > 0
-        assert {"per_second", "login_p50_ms", "login_p99_ms", "proxy_cpu_s_per_1000"} \
-            <= sessions.keys()
+        for section in ("sessions", "pop3_sessions", "smtp_sessions"):
+            sessions = results[section]
+            assert sessions["errors"] == 0, (name, section, sessions["error_kinds"])
+            assert sessions["sessions"] > 0
+            assert {"per_second", "login_p50_ms", "login_p99_ms", "proxy_cpu_s_per_1000"} \
+                <= sessions.keys()
+            assert sessions["login_p50_ms"] is not None
+            proxied = sessions["proxy_cpu_s_per_1000"] is not None
+            assert proxied == (name != "direct"), (name, section)
+        fetch = results["fetch"]
         assert fetch["bytes"] == FETCH_MIB << 20
         assert fetch["mib_per_s"] > 0
         if name == "direct":
             assert "idle" not in results
-            assert sessions["proxy_cpu_s_per_1000"] is None
             continue
-        assert sessions["proxy_cpu_s_per_1000"] is not None
         assert "proxy_cpu_s" in fetch
         idle = results["idle"]
         assert idle["sessions"] == 20 and idle["errors"] == 0
         assert isinstance(idle["bytes_per_session"], int)
         assert results["worker_restarts"] == 0
     if "nginx" in expected:
-        assert "sessions.per_second" in report["ratios"]
+        assert {"sessions.per_second", "pop3_sessions.per_second",
+                "smtp_sessions.login_p99_ms", "smtp_sessions.proxy_cpu_s_per_1000"} \
+            <= report["ratios"].keys()
+
+
+def test_protocols_option_runs_only_those(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--duration", "0.3", "--warmup", "0", "--clients", "2",
+                       "--targets", "postern,direct", "--protocols", "smtp,pop3",
+                       "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["protocols"] == ["pop3", "smtp"]
+    for name, results in report["targets"].items():
+        assert {"pop3_sessions", "smtp_sessions"} <= results.keys(), name
+        assert not {"sessions", "fetch", "idle"} & results.keys(), name
+        assert results["smtp_sessions"]["errors"] == 0, results["smtp_sessions"]["error_kinds"]
+    table = capsys.readouterr().out
+    assert "SMTP AUTH p50, ms" in table and "LOGIN p50" not in table
+
+
+def test_protocols_option_rejects_unknown_names(capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--protocols", "imap,nntp"])
+    assert "--protocols takes names from imap,pop3,smtp" in capsys.readouterr().err
 
 
 def test_without_nginx_runs_the_rest_and_says_so(tmp_path, monkeypatch, capsys):
