@@ -4,13 +4,16 @@ The grammar check, the differential comparison and the JSON results all look at 
 connections of one scenario after it ran. Scenarios create clients freely (`proxy.connect()`,
 `Client(...)` with a source address, helpers), so the recorder wraps `Client.__init__` for
 the run instead of asking every scenario to register them; `expect_closed(lenient=True)`
-is noted too, since an RST may then have swallowed the last reply (spec §5.1).
+is noted too, since an RST may then have swallowed the last reply (spec §5.1), and so is a
+connection reset seen while reading (the same loss, wherever the scenario read).
 """
 
 from __future__ import annotations
 
+import socket
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 from scenarios.client import Client
 
@@ -32,11 +35,48 @@ class TimedTranscript(list):
         return [(who, data, t) for (who, data), t in zip(self, self.times)]
 
 
+_RESET: weakref.WeakSet = weakref.WeakSet()
+
+
+class _ResetNotingSocket(socket.socket):
+    """The client's plain socket, noting a reset whichever call meets it first (a sender
+    thread's send() may take the error a reader's recv() would have seen). The class is
+    swapped in; the layout is the same."""
+
+    __slots__ = ()
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        try:
+            return super().recv(bufsize, flags)
+        except ConnectionResetError:
+            _RESET.add(self)
+            raise
+
+    def send(self, data, flags: int = 0) -> int:
+        try:
+            return super().send(data, flags)
+        except (ConnectionResetError, BrokenPipeError):
+            _RESET.add(self)
+            raise
+
+    def sendall(self, data, flags: int = 0) -> None:
+        try:
+            return super().sendall(data, flags)
+        except (ConnectionResetError, BrokenPipeError):
+            _RESET.add(self)
+            raise
+
+
 @dataclass
 class Connection:
     client: Client
     port: int
     opened: float
+    raw: socket.socket | None = field(default=None, repr=False)
+
+    @property
+    def reset(self) -> bool:
+        return self.raw is not None and self.raw in _RESET
 
     @property
     def transcript(self) -> TimedTranscript:
@@ -67,8 +107,11 @@ class Recorder:
         def __init__(client, host, port, *args, **kwargs):
             init(client, host, port, *args, **kwargs)
             client.transcript = TimedTranscript(client.transcript)
+            raw = client.sock
+            if type(raw) is socket.socket:
+                raw.__class__ = _ResetNotingSocket
             if recorder.current is not None:
-                recorder.current.append(Connection(client, int(port), time.time()))
+                recorder.current.append(Connection(client, int(port), time.time(), raw))
 
         def lenient_aware(client, timeout=None, lenient=False):
             if lenient:

@@ -148,6 +148,7 @@ class External:
     unmatched: dict[tuple, list[str]] = field(default_factory=lambda: defaultdict(list))
     basetemp: str = ""
     current: str = ""    # the running scenario's node id (set by the plugin)
+    substituted: set[str] = field(default_factory=set)   # ran with the plan's certificate
 
     def declared(self, key: tuple) -> Declared | None:
         return next((d for d in self.servers if d.key == key), None)
@@ -232,6 +233,9 @@ def server_for(key: tuple) -> tuple[ExternalInstance, str, int] | None:
                                                     "nodeids": []})
         entry["nodeids"].append(nodeid)
         return None
+    if not STATE.servers:
+        pytest.skip("external target: no server blocks declared; give --external-config "
+                    "FILE.toml (written by --external-plan) or --external-server")
     declared = STATE.declared(wanted)
     if declared is None:
         STATE.unmatched[wanted].append(nodeid)

@@ -2,7 +2,7 @@
 
 Every scenario names an RFC ("RFC 3501 §6.1.1") or a named nginx behaviour: "nginx: ...",
 "nginx <directive>: ...", a CVE, or a section of the behavioural spec
-(/work/shared/spec/nginx-mail.md, cited as "§10.4" or "spec §10.4"), which is nginx's
+(nginx-mail.md, cited as "§10.4" or "spec §10.4"), which is nginx's
 behaviour written down. Results are grouped by these names.
 """
 

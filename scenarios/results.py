@@ -104,5 +104,6 @@ def write(path: Path, records: list[Record], meta: dict) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".scenarios-", suffix=".json")
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=1, ensure_ascii=False)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path

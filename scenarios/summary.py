@@ -77,7 +77,13 @@ def _external(records, state) -> list[str]:
     lines = [", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no scenario ran",
              (f"{len(no_block)} skipped for want of a matching server block "
              f"({len(state.servers)} declared)")]
-    differ = [r for r in runs if r.outcome in ("failed", "error")]
+    failed = [r for r in runs if r.outcome in ("failed", "error")]
+    differ = [r for r in failed if r.id not in state.substituted]
+    certificate = [r for r in failed if r.id in state.substituted]
+    if certificate:
+        lines.append(f"{len(certificate)} failed with the plan's certificate standing in for "
+                     "the scenario's own (a client verifying its own CA cannot pass):")
+        lines += [f"  {r.id.split('::')[-1]}" for r in certificate]
     if differ:
         lines.append("behaviours that differ from nginx's (the scenarios' expected bytes):")
         for r in differ:

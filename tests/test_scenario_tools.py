@@ -4,15 +4,17 @@ results summary. Plain bytes in, no sockets."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import tomllib
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from scenarios import external, grammar
 from scenarios.differential import Side, compare, normalise_line, pair_key
-from scenarios.references import references
+from scenarios.references import MISSING, references
 from scenarios.results import Record, summarise
 
 
@@ -162,6 +164,17 @@ def test_references_read_rfcs_spec_sections_and_named_behaviours():
     assert references("ssl_crl: a revoked certificate").nginx == ["nginx ssl_crl"]
     assert not references("Postfix XCLIENT: the upstream takes ADDR")
     assert not references(None)
+
+
+def test_every_scenario_names_what_it_checks():
+    """The same rule the runner enforces at setup, over every scenario file at once."""
+    missing = []
+    for path in sorted((Path(__file__).parent.parent / "scenarios").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and \
+                    node.name.startswith("test") and not references(ast.get_docstring(node)):
+                missing.append(f"{path.name}::{node.name}")
+    assert missing == [], MISSING + ":\n" + "\n".join(missing)
 
 
 # -- differential --------------------------------------------------------------------------
