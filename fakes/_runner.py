@@ -163,3 +163,43 @@ def byte_size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+
+
+def mailbox_upstream_parser(proto: str, port: int, store: str) -> argparse.ArgumentParser:
+    """The command line the IMAP and POP3 fakes share; each adds its own fault flags."""
+    p = argparse.ArgumentParser(prog=f"python -m fakes.{proto}",
+                                description=f"Fake {proto.upper()} upstream.")
+    p.add_argument("--listen", type=hostport, default=("127.0.0.1", port), metavar="HOST:PORT")
+    p.add_argument("--user", type=login_password, action="append", default=[],
+                   metavar="LOGIN:PASSWORD")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--shared-content", action="store_true",
+                   help=f"one generated {store} for all users (fast for many users)")
+    p.add_argument("--large-message", type=byte_size, metavar="SIZE",
+                   help=f"add one message of SIZE bytes (e.g. 200M) to every {store}")
+    p.add_argument("--greeting", help="raw greeting line instead of the default")
+    p.add_argument("--no-greeting", action="store_true")
+    p.add_argument("--greeting-delay", type=float, default=0.0)
+    p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def run_mailbox_upstream(cls: type, args: argparse.Namespace, proto: str, **faults: Any) -> int:
+    """Start a fake from mailbox_upstream_parser's arguments and serve until interrupted."""
+    import logging
+    import sys
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    greeting: bytes | str | None = "default"
+    if args.no_greeting:
+        greeting = None
+    elif args.greeting:
+        greeting = args.greeting.encode()
+    server = cls(dict(args.user), host=args.listen[0], port=args.listen[1], seed=args.seed,
+                 shared_content=args.shared_content, large_message=args.large_message,
+                 greeting=greeting, greeting_delay=args.greeting_delay, record=False, **faults)
+    run_server(server, lambda: f"{proto} listening on {server.host}:{server.port}",
+               not args.no_uvloop)
+    return 0

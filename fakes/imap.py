@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from fakes._runner import BackgroundServer, byte_size, hostport, login_password, run_server
+from fakes._runner import BackgroundServer, mailbox_upstream_parser, run_mailbox_upstream
 from fakes.imap_proto import (
     CommandReader,
     ParseError,
@@ -621,41 +621,14 @@ class FakeImapServer(BackgroundServer):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fakes.imap", description="Fake IMAP upstream.")
-    p.add_argument("--listen", type=hostport, default=("127.0.0.1", 1143), metavar="HOST:PORT")
-    p.add_argument("--user", type=login_password, action="append", default=[],
-                   metavar="LOGIN:PASSWORD")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--shared-content", action="store_true",
-                   help="one generated mailbox set for all users (fast for many users)")
-    p.add_argument("--large-message", type=byte_size, metavar="SIZE",
-                   help="add one message of SIZE bytes (e.g. 200M) to every INBOX")
-    p.add_argument("--greeting", help="raw greeting line instead of the default")
-    p.add_argument("--no-greeting", action="store_true")
-    p.add_argument("--greeting-delay", type=float, default=0.0)
+    p = mailbox_upstream_parser("imap", 1143, "INBOX")
     p.add_argument("--reject-login", nargs="?", const=True, default=False, metavar="TEXT")
-    p.add_argument("--no-uvloop", action="store_true")
-    p.add_argument("--quiet", action="store_true")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    greeting: bytes | str | None = "default"
-    if args.no_greeting:
-        greeting = None
-    elif args.greeting:
-        greeting = args.greeting.encode()
-    server = FakeImapServer(dict(args.user), host=args.listen[0], port=args.listen[1],
-                            seed=args.seed, shared_content=args.shared_content,
-                            large_message=args.large_message, greeting=greeting,
-                            greeting_delay=args.greeting_delay, reject_login=args.reject_login,
-                            record=False)
-    run_server(server, lambda: f"imap listening on {server.host}:{server.port}",
-               not args.no_uvloop)
-    return 0
+    return run_mailbox_upstream(FakeImapServer, args, "imap", reject_login=args.reject_login)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ the body in memory.
 from __future__ import annotations
 
 import re
-
 import threading
 import zlib
 from collections.abc import Iterator, Mapping

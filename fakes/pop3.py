@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fakes._runner import BackgroundServer, byte_size, hostport, login_password, run_server
+from fakes._runner import BackgroundServer, mailbox_upstream_parser, run_mailbox_upstream
 from fakes.mailbox import DEFAULT_COUNTS, Entry, MailStore, Message
 
 log = logging.getLogger("fakes.pop3")
@@ -537,42 +537,16 @@ class FakePop3Server(BackgroundServer):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fakes.pop3", description="Fake POP3 upstream.")
-    p.add_argument("--listen", type=hostport, default=("127.0.0.1", 1110), metavar="HOST:PORT")
-    p.add_argument("--user", type=login_password, action="append", default=[],
-                   metavar="LOGIN:PASSWORD")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--shared-content", action="store_true",
-                   help="one generated maildrop for all users (fast for many users)")
-    p.add_argument("--large-message", type=byte_size, metavar="SIZE",
-                   help="add one message of SIZE bytes (e.g. 200M) to every maildrop")
-    p.add_argument("--greeting", help="raw greeting line instead of the default")
-    p.add_argument("--no-greeting", action="store_true")
-    p.add_argument("--greeting-delay", type=float, default=0.0)
+    p = mailbox_upstream_parser("pop3", 1110, "maildrop")
     p.add_argument("--reject-user", nargs="?", const=True, default=False, metavar="TEXT")
     p.add_argument("--reject-pass", nargs="?", const=True, default=False, metavar="TEXT")
-    p.add_argument("--no-uvloop", action="store_true")
-    p.add_argument("--quiet", action="store_true")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    greeting: bytes | str | None = "default"
-    if args.no_greeting:
-        greeting = None
-    elif args.greeting:
-        greeting = args.greeting.encode()
-    server = FakePop3Server(dict(args.user), host=args.listen[0], port=args.listen[1],
-                            seed=args.seed, shared_content=args.shared_content,
-                            large_message=args.large_message, greeting=greeting,
-                            greeting_delay=args.greeting_delay, reject_user=args.reject_user,
-                            reject_pass=args.reject_pass, record=False)
-    run_server(server, lambda: f"pop3 listening on {server.host}:{server.port}",
-               not args.no_uvloop)
-    return 0
+    return run_mailbox_upstream(FakePop3Server, args, "pop3", reject_user=args.reject_user,
+                                reject_pass=args.reject_pass)
 
 
 if __name__ == "__main__":
