@@ -203,3 +203,23 @@ def run_mailbox_upstream(cls: type, args: argparse.Namespace, proto: str, **faul
     run_server(server, lambda: f"{proto} listening on {server.host}:{server.port}",
                not args.no_uvloop)
     return 0
+
+
+def hang_up(transport, reset: bool = False) -> None:
+    """Close a fake's connection: a FIN, or with `reset` an RST (SO_LINGER 0) as a crashed
+    or firewalled server would."""
+    if transport is None:
+        return
+    if reset:
+        import socket
+        import struct
+
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        transport.abort()
+    else:
+        transport.close()

@@ -26,7 +26,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from fakes._runner import BackgroundServer, mailbox_upstream_parser, run_mailbox_upstream
+from fakes._runner import (
+    BackgroundServer,
+    hang_up,
+    mailbox_upstream_parser,
+    run_mailbox_upstream,
+)
 from fakes.imap_proto import (
     CommandReader,
     ParseError,
@@ -61,6 +66,7 @@ class Faults:
     login_untagged: lines sent before the tagged OK of a successful login.
     no_continuation: answer a synchronising literal with a tagged NO (a string sets the text).
     drop_after_login / drop_after: close after the login OK / after N commands.
+    reset: every drop is a TCP reset (RST) instead of an orderly close.
     stall / stall_after: stop answering (from now / after N commands), keep the socket open.
     chatter: after a successful login, send an untagged ``* OK still here <n>`` every so many
     seconds, whatever the client does (a backend that keeps a silent client busy).
@@ -74,6 +80,7 @@ class Faults:
     no_continuation: bool | str = False
     drop_after_login: bool = False
     drop_after: int | None = None
+    reset: bool = False
     stall: bool = False
     stall_after: int | None = None
     chatter: float | None = None
@@ -164,8 +171,7 @@ class ImapConnection(asyncio.Protocol):
             raise _Closed
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        hang_up(self.transport, self.server.faults.reset)
 
     async def _stream(self, msg: Message, start: int, end: int) -> None:
         assert self.transport is not None

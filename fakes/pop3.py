@@ -36,7 +36,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fakes._runner import BackgroundServer, mailbox_upstream_parser, run_mailbox_upstream
+from fakes._runner import (
+    BackgroundServer,
+    hang_up,
+    mailbox_upstream_parser,
+    run_mailbox_upstream,
+)
 from fakes.mailbox import DEFAULT_COUNTS, Entry, MailStore, Message
 
 log = logging.getLogger("fakes.pop3")
@@ -58,6 +63,7 @@ class Faults:
     reject_user / reject_pass: ``-ERR`` for every USER / every PASS, APOP and AUTH (a string
     sets the text after ``-ERR ``).
     drop_after_login / drop_after: close after the login +OK / after N commands.
+    reset: every drop is a TCP reset (RST) instead of an orderly close.
     stall / stall_after: stop answering (from now / after N commands), keep the socket open.
     """
 
@@ -67,6 +73,7 @@ class Faults:
     reject_pass: bool | str = False
     drop_after_login: bool = False
     drop_after: int | None = None
+    reset: bool = False
     stall: bool = False
     stall_after: int | None = None
 
@@ -201,8 +208,7 @@ class Pop3Connection(asyncio.Protocol):
             raise _Closed
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        hang_up(self.transport, self.server.faults.reset)
 
     async def _multiline(self, first: str, chunks: Iterable[bytes | memoryview]) -> None:
         """A +OK line, the dot-stuffed data in chunks (with backpressure), and the '.'."""

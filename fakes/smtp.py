@@ -37,7 +37,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session, syntax
 
-from fakes._runner import BackgroundServer, hostport, login_password, run_server
+from fakes._runner import BackgroundServer, hang_up, hostport, login_password, run_server
 
 log = logging.getLogger("fakes.smtp")
 
@@ -66,6 +66,8 @@ class Faults:
     of a message. A 421 reply closes the connection afterwards, as RFC 5321 says.
     drop_at: close the connection without replying when this verb arrives (``"MESSAGE"``: after
     a message was received). drop_after_data: the same as ``drop_at="MESSAGE"``.
+    reset: every drop is a TCP reset (RST) instead of an orderly close.
+    stall_at: stop answering when this verb arrives, keeping the connection open.
     xclient: advertise and accept XCLIENT (False: ``500 ... not recognized`` as aiosmtpd says
     for any unknown command). xclient_authorized: False answers every XCLIENT with
     ``550 5.7.0 Error: insufficient authorization`` (a client not in
@@ -78,6 +80,8 @@ class Faults:
     reject_rcpt: bool | str = False
     replies: dict[str, str] = field(default_factory=dict)
     drop_at: str | None = None
+    reset: bool = False
+    stall_at: str | None = None
     drop_after_data: bool = False
     xclient: bool = True
     xclient_authorized: bool = True
@@ -265,8 +269,7 @@ class SmtpConnection(SMTP):
                                 data[:limit] + b"...[%d bytes]" % len(data)))
 
     def drop(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        hang_up(self.transport, self.fake.faults.reset)
 
     async def push(self, status: str | bytes) -> None:
         if not self._greeted:
@@ -302,6 +305,8 @@ class SmtpConnection(SMTP):
             if f.drop_at == verb:
                 self.drop()
                 return
+            if f.stall_at == verb:  # never answer; the socket stays open
+                await asyncio.Event().wait()
             reply = f.replies.get(verb)
             if reply is None and verb == "MAIL" and f.reject_mail:
                 reply = f.reject_mail if isinstance(f.reject_mail, str) else REJECT_MAIL

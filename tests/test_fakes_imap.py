@@ -491,3 +491,17 @@ def test_reader_and_tokenizer():
     assert parse_seqset("5:2", 9) == [(2, 5)]
     with pytest.raises(ParseError):
         parse_seqset("0", 9)
+
+
+def test_reset_fault_drops_with_rst():
+    """`reset`: the drop is a TCP RST, as a crashed upstream's would be."""
+    import socket as _socket
+
+    with FakeImapServer({"alice": "secret"}, drop_after=1, reset=True) as imap:
+        s = _socket.create_connection(("127.0.0.1", imap.port), timeout=5)
+        s.recv(200)
+        s.sendall(b"a1 NOOP\r\n")
+        with pytest.raises(ConnectionResetError):
+            while s.recv(200):
+                pass
+        s.close()

@@ -385,3 +385,20 @@ def test_long_xclient_line_is_accepted(smtp):
     assert raw.cmd(b"XCLIENT ADDR=127.0.0.1 LOGIN=" + login + b" NAME=a.example") == [GREETING]
     raw.close()
     assert smtp.xclients[0]["LOGIN"] == "A" * 80
+
+
+def test_stall_at_a_verb_keeps_the_connection_silent():
+    """`stall_at`: the upstream stops answering at that verb but keeps the socket open."""
+    import socket as _socket
+
+    with FakeSmtpServer({"alice": "secret"}, stall_at="MAIL") as smtp:
+        s = _socket.create_connection(("127.0.0.1", smtp.port), timeout=1)
+        f = s.makefile("rwb", buffering=0)
+        assert f.readline().startswith(b"220")
+        f.write(b"EHLO x\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        f.write(b"MAIL FROM:<a@b>\r\n")
+        with pytest.raises(TimeoutError):
+            f.readline()
+        s.close()
