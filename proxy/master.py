@@ -104,7 +104,7 @@ class Master:
                 code = 0
                 try:
                     run(Worker(self.settings, self.bindings, worker_log, server_logs))
-                except BaseException as exc:  # a worker must report, not vanish silently
+                except BaseException as exc:  # a worker must report, not vanish silently  # noqa: BLE001
                     worker_log.log("alert", f"worker process failed: {exc!r}")
                     code = 2
                 os._exit(code)
@@ -176,7 +176,7 @@ class Master:
             old = {_sock_key(b.listen): b.sock for b in self.bindings}
             keep = dict(old)
             bindings = plan(new, keep)
-        except Exception as exc:  # ConfigError, bind failure: keep serving the old config
+        except Exception as exc:  # ConfigError, bind failure: keep serving the old config  # noqa: BLE001
             self.log.log("emerg", str(exc))
             return
         for sock in keep.values():  # listeners the new config no longer has

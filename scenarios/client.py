@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+from typing import Self
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -142,7 +143,7 @@ class Client:
                 lines.append(f"{who}: {line!r}")
         return "\n".join(lines)
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from proxy.proxy_protocol import v2_header
 
+
 def _proxy(lab, server: str = ""):
     """A server whose listen socket expects a PROXY header."""
     return lab.proxy(server=server, protocol="imap", listen_params="proxy_protocol")

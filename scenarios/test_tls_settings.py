@@ -7,7 +7,6 @@ ssl_session_timeout (spec §2.7; RFC 5246 §7.4.1, RFC 8446 §2.2, RFC 5077).
 from __future__ import annotations
 
 import contextlib
-
 import shutil
 import ssl
 import subprocess

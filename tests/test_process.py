@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def postern(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, check=False,
                           text=True, timeout=30, cwd=ROOT, **kw)
 
 
@@ -69,7 +69,7 @@ class Running:
         assert self.proc.poll() is None, self.proc.stderr.read()
 
     def workers(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, check=False,
                              text=True).stdout
         return [int(x) for x in out.split()]
 

@@ -4,8 +4,15 @@ import ipaddress
 
 import pytest
 
-from proxy.proxy_protocol import (V2_SIGNATURE, BrokenHeader, ProxyInfo, read_header, trusted,
-                                  v1_line, v2_header)
+from proxy.proxy_protocol import (
+    V2_SIGNATURE,
+    BrokenHeader,
+    ProxyInfo,
+    read_header,
+    trusted,
+    v1_line,
+    v2_header,
+)
 
 
 def test_v1_tcp4_and_rest_left_for_the_protocol():
