@@ -172,7 +172,7 @@ class ScenarioPlugin:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
         lab = getattr(item, "funcargs", {}).get("lab")
-        if lab is not None and lab.target == "external" and external.STATE is not None:
+        if getattr(lab, "target", None) == "external" and external.STATE is not None:
             ask = lab.proxy
 
             def proxy(server: str = "", *args, **kwargs):

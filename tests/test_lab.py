@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def running_lab(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("lab")
     ports = dict(zip(("imap", "pop3", "smtp", "imaps", "pop3s", "smtps"), free_ports(6)))
     args = [f"--{name}-port={port}" for name, port in ports.items()]
@@ -38,15 +38,15 @@ def lab(tmp_path_factory):
     proc.wait(20)
 
 
-def test_banner_names_every_port_and_user(lab):
-    ports, workdir, banner = lab
+def test_banner_names_every_port_and_user(running_lab):
+    ports, workdir, banner = running_lab
     for port in ports.values():
         assert str(port) in banner
     assert "alice / secret" in banner and f"{workdir}/ca.pem" in banner
 
 
-def test_stdlib_clients_plain_starttls_and_tls(lab):
-    ports, workdir, _ = lab
+def test_stdlib_clients_plain_starttls_and_tls(running_lab):
+    ports, workdir, _ = running_lab
     ctx = ssl.create_default_context(cafile=str(workdir / "ca.pem"))
     with imaplib.IMAP4("127.0.0.1", ports["imap"]) as m:
         m.starttls(ssl_context=ctx)
@@ -65,9 +65,9 @@ def test_stdlib_clients_plain_starttls_and_tls(lab):
         s.sendmail("carol@example.test", ["alice@example.test"], b"Subject: hi\r\n\r\nhello\r\n")
 
 
-def test_curl_as_the_banner_says(lab):
+def test_curl_as_the_banner_says(running_lab):
     require(None if shutil.which("curl") else "curl is not installed")
-    ports, workdir, _ = lab
+    ports, workdir, _ = running_lab
     out = subprocess.run(["curl", "-sS", f"imap://127.0.0.1:{ports['imap']}/", "-u",
                           "alice:secret"], capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0 and '"INBOX"' in out.stdout
