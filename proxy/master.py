@@ -88,9 +88,12 @@ class Master:
         self.bindings = plan(self.settings, {})
 
     def write_pid(self) -> None:
+        """Written whole or not at all, so a reader never sees an empty file."""
         if self.settings.pid:
-            with open(self.settings.pid, "w") as fh:
+            tmp = f"{self.settings.pid}.{os.getpid()}.tmp"
+            with open(tmp, "w") as fh:
                 fh.write(f"{os.getpid()}\n")
+            os.replace(tmp, self.settings.pid)
 
     def _spawn(self, count: int) -> None:
         self.log.log("notice", "start worker processes")

@@ -220,7 +220,7 @@ def test_daemon_on_detaches_and_quits_on_signal(tmp_path):
     out = postern("-c", str(conf))
     assert out.returncode == 0  # the foreground process returns once the master detached
     pid_file = tmp_path / "postern.pid"
-    wait_for(pid_file.exists)
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
     pid = int(pid_file.read_text())
     try:
         assert greeting(port) == b"* OK IMAP4 ready\r\n"
