@@ -223,3 +223,47 @@ def hang_up(transport, reset: bool = False) -> None:
         transport.abort()
     else:
         transport.close()
+
+
+class ConnectionClosed(Exception):
+    """The peer went away while a fake was writing to it."""
+
+
+class LineOutput:
+    """Output for a fake's connection protocol: recorded writes, CRLF lines, flow control.
+
+    The protocol sets self.server (with .record, .record_limit, .faults.reset),
+    self.transport, self.closed, self.transcript and self._writable (an asyncio.Event).
+    """
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def _note(self, direction: str, data: bytes) -> None:
+        if not self.server.record:
+            return
+        limit = self.server.record_limit
+        self.transcript.append((direction, data if len(data) <= limit else
+                                data[:limit] + b"...[%d bytes]" % len(data)))
+
+    def send(self, data: bytes) -> None:
+        # uvloop raises on writes to a closed transport; asyncio drops them.
+        if self.transport is None or self.closed or self.transport.is_closing():
+            return
+        self._note("S", data)
+        self.transport.write(data)
+
+    def line(self, text: str | bytes) -> None:
+        data = text.encode() if isinstance(text, str) else text
+        self.send(data if data.endswith(b"\n") else data + b"\r\n")
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+        if self.closed:
+            raise ConnectionClosed
+
+    def close(self) -> None:
+        hang_up(self.transport, self.server.faults.reset)

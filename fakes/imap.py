@@ -28,7 +28,8 @@ from typing import Any
 
 from fakes._runner import (
     BackgroundServer,
-    hang_up,
+    ConnectionClosed,
+    LineOutput,
     mailbox_upstream_parser,
     run_mailbox_upstream,
 )
@@ -86,11 +87,7 @@ class Faults:
     chatter: float | None = None
 
 
-class _Closed(Exception):
-    pass
-
-
-class ImapConnection(asyncio.Protocol):
+class ImapConnection(LineOutput, asyncio.Protocol):
     """One client connection: the parser feeds a queue, a task answers in order."""
 
     def __init__(self, server: FakeImapServer) -> None:
@@ -139,46 +136,13 @@ class ImapConnection(asyncio.Protocol):
         self.queue.put_nowait(None)
         self._writable.set()
 
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
     # -- output ---------------------------------------------------------------------------
-
-    def _note(self, direction: str, data: bytes) -> None:
-        if not self.server.record:
-            return
-        limit = self.server.record_limit
-        self.transcript.append((direction, data if len(data) <= limit else
-                                data[:limit] + b"...[%d bytes]" % len(data)))
-
-    def send(self, data: bytes) -> None:
-        # uvloop raises on writes to a closed transport; asyncio drops them.
-        if self.transport is None or self.closed or self.transport.is_closing():
-            return
-        self._note("S", data)
-        self.transport.write(data)
-
-    def line(self, text_: str | bytes) -> None:
-        data = text_.encode() if isinstance(text_, str) else text_
-        self.send(data if data.endswith(b"\n") else data + b"\r\n")
-
-    async def drain(self) -> None:
-        await self._writable.wait()
-        if self.closed:
-            raise _Closed
-
-    def close(self) -> None:
-        hang_up(self.transport, self.server.faults.reset)
-
     async def _stream(self, msg: Message, start: int, end: int) -> None:
         assert self.transport is not None
         self._note("S", b"[%d octets of message data]" % (end - start))
         for chunk in msg.chunks(start, end):
             if self.closed or self.transport.is_closing():
-                raise _Closed
+                raise ConnectionClosed
             self.transport.write(chunk)
             if not self._writable.is_set():
                 await self.drain()
@@ -188,7 +152,7 @@ class ImapConnection(asyncio.Protocol):
     async def _next_unit(self) -> Unit:
         unit = await self.queue.get()
         if unit is None:
-            raise _Closed
+            raise ConnectionClosed
         return unit
 
     async def _run(self) -> None:
@@ -198,7 +162,7 @@ class ImapConnection(asyncio.Protocol):
                 unit = await self._next_unit()
                 await self._handle(unit)
                 await self.drain()
-        except (_Closed, asyncio.CancelledError):
+        except (ConnectionClosed, asyncio.CancelledError):
             pass
         except Exception:  # a fake must survive its own bugs: report, drop the client
             log.exception("IMAP fake connection failed")

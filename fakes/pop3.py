@@ -38,7 +38,8 @@ from typing import Any
 
 from fakes._runner import (
     BackgroundServer,
-    hang_up,
+    ConnectionClosed,
+    LineOutput,
     mailbox_upstream_parser,
     run_mailbox_upstream,
 )
@@ -76,10 +77,6 @@ class Faults:
     reset: bool = False
     stall: bool = False
     stall_after: int | None = None
-
-
-class _Closed(Exception):
-    pass
 
 
 class _Usage(Exception):
@@ -123,7 +120,7 @@ def top_chunks(msg: Message, lines: int) -> Iterator[bytes | memoryview]:
         yield data
 
 
-class Pop3Connection(asyncio.Protocol):
+class Pop3Connection(LineOutput, asyncio.Protocol):
     """One client connection: lines feed a queue, a task answers them in order."""
 
     def __init__(self, server: FakePop3Server) -> None:
@@ -176,40 +173,7 @@ class Pop3Connection(asyncio.Protocol):
         self.queue.put_nowait(None)
         self._writable.set()
 
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
     # -- output ---------------------------------------------------------------------------
-
-    def _note(self, direction: str, data: bytes) -> None:
-        if not self.server.record:
-            return
-        limit = self.server.record_limit
-        self.transcript.append((direction, data if len(data) <= limit else
-                                data[:limit] + b"...[%d bytes]" % len(data)))
-
-    def send(self, data: bytes) -> None:
-        # uvloop raises on writes to a closed transport; asyncio drops them.
-        if self.transport is None or self.closed or self.transport.is_closing():
-            return
-        self._note("S", data)
-        self.transport.write(data)
-
-    def line(self, text: str | bytes) -> None:
-        data = text.encode() if isinstance(text, str) else text
-        self.send(data if data.endswith(b"\n") else data + b"\r\n")
-
-    async def drain(self) -> None:
-        await self._writable.wait()
-        if self.closed:
-            raise _Closed
-
-    def close(self) -> None:
-        hang_up(self.transport, self.server.faults.reset)
-
     async def _multiline(self, first: str, chunks: Iterable[bytes | memoryview]) -> None:
         """A +OK line, the dot-stuffed data in chunks (with backpressure), and the '.'."""
         assert self.transport is not None
@@ -217,7 +181,7 @@ class Pop3Connection(asyncio.Protocol):
         total = 0
         for chunk in dot_stuffed(chunks):
             if self.closed or self.transport.is_closing():
-                raise _Closed
+                raise ConnectionClosed
             self.transport.write(chunk)
             total += len(chunk)
             if not self._writable.is_set():
@@ -230,7 +194,7 @@ class Pop3Connection(asyncio.Protocol):
     async def _next_line(self) -> bytes:
         line = await self.queue.get()
         if line is None:
-            raise _Closed
+            raise ConnectionClosed
         return line
 
     async def _run(self) -> None:
@@ -240,7 +204,7 @@ class Pop3Connection(asyncio.Protocol):
                 line = await self._next_line()
                 await self._handle(line)
                 await self.drain()
-        except (_Closed, asyncio.CancelledError):
+        except (ConnectionClosed, asyncio.CancelledError):
             pass
         except Exception:  # a fake must survive its own bugs: report, drop the client
             log.exception("POP3 fake connection failed")
