@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from scenarios.client import Client
+from scenarios.client import Client, tls_client_context
 
 GREETING = b"220 mx.test ESMTP ready\r\n"
 HELO_REPLY = b"250 mx.test\r\n"
@@ -130,7 +130,4 @@ def tls_directives_fixture(tmp_path_factory) -> str:
 
 
 def client_tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return tls_client_context()

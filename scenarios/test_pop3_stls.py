@@ -10,6 +10,7 @@ import ssl
 
 import pytest
 
+from scenarios.client import tls_client_context
 from scenarios.test_pop3_dialogue import (
     CAPA,
     CAPA_HEAD,
@@ -39,10 +40,7 @@ def tls_directives(tmp_path_factory) -> str:
 
 def client_tls() -> ssl.SSLContext:
     """The client side of STLS: no verification (the point is the proxy's behaviour)."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return tls_client_context()
 
 
 def test_captured_exchange_of_spec_18_with_stls(lab, tls_directives):

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from scenarios.client import Client
+from scenarios.client import Client, tls_client_context
 
 GREETINGS = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
              "smtp": b"220 mx.test ESMTP ready\r\n"}
@@ -197,12 +197,7 @@ def client_context(pki: Pki | None = None, *, alpn: list[str] | None = None,
                    cert: str | None = None, version: ssl.TLSVersion | None = None,
                    ciphers: str | None = None) -> ssl.SSLContext:
     """A client context; verifies the server against the PKI when one is given."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if pki is None:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx.load_verify_locations(pki.ca_file)
+    ctx = tls_client_context(None if pki is None else pki.ca_file)
     if alpn:
         ctx.set_alpn_protocols(alpn)
     if cert:

@@ -176,6 +176,21 @@ def test_syslog_recovers_after_receiver_appears(ident):
 NGINX = shutil.which("nginx")
 
 
+def syslog_host(packet: bytes) -> str:
+    """The HOST field of an RFC 3164 header "<PRI>Mmm dd hh:mm:ss HOST TAG". The time stamp is
+    fixed-width with a space-padded day ("Dec  5"), so HOST is found after it, never by
+    counting spaces."""
+    header = re.match(rb"<\d+>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d (\S*) ", packet)
+    assert header, packet
+    return header.group(1).decode()
+
+
+@pytest.mark.parametrize("day", [5, 25])
+def test_syslog_host_is_read_on_any_day(day):
+    packet = f"<190>Dec {day:2d} 09:04:05 mx nginx: 2026/12/{day:02d} 09:04:05 [info] x".encode()
+    assert syslog_host(packet) == "mx"
+
+
 @pytest.mark.skipif(not NGINX and not os.environ.get("CI"), reason="nginx is not installed")
 def test_same_bytes_as_nginx(tmp_path, monkeypatch):
     """Start nginx with a file and two syslog logs, take its first notice, and rebuild
@@ -207,7 +222,7 @@ def test_same_bytes_as_nginx(tmp_path, monkeypatch):
     assert m, their_file_line
     stamp = time.mktime(tuple(int(x) for x in m.groups()[:6]) + (0, 0, -1))
     monkeypatch.setattr(proxy.log, "_ident", lambda: m.group(7).decode())
-    host = theirs1.split(b" ")[3].decode()  # nginx's own (lowercased) host name
+    host = syslog_host(theirs1)  # nginx's own (lowercased) host name
 
     ours_file = tmp_path / "ours.log"
     with udp_receiver() as o1, udp_receiver() as o2:

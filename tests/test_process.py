@@ -58,6 +58,23 @@ def wait_for(check, timeout: float = 10.0) -> None:
     raise AssertionError("condition not reached")
 
 
+def children(pid: int) -> list[int]:
+    """The live children of pid, read from /proc (no procps needed on a bare machine)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it exited meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 class Running:
     def __init__(self, conf: Path) -> None:
         self.conf = conf
@@ -69,9 +86,7 @@ class Running:
         assert self.proc.poll() is None, self.proc.stderr.read()
 
     def workers(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, check=False,
-                             text=True).stdout
-        return [int(x) for x in out.split()]
+        return children(self.proc.pid)
 
     def stop(self, sig=signal.SIGTERM) -> int:
         if self.proc.poll() is None:

@@ -308,3 +308,44 @@ def test_reports_read_scenarios_json(tmp_path):
     assert case.references == ["RFC 3501 §6.1.1", "spec §7.5"]
     assert run.summary["by_reference"]["RFC 3501"] == {"failed": 1}
     assert load_scenarios(tmp_path / "missing.json") is None
+
+
+def test_scenario_tls_clients_see_an_eof_without_close_notify():
+    """Whatever the Python build's defaults (Debian's 3.11.2 sets OP_IGNORE_UNEXPECTED_EOF),
+    a scenario's TLS client reports a connection cut without close_notify as SSLEOFError,
+    which is how scenarios tell a timeout from a clean TLS close."""
+    import socket
+    import ssl
+    import threading
+
+    import trustme
+
+    from scenarios import smtp_support
+    from scenarios.client import tls_client_context
+    from scenarios.tls_support import client_context
+
+    flag = getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    for ctx in (tls_client_context(), client_context(), smtp_support.client_tls()):
+        assert not ctx.options & flag
+
+    ca = trustme.CA()
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        tls = server_ctx.wrap_socket(conn, server_side=True)
+        tls.sendall(b"hello")
+        tls.close()  # without unwrap(): the TCP connection ends with no close_notify
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with socket.create_connection(listener.getsockname(), timeout=5) as raw, \
+            tls_client_context().wrap_socket(raw, suppress_ragged_eofs=False) as tls:
+        assert tls.recv(5) == b"hello"
+        with pytest.raises(ssl.SSLEOFError):
+            while tls.recv(100):
+                pass
+    thread.join(5)
+    listener.close()
