@@ -7,10 +7,14 @@ the whole auth request at debug; Postern masks or leaves them out).
 from __future__ import annotations
 
 import base64
+import ssl
 import time
 from pathlib import Path
 
 from fakes.auth import User
+from scenarios.tls_support import client_context, pki, tls_connect
+
+__all__ = ["pki"]
 
 PASSWORD = b"correct horse"
 # the client's password in every form it travels, and the backend password the auth
@@ -70,3 +74,19 @@ def test_no_debug_lines_at_info(lab, tmp_path_factory):
     text = _session(lab, tmp_path_factory, "info")
     assert "client logged in" in text
     assert "[debug]" not in text
+
+
+def test_debug_line_for_the_tls_handshake(lab, pki, tmp_path_factory):
+    """nginx error_log debug (ngx_ssl_handshake_log): `SSL: TLSv1.2, cipher: "..."` once
+    the handshake is done."""
+    log = Path(tmp_path_factory.mktemp("debugtls")) / "debug.log"
+    log.parent.chmod(0o777)
+    proxy = lab.proxy(server=pki.server() + f"error_log {log} debug;", listen_params="ssl")
+    ctx = client_context(version=ssl.TLSVersion.TLSv1_2)
+    with tls_connect(proxy, ctx) as c:
+        c.expect(b"* OK IMAP4 ready\r\n")
+    for _ in range(50):
+        if log.exists() and b"SSL: TLSv1.2, cipher: " in log.read_bytes():
+            break
+        time.sleep(0.1)
+    assert b"SSL: TLSv1.2, cipher: \"ECDHE-" in log.read_bytes()
