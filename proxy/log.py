@@ -211,3 +211,25 @@ class ErrorLog:
         for _, writer in self._writers:
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+# -- debug lines ------------------------------------------------------------------------------
+# Header names whose values are secrets: the password (or SASL response, token, CRAM-MD5
+# or APOP digest) nginx sends and the auth server may send back. nginx logs the auth
+# request whole at debug; Postern writes xxxxxxxx instead of these values.
+SECRET_HEADERS = (b"auth-pass:",)
+MASK = "xxxxxxxx"
+
+
+def masked_header_lines(block: bytes) -> list[str]:
+    """An HTTP header block as printable lines, secret values masked."""
+    lines = []
+    for raw in block.split(b"\r\n"):
+        if not raw:
+            continue
+        if raw.lower().startswith(SECRET_HEADERS):
+            name = raw.split(b":", 1)[0]
+            lines.append(f"{name.decode('latin-1')}: {MASK}")
+        else:
+            lines.append(raw.decode("latin-1"))
+    return lines

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from proxy import auth_http, proxy_protocol
 from proxy import dialogue as dlg
 from proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
+from proxy.log import MASK, masked_header_lines
 from proxy.relay import BackendProtocol
 from proxy.tls import TlsConnection, TlsError
 
@@ -58,6 +59,8 @@ class Session(asyncio.Protocol):
         self.proxy_info: proxy_protocol.ProxyInfo | None = None
         self.client_addr: tuple | None = None
         self.local_addr: tuple | None = None
+        # the level is checked once per session: debug lines cost one test when off
+        self.debug = runtime.log.enabled("debug")
 
     # -- logging with nginx's context suffix (spec §14) ----------------------------------
     def log(self, level: str, message: str) -> None:
@@ -75,6 +78,10 @@ class Session(asyncio.Protocol):
                 parts.append(f", upstream: {self.upstream_name}")
         self.rt.log.log(level, "".join(parts), self.id)
 
+    def _debug(self, message: str) -> None:
+        """nginx writes debug lines without the "while ..., client: ..." context."""
+        self.rt.log.log("debug", message, self.id)
+
     # -- client transport callbacks ------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -83,6 +90,11 @@ class Session(asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix:"
         self.server_text = self.rt.listen_text(sock)
+        if self.debug:
+            raw = transport.get_extra_info("socket")
+            where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix:"
+            self.rt.log.log("debug", f"accept: {where} fd:{raw.fileno() if raw else -1}",
+                            self.id)
         if self.rt.log.enabled("info"):
             where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix:"
             self.rt.log.log("info", f"client {where} connected to {self.server_text}",
@@ -243,6 +255,8 @@ class Session(asyncio.Protocol):
 
     def _drive(self) -> None:
         machine = self.machine
+        if self.debug:
+            self._debug(f"{machine.protocol} auth state")
         if self._early:
             machine.receive_data(bytes(self._early))
             self._early = bytearray()
@@ -265,9 +279,13 @@ class Session(asyncio.Protocol):
             self._cancel_timer()
             self.phase = "auth"
             self.action = "in http auth state"
+            if self.debug:
+                self._debug("mail auth http init")
             self.transport.pause_reading()
             self._task = self.rt.loop.create_task(self._authenticate())
         elif isinstance(act, dlg.StartTls):
+            if self.debug:
+                self._debug("mail starttls")
             self._start_tls()
             return True
         return False
@@ -308,6 +326,10 @@ class Session(asyncio.Protocol):
         if out:
             self.transport.write(out)
         if handshaking and tls.established:
+            if self.debug:
+                self._debug(f'SSL: {tls.protocol_version}, cipher: "{tls.cipher}"')
+                if tls.resumed:
+                    self._debug("SSL reused session")
             self._tls_established()
             if self.phase == "closed":
                 return b""
@@ -368,9 +390,15 @@ class Session(asyncio.Protocol):
             while True:
                 request = self._auth_request()
                 next(_conn_ids)
+                if self.debug:
+                    self._debug("mail auth http write handler")
+                    for line in masked_header_lines(request):
+                        self._debug(f'mail auth http header: "{line}"')
                 if machine.creds.method in ("apop", "cram-md5") and machine.creds.salt:
                     machine.creds.password = None  # nginx forgets it once the salt is sent
                 resp = await auth_http.query(conf.auth_http, request, conf.auth_http_timeout)
+                if self.debug:
+                    self._debug_auth_reply(resp)
                 if resp.user is not None:
                     machine.creds.login = resp.user
                 if resp.password is not None:
@@ -410,7 +438,25 @@ class Session(asyncio.Protocol):
                 self.log("error", str(err))
             return self.internal_error()
         self.upstream_name = f"{addr}:{port}"
+        if self.debug:
+            self._debug(f"mail auth http done: upstream {addr}:{port}")
         await self._login_to_backend(addr, port)
+
+    def _debug_auth_reply(self, resp) -> None:
+        """The reply's headers as decoded (the password masked)."""
+        self._debug("mail auth http process headers")
+        status = b"OK" if resp.error is None and not resp.wait_status else (
+            resp.error if resp.error is not None else b"WAIT")
+        fields = [("Auth-Status", status), ("Auth-Server", resp.server),
+                  ("Auth-Port", resp.port), ("Auth-User", resp.user),
+                  ("Auth-Pass", MASK.encode() if resp.password is not None else None),
+                  ("Auth-Wait", str(resp.wait).encode() if resp.wait else None),
+                  ("Auth-Error-Code", resp.error_code)]
+        for name, value in fields:
+            if value:
+                self._debug(f'mail auth http header: "{name}: '
+                                  f'{value.decode("latin-1")}"')
+        self._debug("mail auth http header done")
 
     # -- backend login -------------------------------------------------------------------
     async def _login_to_backend(self, addr: str, port: int) -> None:
@@ -420,6 +466,8 @@ class Session(asyncio.Protocol):
         loop = self.rt.loop
         self._arm_timeout(self.conf.timeout, "upstream timed out")
         next(_conn_ids)
+        if self.debug:
+            self._debug(f"connect to {addr}:{port}")
         try:
             await loop.create_connection(lambda: BackendProtocol(self), addr, port)
         except OSError as exc:
@@ -448,6 +496,8 @@ class Session(asyncio.Protocol):
         if self.phase == "login":
             # nginx names the phase by its last step: a read, or the command it sent
             self.action = "reading response from upstream"
+            if self.debug:
+                self._debug(f"mail proxy {self.machine.protocol} auth handler")
             self.on_backend_outcome(self._login_machine.receive_data(data))
 
     def on_backend_outcome(self, outcome) -> None:
@@ -456,6 +506,11 @@ class Session(asyncio.Protocol):
         if isinstance(outcome, SendToBackend):
             self.backend.write(outcome.data)
             self.action = self._login_machine.action
+            if self.debug:  # the step, never the data (it may carry the password)
+                step = _PROXY_STEPS.get(self.action, f"mail proxy {self.action}")
+                if step == "mail proxy send pass" and self.machine.protocol == "imap":
+                    step = "mail proxy send passwd"  # ngx_mail_proxy_imap_handler's word
+                self._debug(step)
         elif isinstance(outcome, LoginFailed):
             self.log(outcome.log_level, outcome.log)
             if outcome.to_client is None:
@@ -482,6 +537,8 @@ class Session(asyncio.Protocol):
         self.phase = "relay"
         self.action = None
         self.log("info", "client logged in")
+        if self.debug:
+            self._debug("mail proxy relay start")
         self._cancel_timer()
         self._write(to_client)
         pending = self.machine.pending_input()
@@ -538,6 +595,8 @@ class Session(asyncio.Protocol):
         if self.phase == "relay":
             self.action = None
             self.log("info", "proxied session done")
+        if self.debug:
+            self._debug_close()
         self.phase = "closed"
         self._cancel_timer()
         if self._task is not None and not self._task.done() and \
@@ -553,11 +612,25 @@ class Session(asyncio.Protocol):
                     self.transport.write(notify)
             self.transport.close()
 
+    def _debug_close(self) -> None:
+        if self.backend is not None:
+            raw = self.backend.get_extra_info("socket")
+            self._debug(f"close mail proxy connection: {raw.fileno() if raw else -1}")
+        raw = self.transport.get_extra_info("socket") if self.transport else None
+        self._debug(f"close mail connection: {raw.fileno() if raw else -1}")
+
     def abort(self) -> None:
         """Worker shutdown: drop the connection now."""
         self.close()
         if self.transport is not None:
             self.transport.abort()
+
+
+# debug words of ngx_mail_proxy_module for the backend login steps
+_PROXY_STEPS = {"sending LOGIN command to upstream": "mail proxy send login",
+                "sending user name to upstream": "mail proxy send user",
+                "sending password to upstream": "mail proxy send pass",
+                "sending HELO/EHLO to upstream": "mail proxy send ehlo"}
 
 
 class _LoggedInView:

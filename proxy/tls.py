@@ -32,6 +32,7 @@ from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
 from proxy.conf.settings import ServerSettings, SslSettings
+from proxy.tls_conf import ConfCommands
 from proxy.tls_headers import auth_ssl_headers, verify_error_text
 
 # the protocol lines nginx sends after a failed client-certificate check (spec §3)
@@ -126,12 +127,11 @@ class TlsServer:
         for name, flag in _NO_PROTOCOL.items():
             if name not in conf.protocols:
                 options |= flag
-        ctx.set_options(options)
         ctx.set_mode(SSL.MODE_RELEASE_BUFFERS | _MODE_NO_AUTO_CHAIN)
         leaves = self._certificates(ctx, conf)
         ctx.set_cipher_list(conf.ciphers.encode())
         if conf.prefer_server_ciphers:
-            ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
+            options |= SSL.OP_CIPHER_SERVER_PREFERENCE
         if conf.verify_client != "off":
             self._client_verification(ctx, conf)
         if conf.dhparam:
@@ -141,9 +141,14 @@ class TlsServer:
             raise ValueError(f'SSL_CTX_set1_curves_list("{conf.ecdh_curve}") failed')
         self._session_cache(ctx, conf, leaves)
         if not conf.session_tickets:
-            ctx.set_options(SSL.OP_NO_TICKET)
+            options |= SSL.OP_NO_TICKET
+        # ngx_ssl_conf_commands(): last, over everything above; the options are set once
+        # afterwards because they can only be added to a context, never taken away
+        commands = ConfCommands(ctx, options, conf.verify_client,
+                                bool(conf.client_certificate or conf.trusted_certificate))
         for name, value in conf.conf_commands:
-            _conf_command(ctx, name, value)
+            commands.run(name, value)
+        ctx.set_options(commands.finish())
         ctx.set_alpn_select_callback(self._select_alpn)
         return ctx
 
@@ -224,32 +229,6 @@ def _session_id_context(conf: SslSettings, leaves: list[bytes]) -> bytes:
         for der in names:
             md.update(hashlib.sha1(der).digest())
     return md.digest()
-
-
-def _conf_command(ctx: SSL.Context, name: str, value: str) -> None:
-    """The ssl_conf_command names pyOpenSSL can carry out."""
-    key = name.lower()
-    if key == "ciphersuites":
-        ctx.set_tls13_ciphersuites(value.encode())
-    elif key == "cipherstring":
-        ctx.set_cipher_list(value.encode())
-    elif key in ("groups", "curves"):
-        if not _lib.SSL_CTX_set1_curves_list(ctx._context, value.encode()):
-            raise ValueError(f'SSL_CONF_cmd("{name}", "{value}") failed')
-    elif key == "options":
-        for word in value.replace(",", " ").split():
-            flag = _OPTION_WORDS.get(word.lstrip("-").lower())
-            if flag is None:
-                raise ValueError(f'SSL_CONF_cmd("{name}", "{value}") failed')
-            if not word.startswith("-"):
-                ctx.set_options(flag)
-    else:
-        raise ValueError(f'ssl_conf_command "{name}" is not supported')
-
-
-_OPTION_WORDS = {"serverpreference": SSL.OP_CIPHER_SERVER_PREFERENCE,
-                 "noticket": SSL.OP_NO_TICKET, "nocompression": SSL.OP_NO_COMPRESSION,
-                 "norenegotiation": _lib.SSL_OP_NO_RENEGOTIATION}
 
 
 _servers: dict[int, tuple[weakref.ref, TlsServer]] = {}

@@ -313,6 +313,21 @@ SAME = {
     "session_timeout_bad": E + f"mail {{ {A} {IMAP} ssl_session_timeout 1ms; }}",
     "verify_depth_bad": E + f"mail {{ {A} {IMAP} ssl_verify_depth x; }}",
     "conf_command_args": E + f"mail {{ {A} {IMAP} ssl_conf_command a; }}",
+    # ssl_conf_command: SSL_CONF_cmd()'s refusals, with OpenSSL's error queue
+    **{f"conf_command_{i}": E + f"mail {{ {A} server {{ listen 127.0.0.1:{{P}}; "
+       f"protocol imap; starttls on; {TLS} ssl_conf_command {cmd}; }} }}"
+       for i, cmd in enumerate([
+           "Foo bar", "SessionTicket on", "Options Bogus", "Options a,,b",
+           "Options \"-SessionTicket, PrioritizeChaCha\"", "options -sessionticket",
+           "Protocol -TLSv1.2", "CipherString nomatch", "Ciphersuites bogus",
+           "Ciphersuites TLS_AES_128_GCM_SHA256", "Curves X25519:P-256", "MinProtocol bogus",
+           "MinProtocol TLSv1.3", "MaxProtocol tlsv1.2", "SignatureAlgorithms bogus",
+           "ClientSignatureAlgorithms bogus", "Certificate missing.pem",
+           "PrivateKey missing.pem", "PrivateKey otherkey.pem", "VerifyCAFile missing.pem",
+           "VerifyCAFile garbage.pem", "VerifyCAFile ca.pem", "ChainCAFile missing.pem",
+           "RequestCAFile missing.pem", "RequestCAFile ca.pem", "DHParameters missing.pem",
+           "DHParameters garbage.pem", "ServerInfoFile missing", "RecordPadding 70000",
+           "RecordPadding x", "NumTickets -1", "NumTickets 2"])},
     "password_file_missing": E + f"mail {{ {A} {IMAP} ssl_password_file /nonexistent; }}",
     "password_file_duplicate": E + f"mail {{ {A} {IMAP} ssl_password_file /dev/null; "
         "ssl_password_file /dev/null; }",

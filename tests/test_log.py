@@ -240,3 +240,12 @@ def test_same_bytes_as_nginx(tmp_path, monkeypatch):
     if host:  # nginx leaves the host name empty in packets sent before it is known
         assert ours1 == theirs1
     assert ours2 == theirs2
+
+
+def test_masked_header_lines_hide_auth_pass():
+    from proxy.log import masked_header_lines
+
+    block = (b"GET /auth HTTP/1.0\r\nAuth-User: carol\r\nauth-pass: correct%20horse\r\n"
+             b"Auth-Salt: <1.2@mx>\r\n\r\n")
+    assert masked_header_lines(block) == ["GET /auth HTTP/1.0", "Auth-User: carol",
+                                          "auth-pass: xxxxxxxx", "Auth-Salt: <1.2@mx>"]

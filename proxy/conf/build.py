@@ -102,6 +102,19 @@ def _check_tls(parser: Parser, mail: Level, srv: Level, m: dict[str, Any],
                               end_file, end_line) from None
         if size not in (48, 80):
             raise ConfigError(f'"{path}" must be 48 or 80 bytes', end_file, end_line)
+    if m["ssl.conf_commands"]:
+        tlscheck.check_conf_commands(
+            _conf_commands(parser, m), [_full_ssl_name(parser, c) for c in certs],
+            m["ssl.verify_client"],
+            bool(m["ssl.client_certificate"] or m["ssl.trusted_certificate"]))
+
+
+def _conf_commands(parser: Parser, m: dict[str, Any]) -> list[tuple[str, str]]:
+    """ssl_conf_command values; file and directory names made absolute as nginx does."""
+    from proxy.tls_conf import takes_path  # pyOpenSSL only for configurations that use it
+
+    return [(name, parser.full_name(value, conf_prefix=True) if takes_path(name) else value)
+            for name, value in m["ssl.conf_commands"] or ()]
 
 
 def _ssl_settings(parser: Parser, m: dict[str, Any]) -> SslSettings:
@@ -120,7 +133,7 @@ def _ssl_settings(parser: Parser, m: dict[str, Any]) -> SslSettings:
         trusted_certificate=full(m["ssl.trusted_certificate"]),
         crl=full(m["ssl.crl"]),
         session_ticket_keys=tuple(full(k) for k in m["ssl.session_ticket_keys"] or ()),
-        conf_commands=tuple(m["ssl.conf_commands"] or ()),
+        conf_commands=tuple(_conf_commands(parser, m)),
     )
     return SslSettings(**values)
 

@@ -131,3 +131,32 @@ def read_passwords(path: str) -> list[bytes]:
         return [line for line in read_file(path).splitlines() if line]
     except OSError:
         return []
+
+
+def check_conf_commands(commands: list[tuple[str, str]], certs: list[str], verify: str,
+                        client_ca: bool) -> None:
+    """ngx_ssl_conf_commands() at -t: each command on a context holding the server's
+    certificates (so a PrivateKey that does not match one is caught as nginx catches it)."""
+    from OpenSSL import SSL
+
+    from proxy.tls_conf import ConfCommandError, ConfCommands
+
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, cert in enumerate(certs):
+            pem = _material(cert)
+            if pem is not None:
+                cert = os.path.join(tmp, f"{i}.pem")
+                with open(cert, "wb") as f:
+                    f.write(pem)
+            try:
+                ctx.use_certificate_chain_file(cert.encode())
+            except (SSL.Error, OSError):
+                return  # reported by check_certificate()
+    commands_run = ConfCommands(ctx, 0, verify, client_ca)
+    try:
+        for name, value in commands:
+            commands_run.run(name, value)
+        commands_run.finish()
+    except ConfCommandError as e:
+        raise ConfigError(str(e)) from None
