@@ -78,7 +78,7 @@ def test_failures_are_reported_with_their_reason(tmp_path):
         done, stats, failures = locust(
             tmp_path, "-u", "3", "-r", "3", "--mail-host", "127.0.0.1",
             "--imap-port", str(imap.port), "--pop3-port", str(closed),
-            "--smtp-port", str(smtp.port), "--users-file", str(users), seconds=4)
+            "--smtp-port", str(smtp.port), "--users-file", str(users), seconds=10)
     assert done.returncode == 1, done.stderr[-3000:]  # locust: 1 when any request failed
     reasons = {(f["Name"], f["Error"]) for f in failures}
     login = {e for n, e in reasons if n in ("imap login", "imap auth plain")}
