@@ -505,7 +505,7 @@ def _backend(text: str) -> tuple[str, Backend]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fakes.auth",
+    p = argparse.ArgumentParser(prog="postern auth-mock",
                                 description="Scriptable mock of an nginx auth_http server.")
     p.add_argument("--script", metavar="FILE.toml",
                    help="users, replies and settings from a script (format: fakes/script.py); "

@@ -507,7 +507,7 @@ class FakeSmtpServer(BackgroundServer):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fakes.smtp",
+    p = argparse.ArgumentParser(prog="postern fake-smtp",
                                 description="Fake SMTP upstream with XCLIENT.")
     p.add_argument("--listen", type=hostport, default=("127.0.0.1", 2525), metavar="HOST:PORT")
     p.add_argument("--user", type=login_password, action="append", default=[],

@@ -26,12 +26,24 @@ def _sock_key(listen: Listen) -> tuple:
     return ("inet", listen.host, listen.port)
 
 
+class BindError(OSError):
+    """A listener that cannot be bound, named as nginx names it:
+    ``bind() to 127.0.0.1:1143 failed (98: Address already in use)``."""
+
+    def __init__(self, err: OSError, listen: Listen) -> None:
+        super().__init__(err.errno, err.strerror)
+        self.listen = listen
+
+    def __str__(self) -> str:
+        return f"bind() to {self.listen.text} failed ({self.errno}: {self.strerror})"
+
+
 def _new_socket(listen: Listen) -> socket.socket:
     if listen.unix_path:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(listen.unix_path):
             os.unlink(listen.unix_path)
-        sock.bind(listen.unix_path)
+        _bind(sock, listen.unix_path, listen)
     else:
         family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -44,10 +56,18 @@ def _new_socket(listen: Listen) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, listen.sndbuf)
         if listen.so_keepalive and listen.so_keepalive != "off":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.bind((listen.host, listen.port))
+        _bind(sock, (listen.host, listen.port), listen)
     sock.listen(listen.backlog)
     sock.setblocking(False)
     return sock
+
+
+def _bind(sock: socket.socket, address, listen: Listen) -> None:
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise BindError(err, listen) from None
 
 
 def plan(settings: MainSettings, reuse: dict[tuple, socket.socket]) -> list[Binding]:
