@@ -114,7 +114,7 @@ def stock_copy(tmp_path: Path, with_mail: bool = False) -> Path:
     assert "http {" in text and "#mail {" in text  # the fixture is the stock file
     if with_mail:  # what a user migrating the commented-out mail part does
         head, _, mail = text.partition("\n#mail {")
-        mail = "\n".join(line[1:] if line.startswith("#") else line
+        mail = "\n".join(line.removeprefix("#")
                          for line in ("#mail {" + mail).splitlines())
         text = head + "\n" + mail.replace("# auth_http localhost", "auth_http localhost")
     text = text.replace("/etc/nginx/", f"{tmp_path}/etc/").replace("/var/log/nginx/",
@@ -133,10 +133,10 @@ def test_stock_debian_conf_tests_ok_and_says_what_it_skips(tmp_path):
     out = postern("-t", "-c", str(conf))
     assert out.returncode == 0, out.stderr
     assert out.stderr.splitlines() == [
-        f'postern: [warn] "http" block skipped: postern proxies mail only, its content and '
-        f"includes are not read in {conf}:12",
-        f"postern: [warn] no mail servers in {conf}: nothing to proxy "
-        '(a "mail" block with a "server" is needed)',
+        (f'postern: [warn] "http" block skipped: postern proxies mail only, its content and '
+        f"includes are not read in {conf}:12"),
+        (f"postern: [warn] no mail servers in {conf}: nothing to proxy "
+        '(a "mail" block with a "server" is needed)'),
         f"postern: the configuration file {conf} syntax is ok",
         f"postern: configuration file {conf} test is successful",
     ]

@@ -415,8 +415,8 @@ def test_other_subsystems_are_skipped_with_a_warning(tmp_path, block):
                               "  server { listen 80; location / { bogus; } } }\n")
     assert settings.servers == ()
     assert settings.warnings == (
-        f'"{block}" block skipped: postern proxies mail only, its content and includes are '
-        f"not read in {tmp_path}/nginx.conf:2",)
+        (f'"{block}" block skipped: postern proxies mail only, its content and includes are '
+        f"not read in {tmp_path}/nginx.conf:2"),)
 
 
 @pytest.mark.parametrize("text,expected", [
