@@ -189,8 +189,10 @@ def _serve(args, workdir: Path, conf: Path, mail_dir: Path, backends, auth) -> i
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                       env.get("PYTHONPATH")]))
+    # its own process group: the lab alone decides when it stops (a terminal's Ctrl-C reaches
+    # the lab, which stops it), and a stuck one is killed with its workers
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "-p", f"{workdir}/", "-c", str(conf)],
-                            env=env, stderr=subprocess.PIPE, text=True)
+                            env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     failed_binds: list[str] = []
     pump = threading.Thread(target=_pump_stderr, args=(proc, failed_binds), daemon=True)
     pump.start()
@@ -210,7 +212,7 @@ def _serve(args, workdir: Path, conf: Path, mail_dir: Path, backends, auth) -> i
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
 

@@ -18,6 +18,8 @@ from proxy.log import ErrorLog
 from proxy.worker import Binding, Worker, run
 
 WILDCARDS = ("0.0.0.0", "::")
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
+                  signal.SIGCHLD)
 
 
 def _sock_key(listen: Listen) -> tuple:
@@ -119,11 +121,19 @@ class Master:
         self.log.log("notice", "start worker processes")
         worker_log, server_logs = self.make_logs(self.settings)
         for _ in range(count):
-            pid = os.fork()
+            # Signals wait until the child has dropped the master's handlers: a TERM sent to a
+            # worker that is just born would otherwise run the master's handler in the child
+            # and be lost, leaving the worker behind its exited master.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+            try:
+                pid = os.fork()
+            except BaseException:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                raise
             if pid == 0:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                            signal.SIGUSR1, signal.SIGCHLD):
+                for sig in MASTER_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 code = 0
                 try:
                     run(Worker(self.settings, self.bindings, worker_log, server_logs))
@@ -132,6 +142,7 @@ class Master:
                     code = 2
                 os._exit(code)
             self.workers[pid] = self.generation
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.log.log("notice", f"start worker process {pid}")
 
     def _signal_workers(self, sig: int, generation: int | None = None) -> None:
@@ -143,8 +154,7 @@ class Master:
                     pass
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                    signal.SIGUSR1, signal.SIGCHLD):
+        for sig in MASTER_SIGNALS:
             signal.signal(sig, self._on_signal)
         self._spawn(self.settings.worker_processes)
         stopping = None

@@ -458,3 +458,21 @@ def test_trickle_to_a_client_that_gave_up_is_quiet(caplog):
         time.sleep(0.3)
         assert ask(auth, password="nope").error == b"Invalid login or password"
     assert "Unhandled exception" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_stack_delivers_smtp_mail_to_the_inbox_and_mail_dir(tmp_path):
+    script = parse_script({"users": {"alice": {"password": "secret"}},
+                           "content": {"counts": {"INBOX": 2}},
+                           "smtp": {"mail_dir": str(tmp_path / "mail")}})
+    with FakeStack(script) as stack:
+        content = b"Subject: to alice\r\n\r\nhello\r\n"
+        with smtplib.SMTP(stack.smtp.host, stack.smtp.port, timeout=10) as s:
+            s.sendmail("x@example.test", ["alice@example.test"], content)
+        stack.smtp.wait_messages(1)
+        imap = imaplib.IMAP4(stack.imap.host, stack.imap.port, timeout=10)
+        imap.login("alice", "secret")
+        assert imap.select("INBOX")[1] == [b"3"]
+        assert imap.fetch("3", "(BODY.PEEK[])")[1][0][1] == content
+        imap.logout()
+        assert "every message to" in stack.table()
+    assert (tmp_path / "mail" / "00001.eml").read_bytes() == content

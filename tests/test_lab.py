@@ -6,7 +6,6 @@ import email
 import imaplib
 import json
 import poplib
-import re
 import shlex
 import shutil
 import signal
@@ -32,12 +31,14 @@ def start_lab(workdir: Path, *extra: str, ports: dict[str, int] | None = None,
     ports = ports or dict(zip(NAMES, free_ports(6)))
     args = [f"--{name}-port={port}" for name, port in ports.items()]
 
-    def ignore():  # as a background job of a non-interactive shell starts it
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "lab", "--dir", str(workdir),
-                             *args, *extra], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=ignore if ignore_sigint else None)
+    argv = [sys.executable, "-m", "proxy", "lab", "--dir", str(workdir), *args, *extra]
+    if ignore_sigint:  # as a background job of a non-interactive shell starts it: SIG_IGN
+        # survives exec (no preexec_fn: this test process may run threads)
+        argv = [sys.executable, "-c", "import os, signal, sys; "
+                "signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])",
+                *argv]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     out = read_until(proc, until)
     return proc, ports, out
 
@@ -110,7 +111,7 @@ def test_curl_as_the_banner_says(running_lab):
 
 def test_banner_commands_need_only_python(running_lab):
     """The try-it lines of the banner, run as printed (python3 being this interpreter)."""
-    ports, workdir, banner = running_lab
+    _, workdir, banner = running_lab
     lines = [line.strip() for line in banner.splitlines() if line.strip().startswith("python3 -c")]
     assert len(lines) == 5
     for line in lines:
@@ -227,8 +228,8 @@ def test_stops_on_int_and_term_even_with_sigint_ignored(tmp_path, sig):
         rest, _ = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
-        raise AssertionError(f"postern lab ignored {sig.name}") from None
+        rest, _ = proc.communicate()
+        raise AssertionError(f"postern lab ignored {sig.name}:\n{rest}") from None
     assert proc.returncode == 0 and "postern lab: stopped" in rest
     assert all(port_is_free(p) for p in ports.values())  # Postern went with it
 
