@@ -34,9 +34,9 @@ def start_lab(workdir: Path, *extra: str, ports: dict[str, int] | None = None,
     argv = [sys.executable, "-m", "proxy", "lab", "--dir", str(workdir), *args, *extra]
     if ignore_sigint:  # as a background job of a non-interactive shell starts it: SIG_IGN
         # survives exec (no preexec_fn: this test process may run threads)
-        argv = [sys.executable, "-c", "import os, signal, sys; "
-                "signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])",
-                *argv]
+        ignore = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                  "os.execv(sys.argv[1], sys.argv[1:])")
+        argv = [sys.executable, "-c", ignore, *argv]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     out = read_until(proc, until)
@@ -267,3 +267,16 @@ def test_written_config_runs_by_hand_as_its_header_says(tmp_path):
                 proc.send_signal(signal.SIGTERM)
                 proc.communicate(timeout=30)
     assert fakes.returncode == 0
+
+
+def test_readme_quickstart_shows_the_banner_commands():
+    """The Quickstart's stdlib lines are the banner's for the default ports (which the tests
+    above run), and it says what to install for the others."""
+    from proxy.lab import PORT_BASE, SERVICES, try_commands
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme[readme.index("## Quickstart"):readme.index("## Running Postern")]
+    shown = [line for line in quickstart.splitlines() if line.startswith("python3 -c")]
+    ports = {name: PORT_BASE + std for name, std in SERVICES.items()}
+    assert shown == try_commands("127.0.0.1", ports, Path("lab/ca.pem"))[:4]
+    assert "apt-get install curl swaks openssl" in quickstart
+    assert "nothing else is needed" not in quickstart
