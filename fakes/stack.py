@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{', '.join(DEFAULT_USERS)})")
     p.add_argument("--requests-log", metavar="FILE",
                    help="append one JSON line per auth request (Auth-Pass masked)")
+    p.add_argument("--mail-dir", metavar="DIR",
+                   help="keep every message the SMTP fake accepts there as NNNNN.eml "
+                        "(overrides the script's [smtp] mail_dir)")
     p.add_argument("--check", action="store_true", help="check the script and exit")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
@@ -206,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScriptError as err:
         print(f"postern fakes: {err}", file=sys.stderr)
         return 2
+    if args.mail_dir:
+        script.legs["smtp"].options["mail_dir"] = args.mail_dir
     if args.check:
         print(f"postern fakes: {script.source} is fine")
         return 0
