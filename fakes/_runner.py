@@ -167,7 +167,7 @@ def byte_size(text: str) -> int:
 
 def mailbox_upstream_parser(proto: str, port: int, store: str) -> argparse.ArgumentParser:
     """The command line the IMAP and POP3 fakes share; each adds its own fault flags."""
-    p = argparse.ArgumentParser(prog=f"python -m fakes.{proto}",
+    p = argparse.ArgumentParser(prog=f"postern fake-{proto}",
                                 description=f"Fake {proto.upper()} upstream.")
     p.add_argument("--listen", type=hostport, default=("127.0.0.1", port), metavar="HOST:PORT")
     p.add_argument("--user", type=login_password, action="append", default=[],

@@ -273,7 +273,7 @@ class MockAuthServer(BackgroundServer):
     def __init__(self, users: Mapping[str, User | str] | None = None, *,
                  host: str = "127.0.0.1", port: int = 0, uri_path: str = "/auth",
                  backends: Mapping[str, Backend] | None = None, fail_wait: int = 0,
-                 fail_message: str = DEFAULT_FAIL, smtp_error_code: str | None = None,
+                 fail_wait_attempts: int = 0, fail_message: str = DEFAULT_FAIL, smtp_error_code: str | None = None,
                  always_send_pass: bool = False, script: Iterable[Reply] = (),
                  handler: Callable[[AuthRequest], Reply | None] | None = None,
                  faults: Faults | None = None,
@@ -285,6 +285,9 @@ class MockAuthServer(BackgroundServer):
         self.host, self.port, self.uri_path = host, port, uri_path
         self.backends: dict[str, Backend] = dict(backends or {})
         self.fail_wait, self.fail_message = fail_wait, fail_message
+        # nginx's advice: Auth-Wait lets a client retry on the same connection; stop sending
+        # it after some attempts so the proxy closes the connection (0: never stop)
+        self.fail_wait_attempts = fail_wait_attempts
         self.smtp_error_code = smtp_error_code
         self.always_send_pass = always_send_pass
         self.script: deque[Reply] = deque(script)
@@ -380,22 +383,25 @@ class MockAuthServer(BackgroundServer):
         method, proto = req.auth_method, req.protocol
         if method == "none":  # SMTP MAIL/RCPT without authentication
             backend = self.backends.get("smtp")
-            return Reply.ok(*backend) if backend else self._failure(proto)
+            return Reply.ok(*backend) if backend else self._failure(req)
         user = self.users.get(req.user)
         if user is None or not _credentials_ok(method, user.password, req):
-            return self._failure(proto)
+            return self._failure(req)
         backend = user.backends.get(proto) or self.backends.get(proto)
         if backend is None:
-            return self._failure(proto, f"No {proto or 'unknown'} backend for this user")
+            return self._failure(req, f"No {proto or 'unknown'} backend for this user")
         reply = Reply.ok(*backend, user=user.backend_user)
         if (method in ("apop", "cram-md5", "external") or self.always_send_pass
                 or user.backend_password is not None):
             reply.password = user.backend_password or user.password
         return reply
 
-    def _failure(self, proto: str, text: str | None = None) -> Reply:
-        return Reply.fail(text or self.fail_message, wait=self.fail_wait or None,
-                          error_code=self.smtp_error_code if proto == "smtp" else None)
+    def _failure(self, req: AuthRequest, text: str | None = None) -> Reply:
+        wait = self.fail_wait or None
+        if self.fail_wait_attempts and req.attempt > self.fail_wait_attempts:
+            wait = None
+        return Reply.fail(text or self.fail_message, wait=wait,
+                          error_code=self.smtp_error_code if req.protocol == "smtp" else None)
 
     # -- serving --------------------------------------------------------------------------
 
@@ -505,7 +511,7 @@ def _backend(text: str) -> tuple[str, Backend]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fakes.auth",
+    p = argparse.ArgumentParser(prog="postern auth-mock",
                                 description="Scriptable mock of an nginx auth_http server.")
     p.add_argument("--script", metavar="FILE.toml",
                    help="users, replies and settings from a script (format: fakes/script.py); "
@@ -520,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", type=_backend, action="append", default=[],
                    metavar="PROTO=HOST:PORT", help="backend for every user (imap, pop3, smtp)")
     p.add_argument("--fail-wait", type=int, help="Auth-Wait sent on failures")
+    p.add_argument("--fail-wait-attempts", type=int, metavar="N",
+                   help="no Auth-Wait past Auth-Login-Attempt N, so the proxy closes "
+                        "(default: always sent)")
     p.add_argument("--fail-message", help=f"default {DEFAULT_FAIL!r}")
     p.add_argument("--smtp-error-code", help='e.g. "535 5.7.8", sent on SMTP failures')
     p.add_argument("--always-pass", action="store_true",
@@ -544,6 +553,7 @@ def _server(args: argparse.Namespace) -> MockAuthServer:
     if args.listen:
         server.host, server.port = args.listen
     for attr, value in (("uri_path", args.uri), ("fail_wait", args.fail_wait),
+                        ("fail_wait_attempts", args.fail_wait_attempts),
                         ("fail_message", args.fail_message),
                         ("smtp_error_code", args.smtp_error_code),
                         ("requests_log", args.requests_log)):

@@ -11,6 +11,7 @@ are counted from 1)::
     uri = "/auth"                     # path in the printed auth_http URL
     fail_message = "Invalid login or password"   # Auth-Status text of a default refusal
     fail_wait = 0                     # Auth-Wait on default refusals (0: none)
+    fail_wait_attempts = 0            # none past this Auth-Login-Attempt (0: no limit)
     smtp_error_code = "535 5.7.8"     # Auth-Error-Code on default SMTP refusals
     always_send_pass = false          # Auth-Pass on every success (else apop/cram-md5/external)
     requests_log = "auth.jsonl"       # one JSON line per request, Auth-Pass masked (cwd-relative)
@@ -75,6 +76,8 @@ Only for ``postern fakes``::
     capabilities = ["IMAP4rev1", "AUTH=PLAIN"]   # imap and pop3
     # hostname = "upstream.test"      # pop3 and smtp
     # auth_required = false           # smtp; also helo_required, data_size_limit
+    # mail_dir = "mail"               # smtp: keep every accepted message there as NNNNN.eml
+                                      # (index.jsonl); mail for a user also goes to its INBOX
     [imap.faults]                     # the fake's Faults fields (see fakes/imap.py, pop3.py,
     greeting_delay = 2.0              # smtp.py); false means None (greeting = false: none),
     login_untagged = ["* OK [ALERT] hi"]   # text is sent as UTF-8 bytes
@@ -121,6 +124,7 @@ _REPLY_KEYS = {"status": "str", "backend": "str", "server": "str", "port": "int 
                "body": "str", "eol": "str", "raw": "str", "raw_hex": "str", "default": "bool",
                "times": "int", **_DELIVERY_KEYS}
 _AUTH_KEYS = {"listen": "str", "uri": "str", "fail_message": "str", "fail_wait": "int",
+              "fail_wait_attempts": "int",
               "smtp_error_code": "str", "always_send_pass": "bool", "requests_log": "str",
               "backends": "dict[str, str]", "faults": "dict"}
 _USER_KEYS = {"password": "str", "backends": "dict[str, str]", "backend_user": "str",
@@ -131,7 +135,7 @@ _LEG_KEYS = {"enabled": "bool", "listen": "str", "users": "dict[str, str]", "fau
 _LEG_OPTIONS = {"imap": {"capabilities": "list[str]"},
                 "pop3": {"capabilities": "list[str]", "hostname": "str"},
                 "smtp": {"hostname": "str", "auth_required": "bool", "helo_required": "bool",
-                         "data_size_limit": "int"}}
+                         "data_size_limit": "int", "mail_dir": "str"}}
 _NGINX_KEYS = {"server_name": "str", "listen": "dict[str, str]", "directives": "list[str]",
                **{f"{p}_directives": "list[str]" for p in PROTOCOLS}}
 _TOP = {"auth": "dict", "users": "dict", "queue": "list[dict]", "content": "dict",
@@ -148,6 +152,7 @@ class AuthSettings:
     uri: str = "/auth"
     fail_message: str = DEFAULT_FAIL
     fail_wait: int = 0
+    fail_wait_attempts: int = 0
     smtp_error_code: str | None = None
     always_send_pass: bool = False
     requests_log: str | None = None
@@ -360,12 +365,14 @@ def _at_least(value: float, low: float, path: str, strict: bool = False) -> None
 def _auth(value: Any) -> AuthSettings:
     t = _table(value, "auth", _AUTH_KEYS)
     s = AuthSettings()
-    for name in ("uri", "fail_message", "fail_wait", "smtp_error_code", "always_send_pass",
-                 "requests_log"):
+    for name in ("uri", "fail_message", "fail_wait", "fail_wait_attempts", "smtp_error_code",
+                 "always_send_pass", "requests_log"):
         if name in t:
             setattr(s, name, t[name])
     if "fail_wait" in t:
         _at_least(s.fail_wait, 0, "auth.fail_wait")
+    if "fail_wait_attempts" in t:
+        _at_least(s.fail_wait_attempts, 0, "auth.fail_wait_attempts")
     if "listen" in t:
         s.listen = _address(t["listen"], "auth.listen")
     s.backends = _backends(t.get("backends", {}), "auth.backends")
@@ -522,6 +529,7 @@ def build_auth(script: Script, *, backends: Mapping[str, Backend] | None = None,
     return MockAuthServer(
         copy.deepcopy(script.users), host=host, port=port, uri_path=a.uri,
         backends={**(backends or {}), **a.backends}, fail_wait=a.fail_wait,
+        fail_wait_attempts=a.fail_wait_attempts,
         fail_message=a.fail_message, smtp_error_code=a.smtp_error_code,
         always_send_pass=a.always_send_pass, script=copy.deepcopy(script.queue),
         faults=copy.deepcopy(a.faults), requests_log=requests_log or a.requests_log, **kw)

@@ -15,6 +15,12 @@ and the exact XCLIENT line included, message bodies not), per connection
 ``connections[i].transcript`` and accepted mail in ``messages``. ``faults`` (a ``Faults``) may be
 changed while the server runs; it is read at each step.
 
+Accepted mail can also go where a mail-catcher (Mailpit, smtp-sink, GreenMail) puts it:
+``mail_dir`` keeps every message as ``NNNNN.eml`` with one JSON line per message in
+``index.jsonl``; ``deliver(user, raw)`` is called for each recipient that names a login of
+``users`` (the whole address, or its local part), e.g. to add it to the fakes' ``MailStore``
+INBOX. Other recipients are kept in ``mail_dir`` only.
+
 aiosmtpd traps avoided here: no ``Controller`` (it cannot take port 0 and binds ``::1`` by
 default; the server is created on the loop directly, 127.0.0.1 and port 0 by default);
 ``auth_require_tls=False`` so that AUTH is offered on plaintext; SMTPUTF8 explicitly off so the
@@ -27,12 +33,14 @@ import argparse
 import asyncio
 import collections
 import ipaddress
+import json
 import logging
 import re
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session, syntax
@@ -183,6 +191,7 @@ class _Handler:
                             bytes(envelope.original_content or b""), login, session.host_name,
                             dict(session.xclient), session.peer)
         n = self.server._store(msg)
+        self.server._keep(msg)
         return f"250 2.0.0 Ok: queued as FAKE{n:05d}"
 
 
@@ -407,8 +416,12 @@ class FakeSmtpServer(BackgroundServer):
                  port: int = 0, hostname: str = "upstream.test", auth_required: bool = False,
                  helo_required: bool = False, data_size_limit: int = 33554432,
                  faults: Faults | None = None, record: bool = True, record_limit: int = 4096,
-                 use_uvloop: bool = True, **fault_args: Any) -> None:
+                 use_uvloop: bool = True, mail_dir: str | Path | None = None,
+                 deliver: Callable[[str, bytes], None] | None = None,
+                 **fault_args: Any) -> None:
         self.users: dict[str, str] = dict(users or {})
+        self.mail_dir = Path(mail_dir) if mail_dir is not None else None
+        self.deliver = deliver
         self.host, self.port = host, port
         self.hostname = hostname
         self.auth_required = auth_required
@@ -445,6 +458,38 @@ class FakeSmtpServer(BackgroundServer):
             self.messages.append(msg)
             self._recorded.notify_all()
         return len(self.messages)
+
+    def recipient_user(self, address: str) -> str | None:
+        """The login a recipient address delivers to: the whole address, else its local
+        part, when that is one of ``users``."""
+        address = address.strip().strip("<>")
+        if address in self.users:
+            return address
+        local = address.rpartition("@")[0] if "@" in address else address
+        return local if local in self.users else None
+
+    def _keep(self, msg: StoredMessage) -> None:
+        """Deliver to known users and write the .eml (see the module docstring)."""
+        delivered = []
+        for rcpt in msg.rcpt_tos:
+            user = self.recipient_user(rcpt)
+            if user is not None and self.deliver is not None and user not in delivered:
+                self.deliver(user, msg.content)
+                delivered.append(user)
+        if self.mail_dir is None:
+            return
+        self.mail_dir.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.stem) for p in self.mail_dir.glob("*.eml") if p.stem.isdigit()]
+        path = self.mail_dir / f"{max(numbers, default=0) + 1:05d}.eml"
+        path.write_bytes(msg.content)
+        entry = {"file": path.name, "mail_from": msg.mail_from, "rcpt_to": msg.rcpt_tos,
+                 "delivered_to": delivered, "login": msg.login, "size": len(msg.content)}
+        with open(self.mail_dir / "index.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        log.info("message from <%s> to %s kept as %s%s", msg.mail_from,
+                 ", ".join(f"<{r}>" for r in msg.rcpt_tos), path,
+                 f"; in the INBOX of {', '.join(delivered)}" if delivered else
+                 "; no recipient is a known user, not delivered")
 
     def _authenticate(self, smtp, session, envelope, mechanism: str, data: Any) -> AuthResult:
         if not isinstance(data, LoginPassword):
@@ -507,7 +552,7 @@ class FakeSmtpServer(BackgroundServer):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fakes.smtp",
+    p = argparse.ArgumentParser(prog="postern fake-smtp",
                                 description="Fake SMTP upstream with XCLIENT.")
     p.add_argument("--listen", type=hostport, default=("127.0.0.1", 2525), metavar="HOST:PORT")
     p.add_argument("--user", type=login_password, action="append", default=[],
@@ -524,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='e.g. --reply "EHLO=421 4.3.2 busy" (VERB MESSAGE: end of data)')
     p.add_argument("--drop-at", metavar="VERB")
     p.add_argument("--drop-after-data", action="store_true")
+    p.add_argument("--mail-dir", metavar="DIR",
+                   help="keep every accepted message there as NNNNN.eml (index: index.jsonl)")
     p.add_argument("--no-xclient", action="store_true")
     p.add_argument("--xclient-unauthorized", action="store_true")
     p.add_argument("--no-uvloop", action="store_true")
@@ -556,7 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             reject_rcpt=args.reject_rcpt, replies=replies,
                             drop_at=args.drop_at.upper() if args.drop_at else None,
                             drop_after_data=args.drop_after_data, xclient=not args.no_xclient,
-                            xclient_authorized=not args.xclient_unauthorized)
+                            xclient_authorized=not args.xclient_unauthorized,
+                            mail_dir=args.mail_dir)
     run_server(server, lambda: f"smtp listening on {server.host}:{server.port}",
                not args.no_uvloop)
     return 0

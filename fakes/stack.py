@@ -3,7 +3,9 @@ auth server in one process, from one script (format: ``fakes/script.py``).
 
 The upstreams start first, on the script's addresses (port 0: a free one); the mock auth
 server then answers with their addresses unless the script names other backends. IMAP and
-POP3 serve one ``MailStore``, so POP3's maildrop is the IMAP INBOX. The command prints a
+POP3 serve one ``MailStore``, so POP3's maildrop is the IMAP INBOX, and mail the SMTP fake
+accepts for one of its users lands in that INBOX (``[smtp] mail_dir`` also keeps every
+accepted message as an .eml file). The command prints a
 table of what listens where and the ``mail {}`` snippet that points nginx or Postern at them,
 then runs until Ctrl-C or SIGTERM.
 
@@ -73,6 +75,8 @@ class FakeStack(BackgroundServer):
                 kw: dict[str, Any] = dict(leg.options)
                 if proto != "smtp":
                     kw["store"] = self.store
+                else:
+                    kw["deliver"] = self._deliver
                 server = _SERVERS[proto](
                     self.script.upstream_users(proto), host=leg.listen[0], port=leg.listen[1],
                     faults=LEG_FAULTS[proto](**leg.faults), record=self.record,
@@ -89,6 +93,13 @@ class FakeStack(BackgroundServer):
         except BaseException:
             await self.stop()
             raise
+
+    def _deliver(self, user: str, raw: bytes) -> None:
+        """SMTP -> the shared store, through the IMAP fake (idling clients are told)."""
+        if self.imap is not None:
+            self.imap.deliver(user, "INBOX", raw)
+        elif self.pop3 is not None:
+            self.pop3.deliver(user, raw)
 
     async def stop(self) -> None:
         while self._started:
@@ -129,6 +140,10 @@ class FakeStack(BackgroundServer):
             what = f"fake {proto.upper()} upstream"
             if proto == "smtp" and server.faults.xclient:
                 what += " (XCLIENT)"
+            if proto == "smtp":
+                what += "; mail for a user goes to its INBOX"
+                if server.mail_dir is not None:
+                    what += f", every message to {server.mail_dir}/"
             faults = describe_faults(server.faults)
             rows.append((proto, f"{server.host}:{server.port}",
                          what + (f"; faults: {faults}" if faults else "")))
@@ -173,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{', '.join(DEFAULT_USERS)})")
     p.add_argument("--requests-log", metavar="FILE",
                    help="append one JSON line per auth request (Auth-Pass masked)")
+    p.add_argument("--mail-dir", metavar="DIR",
+                   help="keep every message the SMTP fake accepts there as NNNNN.eml "
+                        "(overrides the script's [smtp] mail_dir)")
     p.add_argument("--check", action="store_true", help="check the script and exit")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
@@ -191,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScriptError as err:
         print(f"postern fakes: {err}", file=sys.stderr)
         return 2
+    if args.mail_dir:
+        script.legs["smtp"].options["mail_dir"] = args.mail_dir
     if args.check:
         print(f"postern fakes: {script.source} is fine")
         return 0

@@ -1,7 +1,10 @@
 """`postern`: nginx's command line for the proxy, plus the toolkit's subcommands.
 
     postern [-c FILE] [-p PREFIX] [-e ERRLOG] [-g DIRECTIVES] [-t|-T] [-q] [-v|-V] [-s SIGNAL]
-    postern lab | auth-mock | fake-imap | fake-pop3 | check-auth ...
+    postern lab | fakes | auth-mock | fake-imap | fake-pop3 | fake-smtp | check-auth ...
+
+nginx's one-letter options keep nginx's output; `--help` and `--version` are accepted too,
+as people type them.
 """
 
 from __future__ import annotations
@@ -18,11 +21,21 @@ SIGNALS = {"stop": signal.SIGTERM, "quit": signal.SIGQUIT, "reopen": signal.SIGU
            "reload": signal.SIGHUP}
 SUBCOMMANDS = {
     "lab": "proxy.lab:main",
+    "fakes": "fakes.stack:main",
     "auth-mock": "fakes.auth:main",
     "fake-imap": "fakes.imap:main",
     "fake-pop3": "fakes.pop3:main",
+    "fake-smtp": "fakes.smtp:main",
     "check-auth": "proxy.check_auth:main",
-    "fakes": "fakes.stack:main",
+}
+SUBCOMMAND_HELP = {
+    "lab": "the embedded lab: Postern in front of the fakes and the mock auth server",
+    "fakes": "the fake upstreams and the mock auth server from one TOML script",
+    "auth-mock": "the scriptable mock auth_http server",
+    "fake-imap": "a fake IMAP upstream",
+    "fake-pop3": "a fake POP3 upstream",
+    "fake-smtp": "a fake SMTP upstream (XCLIENT)",
+    "check-auth": "validate a third-party auth_http server against nginx's rules",
 }
 
 
@@ -30,9 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="postern", add_help=False,
         usage="postern [-?hvVtTq] [-s signal] [-p prefix] [-e filename] [-c filename] "
-              "[-g directives]\n       postern {lab,fakes,auth-mock,fake-imap,fake-pop3,check-auth} ...")
-    p.add_argument("-?", "-h", action="help", help="this help")
-    p.add_argument("-v", action="store_true", help="show version and exit")
+              "[-g directives]\n       postern {" + ",".join(SUBCOMMANDS) + "} ...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="subcommands (postern SUBCOMMAND --help for each):\n" + "".join(
+            f"  {name:<12} {text}\n" for name, text in SUBCOMMAND_HELP.items()))
+    p.add_argument("-?", "-h", "--help", action="help", help="this help")
+    p.add_argument("-v", "--version", action="store_true", dest="v",
+                   help="show version and exit")
     p.add_argument("-V", action="store_true", help="show version and configure options then exit")
     p.add_argument("-t", action="store_true", help="test configuration and exit")
     p.add_argument("-T", action="store_true", help="test configuration, dump it and exit")
@@ -93,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for warning in settings.warnings:
         print(f"postern: [warn] {warning}", file=sys.stderr)
+    nothing = (f'no mail servers in {conf_file}: nothing to proxy (a "mail" block with a '
+               '"server" is needed)')
+    if not settings.servers and (args.t or args.T):
+        print(f"postern: [warn] {nothing}", file=sys.stderr)
 
     if args.t or args.T:
         if not args.q:
@@ -105,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.s:
         return _send_signal(settings, args.s)
+    if not settings.servers:  # nginx would idle; a mail proxy with no listener is a mistake
+        return _emerg(nothing)
 
     return _serve(settings, load, args.e)
 
@@ -139,7 +162,7 @@ def make_logs(settings, errlog: str | None = None):
 
 
 def _serve(settings, load, errlog: str | None) -> int:
-    from proxy.master import Master, daemonize
+    from proxy.master import BindError, Master, daemonize
 
     log, _ = make_logs(settings, errlog)
     master = Master(settings, log, load, lambda s: make_logs(s, errlog))
@@ -149,8 +172,10 @@ def _serve(settings, load, errlog: str | None) -> int:
         master.bind()
     except TlsSetupError as err:
         return _emerg(str(err))
+    except BindError as err:
+        return _emerg(str(err))
     except OSError as err:
-        return _emerg(f"bind() failed ({err.errno}: {err.strerror})")
+        return _emerg(f"cannot listen: {err}")
     if settings.daemon:
         targets = settings.error_logs + tuple(t for s in settings.servers for t in s.error_logs)
         daemonize(keep_stderr=not settings.error_logs or any(t.kind == "stderr" for t in targets))

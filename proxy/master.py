@@ -18,6 +18,8 @@ from proxy.log import ErrorLog
 from proxy.worker import Binding, Worker, run
 
 WILDCARDS = ("0.0.0.0", "::")
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
+                  signal.SIGCHLD)
 
 
 def _sock_key(listen: Listen) -> tuple:
@@ -26,12 +28,24 @@ def _sock_key(listen: Listen) -> tuple:
     return ("inet", listen.host, listen.port)
 
 
+class BindError(OSError):
+    """A listener that cannot be bound, named as nginx names it:
+    ``bind() to 127.0.0.1:1143 failed (98: Address already in use)``."""
+
+    def __init__(self, err: OSError, listen: Listen) -> None:
+        super().__init__(err.errno, err.strerror)
+        self.listen = listen
+
+    def __str__(self) -> str:
+        return f"bind() to {self.listen.text} failed ({self.errno}: {self.strerror})"
+
+
 def _new_socket(listen: Listen) -> socket.socket:
     if listen.unix_path:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(listen.unix_path):
             os.unlink(listen.unix_path)
-        sock.bind(listen.unix_path)
+        _bind(sock, listen.unix_path, listen)
     else:
         family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -44,10 +58,18 @@ def _new_socket(listen: Listen) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, listen.sndbuf)
         if listen.so_keepalive and listen.so_keepalive != "off":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.bind((listen.host, listen.port))
+        _bind(sock, (listen.host, listen.port), listen)
     sock.listen(listen.backlog)
     sock.setblocking(False)
     return sock
+
+
+def _bind(sock: socket.socket, address, listen: Listen) -> None:
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise BindError(err, listen) from None
 
 
 def plan(settings: MainSettings, reuse: dict[tuple, socket.socket]) -> list[Binding]:
@@ -99,11 +121,19 @@ class Master:
         self.log.log("notice", "start worker processes")
         worker_log, server_logs = self.make_logs(self.settings)
         for _ in range(count):
-            pid = os.fork()
+            # Signals wait until the child has dropped the master's handlers: a TERM sent to a
+            # worker that is just born would otherwise run the master's handler in the child
+            # and be lost, leaving the worker behind its exited master.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+            try:
+                pid = os.fork()
+            except BaseException:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                raise
             if pid == 0:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                            signal.SIGUSR1, signal.SIGCHLD):
+                for sig in MASTER_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 code = 0
                 try:
                     run(Worker(self.settings, self.bindings, worker_log, server_logs))
@@ -112,6 +142,7 @@ class Master:
                     code = 2
                 os._exit(code)
             self.workers[pid] = self.generation
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.log.log("notice", f"start worker process {pid}")
 
     def _signal_workers(self, sig: int, generation: int | None = None) -> None:
@@ -123,8 +154,7 @@ class Master:
                     pass
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                    signal.SIGUSR1, signal.SIGCHLD):
+        for sig in MASTER_SIGNALS:
             signal.signal(sig, self._on_signal)
         self._spawn(self.settings.worker_processes)
         stopping = None

@@ -409,11 +409,17 @@ def test_errors_keep_earlier_warnings(tmp_path):
     assert info.value.warnings == (f'duplicate value "plain" in {tmp_path}/nginx.conf:2',)
 
 
+@pytest.mark.parametrize("block", ["http", "stream"])
+def test_other_subsystems_are_skipped_with_a_warning(tmp_path, block):
+    settings = load(tmp_path, f"events {{}}\n{block} {{ include {tmp_path}/missing.conf;\n"
+                              "  server { listen 80; location / { bogus; } } }\n")
+    assert settings.servers == ()
+    assert settings.warnings == (
+        (f'"{block}" block skipped: postern proxies mail only, its content and includes are '
+        f"not read in {tmp_path}/nginx.conf:2"),)
+
+
 @pytest.mark.parametrize("text,expected", [
-    ("events {} http {}", ('"http" directive is not supported by postern, it is a mail '
-                           "proxy only in T/nginx.conf:1")),
-    ("events {} stream {}", ('"stream" directive is not supported by postern, it is a mail '
-                             "proxy only in T/nginx.conf:1")),
     ("events {} mail { server { listen 127.0.0.1:1; protocol imap; } }",
      'no "auth_http" is defined for server in T/nginx.conf:1'),
     ("events {} mail { auth_http 127.0.0.1; server { listen 127.0.0.1:1; } }",

@@ -333,3 +333,13 @@ def test_cli(tmp_path):
     assert proc.returncode == 0
     assert b"pa:ss" not in out + err and b"nope" not in out + err
     assert len(log.read_text().splitlines()) == 2
+
+
+def test_fail_wait_stops_after_the_given_attempts():
+    """nginx's advice: Auth-Wait keeps the client for a retry; past N attempts none is sent,
+    so the proxy closes the connection."""
+    with MockAuthServer(users={"alice": "secret"}, fail_wait=1, fail_wait_attempts=2) as auth:
+        for attempt in (1, 2):
+            assert b"Auth-Wait: 1\r\n" in ask(auth, nginx_request(password="x", attempt=attempt))
+        assert ask(auth, nginx_request(password="x", attempt=3)) == (
+            b"HTTP/1.0 200 OK\r\nAuth-Status: Invalid login or password\r\n\r\n")

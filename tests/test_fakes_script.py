@@ -279,7 +279,8 @@ def test_postern_runs_the_printed_snippet(basic, tmp_path):
 
 def test_fakes_cli_prints_the_table_and_stops_on_sigterm(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "fakes.stack", "--script",
-                             str(EXAMPLES / "fakes-basic.toml"), "--quiet"], cwd=ROOT,
+                             str(EXAMPLES / "fakes-basic.toml"), "--quiet", "--mail-dir",
+                             str(tmp_path / "mail")], cwd=ROOT,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
@@ -291,6 +292,12 @@ def test_fakes_cli_prints_the_table_and_stops_on_sigterm(tmp_path):
         assert ask(MockAuthServer(host=host, port=int(port)), "bob", "hunter2").user == \
             b"bob@example.test"
         assert "mail {" in text and f"auth_http http://{host}:{port}/auth;" in text
+        smtp_row = next(x for x in lines if x.startswith("  smtp "))
+        assert f"every message to {tmp_path}/mail/" in smtp_row
+        host, port = smtp_row.split()[1].split(":")
+        with smtplib.SMTP(host, int(port), timeout=10) as s:
+            s.sendmail("a@example.test", ["x@example.test"], b"Subject: kept\r\n\r\nx\r\n")
+        assert (tmp_path / "mail" / "00001.eml").read_bytes() == b"Subject: kept\r\n\r\nx\r\n"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
@@ -458,3 +465,21 @@ def test_trickle_to_a_client_that_gave_up_is_quiet(caplog):
         time.sleep(0.3)
         assert ask(auth, password="nope").error == b"Invalid login or password"
     assert "Unhandled exception" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_stack_delivers_smtp_mail_to_the_inbox_and_mail_dir(tmp_path):
+    script = parse_script({"users": {"alice": {"password": "secret"}},
+                           "content": {"counts": {"INBOX": 2}},
+                           "smtp": {"mail_dir": str(tmp_path / "mail")}})
+    with FakeStack(script) as stack:
+        content = b"Subject: to alice\r\n\r\nhello\r\n"
+        with smtplib.SMTP(stack.smtp.host, stack.smtp.port, timeout=10) as s:
+            s.sendmail("x@example.test", ["alice@example.test"], content)
+        stack.smtp.wait_messages(1)
+        imap = imaplib.IMAP4(stack.imap.host, stack.imap.port, timeout=10)
+        imap.login("alice", "secret")
+        assert imap.select("INBOX")[1] == [b"3"]
+        assert imap.fetch("3", "(BODY.PEEK[])")[1][0][1] == content
+        imap.logout()
+        assert "every message to" in stack.table()
+    assert (tmp_path / "mail" / "00001.eml").read_bytes() == content

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import smtplib
 import socket
@@ -402,3 +403,29 @@ def test_stall_at_a_verb_keeps_the_connection_silent():
         with pytest.raises(TimeoutError):
             f.readline()
         s.close()
+
+
+def test_mail_dir_and_delivery_to_known_users(tmp_path):
+    delivered = []
+    with FakeSmtpServer({"alice": "secret", "bob@example.test": "x"}, mail_dir=tmp_path / "m",
+                        deliver=lambda user, raw: delivered.append((user, raw))) as srv:
+        with smtplib.SMTP(srv.host, srv.port) as client:
+            client.sendmail("z@example.test", ["alice@lab.test", "bob@example.test",
+                                               "carol@example.test"], b"Subject: a\r\n\r\n.x\r\n")
+            client.sendmail("z@example.test", ["stranger@example.test"], b"Subject: b\r\n\r\nb\r\n")
+        srv.wait_messages(2)
+    first = b"Subject: a\r\n\r\n.x\r\n"
+    assert delivered == [("alice", first), ("bob@example.test", first)]
+    assert (tmp_path / "m" / "00001.eml").read_bytes() == first
+    assert (tmp_path / "m" / "00002.eml").read_bytes() == b"Subject: b\r\n\r\nb\r\n"
+    index = [json.loads(line) for line in (tmp_path / "m" / "index.jsonl").read_text().splitlines()]
+    assert [e["delivered_to"] for e in index] == [["alice", "bob@example.test"], []]
+    assert index[1] == {"file": "00002.eml", "mail_from": "z@example.test",
+                        "rcpt_to": ["stranger@example.test"], "delivered_to": [], "login": None,
+                        "size": 17}
+    # a restart goes on numbering after what the directory holds
+    with FakeSmtpServer({}, mail_dir=tmp_path / "m") as srv:
+        with smtplib.SMTP(srv.host, srv.port) as client:
+            client.sendmail("z@example.test", ["y@example.test"], b"Subject: c\r\n\r\nc\r\n")
+        srv.wait_messages(1)
+    assert (tmp_path / "m" / "00003.eml").exists()

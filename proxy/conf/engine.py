@@ -112,6 +112,19 @@ class Parser:
     def parse_block(self, reader: Reader, level: Level) -> None:
         self._parse(reader, level, "block")
 
+    def skip_block(self, reader: Reader) -> None:
+        """Read to the "}" that closes the current block, nested blocks included, handling
+        nothing (the lexer still reports broken syntax, as nginx would)."""
+        depth = 1
+        while depth:
+            rc, _ = reader.read()
+            if rc == BLOCK_START:
+                depth += 1
+            elif rc == BLOCK_DONE:
+                depth -= 1
+            elif rc == FILE_DONE:
+                raise reader.error('unexpected end of file, expecting "}"')
+
     def _parse(self, reader: Reader, level: Level, kind: str) -> None:
         while True:
             rc, words = reader.read()

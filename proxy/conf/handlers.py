@@ -87,8 +87,11 @@ def events(parser: Parser, level: Level, stmt: Stmt) -> None:
 
 
 def not_a_mail_block(parser: Parser, level: Level, stmt: Stmt) -> None:
-    raise stmt.error(f'"{stmt.name}" directive is not supported by postern, '
-                     'it is a mail proxy only')
+    """`http {}` / `stream {}`: read past the block without handling what is inside (its
+    includes are not opened), so the mail part of an existing nginx.conf runs as it is."""
+    parser.skip_block(stmt.reader)
+    parser.warn(f'"{stmt.name}" block skipped: postern proxies mail only, its content and '
+                'includes are not read', stmt.file, stmt.line)
 
 
 def include(parser: Parser, level: Level, stmt: Stmt) -> None:
