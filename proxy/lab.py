@@ -12,6 +12,7 @@ mock auth server, for running Postern by hand on the written config.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import re
@@ -190,9 +191,11 @@ def _serve(args, workdir: Path, conf: Path, mail_dir: Path, backends, auth) -> i
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                       env.get("PYTHONPATH")]))
     # its own process group: the lab alone decides when it stops (a terminal's Ctrl-C reaches
-    # the lab, which stops it), and a stuck one is killed with its workers
+    # the lab, which stops it), and a stuck one is killed with its workers; the kernel sends
+    # it TERM should the lab die without stopping it (kill -9)
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "-p", f"{workdir}/", "-c", str(conf)],
-                            env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_own_group_bound_to_parent)
     failed_binds: list[str] = []
     pump = threading.Thread(target=_pump_stderr, args=(proc, failed_binds), daemon=True)
     pump.start()
@@ -214,6 +217,19 @@ def _serve(args, workdir: Path, conf: Path, mail_dir: Path, backends, auth) -> i
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+try:  # looked up here, not in the child: after fork only async-signal-safe work is safe
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: a lab killed with -9 leaves Postern running
+    _prctl = None
+
+
+def _own_group_bound_to_parent() -> None:
+    """In the child before exec: a session of its own, and TERM when its parent dies."""
+    os.setsid()
+    if _prctl is not None:
+        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _pump_stderr(proc: subprocess.Popen, failed_binds: list[str]) -> None:

@@ -234,6 +234,18 @@ def test_stops_on_int_and_term_even_with_sigint_ignored(tmp_path, sig):
     assert all(port_is_free(p) for p in ports.values())  # Postern went with it
 
 
+def test_postern_goes_when_the_lab_is_killed(tmp_path):
+    """A lab killed with -9 cannot stop Postern itself: the kernel's parent-death signal does,
+    so no orphan keeps the ports."""
+    proc, ports, _ = start_lab(tmp_path)
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 30
+    while not port_is_free(ports["imap"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert port_is_free(ports["imap"]) and port_is_free(ports["smtps"])
+
+
 def test_written_config_runs_by_hand_as_its_header_says(tmp_path):
     auth_port = free_port()
     lab, ports, _ = start_lab(tmp_path, f"--auth-port={auth_port}")
