@@ -194,8 +194,8 @@ def _serve(args, workdir: Path, conf: Path, mail_dir: Path, backends, auth) -> i
     # the lab, which stops it), and a stuck one is killed with its workers; the kernel sends
     # it TERM should the lab die without stopping it (kill -9)
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "-p", f"{workdir}/", "-c", str(conf)],
-                            env=env, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_own_group_bound_to_parent)
+                            env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_bound_to_parent)  # noqa: PLW1509 (one libc call, no lock)
     failed_binds: list[str] = []
     pump = threading.Thread(target=_pump_stderr, args=(proc, failed_binds), daemon=True)
     pump.start()
@@ -225,9 +225,8 @@ except (OSError, AttributeError):  # not Linux: a lab killed with -9 leaves Post
     _prctl = None
 
 
-def _own_group_bound_to_parent() -> None:
-    """In the child before exec: a session of its own, and TERM when its parent dies."""
-    os.setsid()
+def _bound_to_parent() -> None:
+    """In the child before exec: TERM when its parent dies."""
     if _prctl is not None:
         _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
