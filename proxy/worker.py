@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import signal
 import socket
@@ -121,6 +122,8 @@ class Worker:
             # TLS is the session's own layer (proxy.tls), never the loop's
             server = await loop.create_server(factory, sock=b.sock, backlog=b.listen.backlog)
             self.servers.append(server)
+        if os.environ.get("POSTERN_CHECK_INVARIANTS"):
+            loop.create_task(self._check_invariants())
         await self.stopping.wait()
         for server in self.servers:
             server.close()
@@ -138,6 +141,16 @@ class Worker:
             deadline = loop.time() + self.settings.worker_shutdown_timeout
         while self.sessions and (deadline is None or loop.time() < deadline):
             await asyncio.sleep(0.05)
+
+    async def _check_invariants(self) -> None:
+        """Test builds: every session is relaying, waiting on a timer or task, or closed;
+        a stranded one is reported (the test suite fails on this line)."""
+        while True:
+            await asyncio.sleep(0.2)
+            for s in list(self.sessions):
+                problem = s.invariant_violation()
+                if problem is not None:
+                    s.log("alert", f"session invariant broken: {problem}")
 
     def _stop(self, graceful: bool) -> None:
         self.graceful = graceful
