@@ -49,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _emerg(message: str) -> int:
-    print(f"postern: [emerg] {message}", file=sys.stderr)
+    # the bytes of the configuration as they were (nginx prints non-UTF-8 bytes raw)
+    sys.stderr.flush()
+    sys.stderr.buffer.write(f"postern: [emerg] {message}\n".encode("utf-8", "surrogateescape"))
+    sys.stderr.buffer.flush()
     return 1
 
 
@@ -139,7 +142,7 @@ def make_logs(settings, errlog: str | None = None):
 
 
 def _serve(settings, load, errlog: str | None) -> int:
-    from proxy.master import Master, daemonize
+    from proxy.master import BindError, Master, daemonize
 
     log, _ = make_logs(settings, errlog)
     master = Master(settings, log, load, lambda s: make_logs(s, errlog))
@@ -147,7 +150,7 @@ def _serve(settings, load, errlog: str | None) -> int:
 
     try:
         master.bind()
-    except TlsSetupError as err:
+    except (TlsSetupError, BindError) as err:
         return _emerg(str(err))
     except OSError as err:
         return _emerg(f"bind() failed ({err.errno}: {err.strerror})")

@@ -26,7 +26,23 @@ def _sock_key(listen: Listen) -> tuple:
     return ("inet", listen.host, listen.port)
 
 
+class BindError(OSError):
+    """bind() failed; str() is nginx's line, with the address."""
+
+    def __str__(self) -> str:
+        return f"bind() to {self.filename} failed ({self.errno}: {self.strerror})"
+
+
 def _new_socket(listen: Listen) -> socket.socket:
+    try:
+        return _bound_socket(listen)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise BindError(exc.errno, exc.strerror, listen.text) from None
+
+
+def _bound_socket(listen: Listen) -> socket.socket:
     if listen.unix_path:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(listen.unix_path):

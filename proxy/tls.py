@@ -129,7 +129,7 @@ class TlsServer:
         ctx.set_options(options)
         ctx.set_mode(SSL.MODE_RELEASE_BUFFERS | _MODE_NO_AUTO_CHAIN)
         leaves = self._certificates(ctx, conf)
-        ctx.set_cipher_list(conf.ciphers.encode())
+        ctx.set_cipher_list(conf.ciphers.encode("utf-8", "surrogateescape"))
         if conf.prefer_server_ciphers:
             ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
         if conf.verify_client != "off":
