@@ -135,7 +135,10 @@ def atoi(value: bytes) -> int | None:
 
 @functools.lru_cache(maxsize=1024)
 def _normal_address(text: str) -> str:
-    """An IP literal as nginx prints it; cached, as auth servers name few backends."""
+    """An IP literal as nginx prints it; cached, as auth servers name few backends. A scope
+    id ("fe80::1%eth0") is no address to ngx_inet6_addr(), though Python takes it."""
+    if "%" in text:
+        raise ValueError(text)
     return str(ipaddress.ip_address(text))
 
 

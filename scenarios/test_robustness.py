@@ -105,3 +105,19 @@ def _close_wait(port: int) -> int:
                 if state == "08" and int(local.rsplit(":", 1)[1], 16) == port:
                     count += 1
     return count
+
+
+def test_auth_server_with_a_scope_id_is_refused_at_once(lab):
+    """nginx: ngx_inet6_addr() takes no scope id, so `Auth-Server: fe80::1%eth0` is an
+    invalid server address: the internal-error reply at once, no connection attempt."""
+    proxy = lab.proxy()
+    mark = len(proxy.error_log())
+    lab.auth.push(Reply.ok("fe80::1%eth0", lab.imap.port))
+    started = time.monotonic()
+    with _login(proxy) as c:
+        c.expect(INTERNAL_ERROR, timeout=3).expect_closed(timeout=3)
+    assert time.monotonic() - started < 2
+    deadline = time.monotonic() + 3
+    while 'sent invalid server address:"fe80::1%eth0"' not in proxy.error_log()[mark:]:
+        assert time.monotonic() < deadline, proxy.error_log()[mark:]
+        time.sleep(0.05)
