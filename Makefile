@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench load report lint
+.PHONY: run test fuzz bench load report lint
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -23,6 +23,16 @@ test: $(BIN)/.installed
 	@mkdir -p results
 	$(BIN)/python -m pytest tests scenarios --target postern --target nginx \
 	  --junitxml=results/junit.xml $(PYTEST_ARGS)
+
+# Property tests of every parser and machine at FUZZ_EXAMPLES inputs each (10^6 by default);
+# a failure is kept in .hypothesis/ and replayed first by the next run, and hypothesis
+# prints an @reproduce_failure line that replays it anywhere.
+FUZZ_EXAMPLES ?= 1000000
+fuzz: $(BIN)/.installed
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest \
+	  tests/test_fuzz.py -p no:cacheprovider -o addopts="" --timeout=0 -q -s $(PYTEST_ARGS) \
+	  || { echo "fuzz: a failure was found; run 'make fuzz' again to replay it from" \
+	       ".hypothesis/, or paste the @reproduce_failure line above onto the test" >&2; exit 1; }
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m loadtest.bench

@@ -116,14 +116,29 @@ class AuthResponse:
             raise AuthServerError(
                 f'auth http server {peer} sent invalid server address:"{text}"') from None
         port_text = self.port.decode("latin-1")
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        port = atoi(self.port)
+        if port is None or not 1 <= port <= 65535:
             raise AuthServerError(f'auth http server {peer} sent invalid server port:"{port_text}"')
-        return addr, int(port_text)
+        return addr, port
+
+
+INT_MAX = 2**63 - 1  # NGX_MAX_INT_T_VALUE on 64-bit builds
+
+
+def atoi(value: bytes) -> int | None:
+    """ngx_atoi(): ASCII digits only (no sign, no Unicode digits), None past INT_MAX."""
+    if not value or not value.isdigit():  # bytes.isdigit() is ASCII-only
+        return None
+    n = int(value)
+    return n if n <= INT_MAX else None
 
 
 @functools.lru_cache(maxsize=1024)
 def _normal_address(text: str) -> str:
-    """An IP literal as nginx prints it; cached, as auth servers name few backends."""
+    """An IP literal as nginx prints it; cached, as auth servers name few backends. A scope
+    id ("fe80::1%eth0") is no address to ngx_inet6_addr(), though Python takes it."""
+    if "%" in text:
+        raise ValueError(text)
     return str(ipaddress.ip_address(text))
 
 
@@ -222,8 +237,9 @@ def parse_response(data: bytes, peer: str) -> AuthResponse | None:
             elif key == b"auth-pass":
                 resp.password = value
             elif key == b"auth-wait":
-                if value.isdigit():
-                    resp.wait = int(value)
+                wait = atoi(value)
+                if wait is not None:
+                    resp.wait = wait
             elif key == b"auth-error-code":
                 resp.error_code = value
     except EOFError:

@@ -66,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _emerg(message: str) -> int:
-    print(f"postern: [emerg] {message}", file=sys.stderr)
+    # the bytes of the configuration as they were (nginx prints non-UTF-8 bytes raw)
+    sys.stderr.flush()
+    sys.stderr.buffer.write(f"postern: [emerg] {message}\n".encode("utf-8", "surrogateescape"))
+    sys.stderr.buffer.flush()
     return 1
 
 
@@ -170,9 +173,7 @@ def _serve(settings, load, errlog: str | None) -> int:
 
     try:
         master.bind()
-    except TlsSetupError as err:
-        return _emerg(str(err))
-    except BindError as err:
+    except (TlsSetupError, BindError) as err:
         return _emerg(str(err))
     except OSError as err:
         return _emerg(f"cannot listen: {err}")

@@ -41,6 +41,17 @@ class BindError(OSError):
 
 
 def _new_socket(listen: Listen) -> socket.socket:
+    try:
+        return _bound_socket(listen)
+    except BindError:
+        raise
+    except OSError as exc:  # a socket option refused: still named with the address
+        if exc.errno is None:
+            raise
+        raise BindError(exc, listen) from None
+
+
+def _bound_socket(listen: Listen) -> socket.socket:
     if listen.unix_path:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if os.path.exists(listen.unix_path):

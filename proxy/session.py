@@ -14,8 +14,12 @@ the client goes through _write() on the way out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
+import os
+import select
+import traceback
 from typing import TYPE_CHECKING
 
 from proxy import auth_http, proxy_protocol
@@ -29,6 +33,29 @@ if TYPE_CHECKING:
     from proxy.worker import ServerRuntime
 
 _conn_ids = itertools.count(1)
+
+# A WAIT without Auth-Wait: nginx repeats the request at once, forever. The first repeats go
+# out at once as nginx's do; after that one a second, and never for longer than `timeout`.
+WAIT_REPEATS_AT_ONCE = 10
+WAIT_REPEAT_PACE = 1.0
+# While an auth reply or Auth-Wait is awaited the client is not read (as nginx); this often
+# the socket is polled for the client's departure instead.
+CLIENT_CHECK_INTERVAL = 1.0
+_HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+
+
+def _guarded(method):
+    """An event callback that ends its session cleanly on any unexpected exception."""
+
+    @functools.wraps(method)
+    def guarded(self, *args):
+        try:
+            return method(self, *args)
+        except Exception as exc:  # noqa: BLE001 - any bug must end the session, not strand it
+            self.crash(exc)
+            return None
+
+    return guarded
 
 
 class Session(asyncio.Protocol):
@@ -83,6 +110,7 @@ class Session(asyncio.Protocol):
         self.rt.log.log("debug", message, self.id)
 
     # -- client transport callbacks ------------------------------------------------------
+    @_guarded
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         self.rt.sessions.add(self)
@@ -143,7 +171,7 @@ class Session(asyncio.Protocol):
             self.phase = "resolving"
             self.action = "in resolving client address"
             self.transport.pause_reading()
-            self._task = self.rt.loop.create_task(self._resolve())
+            self._task = self.rt.loop.create_task(self._run(self._resolve()))
         else:
             self._greet()
 
@@ -180,6 +208,7 @@ class Session(asyncio.Protocol):
         if self._early:  # input that arrived before the greeting (PROXY header, resolving)
             self._drive()
 
+    @_guarded
     def _delayed_greeting(self) -> None:
         self._timer = None
         self.phase = "dialogue"
@@ -188,6 +217,7 @@ class Session(asyncio.Protocol):
         self._arm_timeout(self.conf.timeout)
         self._drive()
 
+    @_guarded
     def data_received(self, data: bytes) -> None:
         if self.tls is not None:
             data = self._tls_receive(data)
@@ -221,14 +251,19 @@ class Session(asyncio.Protocol):
         if self.tls is not None and self.tls.peer_closed:
             self._peer_closed()
 
+    @_guarded
     def eof_received(self) -> bool:
         self.close(quiet=True)
         return False
 
+    @_guarded
     def connection_lost(self, exc: Exception | None) -> None:
-        self.close(quiet=True)
-        self.rt.sessions.discard(self)
+        try:
+            self.close(quiet=True)
+        finally:
+            self.rt.sessions.discard(self)
 
+    @_guarded
     def pause_writing(self) -> None:
         self._write_paused = True
         if self.backend is not None:
@@ -238,6 +273,7 @@ class Session(asyncio.Protocol):
             # client that does not read its replies is not read either
             self.transport.pause_reading()
 
+    @_guarded
     def resume_writing(self) -> None:
         self._write_paused = False
         self._last_client_activity = self.rt.loop.time()
@@ -282,7 +318,7 @@ class Session(asyncio.Protocol):
             if self.debug:
                 self._debug("mail auth http init")
             self.transport.pause_reading()
-            self._task = self.rt.loop.create_task(self._authenticate())
+            self._task = self.rt.loop.create_task(self._run(self._authenticate()))
         elif isinstance(act, dlg.StartTls):
             if self.debug:
                 self._debug("mail starttls")
@@ -386,6 +422,10 @@ class Session(asyncio.Protocol):
 
     async def _authenticate(self) -> None:
         machine, conf = self.machine, self.conf
+        peer = conf.auth_http.text if conf.auth_http.unix_path else \
+            f"{conf.auth_http.addr}:{conf.auth_http.port}"
+        repeats = 0  # WAIT repeats without a delay, in a row
+        waited = 0.0  # time spent pacing them
         try:
             while True:
                 request = self._auth_request()
@@ -411,7 +451,8 @@ class Session(asyncio.Protocol):
                     if resp.wait == 0:
                         self._write(error_line)
                         return self.close()
-                    await asyncio.sleep(resp.wait)
+                    if not await self._pause(resp.wait):
+                        return None
                     if self._auth_wait:
                         self._auth_wait = False
                         continue
@@ -421,15 +462,27 @@ class Session(asyncio.Protocol):
                     self._arm_timeout(conf.timeout)
                     self.transport.resume_reading()
                     self._drive()
-                    return
+                    return None
                 if self._auth_wait:
                     if resp.wait:
-                        await asyncio.sleep(resp.wait)
+                        repeats = 0
+                        if not await self._pause(resp.wait):
+                            return None
                         self._auth_wait = False
+                        continue
+                    repeats += 1
+                    if repeats > WAIT_REPEATS_AT_ONCE:
+                        if waited >= conf.timeout:
+                            raise auth_http.AuthServerError(
+                                f"auth http server {peer} kept answering WAIT without "
+                                "Auth-Wait")
+                        waited += WAIT_REPEAT_PACE
+                        if not await self._pause(WAIT_REPEAT_PACE):
+                            return None
+                    elif self._client_gone():
+                        return self.close(quiet=True)
                     continue
                 break
-            peer = conf.auth_http.text if conf.auth_http.unix_path else \
-                f"{conf.auth_http.addr}:{conf.auth_http.port}"
             addr, port = resp.backend(peer)
             if machine.creds.password is None and machine.protocol != "smtp":
                 raise auth_http.AuthServerError(f"auth http server {peer} did not send password")
@@ -441,6 +494,7 @@ class Session(asyncio.Protocol):
         if self.debug:
             self._debug(f"mail auth http done: upstream {addr}:{port}")
         await self._login_to_backend(addr, port)
+        return None
 
     def _debug_auth_reply(self, resp) -> None:
         """The reply's headers as decoded (the password masked)."""
@@ -481,6 +535,7 @@ class Session(asyncio.Protocol):
         if first is not None:
             self.on_backend_outcome(first)
 
+    @_guarded
     def on_backend_connected(self, transport: asyncio.Transport) -> None:
         self.backend = transport
         mode = self.conf.proxy_protocol
@@ -489,6 +544,7 @@ class Session(asyncio.Protocol):
             build = proxy_protocol.v2_header if mode == "v2" else proxy_protocol.v1_line
             transport.write(build(client and client[:2], self.local_addr and self.local_addr[:2]))
 
+    @_guarded
     def on_backend_data(self, data: bytes) -> None:
         if self.phase == "relay":
             self._write(data)
@@ -521,6 +577,7 @@ class Session(asyncio.Protocol):
         elif isinstance(outcome, LoggedIn):
             self._start_relay(outcome.to_client)
 
+    @_guarded
     def on_backend_closed(self, exc: Exception | None = None) -> None:
         if self.phase == "login":
             # EOF during login is an internal error without a log line (nginx's recv()
@@ -552,6 +609,7 @@ class Session(asyncio.Protocol):
     def _arm_proxy_timeout(self, delay: float) -> None:
         self._timer = self.rt.loop.call_later(delay, self._proxy_timeout_check)
 
+    @_guarded
     def _proxy_timeout_check(self) -> None:
         # re-armed lazily: a read only stamps the time, the timer checks it (spec §12)
         idle = self.rt.loop.time() - self._last_client_activity
@@ -573,6 +631,7 @@ class Session(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
+    @_guarded
     def _timed_out(self, message: str) -> None:
         self._timer = None
         if self.phase == "handshake" and self.machine is None:
@@ -618,6 +677,74 @@ class Session(asyncio.Protocol):
             self._debug(f"close mail proxy connection: {raw.fileno() if raw else -1}")
         raw = self.transport.get_extra_info("socket") if self.transport else None
         self._debug(f"close mail connection: {raw.fileno() if raw else -1}")
+
+    # -- robustness: no exception strands a session ---------------------------------------
+    async def _run(self, coro) -> None:
+        """The body of a task the session starts; a bug in it ends the session cleanly."""
+        try:
+            await coro
+        except Exception as exc:  # noqa: BLE001 - see _guarded
+            self.crash(exc)
+
+    def crash(self, exc: BaseException) -> None:
+        """An unexpected exception: one [alert] line with the traceback, nginx's reply for an
+        internal error where a dialogue is under way, the connection closed."""
+        try:
+            frames = " > ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}"
+                                for f in traceback.extract_tb(exc.__traceback__))
+            self.log("alert", f"unexpected {type(exc).__name__}: {exc} (traceback: {frames})")
+            if self.phase not in ("closed", "relay") and self.machine is not None and \
+                    (self.tls is None or self.tls.established):
+                self._write(self.machine.internal_error)
+        except Exception:  # noqa: BLE001,S110 - the close below must happen whatever failed
+            pass
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            self.phase = "closed"
+            for transport in (self.backend, self.transport):
+                if transport is not None:
+                    transport.abort()
+
+    def invariant_violation(self) -> str | None:
+        """None while the session is relaying, waiting on a timer or task, or closed; else
+        what is wrong (the test suite checks this on every session of a worker)."""
+        if self.phase == "closed":
+            return None if self.transport is None or self.transport.is_closing() else \
+                "closed but its connection is open"
+        if self.transport is not None and self.transport.is_closing():
+            return f"connection closed in phase {self.phase}"
+        if self.phase == "relay":
+            return None if self._timer is not None else "relaying without proxy_timeout"
+        if self._timer is not None or (self._task is not None and not self._task.done()):
+            return None
+        return f"phase {self.phase} with neither timer nor task"
+
+    def _client_gone(self) -> bool:
+        """Whether the client hung up, seen without reading (its input stays for later)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return True
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), _HANGUP)
+        return bool(poller.poll(0))
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep while the client is not read, noticing its departure meanwhile; False (and
+        the session closed) if it left."""
+        loop = self.rt.loop
+        end = loop.time() + seconds
+        while True:
+            if self._client_gone():
+                self.close(quiet=True)
+                return False
+            left = end - loop.time()
+            if left <= 0:
+                return True
+            await asyncio.sleep(min(left, CLIENT_CHECK_INTERVAL))
 
     def abort(self) -> None:
         """Worker shutdown: drop the connection now."""

@@ -129,7 +129,7 @@ class TlsServer:
                 options |= flag
         ctx.set_mode(SSL.MODE_RELEASE_BUFFERS | _MODE_NO_AUTO_CHAIN)
         leaves = self._certificates(ctx, conf)
-        ctx.set_cipher_list(conf.ciphers.encode())
+        ctx.set_cipher_list(conf.ciphers.encode("utf-8", "surrogateescape"))
         if conf.prefer_server_ciphers:
             options |= SSL.OP_CIPHER_SERVER_PREFERENCE
         if conf.verify_client != "off":
@@ -342,8 +342,9 @@ class TlsConnection:
     def verify_result(self) -> int:
         return int(_lib.SSL_get_verify_result(self._ssl._ssl))
 
-    def peer_certificate(self) -> x509.Certificate | None:
-        return self._ssl.get_peer_certificate(as_cryptography=True)
+    def peer_certificate(self) -> crypto.X509 | None:
+        """OpenSSL's own object: the Auth-SSL-* values come from what OpenSSL accepted."""
+        return self._ssl.get_peer_certificate()
 
     def check_client_certificate(self) -> tuple[bytes, str] | None:
         """ngx_mail_verify_cert(): None to go on, else (the line to send, the log line)."""

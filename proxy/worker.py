@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import os
 import resource
 import signal
 import socket
@@ -121,6 +124,9 @@ class Worker:
             # TLS is the session's own layer (proxy.tls), never the loop's
             server = await loop.create_server(factory, sock=b.sock, backlog=b.listen.backlog)
             self.servers.append(server)
+        loop.create_task(self._trim_when_idle())
+        if os.environ.get("POSTERN_CHECK_INVARIANTS"):
+            loop.create_task(self._check_invariants())
         await self.stopping.wait()
         for server in self.servers:
             server.close()
@@ -139,6 +145,30 @@ class Worker:
         while self.sessions and (deadline is None or loop.time() < deadline):
             await asyncio.sleep(0.05)
 
+    async def _trim_when_idle(self) -> None:
+        """Give freed memory back to the system once the worker is idle: after a burst of
+        sessions glibc keeps its arenas' free pages (about 44 MB after 5,000 sessions) until
+        malloc_trim() releases them."""
+        trim = _malloc_trim()
+        if trim is None:
+            return
+        seen = _Accepted.count
+        while True:
+            await asyncio.sleep(IDLE_TRIM_INTERVAL)
+            if not self.sessions and _Accepted.count != seen:
+                seen = _Accepted.count
+                trim(0)
+
+    async def _check_invariants(self) -> None:
+        """Test builds: every session is relaying, waiting on a timer or task, or closed;
+        a stranded one is reported (the test suite fails on this line)."""
+        while True:
+            await asyncio.sleep(0.2)
+            for s in list(self.sessions):
+                problem = s.invariant_violation()
+                if problem is not None:
+                    s.log("alert", f"session invariant broken: {problem}")
+
     def _stop(self, graceful: bool) -> None:
         self.graceful = graceful
         self.stopping.set()
@@ -149,10 +179,27 @@ class Worker:
             log.reopen()
 
 
+IDLE_TRIM_INTERVAL = 5.0
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
 class _Accepted(Session):
     """A session whose server is chosen by the local address it was accepted on."""
 
+    count = 0  # connections accepted by this worker (the idle trim looks for new ones)
+
     def connection_made(self, transport) -> None:  # type: ignore[override]
+        _Accepted.count += 1
         limit = self.rt.worker_connections
         if limit and len(self.rt.sessions) + self.rt.listeners >= limit:
             # nginx counts its listening sockets and every client connection against

@@ -33,6 +33,8 @@ class PosternInstance(NginxInstance):
 
     def start(self) -> PosternInstance:
         os.environ.setdefault("PYTHONPATH", str(ROOT))
+        # the worker reports any session that is neither relaying, timed nor closed
+        os.environ.setdefault("POSTERN_CHECK_INVARIANTS", "1")
         super().start()
         return self
 

@@ -54,6 +54,10 @@ def _load(path: str, prefix: str | None, directives: str | None
     except ConfigError as e:
         e.warnings = tuple(parser.warnings)  # nginx prints them before the [emerg] line
         raise
+    except (ValueError, UnicodeError) as exc:  # a value no check foresaw: no traceback
+        err = ConfigError(f"invalid configuration ({exc})", conf_file, None)
+        err.warnings = tuple(parser.warnings)
+        raise err from None
 
 
 def load_config(path: str, prefix: str | None = None,

@@ -17,6 +17,9 @@ from .errors import COMMAND_LINE, ConfigError, where
 from .lexer import BLOCK_DONE, BLOCK_START, FILE_DONE, OK, Reader
 from .settings import Listen
 
+# directives whose values nginx uses with their length (sent to clients, headers), NUL included
+_LENGTH_BASED = frozenset({"server_name", "smtp_capabilities", "imap_capabilities",
+                           "pop3_capabilities", "auth_http_header"})
 MAX_INCLUDE_DEPTH = 64  # nginx has no limit and would recurse until it fails
 
 
@@ -154,7 +157,18 @@ class Parser:
         nargs = len(words) - 1
         if nargs < spec.min_args or (spec.max_args is not None and nargs > spec.max_args):
             raise reader.error(f'invalid number of arguments in "{name}" directive')
-        spec.handler(self, level, Stmt(name, words[1:], reader.name, reader.line, reader))
+        args = words[1:]
+        if name not in _LENGTH_BASED:
+            # nginx hands these values to C functions (open(), getpwnam(), OpenSSL), which
+            # stop at the first NUL byte
+            args = [arg.split("\x00", 1)[0] for arg in args]
+        stmt = Stmt(name, args, reader.name, reader.line, reader)
+        try:
+            spec.handler(self, level, stmt)
+        except (ValueError, UnicodeError) as exc:  # a value no check foresaw: no traceback
+            if isinstance(exc, ConfigError):
+                raise
+            raise stmt.error(f'invalid value in "{name}" directive ({exc})') from None
 
     # --- helpers for handlers ---------------------------------------------------------
 

@@ -12,6 +12,10 @@ import os
 import ssl
 import tempfile
 
+from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+
 from .errors import ConfigError
 
 _CERT_MARKERS = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----",
@@ -43,12 +47,21 @@ def _material(value: str) -> bytes | None:
 
 
 def check_ciphers(ciphers: str) -> None:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        ctx.set_ciphers(ciphers)
-    except ssl.SSLError:
+    """SSL_CTX_set_cipher_list() on the bytes as written (non-UTF-8 included), with
+    OpenSSL's own error text."""
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    raw = ciphers.encode("utf-8", "surrogateescape")
+    if _lib.SSL_CTX_set_cipher_list(ctx._context, raw) != 1:
+        code = _lib.ERR_get_error()
+        _lib.ERR_clear_error()
+        lib_text = _text(_lib.ERR_lib_error_string(code))
+        reason = _text(_lib.ERR_reason_error_string(code))
         raise ConfigError(f'SSL_CTX_set_cipher_list("{ciphers}") failed '
-                          "(SSL: error:0A0000B9:SSL routines::no cipher match)") from None
+                          f"(SSL: error:{code:08X}:{lib_text}::{reason})")
+
+
+def _text(pointer) -> str:
+    return "" if pointer == _ffi.NULL else _ffi.string(pointer).decode("latin-1")
 
 
 def check_certificate(cert: str, key: str, passwords: list[bytes]) -> None:

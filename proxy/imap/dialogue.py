@@ -11,6 +11,8 @@ as in nginx, a place in the buffer: once the buffer is reused, newer bytes show 
 
 from __future__ import annotations
 
+import re
+
 from proxy import sasl
 from proxy.conf.settings import ServerSettings
 from proxy.dialogue import (
@@ -46,6 +48,8 @@ STAR = b"* "
 # handler results
 R_OK, R_DONE, R_INVALID, R_ERROR = range(4)
 
+# a tag (printable, no space) and a command word, as "too long command" may show them
+_LOGGABLE_START = re.compile(rb"([!-~]+) ([A-Za-z]+)(?=[ \r\n]|$)")
 COMMANDS = {b"NOOP", b"LOGIN", b"LOGOUT", b"STARTTLS", b"CAPABILITY", b"AUTHENTICATE"}
 TAG_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._")
 LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -109,11 +113,17 @@ class ImapDialogue(Dialogue):
 
     # -- one command ---------------------------------------------------------------------
     def _loggable_start(self) -> str:
-        # nginx logs the whole buffer here; we stop before the arguments so that a long
-        # LOGIN line never puts a password into the log.
+        # nginx logs the whole buffer here. Only what cannot be a credential is shown: a tag
+        # followed by a known command, never an argument, and nothing at all in the middle
+        # of a SASL exchange or when the line does not have that shape.
+        if self.mail_state != "start":
+            return "..."
         data = bytes(self.buffer.data[:64])
-        head = data.split(b" ", 2)
-        return b" ".join(head[:2]).decode("latin-1") + (" ..." if len(head) > 2 else "")
+        found = _LOGGABLE_START.match(data)
+        if found is None or found.group(2).upper() not in COMMANDS:
+            return "..."
+        more = len(self.buffer.data) > found.end() and self.buffer.data[found.end()] != 0x0D
+        return found.group().decode("ascii") + (" ..." if more else "")
 
     def _stored_tag(self) -> bytes:
         """nginx keeps the tag as a pointer and length into the buffer. The buffer is rewound

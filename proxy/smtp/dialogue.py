@@ -56,7 +56,10 @@ LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 MAX_ARGS = 11
 CR, LF, SP = 0x0D, 0x0A, 0x20
 
-_AUTH_LINE = re.compile(rb"(?i)(?:^|(?<=\n))[ \t]*AUTH(?: +[^ \r\n]+)?")
+_VERB_LINE = re.compile(rb"[ \t]*([A-Za-z]+)(?:(?=[\r\n]|$)| +([A-Za-z0-9-]+)?)")
+_SHOWN_VERBS = frozenset({b"HELO", b"EHLO", b"MAIL", b"RCPT", b"RSET", b"NOOP", b"QUIT",
+                          b"DATA", b"VRFY", b"EXPN", b"HELP", b"STARTTLS"})
+_MECHANISMS = frozenset({b"PLAIN", b"LOGIN", b"CRAM-MD5", b"EXTERNAL"})
 _FIRST_WORD = re.compile(rb"[A-Za-z]+")
 
 
@@ -74,12 +77,26 @@ def ehlo_replies(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
 
 
 def loggable(data: bytes) -> str:
-    """Client bytes for a log line: CR/LF shown as '_' (as nginx does), and nothing after an
-    AUTH mechanism name, so that no SASL blob (a password) reaches the log."""
-    found = _AUTH_LINE.search(data)
-    if found is not None:
-        data = data[:found.end()] + b" ..."
-    return data.decode("latin-1").replace("\r", "_").replace("\n", "_")
+    """Client bytes for a log line: CR/LF shown as '_' (as nginx does). Shown are only lines
+    that cannot carry a credential: a known verb other than AUTH with its arguments, and of
+    an AUTH line the verb and a known mechanism name. At the first other line (a SASL blob,
+    a line of unknown shape) " ..." stands for the rest."""
+    shown = []
+    for line in data.splitlines(keepends=True):
+        found = _VERB_LINE.match(line)
+        verb = found.group(1).upper() if found else b""
+        if verb in _SHOWN_VERBS:
+            shown.append(line)
+            continue
+        if verb == b"AUTH":
+            mech = found.group(2)
+            known = mech is not None and mech.upper() in _MECHANISMS
+            shown.append(line[:found.end(2) if known else found.end(1)] + b" ...")
+        else:
+            shown.append(b"..." if not shown else b" ...")
+        break
+    text = b"".join(shown)
+    return text.decode("latin-1").replace("\r", "_").replace("\n", "_")
 
 
 class SmtpDialogue(Dialogue):
