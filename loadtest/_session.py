@@ -1,7 +1,8 @@
 """The base of the mail users: one timed, reported step per protocol phase.
 
 Every phase of a session (``imap connect``, ``imap login``, ...) is timed and reported as
-its own locust request. A failed phase is reported with its reason (the server's words
+its own locust request, and recorded in microseconds by ``loadtest._clients`` along with the
+whole session (its duration, outcome and phase order) for the report. A failed phase is reported with its reason (the server's words
 where there are some) and abandons the session: the connection is closed, the user waits
 its pause and starts a new session. Nothing is swallowed; a user being stopped at the end
 of a run (GreenletExit) is not a failure and is not reported.
@@ -9,6 +10,7 @@ of a run (GreenletExit) is not a failure and is not reported.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import socket
@@ -16,9 +18,11 @@ import ssl
 import time
 from typing import Any, Self
 
+from gevent import GreenletExit
 from locust import User
 from locust.exception import InterruptTaskSet, RescheduleTask, StopUser
 
+from loadtest._clients import recorder
 from loadtest._hooks import install, target_of
 from loadtest._target import Endpoint
 
@@ -51,11 +55,13 @@ def reason(exc: BaseException) -> str:
 class Step:
     """``with self.step("imap select") as s: ...; s.size += n`` times and reports a phase."""
 
-    __slots__ = ("context", "events", "name", "request_type", "size", "started")
+    __slots__ = ("context", "events", "name", "request_type", "size", "started", "user")
 
-    def __init__(self, events, request_type: str, name: str, context: dict) -> None:
+    def __init__(self, events, request_type: str, name: str, context: dict,
+                 user: MailUser | None = None) -> None:
         self.events, self.request_type, self.name = events, request_type, name
         self.context = context
+        self.user = user
         self.size = 0
         self.started = 0.0
 
@@ -68,14 +74,17 @@ class Step:
         self.started += seconds
 
     def __exit__(self, etype, exc, tb) -> bool:
-        elapsed = (time.perf_counter() - self.started) * 1000
+        seconds = time.perf_counter() - self.started
         if exc is not None and (not isinstance(exc, Exception) or isinstance(
                 exc, (StopUser, RescheduleTask, InterruptTaskSet))):
             return False  # the user is being stopped: not a result
         failure = None if exc is None else PhaseFailed(reason(exc))
         self.events.request.fire(request_type=self.request_type, name=self.name,
-                                 response_time=elapsed, response_length=self.size,
+                                 response_time=seconds * 1000, response_length=self.size,
                                  exception=failure, context=self.context)
+        recorder.phase(self.request_type, self.name, seconds)
+        if self.user is not None:
+            self.user.phase_done(self.name, failure)
         if failure is not None:
             raise RescheduleTask() from exc
         return False
@@ -108,6 +117,8 @@ class MailUser(User):
         self._turn = 0
         self.rng = random.Random()
         self.tls_context: ssl.SSLContext | None = None
+        self._sequence: list[str] = []
+        self._failure: str | None = None
 
     def wait_time(self) -> float:
         text = str(self.options.pause)
@@ -146,7 +157,37 @@ class MailUser(User):
     def step(self, phase: str) -> Step:
         name = f"{self.protocol} {phase}"
         return Step(self.environment.events, self.protocol.upper(), name,
-                    {"user": self.login, "via": self.endpoint.via if self.endpoint else None})
+                    {"user": self.login, "via": self.endpoint.via if self.endpoint else None},
+                    self)
+
+    def phase_done(self, name: str, failure: PhaseFailed | None) -> None:
+        self._sequence.append(name)
+        if failure is not None and self._failure is None:
+            self._failure = f"{name}: {failure}"
+
+    @contextlib.contextmanager
+    def session(self, profile: str):
+        """One whole session of ``profile``: its duration, outcome (the first failed phase
+        and its reason) and phase order go to the clients' record. A user stopped mid-session
+        is not a result."""
+        self._sequence, self._failure = [], None
+        started = time.perf_counter()
+        stopped = False
+        try:
+            yield
+        except (StopUser, InterruptTaskSet, GreenletExit):
+            stopped = True
+            raise
+        except RescheduleTask:
+            raise
+        except Exception as exc:
+            if self._failure is None:
+                self._failure = f"{profile}: {reason(exc)}"
+            raise
+        finally:
+            if not stopped and self._sequence:
+                recorder.session(profile, self.protocol, time.perf_counter() - started,
+                                 self._failure, self._sequence)
 
     def choose(self, methods: list[str]) -> str:
         """The next of the offered login methods: each user rotates through all of them."""

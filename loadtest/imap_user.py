@@ -48,6 +48,10 @@ class ImapUser(MailUser):
     @task
     def check_mail(self) -> None:
         endpoint = self.require_endpoint()
+        with self.session('imap default'):
+            self._run(endpoint)
+
+    def _run(self, endpoint) -> None:
         self.sessions += 1
         every, hold = self.options.imap_idle_every, float(self.options.imap_idle)
         idle = hold > 0 and every > 0 and (self.sessions - 1) % every == 0

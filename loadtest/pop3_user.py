@@ -33,6 +33,10 @@ class Pop3User(MailUser):
     @task
     def download(self) -> None:
         endpoint = self.require_endpoint()
+        with self.session('pop3 default'):
+            self._run(endpoint)
+
+    def _run(self, endpoint) -> None:
         p = None
         try:
             with self.step("connect") as s:

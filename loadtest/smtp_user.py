@@ -62,6 +62,10 @@ class SmtpUser(MailUser):
     @task
     def submit(self) -> None:
         endpoint = self.require_endpoint()
+        with self.session('smtp default'):
+            self._run(endpoint)
+
+    def _run(self, endpoint) -> None:
         s = None
         try:
             with self.step("connect") as st:
