@@ -126,7 +126,7 @@ def session_order(run: LocustRun) -> list[str]:
     order: list[str] = []
     sessions = (run.clients or {}).get("sessions", {})
     for protocol in (*PROTOCOL_ORDER, None):
-        for profile, s in sessions.items():
+        for s in sessions.values():
             if (s.get("protocol") or None) == protocol or (
                     protocol is None and s.get("protocol") not in PROTOCOL_ORDER):
                 merge_order(order, [str(n) for n in s.get("order") or []])
