@@ -75,12 +75,17 @@ def _add_options(parser) -> None:
                    "verification, except the lab's own CA)")
     g.add_argument("--timeout", type=float, default=30.0, env_var="LOCUST_MAIL_TIMEOUT",
                    help="socket timeout of every client (seconds)")
-    g.add_argument("--pause", default="1-5", env_var="LOCUST_PAUSE",
-                   help="seconds between two sessions of one user: MIN-MAX or one number")
-    g.add_argument("--imap-idle", type=float, default=10.0, env_var="LOCUST_IMAP_IDLE",
-                   help="seconds an IMAP session holds IDLE (0: never idle)")
-    g.add_argument("--imap-idle-every", type=int, default=4, env_var="LOCUST_IMAP_IDLE_EVERY",
-                   help="every Nth IMAP session (the first included) idles")
+    g.add_argument("--profiles", default="", env_var="LOCUST_PROFILES",
+                   help="TOML mix of client profiles and their times (default: "
+                   "loadtest/profiles.toml)")
+    g.add_argument("--time-scale", type=float, default=1.0, env_var="LOCUST_TIME_SCALE",
+                   help="multiply every pause, think time and IDLE hold of the profiles")
+    g.add_argument("--pause", default="", env_var="LOCUST_PAUSE",
+                   help="seconds between two sessions of one user, MIN-MAX or one number, "
+                   "instead of the profiles' distributions")
+    g.add_argument("--imap-idle", type=float, default=-1.0, env_var="LOCUST_IMAP_IDLE",
+                   help="seconds every IDLE is held, instead of the profiles' distribution "
+                   "(0: never idle)")
     g.add_argument("--pop3-expunge", action="store_true", env_var="LOCUST_POP3_EXPUNGE",
                    help="let DELE take effect (default: RSET before QUIT, so a run never "
                    "empties the maildrops)")
@@ -133,6 +138,12 @@ def _on_init(environment: Environment, runner, **_) -> None:
         log.error("no mail user can run (see the warnings above)")
         sys.exit(1)
     environment.user_classes[:] = keep
+    try:
+        from loadtest._profiles import DEFAULT_FILE, load
+        load(opts.profiles or DEFAULT_FILE)
+    except (OSError, ValueError) as exc:
+        log.error("cannot read the profile mix: %s", exc)
+        sys.exit(1)
     if not resolve_target(environment):
         sys.exit(1)
 

@@ -18,11 +18,13 @@ import ssl
 import time
 from typing import Any, Self
 
+import gevent
 from gevent import GreenletExit
 from locust import User
 from locust.exception import InterruptTaskSet, RescheduleTask, StopUser
 
 from loadtest._clients import recorder
+from loadtest._profiles import Dealer, Profile
 from loadtest._hooks import install, target_of
 from loadtest._target import Endpoint
 
@@ -119,11 +121,34 @@ class MailUser(User):
         self.tls_context: ssl.SSLContext | None = None
         self._sequence: list[str] = []
         self._failure: str | None = None
+        self.profile: Profile | None = None
+        self.tls_ca_file: str | None = None
 
     def wait_time(self) -> float:
-        text = str(self.options.pause)
-        low, _, high = text.partition("-")
-        return self.rng.uniform(float(low), float(high or low))
+        """The pause between two sessions: --pause when given, else the profile's."""
+        text = str(self.options.pause or "")
+        if text:
+            low, _, high = text.partition("-")
+            return self.rng.uniform(float(low), float(high or low))
+        return self.profile.pause.draw(self.rng) * self.time_scale if self.profile else 1.0
+
+    @property
+    def time_scale(self) -> float:
+        return float(getattr(self.options, "time_scale", 1.0) or 1.0)
+
+    def think(self) -> None:
+        """A client's pause between two commands (its user reading, its timers)."""
+        if self.profile is not None:
+            seconds = self.profile.think.draw(self.rng) * self.time_scale
+            if seconds > 0:
+                gevent.sleep(seconds)
+
+    def hold(self) -> float:
+        """How long this session holds IDLE: --imap-idle when given, else the profile's."""
+        forced = float(getattr(self.options, "imap_idle", -1))
+        if forced >= 0:
+            return forced
+        return self.profile.hold.draw(self.rng) * self.time_scale if self.profile else 0.0
 
     @property
     def options(self):
@@ -141,6 +166,8 @@ class MailUser(User):
         self.login, self.password = target.users[index % len(target.users)]
         self._turn = index
         self.rng.seed(self.options.seed * 1_000_003 + index)
+        self.profile = dealer(self.options, self.protocol)
+        self.tls_ca_file = target.tls_ca
         if self.endpoint.tls != "off":
             self.tls_context = client_context(target.tls_ca)
 
@@ -171,6 +198,7 @@ class MailUser(User):
         and its reason) and phase order go to the clients' record. A user stopped mid-session
         is not a result."""
         self._sequence, self._failure = [], None
+        self.sessions += 1
         started = time.perf_counter()
         stopped = False
         try:
@@ -197,6 +225,32 @@ class MailUser(User):
     @property
     def timeout(self) -> float:
         return float(self.options.timeout)
+
+
+_mixes: dict[str, dict] = {}
+_dealers: dict[tuple[str, str], Dealer] = {}
+
+
+def dealer(options, protocol: str) -> Profile | None:
+    """The next user's profile for ``protocol`` (None: the mix has none)."""
+    path = getattr(options, "profiles", "") or ""
+    key = (path, protocol)
+    if key not in _dealers:
+        mix = profile_mix(options).get(protocol) or []
+        if not mix:
+            return None
+        _dealers[key] = Dealer(mix)
+    return _dealers[key].next()
+
+
+def profile_mix(options) -> dict:
+    """The profile mix of --profiles (read once per process and file)."""
+    from loadtest import _profiles
+
+    path = getattr(options, "profiles", "") or str(_profiles.DEFAULT_FILE)
+    if path not in _mixes:
+        _mixes[path] = _profiles.load(path)
+    return _mixes[path]
 
 
 def no_delay(sock: socket.socket) -> None:

@@ -4,6 +4,7 @@ subprocess (locust monkey-patches everything it imports into), checked from its 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -17,12 +18,13 @@ from loadtest._lab import fake_available
 from loadtest._target import Target, external_target, read_users
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = {
-    "imap": ["connect", "login", "auth plain", "select", "search", "fetch headers",
-             "fetch body", "idle", "logout"],
-    "pop3": ["connect", "capa", "login", "auth plain", "stat", "list", "retr", "dele", "rset",
+PHASES = {  # what the default profile mix sends (loadtest/profiles.toml)
+    "imap": ["connect", "login", "auth plain", "capability", "enable", "namespace", "list",
+             "status", "select", "uid fetch flags", "uid search", "search", "fetch headers",
+             "fetch body", "idle", "append", "logout"],
+    "pop3": ["connect", "capa", "login", "auth plain", "stat", "uidl", "retr", "quit"],
+    "smtp": ["connect", "ehlo", "auth plain", "auth login", "mail rcpt pipelined", "data",
              "quit"],
-    "smtp": ["connect", "ehlo", "auth plain", "auth login", "mail", "rcpt", "data", "quit"],
 }
 USER_CLASS = {"imap": "ImapUser", "pop3": "Pop3User", "smtp": "SmtpUser"}
 
@@ -33,7 +35,7 @@ def locust(tmp_path: Path, *args: str, seconds: int = 6) -> tuple[subprocess.Com
     prefix = tmp_path / "run"
     cmd = [sys.executable, "-m", "locust", "-f", "loadtest/", "--headless", "-t", f"{seconds}s",
            "--csv", str(prefix), "--csv-full-history", "--only-summary", "--pause", "0.05",
-           "--timeout", "10", "-s", "5", *args]
+           "--timeout", "10", "-s", "5", "--time-scale", "0.01", *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=seconds + 90, check=False)
@@ -48,10 +50,14 @@ def locust(tmp_path: Path, *args: str, seconds: int = 6) -> tuple[subprocess.Com
 def test_every_phase_succeeds_through_the_embedded_lab(tmp_path):
     protocols = [p for p in PHASES if fake_available(p)]
     assert "imap" in protocols
+    mix = tmp_path / "mix.toml"  # every profile, equally likely
+    mix.write_text((ROOT / "loadtest" / "profiles.toml").read_text().replace(
+        "weight = 5", "weight = 1").replace("weight = 3", "weight = 1").replace(
+        "weight = 2", "weight = 1"))
     done, stats, failures = locust(
-        tmp_path, "-u", "6", "-r", "6", "--imap-idle", "0.3", "--imap-idle-every", "2",
-        "--lab-users", "6", "--lab-dir", str(tmp_path / "lab"), "--smtp-sizes", "small",
-        *[USER_CLASS[p] for p in protocols])
+        tmp_path, "-u", "9", "-r", "9", "--imap-idle", "1", "--profiles", str(mix),
+        "--lab-users", "9", "--lab-dir", str(tmp_path / "lab"), "--smtp-sizes", "small",
+        *[USER_CLASS[p] for p in protocols], seconds=8)
     log = done.stderr[-4000:]
     assert done.returncode == 0, log
     assert failures == [], log
@@ -63,6 +69,17 @@ def test_every_phase_succeeds_through_the_embedded_lab(tmp_path):
     assert float(stats["IMAP", "imap fetch body"]["Average Content Size"]) > 500  # real mail
     target = (tmp_path / "run_target.json").read_text()
     assert '"via": "postern"' in target  # the lab put Postern in front
+    clients = json.loads((tmp_path / "run_clients.json").read_text())
+    profiles = set(clients["sessions"])
+    assert {"imap thunderbird", "imap apple mail", "imap poller"} <= profiles, profiles
+    for name, s in clients["sessions"].items():
+        assert s["ok"] > 0 and s["failed"] == 0, (name, s["errors"])
+    thunderbird = clients["sessions"]["imap thunderbird"]["order"]
+    assert thunderbird[:1] == ["imap connect"] and thunderbird[-1] == "imap logout"
+    assert thunderbird.index("imap status") < thunderbird.index("imap select") \
+        < thunderbird.index("imap idle")
+    connect = next(p for p in clients["phases"] if p["name"] == "imap connect")
+    assert connect["percentiles"]["50"] < 50  # ms: imaplib2's start-up sleep is not billed
 
 
 @pytest.mark.timeout(180)
