@@ -27,7 +27,7 @@ class Dist:
         if isinstance(spec, (int, float)):
             return cls("fixed", float(spec))
         if not isinstance(spec, dict):
-            raise ValueError(f"{where}: a number or {{dist = ...}} table")
+            raise ValueError(f"{where}: a number or {{dist = ...}} table")  # noqa: TRY004
         kind = spec.get("dist", "fixed")
         try:
             if kind == "lognormal":

@@ -24,8 +24,8 @@ from locust import User
 from locust.exception import InterruptTaskSet, RescheduleTask, StopUser
 
 from loadtest._clients import recorder
-from loadtest._profiles import Dealer, Profile
 from loadtest._hooks import install, target_of
+from loadtest._profiles import Dealer, Profile
 from loadtest._target import Endpoint
 
 install()

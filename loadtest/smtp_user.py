@@ -92,8 +92,8 @@ class SmtpUser(MailUser):
             if s.has_extn("pipelining"):
                 with self.step("mail rcpt pipelined"):
                     # RFC 2920: MAIL and every RCPT in one write, then the replies in order
-                    s.send("".join([f"MAIL FROM:<{sender}>{''.join(' ' + o for o in options)}"
-                                    "\r\n", *(f"RCPT TO:<{r}>\r\n" for r in recipients)]))
+                    mail = f"MAIL FROM:<{sender}>{''.join(' ' + o for o in options)}\r\n"
+                    s.send("".join([mail, *(f"RCPT TO:<{r}>\r\n" for r in recipients)]))
                     _code(s.getreply(), (250,), "MAIL FROM")
                     for _ in recipients:
                         _code(s.getreply(), (250, 251), "RCPT TO")

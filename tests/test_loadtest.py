@@ -124,3 +124,79 @@ def test_target_round_trip_and_users_file(tmp_path):
     assert again == target and again.endpoint("pop3") is None
     with pytest.raises(ValueError, match="--users-file"):
         external_target("127.0.0.1", {}, "off", None)
+
+
+def test_clients_record_merges_across_processes_and_keeps_session_order():
+    from loadtest._clients import Recorder, merge_order
+
+    order = []
+    merge_order(order, ["connect", "capa", "login", "stat"])
+    merge_order(order, ["connect", "capa", "auth plain", "stat", "quit"])
+    assert order == ["connect", "capa", "auth plain", "login", "stat", "quit"]
+    worker, master = Recorder(), Recorder()
+    for ms in (0.25, 0.5, 0.75):
+        worker.phase("IMAP", "imap select", ms / 1000)
+    worker.session("imap poller", "imap", 0.02, None, ["imap connect", "imap select"])
+    worker.session("imap poller", "imap", 0.03, "imap select: NO", ["imap connect"])
+    master.merge(json.loads(json.dumps(worker.take())))  # as it travels to the master
+    assert worker.phases == {} and worker.sessions == {}
+    worker.phase("IMAP", "imap select", 0.001)
+    master.merge(worker.take())
+    master.started, master.stopped = 100.0, 110.0
+    summary = master.summary()
+    select = summary["phases"][0]
+    assert select["count"] == 4 and 0.24 < select["percentiles"]["0"] < 0.26  # µs resolution
+    assert 0.99 < select["percentiles"]["100"] < 1.01
+    poller = summary["sessions"]["imap poller"]
+    assert (poller["ok"], poller["failed"], poller["errors"]) == (1, 1, {"imap select: NO": 1})
+    assert poller["order"] == ["imap connect", "imap select"] and summary["seconds"] == 10
+
+
+def test_profile_mix_file(tmp_path):
+    from loadtest import _profiles
+
+    mix = _profiles.load()
+    assert [p.kind for p in mix["imap"]] == ["thunderbird", "apple_mail", "poller"]
+    assert mix["pop3"][0].label == "pop3 leave on server"
+    dealer = _profiles.Dealer(mix["imap"])  # weights 5:3:2
+    dealt = [dealer.next().kind for _ in range(10)]
+    assert dealt.count("thunderbird") == 5 and dealt.count("poller") == 2
+    assert dealt[:3] == ["thunderbird", "apple_mail", "poller"]  # a few users cover the mix
+    import random
+    rng = random.Random(1)
+    holds = sorted(mix["imap"][0].hold.draw(rng) for _ in range(1000))
+    assert 100 < holds[500] < 140 and holds[990] > 3 * holds[500]  # a long tail
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[imap.x]\nkind = "outlook"\n')
+    with pytest.raises(ValueError, match="kind 'outlook'"):
+        _profiles.load(bad)
+    bad.write_text('[imap.thunderbird]\npause = { dist = "uniform", low = 5 }\n')
+    with pytest.raises(ValueError, match="uniform needs high"):
+        _profiles.load(bad)
+
+
+def test_imaplib2_enable_keeps_its_lock():
+    """Why imap_user.py releases imaplib2's state-change lock after ENABLE: without it the
+    next command is never sent (imaplib2 3.6)."""
+    import threading
+
+    import imaplib2
+
+    from fakes.imap import CLIENT_CAPABILITIES
+
+    with FakeImapServer({"a": "b"}, capabilities=CLIENT_CAPABILITIES, record=True) as srv:
+        for release in (False, True):
+            m = imaplib2.IMAP4(srv.host, srv.port, timeout=5)
+            try:
+                m.login("a", "b")
+                assert m.enable("CONDSTORE")[0] == "OK"
+                if release:
+                    m._release_state_change()
+                answer = []
+                t = threading.Thread(target=lambda: answer.append(m.namespace()), daemon=True)
+                t.start()
+                t.join(1.5)
+                assert bool(answer) == release, answer
+            finally:
+                m.sock.close()
+    assert sum(c.endswith(b"NAMESPACE") for c in srv.commands) == 1
