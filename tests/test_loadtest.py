@@ -193,7 +193,8 @@ def test_imaplib2_enable_keeps_its_lock():
                 if release:
                     m._release_state_change()
                 answer = []
-                t = threading.Thread(target=lambda: answer.append(m.namespace()), daemon=True)
+                t = threading.Thread(target=lambda a=answer, c=m: a.append(c.namespace()),
+                                     daemon=True)
                 t.start()
                 t.join(1.5)
                 assert bool(answer) == release, answer
