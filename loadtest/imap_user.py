@@ -20,6 +20,7 @@ set by ``ca_certs`` and ``tls_level``), which is why the lab's CA is passed as a
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -37,6 +38,9 @@ from loadtest._session import MailUser, PhaseFailed, expect, no_delay, words
 
 HEADERS = "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])"
 HEADER_WINDOW = 20
+# imaplib2 prints its last 20 log lines to stderr when a connection it reads from goes away,
+# which is every session still in IDLE when a run stops: failures are locust's to report
+_QUIET = open(os.devnull, "w")  # noqa: SIM115 - for the process's lifetime
 HANDLER_START = 0.12   # imaplib2's handler thread sleeps 0.1 s before it handles anything
 CLIENT_ID = {"thunderbird": ("name", "Thunderbird", "version", "115.18.0"),
              "apple_mail": ("name", "iPhone Mail", "version", "21E236", "os", "iOS",
@@ -213,9 +217,11 @@ class ImapUser(MailUser):
         with self.step("connect") as s:
             started = time.perf_counter()
             if endpoint.tls == "implicit":
-                m = _TimedSSL(endpoint.host, endpoint.port, ca_certs=ca, timeout=self.timeout)
+                m = _TimedSSL(endpoint.host, endpoint.port, ca_certs=ca, timeout=self.timeout,
+                              debug_file=_QUIET)
             else:
-                m = _Timed(endpoint.host, endpoint.port, timeout=self.timeout)
+                m = _Timed(endpoint.host, endpoint.port, timeout=self.timeout,
+                           debug_file=_QUIET)
             # imaplib2's handler thread sleeps 0.1 s before it reads the greeting: only the
             # connection (and implicit TLS handshake) is the server's time
             s.pause_clock(time.perf_counter() - started - m.open_seconds)
