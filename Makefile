@@ -38,7 +38,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m loadtest.bench
 
 load: $(BIN)/.installed
-	$(BIN)/locust -f loadtest/ --headless -u 20 -r 5 -t 60s \
+	$(BIN)/locust -f loadtest/ --headless -u 20 -r 5 -t 60s --time-scale 0.1 \
 	  --csv results/load --csv-full-history --html results/locust.html
 
 report: $(BIN)/.installed

@@ -52,6 +52,10 @@ from fakes.mailbox import DEFAULT_COUNTS, Entry, Mailbox, MailStore, Message, St
 log = logging.getLogger("fakes.imap")
 
 DEFAULT_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "AUTH=PLAIN", "IDLE")
+# What the desktop and phone clients of the load profiles look for (loadtest/profiles.toml):
+# the commands are always understood, a client only sends them when they are advertised.
+CLIENT_CAPABILITIES = (*DEFAULT_CAPABILITIES, "ID", "ENABLE", "NAMESPACE", "UIDPLUS")
+SERVER_ID = '("name" "postern-fake-imap" "vendor" "postern")'
 SYSTEM_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 _WRITE_HIGH = 1 << 20
 
@@ -250,6 +254,17 @@ class ImapConnection(LineOutput, asyncio.Protocol):
         self._report_exists()
         self.line(f"{tag} OK NOOP completed")
 
+    async def cmd_id(self, tag: str, args: list[Token]) -> None:
+        """RFC 2971: the client's NIL or (field value ...) list; the server says who it is."""
+        if len(args) != 1 or not (args[0] is None or isinstance(args[0], list)
+                                  or text(args[0]).upper() == "NIL"):
+            raise ParseError("ID takes NIL or a parenthesised list")
+        fields_ = args[0] if isinstance(args[0], list) else []
+        if len(fields_) % 2:
+            raise ParseError("ID fields come in pairs")
+        self.line(f"* ID {SERVER_ID}")
+        self.line(f"{tag} OK ID completed")
+
     async def cmd_logout(self, tag: str, args: list[Token]) -> None:
         self.line("* BYE Logging out")
         self.line(f"{tag} OK LOGOUT completed")
@@ -379,6 +394,19 @@ class ImapConnection(LineOutput, asyncio.Protocol):
         self.line(f"* STATUS {quote(name).decode()} ({out})")
         self.line(f"{tag} OK STATUS completed")
 
+    async def cmd_enable(self, tag: str, args: list[Token]) -> None:
+        """RFC 5161: nothing here changes behaviour, so nothing is reported enabled (a
+        server ignores extensions it does not support)."""
+        if not args:
+            raise ParseError("ENABLE needs a capability")
+        self.line("* ENABLED")
+        self.line(f"{tag} OK ENABLE completed")
+
+    async def cmd_namespace(self, tag: str, args: list[Token]) -> None:
+        """RFC 2342: one personal namespace, "/" as the hierarchy separator (as LIST says)."""
+        self.line('* NAMESPACE (("" "/")) NIL NIL')
+        self.line(f"{tag} OK NAMESPACE completed")
+
     async def cmd_append(self, tag: str, args: list[Token]) -> None:
         box = self._mailbox(text(args[0]))
         data = args[-1]
@@ -492,7 +520,9 @@ _UID_CAPABLE = {"FETCH", "SEARCH", "STORE"}
 _C = ImapConnection
 _COMMANDS = {
     "CAPABILITY": ("any", _C.cmd_capability), "NOOP": ("any", _C.cmd_noop),
-    "LOGOUT": ("any", _C.cmd_logout), "LOGIN": ("nonauth", _C.cmd_login),
+    "LOGOUT": ("any", _C.cmd_logout), "ID": ("any", _C.cmd_id),
+    "LOGIN": ("nonauth", _C.cmd_login), "ENABLE": ("auth", _C.cmd_enable),
+    "NAMESPACE": ("auth", _C.cmd_namespace),
     "AUTHENTICATE": ("nonauth", _C.cmd_authenticate), "SELECT": ("auth", _C.cmd_select),
     "EXAMINE": ("auth", _C.cmd_examine), "LIST": ("auth", _C.cmd_list),
     "LSUB": ("auth", _C.cmd_lsub), "STATUS": ("auth", _C.cmd_status),

@@ -16,6 +16,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gevent
@@ -23,12 +24,14 @@ from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
+from loadtest import _clients as clients
 from loadtest._target import PROTOCOLS, TLS_MODES, Target, external_target
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("loadtest")
 _installed = False
 _lab: subprocess.Popen | None = None
+_environment: Environment | None = None
 LAB_START_TIMEOUT = 60.0
 
 
@@ -40,8 +43,17 @@ def install() -> None:
     events.init_command_line_parser.add_listener(_add_options)
     events.init.add_listener(_on_init)
     events.test_start.add_listener(_on_test_start)
+    events.report_to_master.add_listener(_on_report_to_master)
+    events.worker_report.add_listener(_on_worker_report)
+    events.test_stop.add_listener(lambda environment, **_: write_clients(environment))
     # `quit` comes after the users stopped (`quitting` may come before, on SIGTERM)
-    events.quit.add_listener(lambda **_: stop_lab())
+    events.quit.add_listener(_on_quit)
+
+
+def _on_quit(**_) -> None:
+    if _environment is not None:  # workers' last reports have arrived by now
+        write_clients(_environment, final=True)
+    stop_lab()
 
 
 def _add_options(parser) -> None:
@@ -63,18 +75,26 @@ def _add_options(parser) -> None:
                    "verification, except the lab's own CA)")
     g.add_argument("--timeout", type=float, default=30.0, env_var="LOCUST_MAIL_TIMEOUT",
                    help="socket timeout of every client (seconds)")
-    g.add_argument("--pause", default="1-5", env_var="LOCUST_PAUSE",
-                   help="seconds between two sessions of one user: MIN-MAX or one number")
-    g.add_argument("--imap-idle", type=float, default=10.0, env_var="LOCUST_IMAP_IDLE",
-                   help="seconds an IMAP session holds IDLE (0: never idle)")
-    g.add_argument("--imap-idle-every", type=int, default=4, env_var="LOCUST_IMAP_IDLE_EVERY",
-                   help="every Nth IMAP session (the first included) idles")
+    g.add_argument("--profiles", default="", env_var="LOCUST_PROFILES",
+                   help="TOML mix of client profiles and their times (default: "
+                   "loadtest/profiles.toml)")
+    g.add_argument("--time-scale", type=float, default=1.0, env_var="LOCUST_TIME_SCALE",
+                   help="multiply every pause, think time and IDLE hold of the profiles")
+    g.add_argument("--pause", default="", env_var="LOCUST_PAUSE",
+                   help="seconds between two sessions of one user, MIN-MAX or one number, "
+                   "instead of the profiles' distributions")
+    g.add_argument("--imap-idle", type=float, default=-1.0, env_var="LOCUST_IMAP_IDLE",
+                   help="seconds every IDLE is held, instead of the profiles' distribution "
+                   "(0: never idle)")
     g.add_argument("--pop3-expunge", action="store_true", env_var="LOCUST_POP3_EXPUNGE",
                    help="let DELE take effect (default: RSET before QUIT, so a run never "
                    "empties the maildrops)")
     g.add_argument("--smtp-sizes", choices=("mixed", "small"), default="mixed",
                    env_var="LOCUST_SMTP_SIZES",
                    help="message size mix: mixed (text to 1 MB attachments) or small (text)")
+    g.add_argument("--clients-file", default="", env_var="LOCUST_CLIENTS_FILE",
+                   help="where the clients' own histograms go (default: CSV_PREFIX"
+                   "_clients.json with --csv; the HTML report reads it)")
     g.add_argument("--seed", type=int, default=1, env_var="LOCUST_SEED",
                    help="Faker seed (each worker adds its index)")
     lab = parser.add_argument_group("embedded lab", "used when --mail-host is not given")
@@ -100,6 +120,8 @@ def _suppress():
 def _on_init(environment: Environment, runner, **_) -> None:
     """Drop users that cannot run here (no fake for the lab, every task filtered out by
     tags), then set up the target."""
+    global _environment
+    _environment = environment
     if isinstance(runner, WorkerRunner):
         return  # the master decides which classes are dispatched
     opts = environment.parsed_options
@@ -116,6 +138,12 @@ def _on_init(environment: Environment, runner, **_) -> None:
         log.error("no mail user can run (see the warnings above)")
         sys.exit(1)
     environment.user_classes[:] = keep
+    try:
+        from loadtest._profiles import DEFAULT_FILE, load
+        load(opts.profiles or DEFAULT_FILE)
+    except (OSError, ValueError) as exc:
+        log.error("cannot read the profile mix: %s", exc)
+        sys.exit(1)
     if not resolve_target(environment):
         sys.exit(1)
 
@@ -139,6 +167,8 @@ def _unavailable(cls, opts) -> str | None:
 
 
 def _on_test_start(environment: Environment, **_) -> None:
+    clients.recorder.__init__()  # a new test in the web UI starts a new record
+    clients.recorder.started = time.time()
     if isinstance(environment.runner, WorkerRunner):
         return
     if not resolve_target(environment):
@@ -179,6 +209,7 @@ def resolve_target(environment: Environment) -> bool:
         log.info("mail target:\n%s", target.describe())
     target = _resolved[1]
     opts.mail_target_json = target.to_json()
+    environment.host = host_label(target)
     if opts.csv_prefix:  # the report shows what was measured
         path = Path(f"{opts.csv_prefix}_target.json")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,6 +217,39 @@ def resolve_target(environment: Environment) -> bool:
                                     **json.loads(target.to_json()),
                                     "users": len(target.users)}, indent=1))
     return True
+
+
+def _on_report_to_master(client_id, data: dict) -> None:
+    data["mail_clients"] = clients.recorder.take()
+
+
+def _on_worker_report(client_id, data: dict) -> None:
+    if "mail_clients" in data:
+        clients.recorder.merge(data["mail_clients"])
+
+
+def clients_path(opts) -> Path | None:
+    if getattr(opts, "clients_file", ""):
+        return Path(opts.clients_file)
+    return Path(f"{opts.csv_prefix}_clients.json") if getattr(opts, "csv_prefix", None) \
+        else None
+
+
+def write_clients(environment: Environment, final: bool = False) -> None:
+    """The master's (or single process's) merged record, next to locust's CSV files."""
+    if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
+        return
+    path = clients_path(environment.parsed_options)
+    if path is None or clients.recorder.started is None:
+        return
+    if clients.recorder.stopped is None or not final:
+        clients.recorder.stopped = time.time()
+    clients.recorder.write(path)
+
+
+def host_label(target: Target) -> str:
+    """The target as locust shows it ("Target Host" in its UI and HTML report)."""
+    return " ".join(f"{p}://{e.host}:{e.port}" for p, e in target.endpoints.items())
 
 
 def lab_running() -> bool:

@@ -44,7 +44,7 @@ proxy_pass_error_message on;
 SERVERS = {
     "imap": "imap_auth plain;\n    imap_capabilities IMAP4rev1 IDLE LITERAL+ UIDPLUS;",
     "pop3": "pop3_auth plain;\n    pop3_capabilities TOP USER UIDL;",
-    "smtp": "smtp_auth plain login;",
+    "smtp": 'smtp_auth plain login;\n    smtp_capabilities PIPELINING "SIZE 52428800" 8BITMIME;',
 }
 
 
@@ -71,7 +71,8 @@ def proxied_protocols(proxy: str) -> set[str]:
 
 # Many accounts share one generated mailbox set, and a long run must not keep every
 # command in memory.
-FAKE_OPTIONS = {"imap": {"seed": True, "shared_content": True, "record": False},
+FAKE_OPTIONS = {"imap": {"seed": True, "shared_content": True, "record": False,
+                         "capabilities": "client"},
                 "pop3": {"seed": True, "shared_content": True, "record": False},
                 "smtp": {"record": False}}
 
@@ -83,6 +84,8 @@ def _start_fake(protocol: str, users: dict[str, str], seed: int):
     module = importlib.import_module(f"fakes.{protocol}")
     cls = getattr(module, f"Fake{protocol.capitalize()}Server")
     kwargs = {k: seed if k == "seed" else v for k, v in FAKE_OPTIONS[protocol].items()}
+    if kwargs.get("capabilities") == "client":
+        kwargs["capabilities"] = module.CLIENT_CAPABILITIES
     return cls(dict(users), **kwargs).start_in_thread()
 
 

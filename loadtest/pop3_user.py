@@ -1,9 +1,10 @@
-"""Pop3User: a mail client downloading its maildrop over POP3, with stdlib poplib.
+"""Pop3User: a mail client that leaves mail on the server, with stdlib poplib.
 
-One session: connect (greeting) -> CAPA -> [STLS, CAPA] -> USER/PASS or AUTH PLAIN
-(rotating through what CAPA offers) -> STAT -> LIST -> RETR one or two messages -> DELE
-one -> RSET (unless --pop3-expunge, so a long run never empties the maildrops) -> QUIT.
-Each phase is one locust request (``pop3 connect`` ...).
+One session (profile ``leave_on_server`` in loadtest/profiles.toml): connect (greeting) ->
+CAPA -> [STLS, CAPA] -> USER/PASS or AUTH PLAIN (rotating through what CAPA offers) -> STAT
+-> UIDL -> RETR of the messages whose UIDL this client has not seen (at most two a session)
+-> QUIT. With --pop3-expunge it deletes what it read (DELE), as a client that does not
+leave mail on the server. Each phase is one locust request (``pop3 connect`` ...).
 """
 
 from __future__ import annotations
@@ -29,10 +30,18 @@ class Pop3User(MailUser):
     weight = 1
     protocol = "pop3"
 
+    def on_start(self) -> None:
+        super().on_start()
+        self.seen_uidls: set[str] = set()   # what "leave on server" remembers
+
     @tag("pop3")
     @task
     def download(self) -> None:
         endpoint = self.require_endpoint()
+        with self.session(self.profile.label if self.profile else "pop3"):
+            self._run(endpoint)
+
+    def _run(self, endpoint) -> None:
         p = None
         try:
             with self.step("connect") as s:
@@ -52,23 +61,27 @@ class Pop3User(MailUser):
             self._login(p, caps)
             with self.step("stat"):
                 count, _octets = p.stat()
-            with self.step("list") as s:
-                resp, listing, octets = p.list()
-                _ok(resp, "LIST")
-                expect(len(listing) == count, f"LIST shows {len(listing)} of STAT's {count}")
+            with self.step("uidl") as s:
+                resp, listing, octets = p.uidl()
+                _ok(resp, "UIDL")
+                expect(len(listing) == count, f"UIDL shows {len(listing)} of STAT's {count}")
                 s.size = octets
-            if count:
+            new = []
+            for line in listing:
+                number, _, uid = line.decode("latin-1").partition(" ")
+                if uid not in self.seen_uidls:
+                    new.append((int(number), uid))
+            if new:
                 with self.step("retr") as s:
-                    picks = min(count, self.rng.choice((1, 2)))
-                    for n in self.rng.sample(range(1, count + 1), picks):
-                        resp, _lines, octets = p.retr(n)
+                    for number, uid in new[:2]:
+                        resp, _lines, octets = p.retr(number)
                         _ok(resp, "RETR")
                         s.size += octets
-                with self.step("dele"):
-                    _ok(p.dele(self.rng.randint(1, count)), "DELE")
-                if not self.options.pop3_expunge:
-                    with self.step("rset"):
-                        _ok(p.rset(), "RSET")
+                        self.seen_uidls.add(uid)
+                if self.options.pop3_expunge:
+                    with self.step("dele"):
+                        for number, _ in new[:2]:
+                            _ok(p.dele(number), "DELE")
             with self.step("quit") as s:
                 resp = p.quit()
                 p = None

@@ -20,17 +20,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--locust", help="a locust --csv prefix (default: the newest *_stats.csv)")
     p.add_argument("--bench", help="bench.json (default: RESULTS/bench.json)")
     p.add_argument("--junit", help="pytest JUnit XML (default: RESULTS/junit.xml)")
+    p.add_argument("--scenarios", help="the scenario runner's scenarios.json "
+                   "(default: RESULTS/scenarios.json)")
     p.add_argument("--check-auth", help="check-auth --json output "
                    "(default: the newest RESULTS/check-auth*.json)")
     p.add_argument("--title", default="Postern results")
     args = p.parse_args(argv)
     inputs = Inputs.latest(args.results)
-    for name in ("locust", "bench", "junit", "check_auth"):
+    for name in ("locust", "bench", "junit", "scenarios", "check_auth"):
         given = getattr(args, name)
         if given is not None:
             setattr(inputs, name, Path(given) if given else None)
     out = render_report(inputs, args.out or args.results / "report.html", args.title)
-    found = [n for n in ("locust", "bench", "junit", "check_auth") if getattr(inputs, n)]
+    found = [n for n in ("locust", "bench", "junit", "scenarios", "check_auth") if getattr(inputs, n)]
     print(f"report: {out}  (from {', '.join(found) or 'no results'})", file=sys.stderr)
     print(out)
     return 0

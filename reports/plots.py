@@ -65,15 +65,21 @@ def _phases_of(run: LocustRun, protocol: str) -> list[tuple[str, str]]:
     return [k for k in order if k in run.history]
 
 
-def throughput(run: LocustRun, protocol: str) -> str | None:
-    """Requests/s of every phase of one protocol over time, with the user count."""
-    keys = _phases_of(run, protocol)
+def throughput(run: LocustRun, protocol: str, keys: list[tuple[str, str]] | None = None
+               ) -> str | None:
+    """Requests/s of every phase of one protocol over time (``keys``: the phases in the
+    order to list them), with the user count; phases whose curves coincide share a line."""
+    keys = [k for k in keys if k in run.history] if keys is not None else \
+        _phases_of(run, protocol)
     if not keys:
         return None
     fig, ax = plt.subplots(figsize=(11, 3.4))
-    for key in keys:
-        rows = run.history[key]
-        ax.plot(_times(rows), [r.rps for r in rows], label=key[1], linewidth=1.2)
+    series = [(key[1], {str(i): r.rps for i, r in enumerate(run.history[key])})
+              for key in keys]
+    for label, values in merge_curves(series):
+        rows = run.history[next(k for k in keys if k[1] == label.split(", ")[0])]
+        ax.plot(_times(rows), [values[str(i)] for i in range(len(rows))], label=label,
+                linewidth=1.2)
     ax.set_ylabel("requests/s")
     ax.set_title(f"{protocol.upper()}: throughput per phase")
     _time_axis(ax)
@@ -178,23 +184,51 @@ def phase_percentiles(run: LocustRun) -> str | None:
     return svg(fig)
 
 
-def bench_bars(metrics: list[tuple[str, dict[str, float]]]) -> str | None:
-    """One small bar panel per metric, a bar per target, values written on the bars."""
+def bench_bars(metrics: list[tuple[str, dict[str, float]]],
+               spreads: dict[str, dict[str, tuple[float, float]]] | None = None,
+               baseline: str = "direct") -> str | None:
+    """One small bar panel per metric, a bar per proxy with its values written on it and the
+    spread over rounds as an error bar. The ``baseline`` (the fake upstream reached without
+    a proxy) is a dashed line, not a bar, and the scale is the proxies': a baseline far above
+    them is written at the top instead of squashing their bars."""
     metrics = [(label, values) for label, values in metrics if values]
     if not metrics:
         return None
+    spreads = spreads or {}
     cols = min(4, len(metrics))
     rows_n = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(11, 2.5 * rows_n), squeeze=False)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(11, 2.6 * rows_n), squeeze=False)
     for ax, (label, values) in zip(axes.flat, metrics, strict=False):
-        names = list(values)
-        bars = ax.bar(names, [values[n] for n in names],
-                      color=[TARGET_COLOURS.get(n, "#718096") for n in names])
-        ax.bar_label(bars, labels=[_short(values[n]) for n in names], fontsize=8)
+        names = [n for n in values if n != baseline] or list(values)
+        heights = [values[n] for n in names]
+        spread = spreads.get(label, {})
+        err = None
+        if any(n in spread for n in names):
+            err = [[max(0.0, values[n] - spread.get(n, (values[n], values[n]))[0])
+                    for n in names],
+                   [max(0.0, spread.get(n, (values[n], values[n]))[1] - values[n])
+                    for n in names]]
+        bars = ax.bar(names, heights, color=[TARGET_COLOURS.get(n, "#718096") for n in names],
+                      yerr=err, capsize=4 if err else 0, ecolor="#4a5568")
+        ax.bar_label(bars, labels=[_short(values[n]) for n in names], fontsize=8,
+                     label_type="center", color="white")
         ax.set_title(label)
-        ax.margins(y=0.2)
-        if min(values.values()) >= 0:
-            ax.set_ylim(bottom=0, top=None if max(values.values()) > 0 else 1)
+        top = max([*heights, *(spread[n][1] for n in names if n in spread)], default=0)
+        if baseline in values and baseline not in names:
+            base = values[baseline]
+            if top and base > 1.6 * top:  # off the proxies' scale: say it, do not draw it
+                ax.text(0.99, 0.97, f"{baseline}: {_short(base)} (off scale)",
+                        transform=ax.transAxes, ha="right", va="top", fontsize=8,
+                        color=TARGET_COLOURS.get(baseline, "#718096"))
+            else:
+                ax.axhline(base, linestyle="--", linewidth=1,
+                           color=TARGET_COLOURS.get(baseline, "#718096"))
+                ax.text(0.99, base, f"{baseline} {_short(base)}", ha="right", va="bottom",
+                        fontsize=8, transform=ax.get_yaxis_transform(),
+                        color=TARGET_COLOURS.get(baseline, "#718096"))
+                top = max(top, base)
+        if min(heights, default=0) >= 0:
+            ax.set_ylim(bottom=0, top=top * 1.25 if top > 0 else 1)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
     fig.tight_layout()
@@ -261,3 +295,63 @@ def verdict_colour(verdict: str) -> str:
     if v in ("warn", "warning", "risky"):
         return "#d69e2e"
     return "#a0aec0"
+
+
+# -- the clients' own histograms ------------------------------------------------------------
+
+NINES_TICKS = (0, 50, 90, 99, 99.9, 99.99)
+COINCIDE = 0.10   # curves within 10 % of each other at every percentile are drawn as one
+
+
+def _nines(pct: float) -> float:
+    """Percentile on the "number of nines" axis: 90 -> 1, 99 -> 2, 99.9 -> 3."""
+    return -math.log10(1 - pct / 100)
+
+
+def _points(percentiles: dict[str, float]) -> list[tuple[float, float]]:
+    return sorted((float(p), v) for p, v in percentiles.items()
+                  if v is not None and float(p) < 100)
+
+
+def coincide(a: dict[str, float], b: dict[str, float], tolerance: float = COINCIDE) -> bool:
+    shared = set(a) & set(b)
+    return bool(shared) and set(a) == set(b) and all(
+        abs(a[p] - b[p]) <= tolerance * max(a[p], b[p], 1e-3) for p in shared)
+
+
+def merge_curves(curves: list[tuple[str, dict[str, float]]],
+                 tolerance: float = COINCIDE) -> list[tuple[str, dict[str, float]]]:
+    """Curves that coincide with the first of a group join it; the group's label lists
+    them all, its line is the first one's (the others are within ``tolerance`` of it)."""
+    groups: list[tuple[list[str], dict[str, float]]] = []
+    for label, values in curves:
+        for names, first in groups:
+            if coincide(first, values, tolerance):
+                names.append(label)
+                break
+        else:
+            groups.append(([label], values))
+    return [(", ".join(names), first) for names, first in groups]
+
+
+def hdr_percentiles(curves: list[tuple[str, dict[str, float]]], title: str,
+                    width: float = 11) -> str | None:
+    """Latency by percentile from HdrHistograms, log-scaled milliseconds; coinciding curves
+    merged into one line."""
+    curves = [(label, v) for label, v in curves if _points(v)]
+    if not curves:
+        return None
+    merged = merge_curves(curves)
+    fig, ax = plt.subplots(figsize=(width, 3.6))
+    for label, values in merged:
+        pts = _points(values)
+        ax.plot([_nines(p) for p, _ in pts], [v for _, v in pts], marker=".", linewidth=1.3,
+                 label=label)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xticks([_nines(p) for p in NINES_TICKS], [f"p{p:g}" for p in NINES_TICKS])
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("ms (log scale)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return svg(fig)

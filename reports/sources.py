@@ -1,7 +1,9 @@
 """Reading the results a report is made of; each reader accepts partial or missing data.
 
 - locust: ``PREFIX_stats.csv`` (+ ``_stats_history.csv``, ``_failures.csv``,
-  ``_target.json`` when present), as written by ``locust --csv PREFIX [--csv-full-history]``;
+  ``_target.json`` when present), as written by ``locust --csv PREFIX [--csv-full-history]``,
+  and ``PREFIX_clients.json``: the clients' own HdrHistograms of every phase and session
+  (loadtest/_clients.py);
 - bench: ``results/bench.json`` from ``python -m loadtest.bench``;
 - junit: pytest's ``--junitxml`` file of a scenario run (ids like ``test_x[postern]``);
 - scenarios: ``results/scenarios.json`` of the scenario runner (scenarios/results.py): the
@@ -74,6 +76,14 @@ class LocustRun:
     history: dict[tuple[str, str], list[HistoryRow]]   # (type, name) -> rows in time order
     failures: list[dict[str, str]]
     target: dict | None = None
+    clients: dict | None = None   # PREFIX_clients.json: phases and sessions, in ms
+
+    def hdr(self, kind: str, name: str) -> dict | None:
+        """The clients' histogram summary of one phase, if they recorded it."""
+        for p in (self.clients or {}).get("phases", []):
+            if p.get("type") == kind and p.get("name") == name and p.get("count"):
+                return p
+        return None
 
     @property
     def full_history(self) -> bool:
@@ -119,15 +129,31 @@ def load_locust(prefix: str | Path) -> LocustRun | None:
             _num(r.get("Failures/s")) or 0.0, {p: _num(r.get(p)) for p in PERCENTILES},
             int(_num(r.get("Total Request Count")) or 0),
             int(_num(r.get("Total Failure Count")) or 0)))
-    target = None
-    target_file = Path(f"{prefix}_target.json")
-    if target_file.exists():
-        try:
-            target = json.loads(target_file.read_text())
-        except ValueError:
-            target = None
     return LocustRun(prefix, [s for s in stats if s.name != "Aggregated"], aggregated, history,
-                     _csv_rows(Path(f"{prefix}_failures.csv")), target)
+                     _csv_rows(Path(f"{prefix}_failures.csv")),
+                     _json_object(Path(f"{prefix}_target.json")),
+                     _clients(_json_object(Path(f"{prefix}_clients.json"))))
+
+
+def _json_object(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _clients(data: dict | None) -> dict | None:
+    """Keep the well-formed parts of a clients file (phases, sessions)."""
+    if data is None:
+        return None
+    phases = [p for p in data.get("phases") or [] if isinstance(p, dict)
+              and isinstance(p.get("percentiles"), dict)]
+    sessions = {k: v for k, v in (data.get("sessions") or {}).items()
+                if isinstance(v, dict) and isinstance(v.get("percentiles"), dict)}
+    return {**data, "phases": phases, "sessions": sessions}
 
 
 # -- benchmark --------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ PAGE = """\
        white-space: pre-wrap; max-height: 320px; overflow: auto; text-align: left; margin: 4px 0; }
  .note { background: #fffaf0; border-left: 3px solid #d69e2e; padding: 4px 10px; margin: 4px 0; }
  .empty { color: #718096; font-style: italic; }
+ .v { font-size: 12px; padding: 0 4px; border-radius: 3px; }
+ .v-better { background: #c6f6d5; } .v-worse { background: #fed7d7; } .v-same { background: #edf2f7; }
+ .o { white-space: nowrap; }
 </style>
 </head>
 <body>
@@ -47,13 +50,47 @@ PAGE = """\
 <nav>{% for id, label in sections %}<a href="#{{ id }}">{{ label }}</a>{% endfor %}</nav>
 </header>
 
+<section id="sessions">
+<h2>Load test: sessions</h2>
+{% if not load or not load.sessions %}<p class="empty">No session results (locust with
+<code>--csv results/load</code> writes <code>results/load_clients.json</code>, the clients' own
+record of every session).</p>{% else %}{% set ss = load.sessions %}
+<p class="muted">Whole client sessions, from connect to logout, over {{ ss.seconds }} s; durations
+from the clients' own HdrHistograms (microsecond resolution), IDLE holds and think times included
+where a profile has them.</p>
+<div class="cards">
+ <div class="card"><span class="muted">sessions/s</span><b>{{ ss.rate }}</b></div>
+ <div class="card {{ 'bad' if ss.failed else '' }}"><span class="muted">success rate</span><b>{{ ss.success }}</b></div>
+ <div class="card"><span class="muted">sessions</span><b>{{ ss.total }}</b></div>
+ <div class="card"><span class="muted">duration p50, ms</span><b>{{ ss.p50 }}</b></div>
+ <div class="card"><span class="muted">duration p95, ms</span><b>{{ ss.p95 }}</b></div>
+ <div class="card"><span class="muted">duration p99, ms</span><b>{{ ss.p99 }}</b></div>
+</div>
+<h3>Errors by kind</h3>
+{% if ss.errors %}<table class="errors"><tr><th class="l">first failed phase: reason</th><th>sessions</th></tr>
+{% for kind, n in ss.errors %}<tr class="bad"><td class="l">{{ kind }}</td><td>{{ n }}</td></tr>{% endfor %}
+</table>{% else %}<p>None: every session completed.</p>{% endif %}
+<h3>Profiles</h3>
+<table class="profiles"><tr><th class="l">profile</th><th class="l">protocol</th><th>sessions</th><th>sessions/s</th>
+<th>failed</th><th>success</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th></tr>
+{% for r in ss.rows %}<tr class="{{ 'bad' if r.failed else '' }}"><td class="l">{{ r.profile }}</td><td class="l">{{ r.protocol }}</td>
+<td>{{ r.sessions }}</td><td>{{ r.rate }}</td><td>{{ r.failed }}</td><td>{{ r.success }}</td><td>{{ r.p50 }}</td>
+<td>{{ r.p95 }}</td><td>{{ r.p99 }}</td><td>{{ r.max }}</td></tr>{% endfor %}
+</table>
+{% if ss.figure %}<div class="figure">{{ ss.figure|safe }}</div>{% endif %}
+{% endif %}
+</section>
+
 <section id="load">
-<h2>Load test (locust)</h2>
+<h2>Load test: phases (locust)</h2>
 {% if not load %}<p class="empty">No locust results (run locust with <code>--csv results/load
 --csv-full-history</code>).</p>{% else %}
 <p class="muted">From <code>{{ load.prefix }}_stats.csv</code>{% if load.span %}, {{ load.span }}{% endif %}.
-Each protocol phase is its own row; <code>imap idle</code> counts entering and leaving IDLE,
-not the time it was held.</p>
+Each protocol phase is its own row, in the order sessions run them; <code>imap idle</code>
+counts entering and leaving IDLE, not the time it was held.
+{% if load.hdr %}Percentiles come from the clients' own HdrHistograms (three significant
+digits); lines that coincide within 10 % are drawn as one.{% else %}Percentiles are locust's,
+rounded to whole milliseconds (&lt;1: under half of one).{% endif %}</p>
 {% if load.target %}
 <table><tr><th class="l">protocol</th><th class="l">address</th><th class="l">via</th><th class="l">TLS</th></tr>
 {% for p, e in load.target.endpoints.items() %}<tr><td class="l">{{ p|upper }}</td>
@@ -98,10 +135,13 @@ not the time it was held.</p>
 {% for n in bench.notes %}<div class="note">{{ n }}</div>{% endfor %}
 {% for t, e in bench.errors %}<div class="note">{{ t }}: {{ e }}</div>{% endfor %}
 {% if bench.figure %}<div class="figure">{{ bench.figure|safe }}</div>{% endif %}
-<table><tr><th class="l">measure</th>{% for t in bench.targets %}<th>{{ t }}</th>{% endfor %}
+<p class="muted">{% if bench.rounds > 1 %}Median of {{ bench.rounds }} rounds, the spread
+(lowest–highest round) in brackets and as error bars. {% endif %}The direct target is the fake
+upstream without a proxy: the floor any proxy adds to, drawn as a dashed line.</p>
+<table class="bench"><tr><th class="l">measure</th><th class="l">better</th>{% for t in bench.targets %}<th>{{ t }}</th>{% endfor %}
 {% if bench.has_ratio %}<th>postern / nginx</th>{% endif %}</tr>
-{% for row in bench.rows %}<tr><td class="l">{{ row.label }}</td>{% for v in row.cells %}<td>{{ v }}</td>{% endfor %}
-{% if bench.has_ratio %}<td>{{ row.ratio }}</td>{% endif %}</tr>{% endfor %}
+{% for row in bench.rows %}<tr><td class="l">{{ row.label }}</td><td class="l">{{ row.better }}</td>{% for v in row.cells %}<td>{{ v }}</td>{% endfor %}
+{% if bench.has_ratio %}<td>{{ row.ratio }}{% if row.verdict %} <span class="v v-{{ row.verdict }}">{{ row.verdict }}</span>{% endif %}</td>{% endif %}</tr>{% endfor %}
 </table>
 {% if bench.other %}<details><summary>every other number in bench.json</summary>
 <table><tr><th class="l">key</th>{% for t in bench.targets %}<th>{{ t }}</th>{% endfor %}</tr>
@@ -118,6 +158,25 @@ not the time it was held.</p>
 {% else %}<span class="o o-missing">not run</span>{% endif %}</td>{% endfor %}</tr>{% endfor %}
 </table>
 {% endmacro %}
+<section id="conformance">
+<h2>Conformance by RFC section</h2>
+{% if not conformance %}<p class="empty">No conformance results (the scenario runner writes
+<code>results/scenarios.json</code>).</p>{% else %}{% set cf = conformance %}
+<p class="muted">From <code>{{ cf.path }}</code>: each scenario counted under every RFC section it
+names{% if cf.grammar %}; RFC grammar check: {{ cf.grammar }}{% endif %}.</p>
+<div class="cards">{% for outcome, n in cf.totals %}
+ <div class="card {{ 'bad' if outcome in ('failed', 'error') and n else '' }}"><span class="muted">{{ outcome }}</span><b>{{ n }}</b></div>{% endfor %}
+{% if cf.compare %} <div class="card {{ 'bad' if cf.differ_total else '' }}"><span class="muted">differ from nginx</span><b>{{ cf.differ_total }}</b></div>{% endif %}
+</div>
+<table class="conformance"><tr><th class="l">protocol</th><th class="l">RFC section</th>{% for t in cf.targets %}<th class="l">{{ t }}</th>{% endfor %}
+{% if cf.compare %}<th class="l">differs from nginx</th>{% endif %}</tr>
+{% for r in cf.rows %}<tr class="{{ 'bad' if r.bad or r.differs else '' }}"><td class="l">{{ r.protocol }}</td><td class="l">{{ r.reference }}</td>
+{% for c in r.cells %}<td class="l"><span class="o o-{{ c.worst }}">{{ c.text }}</span></td>{% endfor %}
+{% if cf.compare %}<td class="l">{% if r.differs %}<details><summary>{{ r.differs|length }} scenario{{ 's' if r.differs|length != 1 }}</summary>{% for n in r.differs %}<div>{{ n }}</div>{% endfor %}</details>{% else %}–{% endif %}</td>{% endif %}</tr>{% endfor %}
+</table>
+{% endif %}
+</section>
+
 <section id="scenarios">
 <h2>Scenarios (pytest JUnit)</h2>
 {% if not junit %}<p class="empty">No scenario results (<code>make test</code> writes

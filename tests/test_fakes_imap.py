@@ -505,3 +505,25 @@ def test_reset_fault_drops_with_rst():
             while s.recv(200):
                 pass
         s.close()
+
+
+def test_id_enable_namespace_for_client_profiles():
+    """What the load profiles' desktop and phone clients send (RFC 2971, 5161, 2342)."""
+    import imaplib
+
+    from fakes.imap import CLIENT_CAPABILITIES
+
+    with FakeImapServer({"a": "b"}, capabilities=CLIENT_CAPABILITIES) as srv:
+        m = imaplib.IMAP4(srv.host, srv.port)
+        assert {"ID", "ENABLE", "NAMESPACE"} <= set(m.capabilities)
+        assert m.xatom("ID", '("name" "Thunderbird" "version" "115")')[0] == "OK"
+        assert m.untagged_responses.pop("ID")[0].startswith(b'("name" "postern-fake-imap"')
+        m.login("a", "b")
+        assert m._simple_command("ENABLE", "CONDSTORE") == ("OK", [b"ENABLE completed"])
+        assert m._simple_command("NAMESPACE")[0] == "OK"
+        assert m.untagged_responses["NAMESPACE"] == [b'(("" "/")) NIL NIL']
+        m.logout()
+        m = imaplib.IMAP4(srv.host, srv.port)
+        with pytest.raises(imaplib.IMAP4.error, match="ID fields come in pairs"):
+            m.xatom("ID", '("odd")')
+        m.logout()

@@ -4,6 +4,7 @@ subprocess (locust monkey-patches everything it imports into), checked from its 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -17,12 +18,13 @@ from loadtest._lab import fake_available
 from loadtest._target import Target, external_target, read_users
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = {
-    "imap": ["connect", "login", "auth plain", "select", "search", "fetch headers",
-             "fetch body", "idle", "logout"],
-    "pop3": ["connect", "capa", "login", "auth plain", "stat", "list", "retr", "dele", "rset",
+PHASES = {  # what the default profile mix sends (loadtest/profiles.toml)
+    "imap": ["connect", "login", "auth plain", "capability", "enable", "namespace", "list",
+             "status", "select", "uid fetch flags", "uid search", "search", "fetch headers",
+             "fetch body", "idle", "append", "logout"],
+    "pop3": ["connect", "capa", "login", "auth plain", "stat", "uidl", "retr", "quit"],
+    "smtp": ["connect", "ehlo", "auth plain", "auth login", "mail rcpt pipelined", "data",
              "quit"],
-    "smtp": ["connect", "ehlo", "auth plain", "auth login", "mail", "rcpt", "data", "quit"],
 }
 USER_CLASS = {"imap": "ImapUser", "pop3": "Pop3User", "smtp": "SmtpUser"}
 
@@ -33,7 +35,7 @@ def locust(tmp_path: Path, *args: str, seconds: int = 6) -> tuple[subprocess.Com
     prefix = tmp_path / "run"
     cmd = [sys.executable, "-m", "locust", "-f", "loadtest/", "--headless", "-t", f"{seconds}s",
            "--csv", str(prefix), "--csv-full-history", "--only-summary", "--pause", "0.05",
-           "--timeout", "10", "-s", "5", *args]
+           "--timeout", "10", "-s", "5", "--time-scale", "0.01", *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=seconds + 90, check=False)
@@ -48,10 +50,14 @@ def locust(tmp_path: Path, *args: str, seconds: int = 6) -> tuple[subprocess.Com
 def test_every_phase_succeeds_through_the_embedded_lab(tmp_path):
     protocols = [p for p in PHASES if fake_available(p)]
     assert "imap" in protocols
+    mix = tmp_path / "mix.toml"  # every profile, equally likely
+    mix.write_text((ROOT / "loadtest" / "profiles.toml").read_text().replace(
+        "weight = 5", "weight = 1").replace("weight = 3", "weight = 1").replace(
+        "weight = 2", "weight = 1"))
     done, stats, failures = locust(
-        tmp_path, "-u", "6", "-r", "6", "--imap-idle", "0.3", "--imap-idle-every", "2",
-        "--lab-users", "6", "--lab-dir", str(tmp_path / "lab"), "--smtp-sizes", "small",
-        *[USER_CLASS[p] for p in protocols])
+        tmp_path, "-u", "9", "-r", "9", "--imap-idle", "1", "--profiles", str(mix),
+        "--lab-users", "9", "--lab-dir", str(tmp_path / "lab"), "--smtp-sizes", "small",
+        *[USER_CLASS[p] for p in protocols], seconds=8)
     log = done.stderr[-4000:]
     assert done.returncode == 0, log
     assert failures == [], log
@@ -63,6 +69,17 @@ def test_every_phase_succeeds_through_the_embedded_lab(tmp_path):
     assert float(stats["IMAP", "imap fetch body"]["Average Content Size"]) > 500  # real mail
     target = (tmp_path / "run_target.json").read_text()
     assert '"via": "postern"' in target  # the lab put Postern in front
+    clients = json.loads((tmp_path / "run_clients.json").read_text())
+    profiles = set(clients["sessions"])
+    assert {"imap thunderbird", "imap apple mail", "imap poller"} <= profiles, profiles
+    for name, s in clients["sessions"].items():
+        assert s["ok"] > 0 and s["failed"] == 0, (name, s["errors"])
+    thunderbird = clients["sessions"]["imap thunderbird"]["order"]
+    assert thunderbird[:1] == ["imap connect"] and thunderbird[-1] == "imap logout"
+    assert thunderbird.index("imap status") < thunderbird.index("imap select") \
+        < thunderbird.index("imap idle")
+    connect = next(p for p in clients["phases"] if p["name"] == "imap connect")
+    assert connect["percentiles"]["50"] < 50  # ms: imaplib2's start-up sleep is not billed
 
 
 @pytest.mark.timeout(180)
@@ -107,3 +124,80 @@ def test_target_round_trip_and_users_file(tmp_path):
     assert again == target and again.endpoint("pop3") is None
     with pytest.raises(ValueError, match="--users-file"):
         external_target("127.0.0.1", {}, "off", None)
+
+
+def test_clients_record_merges_across_processes_and_keeps_session_order():
+    from loadtest._clients import Recorder, merge_order
+
+    order = []
+    merge_order(order, ["connect", "capa", "login", "stat"])
+    merge_order(order, ["connect", "capa", "auth plain", "stat", "quit"])
+    assert order == ["connect", "capa", "auth plain", "login", "stat", "quit"]
+    worker, master = Recorder(), Recorder()
+    for ms in (0.25, 0.5, 0.75):
+        worker.phase("IMAP", "imap select", ms / 1000)
+    worker.session("imap poller", "imap", 0.02, None, ["imap connect", "imap select"])
+    worker.session("imap poller", "imap", 0.03, "imap select: NO", ["imap connect"])
+    master.merge(json.loads(json.dumps(worker.take())))  # as it travels to the master
+    assert worker.phases == {} and worker.sessions == {}
+    worker.phase("IMAP", "imap select", 0.001)
+    master.merge(worker.take())
+    master.started, master.stopped = 100.0, 110.0
+    summary = master.summary()
+    select = summary["phases"][0]
+    assert select["count"] == 4 and 0.24 < select["percentiles"]["0"] < 0.26  # µs resolution
+    assert 0.99 < select["percentiles"]["100"] < 1.01
+    poller = summary["sessions"]["imap poller"]
+    assert (poller["ok"], poller["failed"], poller["errors"]) == (1, 1, {"imap select: NO": 1})
+    assert poller["order"] == ["imap connect", "imap select"] and summary["seconds"] == 10
+
+
+def test_profile_mix_file(tmp_path):
+    from loadtest import _profiles
+
+    mix = _profiles.load()
+    assert [p.kind for p in mix["imap"]] == ["thunderbird", "apple_mail", "poller"]
+    assert mix["pop3"][0].label == "pop3 leave on server"
+    dealer = _profiles.Dealer(mix["imap"])  # weights 5:3:2
+    dealt = [dealer.next().kind for _ in range(10)]
+    assert dealt.count("thunderbird") == 5 and dealt.count("poller") == 2
+    assert dealt[:3] == ["thunderbird", "apple_mail", "poller"]  # a few users cover the mix
+    import random
+    rng = random.Random(1)
+    holds = sorted(mix["imap"][0].hold.draw(rng) for _ in range(1000))
+    assert 100 < holds[500] < 140 and holds[990] > 3 * holds[500]  # a long tail
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[imap.x]\nkind = "outlook"\n')
+    with pytest.raises(ValueError, match="kind 'outlook'"):
+        _profiles.load(bad)
+    bad.write_text('[imap.thunderbird]\npause = { dist = "uniform", low = 5 }\n')
+    with pytest.raises(ValueError, match="uniform needs high"):
+        _profiles.load(bad)
+
+
+def test_imaplib2_enable_keeps_its_lock():
+    """Why imap_user.py releases imaplib2's state-change lock after ENABLE: without it the
+    next command is never sent (imaplib2 3.6)."""
+    import threading
+
+    import imaplib2
+
+    from fakes.imap import CLIENT_CAPABILITIES
+
+    with FakeImapServer({"a": "b"}, capabilities=CLIENT_CAPABILITIES, record=True) as srv:
+        for release in (False, True):
+            m = imaplib2.IMAP4(srv.host, srv.port, timeout=5)
+            try:
+                m.login("a", "b")
+                assert m.enable("CONDSTORE")[0] == "OK"
+                if release:
+                    m._release_state_change()
+                answer = []
+                t = threading.Thread(target=lambda a=answer, c=m: a.append(c.namespace()),
+                                     daemon=True)
+                t.start()
+                t.join(1.5)
+                assert bool(answer) == release, answer
+            finally:
+                m.sock.close()
+    assert sum(c.endswith(b"NAMESPACE") for c in srv.commands) == 1
