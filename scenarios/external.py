@@ -252,7 +252,8 @@ def server_for(key: tuple) -> tuple[ExternalInstance, str, int] | None:
     if STATE.plan:  # record it, and let the lab run the scenario on Postern to see the rest
         entry = STATE.requested.setdefault(wanted, {"server": server, "mail": mail,
                                                     "nodeids": []})
-        entry["nodeids"].append(nodeid)
+        if nodeid not in entry["nodeids"]:
+            entry["nodeids"].append(nodeid)
         return None
     declared = STATE.declared(wanted)
     if declared is None:

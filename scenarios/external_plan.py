@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from scenarios.external import External, describe, normalise, per_run_reason
+from scenarios.real.common import is_listening
 from scenarios.real.nginx import NginxInstance, nginx_version
 
 # Everything a plan writes (and what earlier versions wrote: main/, mail-N/, certs/).
@@ -60,6 +61,16 @@ def fold(server: str, mail: str) -> str:
     own = {statement.split(" ")[0] for statement in normalise(server)}
     inherited = [f"{s};" for s in normalise(mail) if s.split(" ")[0] not in own]
     return "\n".join([*inherited, textwrap.dedent(server).strip()]).strip()
+
+
+def _ports(base: int, count: int) -> list[int]:
+    """`count` ports from `base` on, passing over any something already listens on."""
+    ports, port = [], base
+    while len(ports) < count:
+        if not is_listening(port):
+            ports.append(port)
+        port += 1
+    return ports
 
 
 def _block(key: tuple, entry: dict, port: int) -> str:
@@ -101,8 +112,9 @@ def write_plan(state: External) -> list[str]:
                                                                       kv[0][2], kv[0][1])):
         reason = per_run_reason(state, entry["server"], entry["mail"])
         (per_run if reason else declarable).append((key, entry, reason))
-    blocks = {key: _block(key, entry, state.base_port + i)
-              for i, (key, entry, _) in enumerate(declarable)}
+    port_of = dict(zip([key for key, _, _ in declarable],
+                       _ports(state.base_port, len(declarable)), strict=True))
+    blocks = {key: _block(key, entry, port_of[key]) for key, entry, _ in declarable}
     refused: dict[tuple, str] = {}
     check = _checker(state)
     if check is not None:
@@ -121,13 +133,14 @@ def write_plan(state: External) -> list[str]:
     (workdir / "nginx.conf").write_text(_render(state, workdir, texts))
     (workdir / "mail.conf").write_text(
         "mail {\n" + textwrap.indent(_mail_text(state, texts), "    ") + "\n}\n")
-    (workdir / "external.toml").write_text(_toml(state, workdir, kept, declarable, refused))
+    texts_of = {key: entry for key, entry, _ in declarable}
+    (workdir / "external.toml").write_text(_toml(state, workdir, kept, port_of, refused,
+                                                 texts_of))
 
     run = commands(state.workdir)
     version = state.version_text
-    ports = [state.base_port + i for i, (key, _, _) in enumerate(declarable)
-             if key not in refused]
-    scenarios = sum(len(e["nodeids"]) for _, e in kept)
+    ports = [port_of[key] for key, _ in kept]
+    scenarios = len({nodeid for _, e in kept for nodeid in e["nodeids"]})
     span = f"{min(ports)}-{max(ports)}" if ports else "(none)"
     lines = [(f"{len(kept)} server blocks on ports {span} for {scenarios} scenarios, for nginx "
               f"{version or '(any version: none declared)'}"),
@@ -142,8 +155,8 @@ def write_plan(state: External) -> list[str]:
         lines.append(f"{len(state.too_new)} scenarios need a newer nginx than {version} "
                      "(skipped; their blocks are not written)")
     if per_run or refused:
-        lines.append(f"{sum(len(e['nodeids']) for _, e, _ in per_run)} scenarios need server "
-                     "blocks that cannot be declared once (they will be skipped):")
+        lines.append(f"{len({n for _, e, _ in per_run for n in e['nodeids']})} scenarios "
+                     "need server blocks that cannot be declared once (they will be skipped):")
         reasons = Counter(re.sub(r"port \d+", "a port", r) for _, _, r in per_run)
         lines += [f"  {n} blocks: {reason}" for reason, n in reasons.most_common()]
         lines += [f"  refused by nginx -t ({why}): {describe(key)}"
@@ -156,7 +169,8 @@ def _emerg(output: str) -> str:
     return re.sub(r" in /\S+:\d+$", "", found.group(0)) if found else output.strip()[:200]
 
 
-def _toml(state: External, workdir: Path, kept, declarable, refused) -> str:
+def _toml(state: External, workdir: Path, kept: list, port_of: dict, refused: dict,
+          texts_of: dict) -> str:
     run = commands(state.workdir)
     lines = [
         "# written by `pytest scenarios/ --external-plan`; start the proxy with",
@@ -171,13 +185,11 @@ def _toml(state: External, workdir: Path, kept, declarable, refused) -> str:
         lines.append(f"pki = {json.dumps(str(state.pki))}")
     if state.nginx_version:
         lines.append(f"nginx_version = {json.dumps(state.version_text)}")
-    ports = {key: state.base_port + i for i, (key, _, _) in enumerate(declarable)}
     for key, entry in kept:
         lines += ["", "[[server]]", f'protocol = "{key[0]}"',
-                  f'listen = "127.0.0.1:{ports[key]}"', *_texts(key, entry)]
+                  f'listen = "127.0.0.1:{port_of[key]}"', *_texts(key, entry)]
     for key, why in refused.items():
-        entry = next(e for k, e, _ in declarable if k == key)
-        lines += ["", "[[not_declared]]", f'protocol = "{key[0]}"', *_texts(key, entry),
+        lines += ["", "[[not_declared]]", f'protocol = "{key[0]}"', *_texts(key, texts_of[key]),
                   f"reason = {json.dumps('nginx -t: ' + why)}"]
     return "\n".join(lines) + "\n"
 

@@ -219,6 +219,31 @@ def external_pki(d: Path, plan: bool) -> Pki:
     return save_pki(make_pki(d, days=PKI_DAYS))
 
 
+def throwaway_certificate(tmp_path_factory, name: str) -> tuple[Path, Path]:
+    """A certificate for mx.test (trustme) and its key in a world-readable directory both
+    targets read; under the external target the plan's, kept next to its PKI, so a declared
+    block names the same files."""
+    trustme = pytest.importorskip("trustme")
+    from scenarios import external
+
+    state = external.STATE
+    if state is not None and state.pki is not None:
+        d = state.pki / name
+        if (d / "key.pem").is_file():
+            return d / "cert.pem", d / "key.pem"
+        if not state.plan:
+            pytest.fail(f"external target: {d} holds no certificate; write the plan again "
+                        "(--external-plan)", pytrace=False)
+        d.mkdir(parents=True, exist_ok=True)
+    else:
+        d = tmp_path_factory.mktemp(name)
+    cert = trustme.CA().issue_cert("mx.test")
+    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(d / "key.pem"))
+    d.chmod(0o755)
+    return d / "cert.pem", d / "key.pem"
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> Pki:
     from scenarios import external
