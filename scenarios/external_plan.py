@@ -149,6 +149,8 @@ def write_plan(state: External) -> list[str]:
     if check is not None:
         lines.append(f"nginx {version} -t accepts it"
                      + (f" without {len(refused)} refused blocks" if refused else ""))
+    elif version:
+        lines.append(f"not checked with nginx -t: this machine has no nginx {version}")
     lines += ["", f"start your proxy:  {run['start']}", f"run the scenarios: {run['run']}",
               f"stop your proxy:   {run['stop']}"]
     if state.too_new:
