@@ -135,7 +135,7 @@ class Lab:
         `listen_params` are appended to its listen directive (e.g. "proxy_protocol")."""
         key = (self.target, protocol, textwrap.dedent(server).strip(),
                textwrap.dedent(mail).strip(), listen_params)
-        if key not in self.proxies and self.target == "external":
+        if self.target == "external" and (key not in self.proxies or external.STATE.plan):
             found = external.server_for(key)  # skips when undeclared; None when planning
             if found:
                 self.proxies[key] = Proxy(found[0], found[2], host=found[1], conf=found[0].conf)

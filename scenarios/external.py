@@ -5,22 +5,19 @@ A scenario asks the lab for a proxy with some directives (`lab.proxy(server=...,
 protocol=..., listen_params=...)`). An external proxy cannot be reconfigured per scenario,
 so its user declares the server blocks it has, each with the directives it was configured
 with, and a scenario runs only where its directives match a declared block exactly (after
-whitespace is normalised and certificate paths stand for "a certificate"); the others are
-skipped, the reason naming the block they would need. Declared blocks come from
-`--external-config FILE.toml` or `--external-server PROTO[+PARAMS]=HOST:PORT[:DIRECTIVES]`.
+whitespace is normalised); the others are skipped, the reason naming the block they would
+need. Declared blocks come from `--external-config FILE.toml` or
+`--external-server PROTO[+PARAMS]=HOST:PORT[:DIRECTIVES]`.
 
-`--external-plan` writes that file for you: every scenario runs on Postern instead while
-the runner records each server block it asks for; at the end it assigns each block a port,
-writes external.toml, the `mail {}` snippet and a complete nginx.conf per mail-level
-variant, and prints the main snippet. Blocks that name per-run things (a port nothing fixed
-listens on, a file in pytest's temporary directory other than the certificate) cannot be
-declared and are listed as such.
+`--external-plan` writes that file for you (external_plan.py). A proxy that does not answer
+is never a skip: every declared port is checked before the first scenario, and a run in
+which no external scenario passed fails.
 """
 
 from __future__ import annotations
 
-import json
 import re
+import socket
 import textwrap
 import tomllib
 from collections import defaultdict
@@ -29,13 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.real.common import is_listening
+from scenarios.real.common import LOOPBACK, is_listening
 
 PORT_NAMES = ("auth", "imap", "pop3", "smtp")
 DEFAULT_PORTS = {"auth": 19080, "imap": 19143, "pop3": 19110, "smtp": 19025}
 DEFAULT_PROXY_BASE = 19200
 DEFAULT_WORKDIR = Path("results/external")
-CERT_DIRECTIVES = ("ssl_certificate", "ssl_certificate_key")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -55,33 +51,26 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--external-error-log", metavar="FILE",
                     help="your proxy's error log, for scenarios that read it")
     group.addoption("--external-nginx-version", metavar="X.Y.Z",
-                    help="the external proxy behaves as this nginx version: scenarios marked "
-                    "nginx_min for a newer one are expected failures")
+                    help="the nginx version the external proxy is: --external-plan writes "
+                    "only what it accepts and records it in external.toml; scenarios marked "
+                    "nginx_min for a newer one are skipped")
     group.addoption("--external-plan", action="store_true",
-                    help="run the scenarios on Postern, recording the server blocks they "
-                    "need; write external.toml + nginx.conf and print the mail {} snippet")
+                    help="run every scenario once on Postern, recording the server blocks "
+                    "they ask for; write external.toml and one nginx.conf serving them all")
     group.addoption("--external-workdir", default=str(DEFAULT_WORKDIR), metavar="DIR",
-                    help="where --external-plan writes (default results/external)")
+                    help="where --external-plan writes (default results/external; its "
+                    "earlier output there is removed first)")
     group.addoption("--external-base-port", type=int, default=DEFAULT_PROXY_BASE,
-                    metavar="PORT", help="first port --external-plan gives a server block")
+                    metavar="PORT", help="first port --external-plan gives a server block "
+                    f"(default {DEFAULT_PROXY_BASE})")
 
 
 # -- declared server blocks -----------------------------------------------------------------
 
 def normalise(text: str) -> tuple[str, ...]:
-    """Directive text as a tuple of statements: whitespace collapsed, certificate paths
-    replaced (any certificate will do for a scenario), comments dropped."""
+    """Directive text as a tuple of statements: whitespace collapsed, comments dropped."""
     text = re.sub(r"#[^\n]*", "", textwrap.dedent(text or ""))
-    out = []
-    for statement in " ".join(text.split()).split(";"):
-        statement = statement.strip()
-        if not statement:
-            continue
-        name, _, _rest = statement.partition(" ")
-        if name in CERT_DIRECTIVES:
-            statement = f"{name} <{name.removeprefix('ssl_')}>"
-        out.append(statement)
-    return tuple(out)
+    return tuple(s.strip() for s in " ".join(text.split()).split(";") if s.strip())
 
 
 def scenario_key(protocol: str, server: str, mail: str, listen_params: str) -> tuple:
@@ -144,14 +133,20 @@ class External:
     plan: bool = False
     workdir: Path = DEFAULT_WORKDIR
     base_port: int = DEFAULT_PROXY_BASE
+    pki: Path | None = None   # the plan's scenario PKI (stable paths in the declared blocks)
+    not_declared: dict[tuple, str] = field(default_factory=dict)  # key -> why (the plan's)
     requested: dict[tuple, dict] = field(default_factory=dict)   # key -> {texts, nodeids}
     unmatched: dict[tuple, list[str]] = field(default_factory=lambda: defaultdict(list))
+    too_new: dict[str, str] = field(default_factory=dict)  # nodeid -> nginx_min reason
     basetemp: str = ""
     current: str = ""    # the running scenario's node id (set by the plugin)
-    substituted: set[str] = field(default_factory=set)   # ran with the plan's certificate
 
     def declared(self, key: tuple) -> Declared | None:
         return next((d for d in self.servers if d.key == key), None)
+
+    @property
+    def version_text(self) -> str | None:
+        return ".".join(map(str, self.nginx_version)) if self.nginx_version else None
 
 
 STATE: External | None = None
@@ -167,8 +162,8 @@ def configure(config: pytest.Config) -> External | None:
     if "external" not in targets:
         STATE = None
         return None
-    data = load_config(config.getoption("external_config")) \
-        if config.getoption("external_config") else {}
+    path = config.getoption("external_config")
+    data = load_config(path) if path and not plan else {}
     ports = {}
     for name in PORT_NAMES:
         option = "external_auth_port" if name == "auth" else f"external_{name}_backend_port"
@@ -178,10 +173,18 @@ def configure(config: pytest.Config) -> External | None:
     servers = _servers_from(data) + [parse_server_option(t)
                                      for t in config.getoption("external_server")]
     version = config.getoption("external_nginx_version") or data.get("nginx_version")
+    if version and not re.fullmatch(r"\d+(\.\d+)*", str(version)):
+        raise pytest.UsageError(f"--external-nginx-version {version!r}: expected X.Y.Z")
+    workdir = Path(config.getoption("external_workdir"))
+    pki = (workdir / "pki").resolve() if plan else (
+        Path(data["pki"]) if data.get("pki") else None)
     STATE = External(
         ports, servers, config.getoption("external_error_log") or data.get("error_log"),
         tuple(int(x) for x in str(version).split(".")) if version else None, plan,
-        Path(config.getoption("external_workdir")), config.getoption("external_base_port"))
+        workdir, config.getoption("external_base_port"), pki,
+        {scenario_key(r.get("protocol", ""), r.get("directives", ""), r.get("mail", ""),
+                      r.get("listen_params", "")): r.get("reason", "")
+         for r in data.get("not_declared", [])})
     return STATE
 
 
@@ -221,6 +224,24 @@ def stand_in(target: str) -> str:
     return "postern" if target == "external" else target
 
 
+def answers(host: str, port: int) -> bool:
+    """Whether the declared block's port accepts connections (loopback: read from /proc, so
+    no probe session lands in the proxy's error log)."""
+    if host in (LOOPBACK, "localhost"):
+        return is_listening(port, LOOPBACK)
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def silent_ports(state: External) -> list[str]:
+    """The declared blocks nothing answers on, one line each."""
+    return [f"{d.host}:{d.port} ({describe(d.key)})" for d in state.servers
+            if not answers(d.host, d.port)]
+
+
 def server_for(key: tuple) -> tuple[ExternalInstance, str, int] | None:
     """The declared block for a scenario's lab.proxy() key (target, protocol, server, mail,
     listen_params); skips the scenario when there is none, or in plan mode."""
@@ -231,39 +252,32 @@ def server_for(key: tuple) -> tuple[ExternalInstance, str, int] | None:
     if STATE.plan:  # record it, and let the lab run the scenario on Postern to see the rest
         entry = STATE.requested.setdefault(wanted, {"server": server, "mail": mail,
                                                     "nodeids": []})
-        entry["nodeids"].append(nodeid)
+        if nodeid not in entry["nodeids"]:
+            entry["nodeids"].append(nodeid)
         return None
-    if not STATE.servers:
-        pytest.skip("external target: no server blocks declared; give --external-config "
-                    "FILE.toml (written by --external-plan) or --external-server")
     declared = STATE.declared(wanted)
     if declared is None:
+        why = per_run_reason(STATE, server, mail) or STATE.not_declared.get(wanted)
+        if why:
+            pytest.skip(f"external target: the server block this scenario needs cannot be "
+                        f"declared ({why}): {describe(wanted)}")
+        if nodeid in STATE.too_new:
+            pytest.skip(f"external target: {STATE.too_new[nodeid]}")
         STATE.unmatched[wanted].append(nodeid)
         pytest.skip("external target: no declared server block for " + describe(wanted))
-    if not is_listening(declared.port, declared.host):
-        pytest.skip(f"external target: nothing listens on {declared.host}:{declared.port}, "
-                    "the declared block for " + describe(wanted))
+    if not answers(declared.host, declared.port):
+        pytest.fail(f"external target: nothing answers on {declared.host}:{declared.port}, "
+                    f"the declared block for {describe(wanted)}", pytrace=False)
     return ExternalInstance(declared, declared.error_log or STATE.error_log), \
         declared.host, declared.port
 
 
-def describe(key: tuple) -> str:
-    protocol, server, mail, params = key
-    text = f"protocol {protocol}"
-    text += f", listen params `{params}`" if params else ""
-    text += f", directives `{'; '.join(server)};`" if server else ", no extra directives"
-    return text + (f", mail-level `{'; '.join(mail)};`" if mail else "")
-
-
-# -- the plan -------------------------------------------------------------------------------
-
-def _portable(state: External, entry: dict) -> str | None:
-    """Why a requested block cannot be declared once for every run (None if it can)."""
+def per_run_reason(state: External, server: str, mail: str) -> str | None:
+    """Why a block cannot be declared once for every run (None if it can): it names a port
+    that changes every run, or a file in pytest's temporary directory."""
     fixed = set(state.ports.values())
-    for text in (entry["server"], entry["mail"]):
+    for text in (server, mail):
         for statement in normalise(text):
-            if statement.split(" ")[0] in CERT_DIRECTIVES:
-                continue
             for port in re.findall(r"(?:127\.0\.0\.1|localhost|\[::1\]):(\d+)", statement):
                 if int(port) not in fixed:
                     return f"names port {port}, which changes every run"
@@ -272,95 +286,9 @@ def _portable(state: External, entry: dict) -> str | None:
     return None
 
 
-def write_plan(state: External, cert_dir: Path | None) -> list[str]:
-    """Write external.toml, mail.conf and nginx.conf per mail-level variant; return the text
-    to print."""
-    from scenarios.real.nginx import NginxInstance
-
-    workdir = state.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    portable, unportable = [], []
-    for key, entry in sorted(state.requested.items(), key=lambda kv: (kv[0][2], kv[0][0],
-                                                                      kv[0][3], kv[0][1])):
-        reason = _portable(state, entry)
-        (unportable if reason else portable).append((key, entry, reason))
-    groups: dict[tuple, list] = defaultdict(list)
-    for key, entry, _ in portable:
-        groups[key[2]].append((key, entry))
-    toml = [
-        "# written by `pytest scenarios/ --external-plan`; run your proxy with the nginx.conf",
-        ("# next to this file, then: pytest scenarios/ --target external "
-        f"--external-config {workdir / 'external.toml'}"),
-        'host = "127.0.0.1"',
-        f"auth_port = {state.ports['auth']}",
-        *(f"{p}_backend_port = {state.ports[p]}" for p in ("imap", "pop3", "smtp")),
-        f"error_log = {json.dumps(str(workdir / 'main' / 'error.log'))}",
-        "# nginx_version = \"1.22.1\"   # applies nginx_min markers as for --target nginx",
-        "",
-    ]
-    port = state.base_port
-    printed: list[str] = []
-    for n, (mail_key, members) in enumerate(sorted(groups.items(), key=lambda kv: len(kv[0]))):
-        name = "main" if n == 0 and not mail_key else f"mail-{n}"
-        directory = workdir / name
-        directory.mkdir(exist_ok=True)
-        blocks = []
-        for key, entry in members:
-            protocol, _, _, params = key
-            server = _with_certs(entry["server"], cert_dir)
-            count = len(entry["nodeids"])
-            listen = f"127.0.0.1:{port}" + (f" {params}" if params else "")
-            body = textwrap.indent(textwrap.dedent(server).strip(), "    ")
-            example = entry["nodeids"][0].split("::")[-1].replace("[external]", "")
-            blocks.append(f"# {count} scenario{'s' if count > 1 else ''}, e.g. {example}\n"
-                          f"server {{\n    listen {listen};\n    protocol {protocol};\n"
-                          + (body + "\n" if body.strip() else "") + "}")
-            toml += ["[[server]]", f'protocol = "{protocol}"', f'listen = "127.0.0.1:{port}"',
-                     f"listen_params = {json.dumps(params)}",
-                     f"directives = {json.dumps(textwrap.dedent(server).strip())}",
-                     f"mail = {json.dumps(textwrap.dedent(entry['mail']).strip())}",
-                     f"error_log = {json.dumps(str(directory / 'error.log'))}", ""]
-            port += 1
-        mail_level = textwrap.dedent(members[0][1]["mail"]).strip()
-        mail_text = "\n".join(
-            ["server_name mx.test;", f"auth_http 127.0.0.1:{state.ports['auth']}/auth;",
-             *([mail_level] if mail_level else []), "", *blocks])
-        (directory / "mail.conf").write_text("mail {\n" + textwrap.indent(mail_text, "    ")
-                                             + "\n}\n")
-        (directory / "nginx.conf").write_text(NginxInstance.render(mail_text, directory))
-        scenarios = sum(len(e["nodeids"]) for _, e in members)
-        printed.append(f"{directory / 'nginx.conf'}: {len(members)} server blocks, "
-                       f"{scenarios} scenarios")
-        if name == "main":
-            printed = [*(directory / "mail.conf").read_text().splitlines(), "", *printed]
-    (workdir / "external.toml").write_text("\n".join(toml) + "\n")
-    if unportable:
-        printed.append(f"{sum(len(e['nodeids']) for _, e, _ in unportable)} scenarios need "
-                       "server blocks that cannot be declared once (they will be skipped):")
-        printed += [f"  {describe(key)}: {reason}" for key, _, reason in unportable[:20]]
-    printed.append(f"wrote {workdir / 'external.toml'}")
-    return printed
-
-
-def _with_certs(text: str, cert_dir: Path | None) -> str:
-    """Scenario certificate paths (per run) replaced by the plan's own certificate."""
-    if cert_dir is None:
-        return text
-    text = re.sub(r"ssl_certificate\s+[^;]+;", f"ssl_certificate {cert_dir / 'cert.pem'};", text)
-    return re.sub(r"ssl_certificate_key\s+[^;]+;",
-                  f"ssl_certificate_key {cert_dir / 'key.pem'};", text)
-
-
-def plan_certificate(workdir: Path) -> Path | None:
-    """A long-lived throwaway certificate for the planned TLS blocks (trustme)."""
-    try:
-        import trustme
-    except ImportError:
-        return None
-    cert_dir = workdir.resolve() / "certs"
-    if not (cert_dir / "cert.pem").exists():
-        cert_dir.mkdir(parents=True, exist_ok=True)
-        cert = trustme.CA().issue_cert("mx.test", "127.0.0.1")
-        cert.cert_chain_pems[0].write_to_path(str(cert_dir / "cert.pem"))
-        cert.private_key_pem.write_to_path(str(cert_dir / "key.pem"))
-    return cert_dir
+def describe(key: tuple) -> str:
+    protocol, server, mail, params = key
+    text = f"protocol {protocol}"
+    text += f", listen params `{params}`" if params else ""
+    text += f", directives `{'; '.join(server)};`" if server else ", no extra directives"
+    return text + (f", mail-level `{'; '.join(mail)};`" if mail else "")

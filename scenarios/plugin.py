@@ -6,7 +6,9 @@
   is checked against the RFC grammar of its protocol (grammar.py) — a failure there is a
   teardown error of its own, apart from the byte-exact assertions of the scenario;
 - `--differential` adds a `[differential]` check per scenario (differential.py);
-- `--target external` serves scenarios from a proxy someone runs (external.py);
+- `--target external` serves scenarios from a proxy someone runs (external.py): its
+  declared ports are checked before the first scenario, and a run that passes nothing
+  fails; `--external-plan` records the blocks the scenarios need (external_plan.py);
 - results/scenarios.json and JUnit properties (protocol, rfc, behaviour, target) for the
   reports (results.py), and a summary at the end of the run.
 """
@@ -14,11 +16,12 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from scenarios import external, grammar
+from scenarios import external, external_plan, grammar
 from scenarios.capture import Connection, Recorder
 from scenarios.differential import DifferentialItem, Side, add_items, pair_key
 from scenarios.references import MISSING, References, first_line, references
@@ -86,17 +89,50 @@ class ScenarioPlugin:
         self.recorder = Recorder()
         self.records: dict[str, Record] = {}
         self.sides: dict[str, dict[str, Side]] = {}
-        self.grammar_mode = config.getoption("grammar")
+        state = external.STATE
+        # A plan only records the blocks scenarios ask for; Postern's replies are not checked.
+        self.grammar_mode = "off" if state and state.plan else config.getoption("grammar")
         targets = config.getoption("target") or ["postern"]
         self.pair = tuple(targets[:2]) if config.getoption("differential") else None
         self.plan_lines: list[str] = []
+        self.external_verdict: list[str] = []   # why an external run fails as a whole
 
     # -- run lifecycle ------------------------------------------------------------------
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.recorder.install()
-        if external.STATE is not None:
-            external.STATE.basetemp = str(session.config._tmp_path_factory.getbasetemp())
+        state = external.STATE
+        if state is not None:
+            state.basetemp = str(session.config._tmp_path_factory.getbasetemp())
+            if state.plan:  # before any scenario writes the plan's PKI there
+                external_plan.clear(state.workdir.resolve())
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        state = external.STATE
+        if state is None or not state.plan:
+            return []
+        version = state.version_text or "(no --external-nginx-version: any)"
+        return [("external plan: every scenario runs once on Postern to record the server "
+                 f"blocks it needs (a few minutes); writes {state.workdir}/, for nginx "
+                 f"{version}")]
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """An external proxy that does not answer fails the run before the first scenario."""
+        state = external.STATE
+        if state is None or state.plan or not any(
+                target_of(item) == "external" for item in session.items):
+            return
+        if not state.servers:
+            raise pytest.UsageError(
+                "external target: no server blocks declared; give --external-config "
+                "FILE.toml (written by --external-plan) or --external-server")
+        silent = external.silent_ports(state)
+        if silent:
+            pytest.exit(f"external target: nothing answers on {len(silent)} of the "
+                        f"{len(state.servers)} declared ports (is the proxy running, and did "
+                        "it accept its configuration?):\n  " + "\n  ".join(silent[:10])
+                        + (f"\n  ... and {len(silent) - 10} more" if len(silent) > 10 else ""),
+                        returncode=pytest.ExitCode.TESTS_FAILED)
 
     def pytest_unconfigure(self) -> None:
         self.recorder.uninstall()
@@ -134,14 +170,19 @@ class ScenarioPlugin:
                                             for k, v in item.user_properties]
 
     def _external_version_marks(self, item: pytest.Item, target: str | None) -> None:
+        """A scenario for a newer nginx than the external one: the plan skips it (writing
+        no block for it), a run skips it unless its block was declared by hand, where it is
+        an expected failure as on the nginx target."""
         state = external.STATE
         marker = item.get_closest_marker("nginx_min")
         if target != "external" or marker is None or state is None or not state.nginx_version:
             return
         if state.nginx_version < _version(marker.args[0]):
-            item.add_marker(pytest.mark.xfail(strict=True, reason=(
-                f"needs nginx {marker.args[0]}+ ({marker.args[1]}); the external proxy is "
-                f"{'.'.join(map(str, state.nginx_version))}")))
+            why = (f"needs nginx {marker.args[0]}+ ({marker.args[1]}); the external proxy is "
+                   f"{state.version_text}")
+            state.too_new[item.nodeid] = why
+            item.add_marker(pytest.mark.skip(reason=f"external plan: {why}") if state.plan
+                            else pytest.mark.xfail(strict=True, reason=why))
 
     def _expected_difference(self, item: pytest.Item) -> str | None:
         from scenarios.targets import version_of
@@ -168,24 +209,6 @@ class ScenarioPlugin:
             self.recorder.begin()
             if external.STATE is not None:
                 external.STATE.current = item.nodeid
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item):
-        lab = getattr(item, "funcargs", {}).get("lab")
-        if getattr(lab, "target", None) == "external" and external.STATE is not None:
-            ask = lab.proxy
-
-            def proxy(server: str = "", *args, **kwargs):
-                if "ssl_certificate" in server:  # a verifying client cannot pass there
-                    external.STATE.substituted.add(item.nodeid)
-                return ask(server, *args, **kwargs)
-
-            lab.proxy = proxy
-        try:
-            return (yield)
-        finally:
-            if lab is not None:
-                lab.__dict__.pop("proxy", None)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = self.records.get(report.nodeid)
@@ -220,8 +243,6 @@ class ScenarioPlugin:
                 [[(w, d) for w, d in c.transcript] for c in conns],
                 [c.eof for c in conns], [c.lenient or c.reset for c in conns],
                 set(ports) | {c.port for c in conns})
-        if record is not None and external.STATE and item.nodeid in external.STATE.substituted:
-            record.checks["certificate"] = "the external plan's, not the scenario's"
         if lab is None or self.grammar_mode == "off" or record is None:
             return []
         if record.outcome not in ("passed", "failed", "xfailed", "xpassed"):
@@ -266,8 +287,9 @@ class ScenarioPlugin:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         state = external.STATE
         if state is not None and state.plan and state.requested:
-            cert_dir = external.plan_certificate(state.workdir)
-            self.plan_lines = external.write_plan(state, cert_dir)
+            self.plan_lines = external_plan.write_plan(state)
+        if state is not None and not state.plan:
+            self._external_verdict(session)
         path = self.config.getoption("scenario_json")
         ran = [r for r in self.records.values() if r.outcome != "not run"]
         if path and ran and not (state is not None and state.plan):
@@ -279,9 +301,23 @@ class ScenarioPlugin:
                     "nginx_version": ".".join(map(str, nginx)) if nginx else None}
             if state is not None:
                 meta["external"] = {"ports": state.ports, "servers": len(state.servers),
-                                    "nginx_version": ".".join(map(str, state.nginx_version))
-                                    if state.nginx_version else None}
+                                    "nginx_version": state.version_text}
             write(Path(path), ran, meta)
+
+    def _external_verdict(self, session: pytest.Session) -> None:
+        """An external run that passes nothing has not shown the proxy works: it fails."""
+        runs = [r for r in self.records.values()
+                if r.target == "external" and r.outcome != "not run"]
+        if not runs or any(r.outcome == "passed" for r in runs):
+            return
+        outcomes = Counter(r.outcome for r in runs)
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
+        self.external_verdict = [(
+            f"no external scenario passed ({len(runs)} ran: {counts}), so the run fails: "
+            "declare the blocks the scenarios need (--external-plan writes them) and check "
+            "that your proxy answers on their ports")]
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
         from scenarios.summary import summary_sections

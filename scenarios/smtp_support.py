@@ -16,6 +16,7 @@ import time
 import pytest
 
 from scenarios.client import Client, tls_client_context
+from scenarios.tls_support import throwaway_certificate
 
 GREETING = b"220 mx.test ESMTP ready\r\n"
 HELO_REPLY = b"250 mx.test\r\n"
@@ -120,13 +121,8 @@ def fresh_smtp_fixture(lab):
 def tls_directives_fixture(tmp_path_factory) -> str:
     """`ssl_certificate ...; ssl_certificate_key ...;` for a throwaway certificate (both targets
     read the same files)."""
-    trustme = pytest.importorskip("trustme")
-    d = tmp_path_factory.mktemp("smtp-tls")
-    cert = trustme.CA().issue_cert("mx.test")
-    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(d / "key.pem"))
-    d.chmod(0o755)
-    return f"ssl_certificate {d / 'cert.pem'};\nssl_certificate_key {d / 'key.pem'};"
+    cert, key = throwaway_certificate(tmp_path_factory, "smtp-tls")
+    return f"ssl_certificate {cert};\nssl_certificate_key {key};"
 
 
 def client_tls() -> ssl.SSLContext:

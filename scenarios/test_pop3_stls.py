@@ -20,6 +20,7 @@ from scenarios.test_pop3_dialogue import (
     greeted_with_salt,
     logged_in,
 )
+from scenarios.tls_support import throwaway_certificate
 
 CAPA_STLS = CAPA[:-3] + b"STLS\r\n.\r\n"
 CAPA_ONLY = CAPA_HEAD + b"TOP\r\nUIDL\r\nSTLS\r\n.\r\n"
@@ -29,13 +30,8 @@ CAPA_ONLY = CAPA_HEAD + b"TOP\r\nUIDL\r\nSTLS\r\n.\r\n"
 def tls_directives(tmp_path_factory) -> str:
     """`ssl_certificate ...; ssl_certificate_key ...;` for a throwaway certificate that both
     targets read (the directory is world-readable for nginx's workers)."""
-    trustme = pytest.importorskip("trustme")
-    d = tmp_path_factory.mktemp("pop3-tls")
-    cert = trustme.CA().issue_cert("mx.test")
-    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(d / "key.pem"))
-    d.chmod(0o755)
-    return f"ssl_certificate {d / 'cert.pem'};\nssl_certificate_key {d / 'key.pem'};"
+    cert, key = throwaway_certificate(tmp_path_factory, "pop3-tls")
+    return f"ssl_certificate {cert};\nssl_certificate_key {key};"
 
 
 def client_tls() -> ssl.SSLContext:

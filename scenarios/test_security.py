@@ -29,6 +29,7 @@ import pytest
 
 from fakes.auth import Reply
 from scenarios.client import Client, Closed
+from scenarios.tls_support import throwaway_certificate
 
 GREETING = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
             "smtp": b"220 mx.test ESMTP ready\r\n"}
@@ -51,13 +52,8 @@ def b64(data: bytes) -> bytes:
 def tls(tmp_path_factory) -> str:
     """Directives for a throwaway certificate (trustme) that both targets can read; TLS 1.3
     named because nginx 1.22's default lacks it."""
-    trustme = pytest.importorskip("trustme")
-    d = tmp_path_factory.mktemp("security-tls")
-    cert = trustme.CA().issue_cert("mx.test")
-    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(d / "key.pem"))
-    d.chmod(0o755)
-    return (f"ssl_certificate {d / 'cert.pem'};\nssl_certificate_key {d / 'key.pem'};\n"
+    cert, key = throwaway_certificate(tmp_path_factory, "security-tls")
+    return (f"ssl_certificate {cert};\nssl_certificate_key {key};\n"
             "ssl_protocols TLSv1.2 TLSv1.3;\n")
 
 

@@ -2,7 +2,9 @@
 at it, and TLS clients.
 
 Every key and certificate is made by trustme/cryptography into a temporary directory when
-the run starts (nothing is committed); both targets read the same files. The PKI:
+the run starts (nothing is committed); both targets read the same files. Under
+`--target external` the PKI is the one `--external-plan` made (its directory is named in
+external.toml), so the declared blocks name the very files the scenarios trust. The PKI:
 
 * server certificates: an ECDSA one and an RSA one (different CAs), an encrypted copy of the
   RSA key with a password file whose first line is wrong;
@@ -14,7 +16,9 @@ the run starts (nothing is committed); both targets read the same files. The PKI
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 import shutil
 import socket
 import ssl
@@ -81,7 +85,7 @@ def _write(path: Path, data: bytes) -> str:
 
 
 def _issue(ca, subject: x509.Name, *, self_signed: bool = False,
-           not_after: datetime.datetime | None = None):
+           not_after: datetime.datetime | None = None, days: int = 30):
     """A client certificate with a subject trustme cannot make."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
@@ -94,7 +98,7 @@ def _issue(ca, subject: x509.Name, *, self_signed: bool = False,
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(not_after or now + datetime.timedelta(days=30))
+            .not_valid_after(not_after or now + datetime.timedelta(days=days))
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
             .sign(signing_key, hashes.SHA256()))
     pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -102,13 +106,13 @@ def _issue(ca, subject: x509.Name, *, self_signed: bool = False,
     return cert.public_bytes(serialization.Encoding.PEM), pem_key
 
 
-def _crl(ca, revoked_serials: list[int]) -> bytes:
+def _crl(ca, revoked_serials: list[int], days: int = 30) -> bytes:
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
     key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
     now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
                .last_update(now - datetime.timedelta(hours=1))
-               .next_update(now + datetime.timedelta(days=30)))
+               .next_update(now + datetime.timedelta(days=days)))
     for serial in revoked_serials:
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial)
@@ -125,7 +129,8 @@ def _dhparam(path: Path) -> str | None:
     return _write(path, done.stdout) if done.returncode == 0 else None
 
 
-def make_pki(d: Path) -> Pki:
+def make_pki(d: Path, days: int = 30) -> Pki:
+    """The PKI in directory d; the client certificates and the CRL last `days`."""
     trustme = pytest.importorskip("trustme")
     d.chmod(0o755)
     ecdsa_ca = trustme.CA()
@@ -163,9 +168,9 @@ def make_pki(d: Path) -> Pki:
         x509.NameAttribute(NameOID.COMMON_NAME, "#odd=name\\x"),
         x509.NameAttribute(NameOID.EMAIL_ADDRESS, "odd@example.com"),
     ])
-    leaf("odd", *_issue(client_ca, odd_subject))
+    leaf("odd", *_issue(client_ca, odd_subject, days=days))
     self_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "self.example")])
-    leaf("self", *_issue(None, self_subject, self_signed=True))
+    leaf("self", *_issue(None, self_subject, self_signed=True, days=days))
 
     revoked_serial = x509.load_pem_x509_certificate(
         revoked.cert_chain_pems[0].bytes()).serial_number
@@ -180,14 +185,72 @@ def make_pki(d: Path) -> Pki:
         password_file=_write(d / "passwords", f"wrong one\n{PASSWORD}\n".encode()),
         client_ca=_write(d / "client-ca.pem", client_ca.cert_pem.bytes()),
         other_ca=_write(d / "other-ca.pem", other_ca.cert_pem.bytes()),
-        crl=_write(d / "crl.pem", _crl(client_ca, [revoked_serial])),
+        crl=_write(d / "crl.pem", _crl(client_ca, [revoked_serial], days)),
         dhparam=_dhparam(d / "dhparam.pem"),
         clients=clients,
     )
 
 
+PKI_INDEX = "pki.json"
+
+
+def save_pki(pki: Pki) -> Pki:
+    fields = dataclasses.asdict(pki) | {"dir": str(pki.dir)}
+    (pki.dir / PKI_INDEX).write_text(json.dumps(fields, indent=1) + "\n")
+    return pki
+
+
+def load_pki(d: Path) -> Pki:
+    fields = json.loads((d / PKI_INDEX).read_text())
+    fields["clients"] = {name: tuple(files) for name, files in fields["clients"].items()}
+    return Pki(**(fields | {"dir": Path(fields["dir"])}))
+
+
+def external_pki(d: Path, plan: bool) -> Pki:
+    """The external target's PKI: made once by the plan (every module asks), read back by
+    a run."""
+    if (d / PKI_INDEX).is_file():
+        return load_pki(d)
+    if not plan:
+        pytest.fail(f"external target: {d} holds no {PKI_INDEX}; write the plan again "
+                    "(--external-plan)", pytrace=False)
+    d.mkdir(parents=True, exist_ok=True)
+    from scenarios.external_plan import PKI_DAYS
+    return save_pki(make_pki(d, days=PKI_DAYS))
+
+
+def throwaway_certificate(tmp_path_factory, name: str) -> tuple[Path, Path]:
+    """A certificate for mx.test (trustme) and its key in a world-readable directory both
+    targets read; under the external target the plan's, kept next to its PKI, so a declared
+    block names the same files."""
+    trustme = pytest.importorskip("trustme")
+    from scenarios import external
+
+    state = external.STATE
+    if state is not None and state.pki is not None:
+        d = state.pki / name
+        if (d / "key.pem").is_file():
+            return d / "cert.pem", d / "key.pem"
+        if not state.plan:
+            pytest.fail(f"external target: {d} holds no certificate; write the plan again "
+                        "(--external-plan)", pytrace=False)
+        d.mkdir(parents=True, exist_ok=True)
+    else:
+        d = tmp_path_factory.mktemp(name)
+    cert = trustme.CA().issue_cert("mx.test")
+    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(d / "key.pem"))
+    d.chmod(0o755)
+    return d / "cert.pem", d / "key.pem"
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> Pki:
+    from scenarios import external
+
+    state = external.STATE
+    if state is not None and state.pki is not None:
+        return external_pki(state.pki, state.plan)
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 

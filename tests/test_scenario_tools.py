@@ -239,30 +239,63 @@ def test_declared_blocks_match_scenario_directives():
         ("smtp", 2525, "ssl proxy_protocol")
     assert declared.key == external.scenario_key(
         "smtp", "smtp_auth none;\nxclient off;", "", "ssl proxy_protocol")
-    assert external.normalise("ssl_certificate /tmp/a/cert.pem; ssl_certificate_key /x;") == \
-        ("ssl_certificate <certificate>", "ssl_certificate_key <certificate_key>")
+    assert external.normalise("ssl_certificate /a/cert.pem;  # mine\nssl_protocols  TLSv1.2;") \
+        == ("ssl_certificate /a/cert.pem", "ssl_protocols TLSv1.2")
     with pytest.raises(pytest.UsageError):
         external.parse_server_option("ftp=127.0.0.1:21")
 
 
-def test_plan_writes_a_config_the_runner_reads_back(tmp_path):
-    state = external.External(dict(external.DEFAULT_PORTS), workdir=tmp_path, basetemp="/tmp/pt")
+def test_plan_writes_one_config_the_runner_reads_back(tmp_path):
+    from scenarios import external_plan
+
+    (tmp_path / "mail-2").mkdir()  # an earlier plan's output goes
+    (tmp_path / "mail-2" / "nginx.conf").write_text("stale")
+    (tmp_path / "keep.txt").write_text("not the plan's")
+    external_plan.clear(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    state = external.External(dict(external.DEFAULT_PORTS), workdir=tmp_path, basetemp="/tmp/pt",
+                              nginx_version=(1, 22, 1))
     for server, mail, nodeid in [("", "", "a::test_1[external]"),
                                  ("imap_auth login;", "", "a::test_2[external]"),
-                                 ("imap_capabilities IMAP4rev1;", "imap_capabilities X;",
-                                  "a::test_3[external]"),
+                                 ("imap_capabilities IMAP4rev1;",
+                                  "imap_capabilities X; max_errors 2;", "a::test_3[external]"),
                                  ("auth_http 127.0.0.1:45555/auth;", "", "a::test_4[external]"),
                                  ("ssl_client_certificate /tmp/pt/ca.pem;", "", "a::t5")]:
         key = external.scenario_key("imap", server, mail, "")
         state.requested[key] = {"server": server, "mail": mail, "nodeids": [nodeid]}
-    printed = "\n".join(external.write_plan(state, None))
-    assert "listen 127.0.0.1:19200;" in printed and "auth_http 127.0.0.1:19080/auth;" in printed
-    assert "names port 45555" in printed and "temporary directory" in printed
+    printed = "\n".join(external_plan.write_plan(state))
+    assert "start your proxy:  nginx -p " + f"{tmp_path}/ -c nginx.conf" in printed
+    assert "names a port, which changes every run" in printed
+    assert "temporary directory" in printed
     data = tomllib.loads((tmp_path / "external.toml").read_text())
+    assert data["nginx_version"] == "1.22.1" and "pki" not in data
     declared = external._servers_from(data)
     assert {d.key for d in declared} == set(list(state.requested)[:3])
-    assert (tmp_path / "main" / "nginx.conf").read_text().count("server {") == 2
-    assert "imap_capabilities X;" in (tmp_path / "mail-1" / "mail.conf").read_text()
+    conf = (tmp_path / "nginx.conf").read_text()
+    assert conf.count("server {") == 3 and conf.count("mail {") == 1 and "daemon on;" in conf
+    # the mail level folded into the server that asked for it, its own directive winning
+    assert "max_errors 2;\n        imap_capabilities IMAP4rev1;" in conf
+    assert "imap_capabilities X" not in conf
+    assert not (tmp_path / "mail-2").exists() and (tmp_path / "keep.txt").exists()
+
+
+def test_plan_records_blocks_the_declared_nginx_refuses(tmp_path):
+    from scenarios import external_plan
+    from scenarios.real.nginx import NginxInstance, nginx_version
+
+    if NginxInstance.unavailable_reason():
+        pytest.skip(NginxInstance.unavailable_reason())
+    state = external.External(dict(external.DEFAULT_PORTS), workdir=tmp_path,
+                              nginx_version=nginx_version())
+    for server in ("imap_auth login;", "no_such_directive on;"):
+        key = external.scenario_key("imap", server, "", "")
+        state.requested[key] = {"server": server, "mail": "", "nodeids": ["a::t"]}
+    printed = "\n".join(external_plan.write_plan(state))
+    assert "refused by nginx -t ([emerg] unknown directive \"no_such_directive\")" in printed
+    assert NginxInstance.test_config((tmp_path / "nginx.conf").read_text(), tmp_path)[0] == 0
+    data = tomllib.loads((tmp_path / "external.toml").read_text())
+    assert [s["directives"] for s in data["server"]] == ["imap_auth login;"]
+    assert data["not_declared"][0]["reason"].startswith("nginx -t: [emerg] unknown directive")
 
 
 # -- results -------------------------------------------------------------------------------
