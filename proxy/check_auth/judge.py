@@ -9,9 +9,10 @@ correct auth server would have answered for the case.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 
-from proxy.auth_http import AuthResponse, AuthServerError
+from proxy.auth_http import AuthResponse, AuthServerError, escape
 
 from .cases import Case, Sent, Settings
 from .wire import Exchange, explain_invalid, header_fields, show
@@ -161,6 +162,10 @@ def _backend_hint(resp: AuthResponse, ex: Exchange, log: str) -> str:
     if "invalid server port" in log:
         return "Auth-Port must be a decimal number from 1 to 65535"
     server = resp.server.decode("latin-1")
+    host, sep, port = server.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return (f'Auth-Server "{server}" carries a port: nginx wants the bare IP address in '
+                "Auth-Server and the port in Auth-Port")
     if server.startswith("["):
         return "Auth-Server must be a bare IP address, without brackets"
     return "Auth-Server must be an IP address: nginx does not resolve host names"
@@ -214,16 +219,50 @@ def _judge_ok(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
                                f"{case.protocol}_auth)"
         return FAIL, why
     verdict, notes = PASS, [_describe(out)]
-    if case.method in ("apop", "cram-md5") and resp.password == sent.auth_pass:
-        verdict = WARN
-        notes.append("Auth-Pass echoes the client's digest; the backend needs the plaintext "
-                     "password")
+    if resp.password is not None and case.method != "external":
+        verdict, note = auth_pass_check(case, resp.password, sent)
+        if note:
+            notes.append(note)
     elif resp.password is None and case.method in NEEDS_AUTH_PASS:
         notes.append("no Auth-Pass: fine for SMTP unless proxy_smtp_auth is on")
     if case.backend and out.backend != case.backend:
         verdict = FAIL
         notes.append(f"expected backend {case.backend[0]}:{case.backend[1]}")
     return _check_expectations(case, out, verdict, "; ".join(notes))
+
+
+def auth_pass_check(case: Case, returned: bytes, sent: Sent) -> tuple[str, str]:
+    """Compare the Auth-Pass of a success with the password the client really has.
+
+    nginx logs in to the backend with Auth-Pass as sent, byte for byte (it decodes nothing),
+    so any mangled form of the password breaks every backend login. The value itself is
+    never shown: it is a password.
+    """
+    pw = case.password
+    if returned == pw:
+        return PASS, ""
+    why = None
+    if case.method in ("apop", "cram-md5") and returned == sent.auth_pass:
+        why = ("Auth-Pass is the client's digest, not the password: the backend login fails "
+               "(nginx logs in with Auth-Pass as is)")
+    elif returned == escape(pw):
+        why = ("Auth-Pass is the password still %XX-escaped as nginx sent it: nginx decodes "
+               "nothing, so the backend gets the escaped form and the login fails")
+    else:
+        mangled = {urllib.parse.unquote_to_bytes(pw): "decoded once more",
+                   pw.replace(b"+", b" "): "with '+' turned into spaces",
+                   pw.lower(): "in lower case", pw.upper(): "in upper case",
+                   pw.strip(): "trimmed"}
+        if returned in mangled:
+            why = f"Auth-Pass is the password {mangled[returned]}: the backend login fails"
+        elif returned and pw.startswith(returned):
+            why = "Auth-Pass is the password cut short: the backend login fails"
+        elif returned == b"":
+            why = "Auth-Pass is empty: the backend login fails"
+    if why:
+        return FAIL, why
+    return WARN, ("Auth-Pass differs from the password the client gave: fine only if the "
+                  "backend expects another password (a master password)")
 
 
 def _judge_refused(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:

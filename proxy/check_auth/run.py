@@ -1,4 +1,13 @@
-"""The order of the checks: per protocol, then odd logins, case files, the burst, summaries.
+"""The order of the checks, chosen for a real directory with a real account in it.
+
+1. The first answer says whether this is an auth_http server at all (a web page, TLS, a mail
+   server's greeting are said once, and the run stops there).
+2. Everything the right password must pass: every protocol and method, the burst, the odd
+   logins (other users), case files. Nothing has failed for the account yet, so a server
+   with an account lockout answers these truthfully.
+3. Everything that must be refused for the account: wrong passwords and digests, adversarial
+   credentials, then one bounded series of wrong-password attempts (one protocol).
+4. The right password once more: a refusal now is recognised as a lockout, not a fault.
 
 Cases are asked one at a time (so latencies are the server's, not the queue's), except the
 burst. A WAIT answer is followed as nginx follows it, a few rounds at most.
@@ -9,10 +18,19 @@ from __future__ import annotations
 import asyncio
 
 from . import summary
-from .cases import Case, Settings, attempt_cases, build, login_cases, login_variants, protocol_cases
-from .judge import FAIL, Row, is_failure, judge_case, outcome
+from .cases import (
+    Case,
+    Settings,
+    attempt_cases,
+    build,
+    probe_cases,
+    probes,
+    protocol_cases,
+    relay_case,
+)
+from .judge import FAIL, WARN, Row, is_failure, judge_case, outcome
 from .summary import Answer
-from .wire import Exchange, exchange, peer_name
+from .wire import Exchange, exchange, header_block_size, header_fields, peer_name, show, status_line
 
 MAX_TIMEOUTS = 3  # past this many, the server is too slow to finish the run in useful time
 FOLLOW_ROUNDS = 3
@@ -27,17 +45,26 @@ class TooSlow(Exception):
     pass
 
 
+class WrongEndpoint(Exception):
+    def __init__(self, row: Row) -> None:
+        super().__init__(row.reason)
+        self.row = row
+
+
 class Runner:
     def __init__(self, s: Settings) -> None:
         self.s = s
         self.peer = peer_name(s.conf)
         self.answers: list[Answer] = []  # every exchange, for the summaries
         self.timeouts = 0
+        self.failures = 0  # requests the account's owner would count as failed logins
 
     async def ask(self, case: Case) -> Answer:
-        """One case, following WAIT the way nginx does (spec §10.4, proxy.session)."""
+        """One case, following WAIT the way nginx does (ngx_mail_auth_http_process_headers)."""
         s, sent = self.s, build(case, self.s)
         waiting, earlier = False, []
+        if case.expect == "refused" and case.user == s.user:
+            self.failures += 1
         for round_ in range(FOLLOW_ROUNDS + 1):
             ex = await exchange(s.conf, sent.request, s.timeout)
             self._count(ex)
@@ -64,6 +91,10 @@ class Runner:
     def _count(self, ex: Exchange) -> None:
         if ex.connect_failed and not self.answers:
             raise Unreachable(ex.error)
+        if not self.answers:
+            row = endpoint_row(ex)
+            if row is not None:
+                raise WrongEndpoint(row)
         if ex.timed_out:
             self.timeouts += 1
             if self.timeouts >= MAX_TIMEOUTS:
@@ -76,6 +107,38 @@ class Runner:
         return Row(case.id, case.title, verdict, reason, a.out, exchanges), a
 
 
+TLS_RECORDS = (b"\x15\x03", b"\x16\x03")  # a TLS alert or handshake record, version 3.x
+
+
+def endpoint_row(ex: Exchange) -> Row | None:
+    """The first answer, when it shows the URL is not an auth_http server at all."""
+    raw = ex.raw
+    if not raw:
+        return None
+    title = "an auth_http server at this URL"
+    if raw[:2] in TLS_RECORDS:
+        return Row("endpoint", title, FAIL, "this speaks TLS; nginx's auth_http is plain HTTP "
+                   "(point check-auth, and nginx, at the server's plain-HTTP port)")
+    size = header_block_size(raw)
+    if size is None or b"auth" in raw[:size].lower():
+        return None  # an incomplete or auth-like reply: judged as usual
+    line = status_line(raw)
+    if line is None:
+        first = raw.split(b"\n", 1)[0][:60]
+        return Row("endpoint", title, FAIL, f'this is not an auth_http server: it answers '
+                   f'"{show(first)}", not HTTP (a mail or other server on this port?)')
+    names = [n.decode("latin-1") for n, _ in header_fields(raw)]
+    body = raw.partition(b"\r\n\r\n")[2] or raw.partition(b"\n\n")[2]
+    reason = (f"this is not an auth_http server: it answers {show(line)} with no Auth-* header "
+              f"(headers: {', '.join(names[:6]) or 'none'}), so nginx reads every reply as a "
+              "success without a backend")
+    if b"auth-status" in body.lower():
+        reason += "; the body carries Auth-* lines, but nginx reads headers only"
+    elif b"<" in body[:200] or b"html" in raw.lower():
+        reason += "; it sends a web page: is the URL's path right?"
+    return Row("endpoint", title, FAIL, reason)
+
+
 async def run(s: Settings) -> list[Row]:
     r = Runner(s)
     rows: list[Row] = []
@@ -83,39 +146,85 @@ async def run(s: Settings) -> list[Row]:
         await _checks(r, rows)
     except Unreachable as err:
         return [Row("connect", "auth server reachable", FAIL, f"nginx: {err}")]
+    except WrongEndpoint as err:
+        return [err.row]
     except TooSlow:
         rows.append(Row("aborted", "run stopped", FAIL,
                         f"{MAX_TIMEOUTS} answers took longer than auth_http_timeout "
                         f"({s.timeout:g} s); the remaining checks were not run"))
+    except asyncio.CancelledError:  # Ctrl-C: report what was checked
+        rows.append(Row("interrupted", "run interrupted", WARN,
+                        "interrupted: the remaining checks were not run"))
     answers = r.answers
-    rows += [summary.latency_row(answers, s), summary.header_size_row(answers),
-             summary.http_status_row(answers), summary.reply_format_row(answers)]
+    rows.append(summary.latency_row(answers, s))
+    if any(a.ex.response is not None or a.ex.full for a in answers):
+        rows.append(summary.header_size_row(answers))
+    if any(a.ex.response is not None for a in answers):
+        rows.append(summary.http_status_row(answers))
+    fmt = summary.reply_format_row(answers)
+    if fmt.verdict != "pass" or any(a.ex.response is not None for a in answers):
+        rows.append(fmt)
     return rows
 
 
 async def _checks(r: Runner, rows: list[Row]) -> None:
     s = r.s
+    if s.user is None:
+        for case in s.cases:
+            rows.append((await r.row(case))[0])
+        return
+    # 2. what the right password (or another login) must pass
+    wrong: list[Case] = []
+    right: list[Answer] = []
     reference = None
-    if s.user is not None:
-        for proto in s.protocols:
-            for case in protocol_cases(s, proto):
-                row, a = await r.row(case)
-                rows.append(row)
-                if case.id == f"{proto}.plain.right" and reference is None:
-                    reference = a
-                if case.id == f"{proto}.plain.wrong" and a.out.kind == "refused":
-                    rows.append(summary.auth_wait_row(a))
-                    if proto == "smtp":
-                        rows.append(summary.error_code_row(a))
-                    rows.append(summary.attempts_row(
-                        [a] + [await r.ask(c) for c in attempt_cases(s, proto)[1:]]))
-        for variant, title, login in login_variants(s.user):
-            answers = [await r.ask(c) for c in login_cases(s, variant, login)]
-            rows.append(summary.login_row(variant, title, answers))
-    for case in s.cases:
-        rows.append((await r.row(case))[0])
+    for proto in s.protocols:
+        for case in protocol_cases(s, proto):
+            if case.expect == "refused":
+                wrong.append(case)
+                continue
+            row, a = await r.row(case)
+            rows.append(row)
+            if case.id == f"{proto}.plain.right":
+                right.append(a)
+                reference = reference or a
+    routing = summary.routing_row(right)
+    if routing is not None:
+        rows.append(routing)
     if s.burst > 0 and reference is not None:
         rows.append(await _burst(r, reference))
+    found = probes(s)
+    anyone = False
+    for probe in (p for p in found if p.id.startswith("login.")):
+        answers = [await r.ask(c) for c in probe_cases(s, probe)]
+        rows.append(summary.probe_row(probe, answers, anyone))
+        anyone = anyone or (probe.id == "login.unknown" and
+                            any(a.out.kind == "ok" for a in answers))
+    for case in s.cases:
+        rows.append((await r.row(case))[0])
+    # 3. what must be refused for the account, repeated failures last
+    if "none" in s.methods and "smtp" in s.protocols:
+        wrong.append(relay_case(s))
+    first_wrong = None
+    for case in wrong:
+        row, a = await r.row(case)
+        rows.append(row)
+        if case.id.endswith(".plain.wrong") and a.out.kind == "refused":
+            first_wrong = first_wrong or a
+            rows.append(summary.auth_wait_row(a))
+            if case.protocol == "smtp":
+                rows.append(summary.error_code_row(a))
+    for probe in (p for p in found if p.id.startswith("cred.")):
+        answers = [await r.ask(c) for c in probe_cases(s, probe)]
+        rows.append(summary.probe_row(probe, answers))
+    if first_wrong is not None:
+        proto = first_wrong.case.protocol
+        rows.append(summary.attempts_row(
+            [first_wrong] + [await r.ask(c) for c in attempt_cases(s, proto)[1:]]))
+    # 4. the right password again
+    if reference is not None and reference.out.kind == "ok":
+        after = await r.ask(reference.case)
+        rows.append(summary.lockout_row(reference, after, r.failures))
+    rows.append(summary.side_effects_row(r.failures, s.user))
 
 
 async def _burst(r: Runner, reference: Answer) -> Row:

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 from proxy.auth_http import RESPONSE_LIMIT
 
-from .cases import Case, Sent, Settings
+from .cases import Case, Probe, Sent, Settings
 from .judge import FAIL, PASS, WARN, Outcome, Row, worst
 from .wire import Exchange, explain_invalid, header_fields, show, status_line
 
 NEAR_LIMIT = 900  # header blocks this big leave little room for a longer error text
 ENHANCED_CODE = re.compile(rb"[45]\d\d [245]\.\d{1,3}\.\d{1,3}")
+REPLY_CODE = re.compile(rb"[45]\d\d(?: |$)")
 KNOWN = ("Auth-Status", "Auth-Server", "Auth-Port", "Auth-User", "Auth-Pass", "Auth-Wait",
          "Auth-Error-Code")
 
@@ -46,17 +47,22 @@ def auth_wait_row(a: Answer) -> Row:
     raw = _last(a.ex, b"auth-wait")
     row = Row(f"{proto}.auth-wait", f"{proto} Auth-Wait on failure", PASS, "", a.out,
               [(a.sent, a.ex)])
-    if raw is not None and raw and not raw.isdigit():
-        row.verdict = FAIL
-        row.reason = (f'Auth-Wait "{show(raw)}" is not a whole number of seconds: nginx '
-                      "ignores it and closes the connection after the error line")
-    elif not raw or int(raw) == 0:
-        row.verdict = WARN
-        row.reason = ("no Auth-Wait on failure: nginx sends the error line and closes the "
-                      "connection, so a client that mistyped must reconnect")
-    else:
+    # nginx reads Auth-Wait with ngx_atoi: anything but digits is ignored, and a failure
+    # without a positive wait ends the session. Missing, 0 and "1.5" all mean the same.
+    if raw is not None and raw.isdigit() and int(raw) > 0:
         row.reason = (f"Auth-Wait: {int(raw)}: nginx answers after {int(raw)} s and the "
                       "session continues")
+        return row
+    row.verdict = WARN
+    if raw is None or raw == b"":
+        what = "no Auth-Wait on failure"
+    elif raw.isdigit():
+        what = f"Auth-Wait: {show(raw)} on failure (0 means no wait)"
+    else:
+        what = (f'Auth-Wait "{show(raw)}" is not a whole number of seconds, so nginx ignores '
+                "it")
+    row.reason = (f"{what}: nginx sends the error line and closes the connection, so a client "
+                  "that mistyped must reconnect (fine if intended)")
     return row
 
 
@@ -67,10 +73,13 @@ def error_code_row(a: Answer) -> Row:
     code = resp.error_code
     if code is None:
         row.reason = "no Auth-Error-Code: nginx uses 535 5.7.0"
-    elif not ENHANCED_CODE.match(code):
+    elif not REPLY_CODE.match(code):
         row.verdict = FAIL
-        row.reason = (f'Auth-Error-Code "{show(code)}" is not "<reply code> <enhanced status>" '
-                      "such as 535 5.7.8 (RFC 3463): the client sees no valid SMTP reply code")
+        row.reason = (f'Auth-Error-Code "{show(code)}" does not start with an SMTP reply code '
+                      "(4xx or 5xx): nginx writes it as is, so the client sees no valid reply")
+    elif not ENHANCED_CODE.match(code):
+        row.reason = (f'Auth-Error-Code "{show(code)}": a valid SMTP reply code without an '
+                      "enhanced status (RFC 3463 5.7.8 is usual; nginx's default is 535 5.7.0)")
     elif not ENHANCED_CODE.fullmatch(code):
         row.verdict = WARN
         row.reason = (f'Auth-Error-Code "{show(code)}" has text after the enhanced status; '
@@ -130,16 +139,20 @@ def _runs(waits: list[int]) -> str:
     return ", ".join(f"{w} s x{k}" if k > 1 else f"{w} s" for w, k in out)
 
 
-def login_row(variant: str, title: str, answers: Sequence[Answer]) -> Row:
-    """An odd login with the right password: refused (or rewritten), never broken."""
-    row = Row(f"login.{variant}", title, PASS, "", answers[0].out,
+def probe_row(probe: Probe, answers: Sequence[Answer], anyone: bool = False) -> Row:
+    """An odd login or a wrong password: refused (or rewritten), never accepted or broken.
+
+    ``anyone``: the server already accepted an unknown user, so an acceptance here is that
+    same bug, not a decoding one.
+    """
+    row = Row(probe.id, probe.title, PASS, "", answers[0].out,
               [(a.sent, a.ex) for a in answers])
-    judged = [(a, *_judge_login(variant, a)) for a in answers]
+    judged = [(a, *_judge_probe(probe, a, anyone)) for a in answers]
     row.verdict = worst(*(v for _, v, _ in judged))
     bad = [(a, v, r) for a, v, r in judged if v == row.verdict]
     row.client = bad[0][0].out
     reasons = {r for _, _, r in bad}
-    sent_as = _auth_user_line(answers[0].sent.request)
+    sent_as = _sent_as(answers[0].sent.request, probe)
     if len(reasons) == 1:
         protos = ", ".join(a.case.protocol for a, _, _ in bad)
         row.reason = f"{reasons.pop()} ({protos}; sent as {sent_as})"
@@ -149,32 +162,43 @@ def login_row(variant: str, title: str, answers: Sequence[Answer]) -> Row:
     return row
 
 
-def _judge_login(variant: str, a: Answer) -> tuple[str, str]:
+def _judge_probe(probe: Probe, a: Answer, anyone: bool) -> tuple[str, str]:
     out, login = a.out, a.case.user
     if out.kind == "error":
-        return FAIL, f"the server broke on this login: {out.nginx_says()}"
+        return FAIL, f"the server broke on this input: {out.nginx_says()}"
     if out.kind == "wait":
         return WARN, "answered WAIT"
     if out.kind == "refused":
         return PASS, "refused"
     resp = out.response
     assert resp is not None
-    if variant == "trailing-space":
+    if probe.id == "login.trailing-space":
         if resp.user is not None and resp.user != login:
             return PASS, f'accepted and rewritten to "{show(resp.user)}" (Auth-User)'
         return WARN, (f'accepted "{show(login)}" with its trailing space but sent no Auth-User: '
                       "nginx logs in to the backend with the space (POP3 USER keeps it)")
-    if variant == "double-escape":
-        return FAIL, (f'accepted "{show(login)}" with the right password: the server decodes '
-                      "%XX twice (nginx already escaped the '%')")
-    return FAIL, (f'accepted "{show(login)}" with the right password: the server trims, cuts '
-                  "or mis-decodes logins")
+    status = status_line(a.ex.raw) or b""
+    crashed = b" 5" in status[:13]
+    note = (f" (with {show(status)}: the server's error handler says Auth-Status: OK)"
+            if crashed else "")
+    if anyone and probe.id.startswith("login.") and probe.id != "login.unknown":
+        return FAIL, f"accepted, as it accepts any login (see unknown user){note}"
+    what = "accepted" if probe.id.startswith("login.") else "accepted a wrong password"
+    if probe.id.startswith("login."):
+        what = f'accepted the login "{show(login[:60])}" with the right password'
+    return FAIL, f"{what}: {probe.story}{note}"
+
+
+def _sent_as(request: bytes, probe: Probe) -> str:
+    if probe.id.startswith("cred.") and probe.id != "cred.sql-comment":
+        return "Auth-Pass: ***"
+    return _auth_user_line(request)
 
 
 def _auth_user_line(request: bytes) -> str:
     for line in request.split(b"\r\n"):
         if line.startswith(b"Auth-User:"):
-            return show(line)
+            return show(line[:80]) + ("..." if len(line) > 80 else "")
     return "?"
 
 
@@ -329,3 +353,63 @@ def reply_format_row(answers: Sequence[Answer]) -> Row:
         if bare_lf:
             row.reason += " (bare LF line ends: nginx accepts them)"
     return row
+
+
+# Ports by well-known use (IANA); a backend on another protocol's port is a routing mistake.
+WELL_KNOWN = {"imap": {143, 993}, "pop3": {110, 995}, "smtp": {25, 465, 587}}
+
+
+def routing_row(answers: Sequence[Answer]) -> Row | None:
+    """The backends the right password got, protocol by protocol (copy-paste bugs)."""
+    got = {a.case.protocol: a for a in answers if a.out.kind == "ok" and a.out.backend}
+    if not got:
+        return None
+    row = Row("routing", "backend per protocol", PASS, "", None,
+              [(a.sent, a.ex) for a in got.values()])
+    where = {p: a.out.backend for p, a in got.items()}
+    listing = ", ".join(f"{p} {h}:{port}" for p, (h, port) in where.items())
+    for proto, (_, port) in where.items():
+        other = [p for p, ports in WELL_KNOWN.items() if port in ports and p != proto]
+        if other and port not in WELL_KNOWN[proto]:
+            row.verdict, row.client = FAIL, got[proto].out
+            row.reason = (f"{proto} is sent to port {port}, the {other[0]} port: nginx would "
+                          f"speak {proto} to a {other[0]} server ({listing})")
+            return row
+    if len(where) >= 3 and len(set(where.values())) == 1:
+        row.verdict = WARN
+        row.reason = (f"IMAP, POP3 and SMTP all get the same backend ({listing}): one server "
+                      "rarely speaks all three on one port; a copy-paste routing mistake?")
+        return row
+    row.reason = listing
+    return row
+
+
+def lockout_row(before: Answer, after: Answer, failures: int) -> Row:
+    """The right password again, after every wrong one: a lockout is a policy, not a bug."""
+    row = Row("lockout", "right password after the failures", PASS, "", after.out,
+              [(after.sent, after.ex)])
+    if after.out.kind == "ok":
+        row.reason = (f"still accepted after {failures} failed logins for this user: no "
+                      "account lockout (Auth-Wait and attempts are the only brake)")
+    elif after.out.kind == "refused" and before.out.kind == "ok":
+        resp = after.out.response
+        text = show(resp.error or b"") if resp is not None else ""
+        row.reason = (f'refused after {failures} failed logins ("{text}"): the server locks '
+                      "the account, a defensible policy; the account may now be locked")
+    elif after.out.kind == "error":
+        row.verdict = FAIL
+        row.reason = f"after {failures} failed logins: {after.out.nginx_says()}"
+    else:
+        row.reason = f"{_describe_kind(after.out)} after {failures} failed logins"
+    return row
+
+
+def _describe_kind(out: Outcome) -> str:
+    return {"ok": "accepted", "refused": "refused", "wait": "WAIT"}.get(out.kind, out.kind)
+
+
+def side_effects_row(failures: int, user: bytes) -> Row:
+    return Row("side-effects", "what this run did to the account", PASS,
+               f'{failures} failed logins were sent for "{show(user)}" (wrong passwords and '
+               "odd credentials, after every right-password check); a server that counts "
+               "failures may have locked or delayed this account")
