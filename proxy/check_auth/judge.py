@@ -207,8 +207,8 @@ def _judge_ok(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
         noun = {"plain": "password", "external": "certificate"}.get(case.method, "digest")
         why = (f'refused: "{text}", but the case expects a success' if case.role == "file"
                else f'refused the right {noun}: "{text}"')
-        if resp.error in (b"ok", b"Ok", b"oK", b"wait", b"Wait"):
-            why += " (nginx compares OK and WAIT case-sensitively)"
+        if resp.error.upper() in (b"OK", b"WAIT"):
+            return FAIL, why + " (nginx compares OK and WAIT case-sensitively)"
         escaped = [v for v in (case.user, case.password) if any(b <= 0x20 or b == 0x25
                                                                  for b in v)]
         if escaped and case.method == "plain":
