@@ -800,3 +800,161 @@ def check_url(url: str, capsys, *args: str) -> tuple[int, dict]:
     status = main([url, "--user", "alice", "--password", "secret", "--json", *args])
     doc = json.loads(capsys.readouterr().out)
     return status, {c["id"]: c for c in doc["checks"]}
+
+
+# -- the run as a whole: order, side effects, wrong endpoints, interruptions ---------------------
+
+def test_usage_error_comes_first(capsys):
+    with pytest.raises(SystemExit):
+        main(["http://127.0.0.1:1/", "--user", "a"])
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "postern check-auth: error: --user and --password go together"
+    assert len(err) <= 3
+
+
+@pytest.mark.parametrize("wait", [None, "0", "1.5"])
+def test_no_positive_auth_wait_is_one_verdict(wait, capsys):
+    """Missing, 0 and non-numeric: nginx closes the connection alike, so one verdict."""
+    with broken_server(on_failure(wait=wait)) as srv:
+        status, checks = check(srv, capsys)
+    row = checks["imap.auth-wait"]
+    assert status == 0 and row["verdict"] == "warn"
+    assert "nginx sends the error line and closes the connection" in row["reason"]
+    if wait == "0":
+        assert row["reason"].startswith("Auth-Wait: 0 on failure")
+
+
+def test_reply_code_without_enhanced_status_is_valid(capsys):
+    with broken_server(on_failure(error_code="535")) as srv:
+        status, checks = check(srv, capsys, protocols="smtp")
+    row = checks["smtp.error-code"]
+    assert status == 0 and row["verdict"] == "pass"
+    assert "a valid SMTP reply code without an enhanced status" in row["reason"]
+
+
+def test_external_without_certificate_is_checked_whatever_methods_say(capsys):
+    def external_ok(req, reply):
+        return Reply.ok(*IMAP) if req.auth_method == "external" else None
+
+    with broken_server(external_ok) as srv:
+        status, checks = check(srv, capsys, "--methods", "plain")
+    assert status == 1 and "imap.external.no-cert" in failing(checks)
+
+
+def test_right_password_checks_come_before_any_failure(capsys):
+    with correct_server() as srv:
+        check(srv, capsys, protocols="imap,pop3,smtp", burst="2")
+        requests = list(srv.requests)
+    first_failure = next(i for i, r in enumerate(requests)
+                         if r.user == "alice" and r.auth_method == "plain"
+                         and r.password != "secret")
+    right = [i for i, r in enumerate(requests[:-1]) if r.user == "alice"
+             and r.auth_method == "plain" and r.password == "secret"]
+    assert max(right) < first_failure
+    assert requests[-1].password == "secret"  # the lockout probe, last
+
+
+def test_lockout_is_recognised_not_failed(capsys):
+    failures = {}
+
+    def lockout(req, reply):
+        if failures.get(req.user, 0) >= 10:
+            return Reply.fail("Account locked")
+        if reply.status != "OK":
+            failures[req.user] = failures.get(req.user, 0) + 1
+        return None
+
+    with broken_server(lockout) as srv:
+        status, checks = check(srv, capsys, protocols="imap,pop3,smtp")
+    assert status == 0 and failing(checks) == {}
+    assert "the server locks the account" in checks["lockout"]["reason"]
+    assert "failed logins were sent" in checks["side-effects"]["reason"]
+
+
+def test_adversarial_credentials_are_refused_or_fail(capsys):
+    def empty_ok(req, reply):
+        plain = req.auth_method == "plain"
+        return Reply.ok(*IMAP) if plain and req.user == "alice" and req.password == "" else None
+
+    with broken_server(empty_ok) as srv:
+        status, checks = check(srv, capsys)
+        sent = [r.password for r in srv.requests if r.user == "alice"]
+    assert status == 1
+    assert set(failing(checks)) == {"cred.empty-password"}
+    assert "anonymous bind" in checks["cred.empty-password"]["reason"]
+    assert {"", "SECRET", "' OR '1'='1", "*", "secret\x00postern"} <= set(sent)
+    assert "secret" not in json.dumps(checks["cred.empty-password"])
+
+
+def test_auth_pass_escaped_is_a_fail(tmp_path, capsys):
+    """The Auth-Pass a success carries is compared with the password the tool knows."""
+    def echo_escaped(req, reply):
+        if reply.status == "OK" and req.auth_method == "plain":
+            return replace(reply, password=escape(req.password.encode()).decode())
+        return None
+
+    srv = MockAuthServer({"alice": User("se cret", backends=BACKENDS)}, backends=BACKENDS)
+    right = srv.handler or srv.default_reply
+    srv.handler = lambda req: echo_escaped(req, right(req)) or right(req)
+    with srv:
+        capsys.readouterr()
+        main([srv.url, "--user", "alice", "--password", "se cret", "--protocol", "imap",
+              "--burst", "0", "--json"])
+        checks = {c["id"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    row = checks["imap.plain.right"]
+    assert row["verdict"] == "fail" and "still %XX-escaped" in row["reason"]
+
+
+def test_ip_and_port_in_auth_server_is_named_as_such(capsys):
+    with broken_server(on_success(server="127.0.0.1:1143")) as srv:
+        _, checks = check(srv, capsys)
+    assert "carries a port" in checks["imap.plain.right"]["reason"]
+
+
+def test_silent_server_counts_agree(capsys):
+    from auth_zoo.serve import Raw, Serving
+
+    with Serving(lambda req: Raw(hang=True)) as srv:
+        status, checks = check_url(srv.url, capsys, "--timeout", "200ms")
+    assert status == 1
+    assert "sent not a byte to 3 requests" in checks["aborted"]["reason"]
+    assert "3 of 3 answers" in checks["latency"]["reason"]
+    assert "header-size" not in checks and "http-status" not in checks
+
+
+@pytest.mark.parametrize("reply, text", [
+    (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>", "not an auth_http server"),
+    (b"\x15\x03\x03\x00\x02\x02\x50", "this speaks TLS"),
+    (b"220 mx.example ESMTP\r\n", "not an auth_http server"),
+])
+def test_wrong_endpoint_is_said_once(reply, text, capsys):
+    from auth_zoo.serve import Serving
+
+    with Serving(lambda req: reply) as srv:
+        status, checks = check_url(srv.url, capsys)
+    assert status == 1 and list(checks) == ["endpoint"]
+    assert text in checks["endpoint"]["reason"]
+
+
+def test_ctrl_c_prints_a_partial_report(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from auth_zoo.directory import correct
+    from auth_zoo.serve import Raw, Serving
+
+    # SIGINT may be ignored where the test runs in the background; the child restores it
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from proxy.check_auth import main; sys.exit(main(sys.argv[1:]))")
+    with Serving(lambda req: Raw(correct(req), delay=0.2)) as srv:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, srv.url, "--user", "alice", "--password",
+             "Open sesame+1%"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    assert b"run interrupted" in out and b"imap plain, right password" in out

@@ -16,6 +16,7 @@ burst. A WAIT answer is followed as nginx follows it, a few rounds at most.
 from __future__ import annotations
 
 import asyncio
+import re
 
 from . import summary
 from .cases import (
@@ -68,6 +69,11 @@ class Runner:
         for round_ in range(FOLLOW_ROUNDS + 1):
             ex = await exchange(s.conf, sent.request, s.timeout)
             self._count(ex)
+            if ex.timed_out:
+                self.timeouts += 1
+                if self.timeouts >= MAX_TIMEOUTS:  # recorded first, so the counts agree
+                    self.answers.append(Answer(case, sent, ex, outcome(case, ex, self.peer, s)))
+                    raise TooSlow
             if ex.error is not None:
                 break
             resp = ex.response
@@ -95,10 +101,6 @@ class Runner:
             row = endpoint_row(ex)
             if row is not None:
                 raise WrongEndpoint(row)
-        if ex.timed_out:
-            self.timeouts += 1
-            if self.timeouts >= MAX_TIMEOUTS:
-                raise TooSlow
 
     async def row(self, case: Case) -> tuple[Row, Answer]:
         a = await self.ask(case)
@@ -107,6 +109,7 @@ class Runner:
         return Row(case.id, case.title, verdict, reason, a.out, exchanges), a
 
 
+HEADER_LINE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9-]*:")
 TLS_RECORDS = (b"\x15\x03", b"\x16\x03")  # a TLS alert or handshake record, version 3.x
 
 
@@ -119,14 +122,14 @@ def endpoint_row(ex: Exchange) -> Row | None:
     if raw[:2] in TLS_RECORDS:
         return Row("endpoint", title, FAIL, "this speaks TLS; nginx's auth_http is plain HTTP "
                    "(point check-auth, and nginx, at the server's plain-HTTP port)")
-    size = header_block_size(raw)
-    if size is None or b"auth" in raw[:size].lower():
-        return None  # an incomplete or auth-like reply: judged as usual
     line = status_line(raw)
-    if line is None:
-        first = raw.split(b"\n", 1)[0][:60]
+    first = raw.split(b"\n", 1)[0]
+    if line is None and b"auth" not in raw.lower() and not HEADER_LINE.match(first):
         return Row("endpoint", title, FAIL, f'this is not an auth_http server: it answers '
-                   f'"{show(first)}", not HTTP (a mail or other server on this port?)')
+                   f'"{show(first[:60])}", not HTTP (a mail or other server on this port?)')
+    size = header_block_size(raw)
+    if line is None or size is None or b"auth" in raw[:size].lower():
+        return None  # an incomplete or auth-like reply: judged as usual
     names = [n.decode("latin-1") for n, _ in header_fields(raw)]
     body = raw.partition(b"\r\n\r\n")[2] or raw.partition(b"\n\n")[2]
     reason = (f"this is not an auth_http server: it answers {show(line)} with no Auth-* header "
@@ -149,9 +152,12 @@ async def run(s: Settings) -> list[Row]:
     except WrongEndpoint as err:
         return [err.row]
     except TooSlow:
+        silent = not any(a.ex.raw for a in r.answers)
+        why = (f"the server accepts connections but sent not a byte to {MAX_TIMEOUTS} requests "
+               f"within auth_http_timeout ({s.timeout:g} s)" if silent else
+               f"{MAX_TIMEOUTS} answers took longer than auth_http_timeout ({s.timeout:g} s)")
         rows.append(Row("aborted", "run stopped", FAIL,
-                        f"{MAX_TIMEOUTS} answers took longer than auth_http_timeout "
-                        f"({s.timeout:g} s); the remaining checks were not run"))
+                        f"{why}; the remaining checks were not run"))
     except asyncio.CancelledError:  # Ctrl-C: report what was checked
         rows.append(Row("interrupted", "run interrupted", WARN,
                         "interrupted: the remaining checks were not run"))
