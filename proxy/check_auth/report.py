@@ -37,13 +37,25 @@ CR LF as ``\\r\\n``). Auth-Pass values and the values of ``--header`` lines are 
 ``***`` in requests and replies. ``reason``, ``client_sees`` (the table's "client:" text,
 bytes shown with \\r \\n \\xNN escapes), ``then`` and ``nginx_log`` are plain text.
 
-Check ids: ``connect``, ``aborted``; per protocol P: ``P.plain.right``, ``P.plain.wrong``,
-``P.auth-wait``, ``P.attempts``, ``P.cram-md5.right``, ``P.cram-md5.wrong``,
-``P.external.no-cert``, ``P.external.cert``; ``pop3.apop.right``, ``pop3.apop.wrong``,
-``smtp.error-code``, ``smtp.none``; ``login.space``, ``login.percent``,
+Check ids, in the order they run: ``connect`` or ``endpoint`` (the URL is not an auth_http
+server: a web page, TLS, a mail server; the run stops there); per protocol P the checks the
+right password must pass: ``P.plain.right``, ``P.cram-md5.right``, ``P.external.cert``,
+``pop3.apop.right``, ``smtp.none``; ``routing`` (the backend per protocol); ``burst``; odd
+logins with the right password: ``login.unknown``, ``login.space``, ``login.percent``,
 ``login.double-escape``, ``login.quotes``, ``login.utf-8``, ``login.control``,
-``login.trailing-space``; ``case.<slug of the case name>.<protocol>``;
-``burst``, ``latency``, ``header-size``, ``http-status``, ``reply-format``.
+``login.trailing-space``, ``login.nul``, ``login.empty``, ``login.long``,
+``login.wildcard``, ``login.ldap-filter``, ``login.sql``, ``login.plus``;
+``case.<slug of the case name>.<protocol>``; then what must be refused: ``P.plain.wrong``,
+``P.auth-wait``, ``smtp.error-code``, ``P.cram-md5.wrong``, ``pop3.apop.wrong``,
+``P.external.no-cert`` (always, whatever ``--methods`` says), ``smtp.none.relay``; wrong
+credentials for the user: ``cred.empty-password``, ``cred.sql``, ``cred.sql-comment``,
+``cred.ldap``, ``cred.shell``, ``cred.long``, ``cred.prefix``, ``cred.nul``,
+``cred.double-escape``, ``cred.case``, ``cred.spaces``, ``cred.plus``; ``P.attempts`` (the
+first protocol only); ``lockout`` (the right password once more); ``side-effects`` (how many
+failed logins the run sent); ``aborted`` or ``interrupted``; ``latency``, ``header-size``,
+``http-status``, ``reply-format`` (the last three only when some answer was complete).
+Ids that depend on the password or login (``cred.case``, ``cred.plus``, ``login.plus``)
+appear only where they differ from the real ones.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def probe_row(probe: Probe, answers: Sequence[Answer], anyone: bool = False) -> 
     judged = [(a, *_judge_probe(probe, a, anyone)) for a in answers]
     row.verdict = worst(*(v for _, v, _ in judged))
     bad = [(a, v, r) for a, v, r in judged if v == row.verdict]
-    row.client = bad[0][0].out
+    row.client = bad[0][0].out if row.verdict != PASS else None  # a refusal: no news
     reasons = {r for _, _, r in bad}
     sent_as = _sent_as(answers[0].sent.request, probe)
     if len(reasons) == 1:
