@@ -306,7 +306,7 @@ def test_bad_smtp_error_code(capsys):
     assert status == 1
     assert set(failing(checks)) == {"smtp.error-code"}
     row = checks["smtp.error-code"]
-    assert 'Auth-Error-Code "5.7.8" does not start with an SMTP reply code' in row["reason"]
+    assert 'Auth-Error-Code "5.7.8" does not start with an SMTP failure' in row["reason"]
     assert row["client"]["nginx_writes"] == "5.7.8 Invalid login or password\r\n"
 
 

@@ -178,7 +178,10 @@ def judge_case(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
     if out.kind == "error":
         return FAIL, out.nginx_says()
     if out.kind == "wait":
-        return WARN, "still Auth-Status: WAIT after following it; nginx keeps asking"
+        why = "still Auth-Status: WAIT after following it; nginx keeps asking"
+        if case.expect == "ok" and case.strict:
+            return FAIL, why + " and the client never gets in"
+        return WARN, why
     if case.expect == "ok":
         return _judge_ok(case, out, sent)
     if case.expect == "refused":
@@ -225,6 +228,9 @@ def _judge_ok(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
             notes.append(note)
     elif resp.password is None and case.method in NEEDS_AUTH_PASS:
         notes.append("no Auth-Pass: fine for SMTP unless proxy_smtp_auth is on")
+    if resp.user == b"":
+        verdict = FAIL
+        notes.append("Auth-User is empty: nginx logs in to the backend with an empty login")
     if case.backend and out.backend != case.backend:
         verdict = FAIL
         notes.append(f"expected backend {case.backend[0]}:{case.backend[1]}")
@@ -277,6 +283,9 @@ def _judge_refused(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
         return FAIL, what.get(case.role, "accepted") + f" ({_describe(out)})"
     if not resp.error:
         return WARN, "refused with an empty Auth-Status: the client sees no reason"
+    if len(case.password) >= 4 and case.password in resp.error:
+        return FAIL, ("the error text carries the password the client sent: nginx writes it "
+                      "to the client and to its error log")
     return _check_expectations(case, out, PASS, _describe(out))
 
 

@@ -65,6 +65,8 @@ import shutil
 import textwrap
 from collections.abc import Sequence
 
+from proxy.auth_http import escape
+
 from .cases import Settings
 from .judge import FAIL, PASS, WARN, Row
 from .wire import peer_name, show
@@ -95,6 +97,24 @@ def _text(data: bytes) -> str:
     return data.decode("latin-1")
 
 
+def _hider(s: Settings):
+    """Replace the password wherever a server echoed it (error texts, odd headers)."""
+    pw = s.password or b""
+    forms = {f for f in (_text(pw), show(pw), _text(escape(pw))) if len(f) >= 3}
+
+    def hide(value):
+        if isinstance(value, str):
+            for form in sorted(forms, key=len, reverse=True):
+                value = value.replace(form, "***")
+            return value
+        if isinstance(value, dict):
+            return {k: hide(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [hide(v) for v in value]
+        return value
+    return hide
+
+
 def to_json(rows: Sequence[Row], s: Settings) -> str:
     secret = [n for n, _ in s.extra_headers]
     checks = []
@@ -121,7 +141,7 @@ def to_json(rows: Sequence[Row], s: Settings) -> str:
                      "timeout": s.timeout, "burst": s.burst, "attempts": s.attempts,
                      "client_ip": s.client_ip},
         "summary": {**counts(rows), "exit_status": exit_status(rows)},
-        "checks": checks,
+        "checks": _hider(s)(checks),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
@@ -130,6 +150,7 @@ def to_table(rows: Sequence[Row], s: Settings, width: int | None = None) -> str:
     width = width or max(80, min(shutil.get_terminal_size((110, 24)).columns, 140))
     title_w = min(42, max(len(r.title) for r in rows) + 2) if rows else 20
     indent = title_w + 8
+    hide = _hider(s)
     wrap = textwrap.TextWrapper(width=width - indent, break_long_words=True,
                                 break_on_hyphens=False)
     who = f'user "{show(s.user)}", ' if s.user is not None else ""
@@ -139,12 +160,12 @@ def to_table(rows: Sequence[Row], s: Settings, width: int | None = None) -> str:
            f"{'CHECK':<{title_w}}{'VERDICT':<8}REASON / WHAT THE MAIL CLIENT SEES"]
     for r in rows:
         label = {PASS: "pass", WARN: "WARN", FAIL: "FAIL"}[r.verdict]
-        lines = wrap.wrap(r.reason) or [""]
+        lines = wrap.wrap(hide(r.reason)) or [""]
         if r.client is not None:
-            lines += wrap.wrap("client: " + r.client.sees())
+            lines += wrap.wrap("client: " + hide(r.client.sees()))
         title = r.title if len(r.title) < title_w else r.title[:title_w - 2] + "~"
         out.append(f"{title:<{title_w}}{label:<8}{lines[0]}")
         out += [" " * indent + line for line in lines[1:]]
     c = counts(rows)
     out += ["", f"{len(rows)} checks: {c[PASS]} pass, {c[WARN]} warn, {c[FAIL]} fail"]
-    return "\n".join(out) + "\n"
+    return hide("\n".join(out) + "\n")

@@ -233,11 +233,15 @@ async def _checks(r: Runner, rows: list[Row]) -> None:
     rows.append(summary.side_effects_row(r.failures, s.user))
 
 
+def _waits(ex: Exchange) -> bool:
+    return ex.response is not None and ex.response.wait_status
+
+
 async def _burst(r: Runner, reference: Answer) -> Row:
     s, case = r.s, reference.case
     sents = [build(case, s) for _ in range(s.burst)]
     exchanges = await asyncio.gather(*(exchange(s.conf, x.request, s.timeout) for x in sents))
-    answers = [Answer(case, x, ex, outcome(case, ex, r.peer, s)) for x, ex in
-               zip(sents, exchanges, strict=True)]
+    answers = [Answer(case, x, ex, outcome(case, ex, r.peer, s, _waits(ex)))
+               for x, ex in zip(sents, exchanges, strict=True)]
     r.answers += answers
     return summary.burst_row(answers, reference.out)

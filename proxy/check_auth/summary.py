@@ -75,8 +75,9 @@ def error_code_row(a: Answer) -> Row:
         row.reason = "no Auth-Error-Code: nginx uses 535 5.7.0"
     elif not REPLY_CODE.match(code):
         row.verdict = FAIL
-        row.reason = (f'Auth-Error-Code "{show(code)}" does not start with an SMTP reply code '
-                      "(4xx or 5xx): nginx writes it as is, so the client sees no valid reply")
+        row.reason = (f'Auth-Error-Code "{show(code)}" does not start with an SMTP failure '
+                      "reply code (4xx or 5xx): nginx writes it as is, so the client sees no "
+                      "valid failure reply")
     elif not ENHANCED_CODE.match(code):
         row.reason = (f'Auth-Error-Code "{show(code)}": a valid SMTP reply code without an '
                       "enhanced status (RFC 3463 5.7.8 is usual; nginx's default is 535 5.7.0)")
@@ -243,6 +244,10 @@ def latency_row(answers: Sequence[Answer], s: Settings) -> Row:
         row.reason = (f"{len(late)} of {len(times)} answers took longer than {limit} "
                       f"(first: {late[0].case.title}): nginx gives up and the client gets "
                       "the internal-error line")
+    elif median > s.timeout / 2:
+        row.verdict, row.client = FAIL, who.out
+        row.reason = (f"the median answer takes {_ms(median)}, over half of {limit} (slowest "
+                      f"{_ms(slowest)}, {who.case.title}): any extra load and nginx gives up")
     elif slowest > s.timeout / 10:
         row.verdict, row.client = WARN, who.out
         row.reason = (f"slowest answer {_ms(slowest)} ({who.case.title}) is over 10% of "
@@ -355,8 +360,10 @@ def reply_format_row(answers: Sequence[Answer]) -> Row:
     return row
 
 
-# Ports by well-known use (IANA); a backend on another protocol's port is a routing mistake.
-WELL_KNOWN = {"imap": {143, 993}, "pop3": {110, 995}, "smtp": {25, 465, 587}}
+# Ports by well-known use (IANA); a backend on another protocol's port is a routing mistake,
+# and nginx's mail proxy speaks plain text to backends, never TLS.
+WELL_KNOWN = {"imap": {143}, "pop3": {110}, "smtp": {25, 587}}
+TLS_PORTS = {993: "IMAPS", 995: "POP3S", 465: "SMTPS"}
 
 
 def routing_row(answers: Sequence[Answer]) -> Row | None:
@@ -369,6 +376,11 @@ def routing_row(answers: Sequence[Answer]) -> Row | None:
     where = {p: a.out.backend for p, a in got.items()}
     listing = ", ".join(f"{p} {h}:{port}" for p, (h, port) in where.items())
     for proto, (_, port) in where.items():
+        if port in TLS_PORTS:
+            row.verdict, row.client = FAIL, got[proto].out
+            row.reason = (f"{proto} is sent to port {port} ({TLS_PORTS[port]}, TLS from the "
+                          f"first byte): nginx speaks plain {proto} to backends ({listing})")
+            return row
         other = [p for p, ports in WELL_KNOWN.items() if port in ports and p != proto]
         if other and port not in WELL_KNOWN[proto]:
             row.verdict, row.client = FAIL, got[proto].out

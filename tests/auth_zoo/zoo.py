@@ -441,6 +441,48 @@ def attempt_counter_inverted(req):
     return correct(req)
 
 
+@broken
+def backend_on_the_tls_port(req):
+    """IMAP is routed to the backend's port 993: nginx speaks plain IMAP to backends."""
+    return re.sub(rb"Auth-Port: 143", b"Auth-Port: 993", correct(req))
+
+
+@broken
+def empty_auth_user(req):
+    """Meant to rewrite the login to the mailbox name; the lookup returns nothing."""
+    reply = correct(req)
+    return reply[:-2] + b"Auth-User: \r\n\r\n" if b"Auth-Status: OK" in reply else reply
+
+
+@broken
+def error_text_echoes_the_password(req):
+    """A "helpful" error message: Invalid password '<password>' for <user>."""
+    reply = correct(req)
+    if b"Invalid login" in reply and req.method == "plain":
+        text = f"Invalid password '{req.password}' for {req.user}".encode()
+        return reply.replace(b"Invalid login or password", text)
+    return reply
+
+
+@broken
+def wait_forever_when_busy(req):
+    """A connection-pool guard answers WAIT whenever the pool is "busy" -- always, here."""
+    return head("Auth-Status: WAIT", "Auth-Wait: 1") if req.attempt == 1 and \
+        req.method == "plain" and req.user == USER and req.password == PASSWORD else correct(req)
+
+
+@broken(timeout="200ms")
+def slow_directory(req):
+    """Every lookup takes 60% of auth_http_timeout: the first busy hour breaks it."""
+    return Raw(correct(req), delay=0.12)
+
+
+@broken
+def smtp_error_code_is_a_success(req):
+    """Copies the Auth-Error-Code from the success branch: 235 2.7.0 on a failure."""
+    return rename(correct(req), b"Auth-Error-Code: 535 5.7.8", b"Auth-Error-Code: 235 2.7.0")
+
+
 # -- correct servers -----------------------------------------------------------------------------
 
 @right
