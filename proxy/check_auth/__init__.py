@@ -32,7 +32,7 @@ from proxy.conf.values import parse_time
 
 from .cases import METHODS, PROTOCOLS, CaseFileError, Settings, load_cases, parse_backend
 from .report import exit_status, to_json, to_table
-from .run import run
+from .run import planned_failures, run
 
 __all__ = ["main", "settings_from_args"]
 
@@ -242,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
     except UsageError as err:
         parser.error(str(err))
+    failures = planned_failures(settings)
+    if failures:  # said before anything is sent; stderr keeps --json output clean
+        sys.stderr.write(f"postern check-auth: after the right-password checks, this run sends "
+                         f"about {failures} failed logins for \"{args.user}\"; a server with "
+                         "an account lockout may lock it (see --help)\n")
     rows = asyncio.run(run(settings))  # Ctrl-C ends the run early, with a partial report
     sys.stdout.write(to_json(rows, settings) if args.json else to_table(rows, settings))
     if any(r.id == "interrupted" for r in rows):

@@ -100,7 +100,10 @@ def _text(data: bytes) -> str:
 def _hider(s: Settings):
     """Replace the password wherever a server echoed it (error texts, odd headers)."""
     pw = s.password or b""
-    forms = {f for f in (_text(pw), show(pw), _text(escape(pw))) if len(f) >= 3}
+    # The wrong password contains the password; the password alone is hidden too unless it
+    # is a short word the report's own text may contain ("password", "secret").
+    values = [s.bad_password] + ([pw] if len(pw) >= 10 or not pw.isalpha() else [])
+    forms = {f for v in values for f in (_text(v), show(v), _text(escape(v))) if len(f) >= 3}
 
     def hide(value):
         if isinstance(value, str):

@@ -173,6 +173,16 @@ async def run(s: Settings) -> list[Row]:
     return rows
 
 
+def planned_failures(s: Settings) -> int:
+    """How many failed logins for --user a whole run sends (for the announcement)."""
+    if s.user is None:
+        return 0
+    per_protocol = sum(c.expect == "refused" and c.user == s.user
+                       for p in s.protocols for c in protocol_cases(s, p))
+    creds = sum(p.id.startswith("cred.") and p.user == s.user for p in probes(s))
+    return per_protocol + creds * len(s.protocols) + s.attempts - 1
+
+
 async def _checks(r: Runner, rows: list[Row]) -> None:
     s = r.s
     if s.user is None:
@@ -198,6 +208,8 @@ async def _checks(r: Runner, rows: list[Row]) -> None:
         rows.append(routing)
     if s.burst > 0 and reference is not None:
         rows.append(await _burst(r, reference))
+    for case in s.cases:  # before any failure: a lockout by client address stays out
+        rows.append((await r.row(case))[0])
     found = probes(s)
     anyone = False
     for probe in (p for p in found if p.id.startswith("login.")):
@@ -205,8 +217,6 @@ async def _checks(r: Runner, rows: list[Row]) -> None:
         rows.append(summary.probe_row(probe, answers, anyone))
         anyone = anyone or (probe.id == "login.unknown" and
                             any(a.out.kind == "ok" for a in answers))
-    for case in s.cases:
-        rows.append((await r.row(case))[0])
     # 3. what must be refused for the account, repeated failures last
     if "none" in s.methods and "smtp" in s.protocols:
         wrong.append(relay_case(s))
