@@ -103,6 +103,8 @@ def _hider(s: Settings):
     # The wrong password contains the password; the password alone is hidden too unless it
     # is a short word the report's own text may contain ("password", "secret").
     values = [s.bad_password] + ([pw] if len(pw) >= 10 or not pw.isalpha() else [])
+    if not pw:
+        values = []
     forms = {f for v in values for f in (_text(v), show(v), _text(escape(v))) if len(f) >= 3}
 
     def hide(value):
@@ -111,7 +113,7 @@ def _hider(s: Settings):
                 value = value.replace(form, "***")
             return value
         if isinstance(value, dict):
-            return {k: hide(v) for k, v in value.items()}
+            return {k: v if k == "id" else hide(v) for k, v in value.items()}
         if isinstance(value, list):
             return [hide(v) for v in value]
         return value
