@@ -460,7 +460,7 @@ def test_server_error_on_utf8_login(capsys):
     with broken_server(crash) as srv:
         status, checks = check(srv, capsys)
     assert status == 1
-    assert set(failing(checks)) == {"login.utf-8"}
+    assert set(failing(checks)) == {"login.utf-8", "login.latin-1"}
     row = checks["login.utf-8"]
     assert "the server broke on this input" in row["reason"]
     assert "no Auth-Status header" in row["reason"]
@@ -958,3 +958,16 @@ def test_ctrl_c_prints_a_partial_report(tmp_path):
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
     assert b"run interrupted" in out and b"imap plain, right password" in out
+
+
+def test_password_echoed_in_the_error_text_fails_and_is_hidden(capsys):
+    def echo(req, reply):
+        if reply.status != "OK" and req.auth_method == "plain":
+            return replace(reply, status=f"Wrong password {req.password}")
+        return None
+
+    with broken_server(echo) as srv:
+        status, checks = check(srv, capsys)
+    assert status == 1
+    assert "carries the password" in checks["imap.plain.wrong"]["reason"]
+    assert "secret-wrong" not in json.dumps(checks)

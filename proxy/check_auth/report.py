@@ -44,11 +44,12 @@ right password must pass: ``P.plain.right``, ``P.cram-md5.right``, ``P.external.
 logins with the right password: ``login.unknown``, ``login.space``, ``login.percent``,
 ``login.double-escape``, ``login.quotes``, ``login.utf-8``, ``login.control``,
 ``login.trailing-space``, ``login.nul``, ``login.empty``, ``login.long``,
-``login.wildcard``, ``login.ldap-filter``, ``login.sql``, ``login.plus``;
+``login.latin-1``, ``login.wildcard``, ``login.ldap-filter``, ``login.sql``, ``login.plus``;
 ``case.<slug of the case name>.<protocol>``; then what must be refused: ``P.plain.wrong``,
 ``P.auth-wait``, ``smtp.error-code``, ``P.cram-md5.wrong``, ``pop3.apop.wrong``,
 ``P.external.no-cert`` (always, whatever ``--methods`` says), ``smtp.none.relay``; wrong
-credentials for the user: ``cred.empty-password``, ``cred.sql``, ``cred.sql-comment``,
+credentials for the user: ``cred.empty-password``, ``cred.sql``, ``cred.sql-quote``,
+``cred.sql-comment``, ``cred.utf-8``,
 ``cred.ldap``, ``cred.shell``, ``cred.long``, ``cred.prefix``, ``cred.nul``,
 ``cred.double-escape``, ``cred.case``, ``cred.spaces``, ``cred.plus``; ``P.attempts`` (the
 first protocol only); ``lockout`` (the right password once more); ``side-effects`` (how many

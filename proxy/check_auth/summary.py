@@ -4,6 +4,7 @@ odd logins, the burst, latency, header size, HTTP status codes and the reply for
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import statistics
 from collections.abc import Sequence
@@ -375,7 +376,12 @@ def routing_row(answers: Sequence[Answer]) -> Row | None:
               [(a.sent, a.ex) for a in got.values()])
     where = {p: a.out.backend for p, a in got.items()}
     listing = ", ".join(f"{p} {h}:{port}" for p, (h, port) in where.items())
-    for proto, (_, port) in where.items():
+    for proto, (host, port) in where.items():
+        if ipaddress.ip_address(host).is_unspecified:
+            row.verdict, row.client = FAIL, got[proto].out
+            row.reason = (f"{proto} is sent to {host}, the any-address of a listen line, "
+                          f"not a backend to connect to ({listing})")
+            return row
         if port in TLS_PORTS:
             row.verdict, row.client = FAIL, got[proto].out
             row.reason = (f"{proto} is sent to port {port} ({TLS_PORTS[port]}, TLS from the "

@@ -43,7 +43,8 @@ class Request:
 
 
 def _decode(value: str) -> str:
-    return urllib.parse.unquote_to_bytes(value).decode("utf-8", "surrogateescape")
+    raw = urllib.parse.unquote_to_bytes(value.encode("latin-1"))  # bytes as nginx sent them
+    return raw.decode("utf-8", "surrogateescape")
 
 
 @dataclass

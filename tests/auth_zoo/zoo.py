@@ -483,6 +483,27 @@ def smtp_error_code_is_a_success(req):
     return rename(correct(req), b"Auth-Error-Code: 535 5.7.8", b"Auth-Error-Code: 235 2.7.0")
 
 
+@broken
+def sql_injection_double_quotes(req):
+    """Builds the query with double quotes (MySQL's ANSI_QUOTES off): x" OR "1"="1 gets in."""
+    injected = re.search(r'"\s*or\s*"(\w*)"\s*=\s*"\1', req.password, re.IGNORECASE)
+    return ok(req) if req.method == "plain" and injected else correct(req)
+
+
+@broken
+def crash_on_invalid_utf8_password(req):
+    """Decodes Auth-Pass as strict UTF-8; nginx passes bytes, so one bad byte is a 500."""
+    req.password.encode("utf-8")  # a lone surrogate from a byte that is not UTF-8: raises
+    req.user.encode("utf-8")
+    return correct(req)
+
+
+@broken
+def backend_is_the_listen_address(req):
+    """Auth-Server copied from the backend's "listen 0.0.0.0:143" line."""
+    return rename(correct(req), b"Auth-Server: 127.0.0.1", b"Auth-Server: 0.0.0.0")
+
+
 # -- correct servers -----------------------------------------------------------------------------
 
 @right
