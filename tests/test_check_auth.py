@@ -971,3 +971,19 @@ def test_password_echoed_in_the_error_text_fails_and_is_hidden(capsys):
     assert status == 1
     assert "carries the password" in checks["imap.plain.wrong"]["reason"]
     assert "secret-wrong" not in json.dumps(checks)
+
+
+def test_failures_with_one_cause_are_said_once_first(capsys):
+    from auth_zoo.serve import Serving
+
+    raw = b"HTTP/1.0 200 OK\r\nX-Auth-Status: OK\r\nX-Auth-Server: 127.0.0.1\r\n\r\n"
+    with Serving(lambda req: raw) as srv:
+        capsys.readouterr()
+        main([srv.url, "--user", "alice", "--password", "secret", "--burst", "2"])
+        lines = capsys.readouterr().out.splitlines()
+        status, doc = main([srv.url, "--user", "alice", "--password", "secret", "--json"]), \
+            json.loads(capsys.readouterr().out)
+    assert lines[3].endswith("checks fail for 1 cause:")
+    assert '"X-Auth-Status" is not Auth-' in lines[4] + lines[5]
+    assert status == 1 and len(doc["summary"]["causes"]) == 1
+    assert len(doc["summary"]["causes"][0]["checks"]) == doc["summary"]["fail"]

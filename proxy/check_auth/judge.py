@@ -154,9 +154,13 @@ def diagnose(ex: Exchange, s: Settings) -> str:
 
 def _backend_hint(resp: AuthResponse, ex: Exchange, log: str) -> str:
     if "did not send server or port" in log:
-        if not any(n.lower() == b"auth-status" for n, _ in header_fields(ex.raw)):
-            return ("no Auth-Status header: nginx takes a reply without one as a success "
-                    "(the HTTP status code is ignored), and a success needs "
+        names = [n for n, _ in header_fields(ex.raw)]
+        if not any(n.lower() == b"auth-status" for n in names):
+            near = next((n for n in names if n.lower().endswith(b"auth-status")), None)
+            named = (f'"{show(near)}" is not Auth-Status (nginx reads exactly Auth-Status, '
+                     "Auth-Server, Auth-Port); " if near else "")
+            return (f"{named}no Auth-Status header: nginx takes a reply without one as a "
+                    "success (the HTTP status code is ignored), and a success needs "
                     "Auth-Server and Auth-Port")
         return "a success needs both Auth-Server and Auth-Port"
     if "invalid server port" in log:

@@ -10,7 +10,10 @@ JSON schema (``--json``; ``"schema": 1``; new keys may be added, none removed or
       "settings": {"user": "alice" | null, "protocols": ["imap", ...],
                    "methods": ["plain", ...], "timeout": 60.0, "burst": 20,
                    "attempts": 25, "client_ip": "192.0.2.1"},
-      "summary": {"pass": 30, "warn": 2, "fail": 1, "exit_status": 1},
+      "summary": {"pass": 30, "warn": 2, "fail": 1, "exit_status": 1,
+                  "causes": [{"reason": "...", "checks": ["imap.plain.right", ...]}]},
+                                                # the failures grouped by cause, as the
+                                                # table's first lines say them
       "checks": [{
         "id": "imap.plain.wrong",                # stable; see the list below
         "title": "imap plain, wrong password",
@@ -62,6 +65,7 @@ appear only where they differ from the real ones.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from collections.abc import Sequence
@@ -77,6 +81,30 @@ MASK = b"***"
 
 def counts(rows: Sequence[Row]) -> dict[str, int]:
     return {v: sum(r.verdict == v for r in rows) for v in (PASS, WARN, FAIL)}
+
+
+_SENT_AS = re.compile(r"\s*\((?:imap|pop3|smtp)(?:, (?:imap|pop3|smtp))*; sent as .*\)$")
+_ADDR = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+_PROTO = re.compile(r"\b(?:imap|pop3|smtp|IMAP|POP3|SMTP)\b")
+_QUOTED = re.compile(r'"[^"]*"')
+_PREFIX = re.compile(r"^(?:the server broke on this input: |\d+ of \d+ concurrent requests "
+                     r"failed; first: |attempt \d+: )")
+
+
+def causes(rows: Sequence[Row]) -> list[tuple[str, list[str]]]:
+    """The failures grouped by cause: (the first reason, the check ids), first seen first.
+
+    Many checks fail for one reason when a server is broken throughout (every success
+    unusable, say); the reasons then differ only in protocol, address and quoted values.
+    """
+    groups: dict[str, tuple[str, list[str]]] = {}
+    for r in rows:
+        if r.verdict != FAIL:
+            continue
+        key = _SENT_AS.sub("", _PREFIX.sub("", r.reason))
+        key = _QUOTED.sub('"', _PROTO.sub("P", _ADDR.sub("A", key)))
+        groups.setdefault(key, (r.reason, []))[1].append(r.id)
+    return list(groups.values())
 
 
 def exit_status(rows: Sequence[Row]) -> int:
@@ -146,7 +174,9 @@ def to_json(rows: Sequence[Row], s: Settings) -> str:
                      "protocols": list(s.protocols), "methods": list(s.methods),
                      "timeout": s.timeout, "burst": s.burst, "attempts": s.attempts,
                      "client_ip": s.client_ip},
-        "summary": {**counts(rows), "exit_status": exit_status(rows)},
+        "summary": {**counts(rows), "exit_status": exit_status(rows),
+                    "causes": _hider(s)([{"reason": reason, "checks": ids}
+                                         for reason, ids in causes(rows)])},
         "checks": _hider(s)(checks),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -162,8 +192,20 @@ def to_table(rows: Sequence[Row], s: Settings, width: int | None = None) -> str:
     who = f'user "{show(s.user)}", ' if s.user is not None else ""
     out = [f"postern check-auth {s.url}",
            (f"  auth server {peer_name(s.conf)}, {who}{' '.join(s.protocols)}, "
-           f"auth_http_timeout {s.timeout:g} s"), "",
-           f"{'CHECK':<{title_w}}{'VERDICT':<8}REASON / WHAT THE MAIL CLIENT SEES"]
+           f"auth_http_timeout {s.timeout:g} s"), ""]
+    grouped = causes(rows)
+    if len(grouped) < sum(r.verdict == FAIL for r in rows):  # say the few causes first
+        out.append(f"{sum(len(ids) for _, ids in grouped)} checks fail for "
+                   f"{len(grouped)} cause{'s' if len(grouped) > 1 else ''}:")
+        for reason, ids in grouped[:8]:
+            first = textwrap.shorten(hide(reason), 2 * (width - 10), placeholder=" ...")
+            lines = textwrap.wrap(first, width - 10)
+            out.append(f"  {len(ids):>3} x {lines[0]}")
+            out += [" " * 8 + line for line in lines[1:]]
+        if len(grouped) > 8:
+            out.append(f"  ... and {len(grouped) - 8} more")
+        out.append("")
+    out.append(f"{'CHECK':<{title_w}}{'VERDICT':<8}REASON / WHAT THE MAIL CLIENT SEES")
     for r in rows:
         label = {PASS: "pass", WARN: "WARN", FAIL: "FAIL"}[r.verdict]
         lines = wrap.wrap(hide(r.reason)) or [""]

@@ -343,9 +343,10 @@ def reply_format_row(answers: Sequence[Answer]) -> Row:
                         "(and an earlier failure status is not undone by a later OK)")
                 problems.append((WARN, text, a.out))
         for name in names:
-            if name.lower() in (k.lower() for k in KNOWN) or not name.lower().startswith("auth"):
+            if name.lower() in (k.lower() for k in KNOWN) or "auth" not in name.lower():
                 continue
-            near = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.7)
+            bare = name[name.lower().index("auth"):]  # X-Auth-Status: meant Auth-Status
+            near = difflib.get_close_matches(bare, KNOWN, n=1, cutoff=0.7)
             if near:
                 text = f'{a.case.title}: nginx ignores "{name}" (meant "{near[0]}"?)'
                 problems.append((WARN, text, a.out))
