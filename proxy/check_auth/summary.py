@@ -108,6 +108,16 @@ def attempts_row(answers: Sequence[Answer]) -> Row:
             else:
                 row.reason = f"attempt {a.case.attempt}: {a.out.nginx_says()}"
             return row
+    texts = [a.out.response.error if a.out.response else None for a in answers]
+    changed = next((n for n, t in enumerate(texts, 1) if t != texts[0]), None)
+    note = (f'; from attempt {changed} the refusal reads "{show(texts[changed - 1] or b"")}" '
+            "(an account lockout?)" if changed else "")
+    row = _attempts_verdict(row, answers)
+    row.reason += note
+    return row
+
+
+def _attempts_verdict(row: Row, answers: Sequence[Answer]) -> Row:
     waits = [a.out.response.wait if a.out.response else 0 for a in answers]
     with_wait = [n for n, w in enumerate(waits, 1) if w > 0]
     row.client = answers[-1].out
@@ -123,7 +133,8 @@ def attempts_row(answers: Sequence[Answer]) -> Row:
                       "sending Auth-Wait after 10-20 attempts (Auth-Login-Attempt)")
         return row
     row.client = answers[last].out
-    row.reason = (f"Auth-Wait for attempts 1-{last} ({pattern}), none from attempt {last + 1}: "
+    which = "attempt 1" if last == 1 else f"attempts 1-{last}"
+    row.reason = (f"Auth-Wait for {which} ({pattern}), none from attempt {last + 1}: "
                   "nginx closes the session then")
     if last > 20:
         row.verdict = WARN
