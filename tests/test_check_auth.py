@@ -948,11 +948,19 @@ def test_ctrl_c_prints_a_partial_report(tmp_path):
     # SIGINT may be ignored where the test runs in the background; the child restores it
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
             "from proxy.check_auth import main; sys.exit(main(sys.argv[1:]))")
-    with Serving(lambda req: Raw(correct(req), delay=0.2)) as srv:
+    seen = []
+
+    def slow(req):
+        seen.append(req)
+        return Raw(correct(req), delay=0.2)
+
+    with Serving(slow) as srv:
         proc = subprocess.Popen(
             [sys.executable, "-c", code, srv.url, "--user", "alice", "--password",
              "Open sesame+1%"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(2)
+        deadline = time.monotonic() + 30
+        while len(seen) < 3 and time.monotonic() < deadline:  # the run is under way
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
