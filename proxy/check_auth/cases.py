@@ -272,26 +272,26 @@ def probes(s: Settings) -> list[Probe]:
               "is an anonymous bind, and it succeeds)"),
         Probe("cred.sql", "password with SQL injection", user, b"' OR '1'='1",
               "the password goes unescaped into an SQL query"),
-        Probe("cred.sql-quote", "password with SQL injection (double quotes)", user,
-              b'x" OR "1"="1', "the password goes unescaped into an SQL query"),
         Probe("cred.sql-comment", "login with SQL comment, any password",
               user + b"' -- ", s.bad_password,
               "the login goes unescaped into an SQL query: the comment drops the password test"),
         Probe("cred.ldap", "password '*'", user, b"*",
               "the password goes unescaped into an LDAP filter"),
-        Probe("cred.shell", "password with shell syntax", user, b"x';true;'`true`$(true)",
-              "the password reaches a shell"),
-        Probe("cred.long", "password of 300 bytes", user, pw + b"x" * 300,
-              "the server compares only a prefix of the password"),
         Probe("cred.prefix", "the password without its last byte", user, pw[:-1],
               "the server compares only as many bytes as the client sent"),
         Probe("cred.nul", "the password, a NUL byte, more", user, pw + b"\x00postern",
               "the server cuts the password at a NUL byte (a C string)"),
-        Probe("cred.utf-8", "password with UTF-8 and a byte that is not", user,
-              pw + "\u00e9".encode() + b"\xff", "the server compares a lossy decoding"),
         Probe("cred.double-escape", "password that decodes twice to the password", user,
               _escape_first(pw), "the server decodes %XX twice (nginx already escaped the "
               "'%')"),
+        Probe("cred.sql-quote", "password with SQL injection (double quotes)", user,
+              b'x" OR "1"="1', "the password goes unescaped into an SQL query"),
+        Probe("cred.utf-8", "password with UTF-8 and a byte that is not", user,
+              pw + "\u00e9".encode() + b"\xff", "the server compares a lossy decoding"),
+        Probe("cred.shell", "password with shell syntax", user, b"x';true;'`true`$(true)",
+              "the password reaches a shell"),
+        Probe("cred.long", "password of 300 bytes", user, pw + b"x" * 300,
+              "the server compares only a prefix of the password"),
     ]
     if pw.swapcase() != pw:
         out.append(Probe("cred.case", "the password in other letter case", user,
@@ -308,7 +308,11 @@ def probes(s: Settings) -> list[Probe]:
     if b" " in user:
         out.append(Probe("login.plus", "the login with '+' for its spaces",
                          user.replace(b" ", b"+"), pw, "the server decodes '+' as a space"))
-    return [p for p in out if p.password != pw or p.user != user]
+    out = [p for p in out if p.password != pw or p.user != user]
+    # the likeliest bypasses first: a lockout after a few failures hides the later ones
+    first = ("cred.empty-password", "cred.case", "cred.sql", "cred.sql-comment")
+    return sorted(out, key=lambda p: (p.id.startswith("cred."),
+                                      first.index(p.id) if p.id in first else len(first)))
 
 
 def probe_cases(s: Settings, probe: Probe) -> list[Case]:

@@ -5,8 +5,10 @@
 2. Everything the right password must pass: every protocol and method, the burst, the odd
    logins (other users), case files. Nothing has failed for the account yet, so a server
    with an account lockout answers these truthfully.
-3. Everything that must be refused for the account: wrong passwords and digests, adversarial
-   credentials, then one bounded series of wrong-password attempts (one protocol).
+3. Everything that must be refused for the account: the first protocol's wrong password and
+   the adversarial credentials on it (the likeliest bypasses first, before a lockout can hide
+   them), then the other wrong passwords and digests and the other protocols, then one bounded
+   series of wrong-password attempts (one protocol).
 4. The right password once more: a refusal now is recognised as a lockout, not a fault.
 
 Cases are asked one at a time (so latencies are the server's, not the queue's), except the
@@ -220,18 +222,20 @@ async def _checks(r: Runner, rows: list[Row]) -> None:
     # 3. what must be refused for the account, repeated failures last
     if "none" in s.methods and "smtp" in s.protocols:
         wrong.append(relay_case(s))
-    first_wrong = None
-    for case in wrong:
-        row, a = await r.row(case)
-        rows.append(row)
-        if case.id.endswith(".plain.wrong") and a.out.kind == "refused":
-            first_wrong = first_wrong or a
-            rows.append(summary.auth_wait_row(a))
-            if case.protocol == "smtp":
-                rows.append(summary.error_code_row(a))
-    for probe in (p for p in found if p.id.startswith("cred.")):
-        answers = [await r.ask(c) for c in probe_cases(s, probe)]
-        rows.append(summary.probe_row(probe, answers))
+    # The first protocol's wrong password, then every adversarial credential on it, then the
+    # rest: an account lockout that starts after a few failures hides as little as it can.
+    first = s.protocols[0]
+    state: dict[str, Answer] = {}
+    await _wrong(r, rows, [c for c in wrong if c.id == f"{first}.plain.wrong"], state)
+    cred = [p for p in found if p.id.startswith("cred.")]
+    answers: dict[str, list[Answer]] = {p.id: [] for p in cred}
+    for probe in cred:
+        answers[probe.id] += [await r.ask(c) for c in probe_cases(s, probe) if c.protocol == first]
+    await _wrong(r, rows, [c for c in wrong if c.id != f"{first}.plain.wrong"], state)
+    for probe in cred:
+        answers[probe.id] += [await r.ask(c) for c in probe_cases(s, probe) if c.protocol != first]
+        rows.append(summary.probe_row(probe, answers[probe.id]))
+    first_wrong = state.get("first")
     if first_wrong is not None:
         proto = first_wrong.case.protocol
         rows.append(summary.attempts_row(
@@ -241,6 +245,18 @@ async def _checks(r: Runner, rows: list[Row]) -> None:
         after = await r.ask(reference.case)
         rows.append(summary.lockout_row(reference, after, r.failures))
     rows.append(summary.side_effects_row(r.failures, s.user))
+
+
+async def _wrong(r: Runner, rows: list[Row], cases: list[Case], state: dict) -> None:
+    """Cases that must be refused; the first refused wrong password says about Auth-Wait."""
+    for case in cases:
+        row, a = await r.row(case)
+        rows.append(row)
+        if case.id.endswith(".plain.wrong") and a.out.kind == "refused":
+            state.setdefault("first", a)
+            rows.append(summary.auth_wait_row(a))
+            if case.protocol == "smtp":
+                rows.append(summary.error_code_row(a))
 
 
 def _waits(ex: Exchange) -> bool:

@@ -504,6 +504,18 @@ def backend_is_the_listen_address(req):
     return rename(correct(req), b"Auth-Server: 127.0.0.1", b"Auth-Server: 0.0.0.0")
 
 
+@broken
+def lockout_hides_nothing(req):
+    """Locks an account after 5 failures, but compares passwords case-insensitively."""
+    failures = lockout_hides_nothing.__dict__.setdefault("failures", {})
+    if failures.get(req.user, 0) >= 5:
+        return fail(req, "Account locked", wait=None)
+    reply = plain_check(req, lambda known, given: known.lower() == given.lower())
+    if b"Auth-Status: OK" not in reply and req.user in USERS:
+        failures[req.user] = failures.get(req.user, 0) + 1
+    return reply
+
+
 # -- correct servers -----------------------------------------------------------------------------
 
 @right
