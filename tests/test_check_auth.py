@@ -995,3 +995,21 @@ def test_failures_with_one_cause_are_said_once_first(capsys):
     assert '"X-Auth-Status" is not Auth-' in lines[4] + lines[5]
     assert status == 1 and len(doc["summary"]["causes"]) == 1
     assert len(doc["summary"]["causes"][0]["checks"]) == doc["summary"]["fail"]
+
+
+def test_html_report_lists_the_causes(tmp_path, capsys):
+    from auth_zoo.serve import Serving
+
+    from reports.render import checks_section
+    from reports.sources import load_check_auth
+
+    raw = b"HTTP/1.0 200 OK\r\nAuth-Status: OK\r\nAuth-Server: localhost\r\nAuth-Port: 143\r\n\r\n"
+    with Serving(lambda req: raw) as srv:
+        capsys.readouterr()
+        main([srv.url, "--user", "alice", "--password", "secret", "--json", "--burst", "2"])
+    path = tmp_path / "check-auth.json"
+    path.write_text(capsys.readouterr().out)
+    section = checks_section(path, load_check_auth(path))
+    assert "causes" not in section["about"]
+    assert len(section["causes"]) >= 1
+    assert "does not resolve host names" in section["causes"][0]["reason"]
