@@ -253,8 +253,8 @@ async def _wrong(r: Runner, rows: list[Row], cases: list[Case], state: dict) -> 
         row, a = await r.row(case)
         rows.append(row)
         if case.id.endswith(".plain.wrong") and a.out.kind == "refused":
-            state.setdefault("first", a)
-            rows.append(summary.auth_wait_row(a))
+            first = state.setdefault("first", a)
+            rows.append(summary.auth_wait_row(a, first))
             if case.protocol == "smtp":
                 rows.append(summary.error_code_row(a))
 

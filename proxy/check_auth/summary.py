@@ -42,12 +42,24 @@ def _last(ex: Exchange, name: bytes) -> bytes | None:
     return value
 
 
-def auth_wait_row(a: Answer) -> Row:
-    """From the answer to a wrong password: will nginx keep the client connected?"""
+def auth_wait_row(a: Answer, first: Answer | None = None) -> Row:
+    """From the answer to a wrong password: will nginx keep the client connected?
+
+    ``first``: the first protocol's answer; when this one reads differently and has no wait
+    where that one had, the earlier failures most likely locked the account.
+    """
     proto = a.case.protocol
     raw = _last(a.ex, b"auth-wait")
     row = Row(f"{proto}.auth-wait", f"{proto} Auth-Wait on failure", PASS, "", a.out,
               [(a.sent, a.ex)])
+    before = first.out.response if first is not None and first is not a else None
+    now = a.out.response
+    if before is not None and now is not None and before.wait and not now.wait \
+            and now.error != before.error:
+        row.reason = (f'not judged: the refusal now reads "{show(now.error or b"")}" without '
+                      f'the Auth-Wait of "{show(before.error or b"")}": the failures so far '
+                      "have locked the account, it seems")
+        return row
     # nginx reads Auth-Wait with ngx_atoi: anything but digits is ignored, and a failure
     # without a positive wait ends the session. Missing, 0 and "1.5" all mean the same.
     if raw is not None and raw.isdigit() and int(raw) > 0:
