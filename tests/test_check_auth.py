@@ -868,6 +868,8 @@ def test_lockout_is_recognised_not_failed(capsys):
         status, checks = check(srv, capsys, protocols="imap,pop3,smtp")
     assert status == 0 and failing(checks) == {}
     assert "the server locks the account" in checks["lockout"]["reason"]
+    assert "not judged" in checks["smtp.auth-wait"]["reason"]
+    assert verdicts(checks) == {}
     assert "failed logins were sent" in checks["side-effects"]["reason"]
 
 
