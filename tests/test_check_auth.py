@@ -1015,3 +1015,17 @@ def test_html_report_lists_the_causes(tmp_path, capsys):
     assert "causes" not in section["about"]
     assert len(section["causes"]) >= 1
     assert "does not resolve host names" in section["causes"][0]["reason"]
+
+
+def test_same_backend_for_every_protocol_warns(capsys):
+    with broken_server(on_success(server="127.0.0.1", port="1143")) as srv:
+        status, checks = check(srv, capsys, protocols="imap,pop3,smtp")
+    assert status == 0 and checks["routing"]["verdict"] == "warn"
+    assert "IMAP, POP3 and SMTP all get the same backend" in checks["routing"]["reason"]
+
+
+def test_backend_on_another_protocols_port_fails(capsys):
+    with broken_server(on_success(server="127.0.0.1", port="110")) as srv:
+        status, checks = check(srv, capsys, protocols="imap")
+    assert status == 1 and set(failing(checks)) == {"routing"}
+    assert "imap is sent to port 110, the pop3 port" in checks["routing"]["reason"]

@@ -422,6 +422,14 @@ def routing_row(answers: Sequence[Answer]) -> Row | None:
         row.reason = (f"IMAP, POP3 and SMTP all get the same backend ({listing}): one server "
                       "rarely speaks all three on one port; a copy-paste routing mistake?")
         return row
+    shared = [(p, q) for i, p in enumerate(where) for q in list(where)[i + 1:]
+              if where[p] == where[q]]
+    if shared:
+        p, q = shared[0]
+        row.verdict = WARN
+        row.reason = (f"{p} and {q} get the same backend ({listing}): one port speaks one "
+                      "protocol; a copy-paste routing mistake?")
+        return row
     row.reason = listing
     return row
 
