@@ -340,7 +340,9 @@ def test_auth_wait_stopping_late_warns(capsys):
 
 
 def right_password(req) -> bool:
-    return req.auth_method == "plain" and req.user == "alice" and req.password == "secret"
+    """The first right-password request (not the retry at attempt 3)."""
+    return req.auth_method == "plain" and req.user == "alice" and req.password == "secret" \
+        and req.attempt == 1
 
 
 def test_slow_reply_past_the_timeout(capsys):
@@ -535,7 +537,8 @@ def test_expected_backend(capsys):
     with correct_server() as srv:
         status, checks = check(srv, capsys, "--expect-backend", "imap=127.0.0.1:143")
     assert status == 1
-    assert set(failing(checks)) == {"imap.plain.right", "imap.cram-md5.right"}
+    assert set(failing(checks)) == {"imap.plain.right", "imap.plain.retry",
+                                    "imap.cram-md5.right"}
     assert "expected backend 127.0.0.1:143" in checks["imap.plain.right"]["reason"]
 
 
@@ -565,7 +568,7 @@ def test_wait_status_is_followed(capsys):
     assert checks["imap.plain.right"]["verdict"] == "pass"
     assert len(checks["imap.plain.right"]["exchanges"]) == 3
     assert requests[0].raw == requests[1].raw == requests[2].raw
-    assert requests[3].auth_method == "cram-md5"
+    assert requests[3].attempt == 3  # the retry, after the WAIT was followed
 
 
 def test_unreachable_server(capsys):

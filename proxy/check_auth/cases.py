@@ -175,6 +175,10 @@ def protocol_cases(s: Settings, protocol: str) -> list[Case]:
             noun = "password" if method == "plain" else "digest"
             out.append(replace(base, id=f"{protocol}.{method}.right",
                                title=f"{protocol} {method}, right {noun}", role="right"))
+            if method == "plain":  # after two typos in one session: still let in
+                out.append(replace(base, id=f"{protocol}.plain.retry", attempt=RETRY_ATTEMPT,
+                                   title=f"{protocol} plain, right password at attempt "
+                                         f"{RETRY_ATTEMPT}", role="right"))
             out.append(replace(base, id=f"{protocol}.{method}.wrong",
                                title=f"{protocol} {method}, wrong {noun}", role="wrong",
                                password=s.bad_password, expect="refused", backend=None))
@@ -208,6 +212,7 @@ def relay_case(s: Settings) -> Case:
                 strict=False, rcpt_to=b"RCPT TO:<" + RELAY_PROBE + b">")
 
 
+RETRY_ATTEMPT = 3
 RELAY_PROBE = b"relay-probe@relay-probe.invalid"  # RFC 2606: .invalid is never local
 NOBODY = b"postern-no-such-user-7f3a9c"
 

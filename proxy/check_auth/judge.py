@@ -216,6 +216,9 @@ def _judge_ok(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
                else f'refused the right {noun}: "{text}"')
         if resp.error.upper() in (b"OK", b"WAIT"):
             return FAIL, why + " (nginx compares OK and WAIT case-sensitively)"
+        if case.attempt > 1 and case.role == "right":
+            return FAIL, (f'refused the right password at Auth-Login-Attempt {case.attempt}: '
+                          f'"{text}": a client that mistyped in this session cannot log in')
         escaped = [v for v in (case.user, case.password) if any(b <= 0x20 or b == 0x25
                                                                  for b in v)]
         if escaped and case.method == "plain":

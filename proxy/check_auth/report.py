@@ -42,7 +42,8 @@ bytes shown with \\r \\n \\xNN escapes), ``then`` and ``nginx_log`` are plain te
 
 Check ids, in the order they run: ``connect`` or ``endpoint`` (the URL is not an auth_http
 server: a web page, TLS, a mail server; the run stops there); per protocol P the checks the
-right password must pass: ``P.plain.right``, ``P.cram-md5.right``, ``P.external.cert``,
+right password must pass: ``P.plain.right``, ``P.plain.retry`` (at Auth-Login-Attempt 3),
+``P.cram-md5.right``, ``P.external.cert``,
 ``pop3.apop.right``, ``smtp.none``; ``routing`` (the backend per protocol); ``burst``; odd
 logins with the right password: ``login.unknown``, ``login.space``, ``login.percent``,
 ``login.double-escape``, ``login.quotes``, ``login.utf-8``, ``login.control``,

@@ -516,6 +516,13 @@ def lockout_hides_nothing(req):
     return reply
 
 
+@broken
+def attempt_limit_off_by_one(req):
+    """Meant to refuse from attempt 20 on; compares with the wrong constant and refuses any
+    retry, so one typo locks the client out of the session."""
+    return fail(req, "Too many attempts") if req.attempt > 1 else correct(req)
+
+
 # -- correct servers -----------------------------------------------------------------------------
 
 @right
