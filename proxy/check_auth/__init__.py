@@ -39,9 +39,9 @@ __all__ = ["main", "settings_from_args"]
 
 SIDE_EFFECTS = """\
 What it does to a real directory: every check that the right password must pass runs first;
-then about 15 failed logins per protocol are sent for --user (wrong passwords and digests,
-an empty password, injection strings, odd logins), and one series of --attempts wrong
-passwords (one protocol). A server with an account lockout may lock the account: the run
+then 15 to 20 failed logins per protocol are sent for --user (wrong passwords and digests,
+an empty password, injection strings), and one series of --attempts wrong passwords (one
+protocol); the number is printed on stderr before the run starts. A server with an account lockout may lock the account: the run
 ends by trying the right password once more and reports a lockout as such. Use a test
 account, or tell the directory's owners first."""
 
