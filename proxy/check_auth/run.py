@@ -163,6 +163,8 @@ async def run(s: Settings) -> list[Row]:
     except asyncio.CancelledError:  # Ctrl-C: report what was checked
         rows.append(Row("interrupted", "run interrupted", WARN,
                         "interrupted: the remaining checks were not run"))
+    if r.failures and s.user is not None and not any(row.id == "side-effects" for row in rows):
+        rows.append(summary.side_effects_row(r.failures, s.user))  # a run cut short
     answers = r.answers
     rows.append(summary.latency_row(answers, s))
     if any(a.ex.response is not None or a.ex.full for a in answers):
