@@ -457,9 +457,12 @@ def checks_section(path: Path, run: CheckAuthRun) -> dict[str, Any]:
     about = ", ".join(str(meta[k]) for k in ("url",) if meta.get(k))
     if summary:
         about += (" · " if about else "") + ", ".join(
-            f"{v} {k}" for k, v in summary.items() if k != "exit_status")
+            f"{v} {k}" for k, v in summary.items() if k in ("pass", "warn", "fail"))
+    causes = [c for c in summary.get("causes") or [] if isinstance(c, dict)]
     return {"path": str(path), "rows": shaped, "figure": plots.verdict_counts(run.rows),
-            "about": about, "error": str(meta.get("error", ""))}
+            "about": about, "error": str(meta.get("error", "")),
+            "causes": [{"reason": str(c.get("reason", "")), "count": len(c.get("checks") or [])}
+                       for c in causes]}
 
 
 # -- the page ---------------------------------------------------------------------------------

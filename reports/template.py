@@ -209,6 +209,7 @@ names{% if cf.grammar %}; RFC grammar check: {{ cf.grammar }}{% endif %}.</p>
 results/check-auth.json</code>).</p>{% else %}
 <p class="muted">From <code>{{ checks.path }}</code>{% if checks.about %}: {{ checks.about }}{% endif %}.</p>
 {% if checks.error %}<div class="note">{{ checks.error }}</div>{% endif %}
+{% if checks.causes %}<div class="note">Failures by cause:<ul>{% for c in checks.causes %}<li>{{ c.count }} &times; {{ c.reason }}</li>{% endfor %}</ul></div>{% endif %}
 {% if checks.figure %}<div class="figure">{{ checks.figure|safe }}</div>{% endif %}
 <table><tr><th class="l">check</th><th class="l">verdict</th><th class="l">reason</th><th class="l">what the client sees</th></tr>
 {% for r in checks.rows %}<tr class="{{ 'bad' if r.verdict in ('fail', 'failed') else '' }}"><td class="l">{{ r.check }}{% if r.id %}<br><span class="muted">{{ r.id }}</span>{% endif %}</td>

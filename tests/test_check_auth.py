@@ -31,6 +31,9 @@ def correct_server(**kw) -> MockAuthServer:
                          fail_wait=2, smtp_error_code="535 5.7.8", **kw)
 
     def decide(req):
+        rcpt = req.header("Auth-SMTP-To") or ""
+        if req.auth_method == "none" and "@" in rcpt and not rcpt.endswith("@example.com>"):
+            return Reply.fail("Relaying denied", wait=2, error_code="554 5.7.1")
         if req.auth_method == "external" and req.header("Auth-SSL-Verify") != "SUCCESS":
             return Reply.fail(wait=2, error_code="535 5.7.8" if req.protocol == "smtp" else None)
         reply = srv.default_reply(req)
@@ -128,7 +131,7 @@ def test_requests_are_nginx_requests_and_digests_are_real(capsys):
         b"Auth-Pass: secret\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\n"
         b"Client-IP: 192.0.2.1\r\n\r\n")
     attempts = [int(r.header("Auth-Login-Attempt")) for r in requests
-                if r.protocol == "imap" and r.password == "secret-wrong"]
+                if r.protocol == "imap" and r.password == "secret-wrong" and r.user == "alice"]
     assert attempts == list(range(1, 26))
     cram = next(r for r in requests if r.auth_method == "cram-md5" and r.attempt == 1)
     names = [n for n, _ in cram.headers]
@@ -203,8 +206,8 @@ def test_digest_echoed_as_auth_pass(capsys):
     with broken_server(echo) as srv:
         status, checks = check(srv, capsys)
     row = checks["imap.cram-md5.right"]
-    assert status == 0
-    assert row["verdict"] == "warn" and "echoes the client's digest" in row["reason"]
+    assert status == 1
+    assert row["verdict"] == "fail" and "Auth-Pass is the client's digest" in row["reason"]
 
 
 def test_header_block_over_1024_bytes(capsys):
@@ -245,10 +248,11 @@ def test_no_auth_wait_on_failure(capsys):
 
 
 def test_non_numeric_auth_wait(capsys):
+    """nginx ignores a non-numeric Auth-Wait: the same effect (and verdict) as none at all."""
     with broken_server(on_failure(wait="2s")) as srv:
         status, checks = check(srv, capsys)
-    assert status == 1
-    assert set(failing(checks)) == {"imap.auth-wait"}
+    assert status == 0
+    assert verdicts(checks) == {"imap.auth-wait": "warn"}
     assert 'Auth-Wait "2s" is not a whole number of seconds' in checks["imap.auth-wait"]["reason"]
     assert checks["imap.plain.wrong"]["client"]["delay"] == 0
 
@@ -302,7 +306,7 @@ def test_bad_smtp_error_code(capsys):
     assert status == 1
     assert set(failing(checks)) == {"smtp.error-code"}
     row = checks["smtp.error-code"]
-    assert 'Auth-Error-Code "5.7.8" is not' in row["reason"]
+    assert 'Auth-Error-Code "5.7.8" does not start with an SMTP failure' in row["reason"]
     assert row["client"]["nginx_writes"] == "5.7.8 Invalid login or password\r\n"
 
 
@@ -336,7 +340,9 @@ def test_auth_wait_stopping_late_warns(capsys):
 
 
 def right_password(req) -> bool:
-    return req.auth_method == "plain" and req.user == "alice" and req.password == "secret"
+    """The first right-password request (not the retry at attempt 3)."""
+    return req.auth_method == "plain" and req.user == "alice" and req.password == "secret" \
+        and req.attempt == 1
 
 
 def test_slow_reply_past_the_timeout(capsys):
@@ -415,7 +421,8 @@ def test_login_decoded_twice(capsys):
         status, checks = check(srv, capsys)
     assert status == 1
     assert set(failing(checks)) == {"login.double-escape"}
-    assert 'accepted "%61lice" with the right password: the server decodes %XX twice' in \
+    assert 'accepted the login "%61lice" with the right password: the server decodes %XX ' \
+        'twice' in \
         checks["login.double-escape"]["reason"]
 
 
@@ -455,9 +462,9 @@ def test_server_error_on_utf8_login(capsys):
     with broken_server(crash) as srv:
         status, checks = check(srv, capsys)
     assert status == 1
-    assert set(failing(checks)) == {"login.utf-8"}
+    assert set(failing(checks)) == {"login.utf-8", "login.latin-1"}
     row = checks["login.utf-8"]
-    assert "the server broke on this login" in row["reason"]
+    assert "the server broke on this input" in row["reason"]
     assert "no Auth-Status header" in row["reason"]
     assert checks["http-status"]["verdict"] == "warn"
     assert "HTTP 500 without Auth-Status" in checks["http-status"]["reason"]
@@ -530,7 +537,8 @@ def test_expected_backend(capsys):
     with correct_server() as srv:
         status, checks = check(srv, capsys, "--expect-backend", "imap=127.0.0.1:143")
     assert status == 1
-    assert set(failing(checks)) == {"imap.plain.right", "imap.cram-md5.right"}
+    assert set(failing(checks)) == {"imap.plain.right", "imap.plain.retry",
+                                    "imap.cram-md5.right"}
     assert "expected backend 127.0.0.1:143" in checks["imap.plain.right"]["reason"]
 
 
@@ -560,7 +568,7 @@ def test_wait_status_is_followed(capsys):
     assert checks["imap.plain.right"]["verdict"] == "pass"
     assert len(checks["imap.plain.right"]["exchanges"]) == 3
     assert requests[0].raw == requests[1].raw == requests[2].raw
-    assert requests[3].password == "secret-wrong"
+    assert requests[3].attempt == 3  # the retry, after the WAIT was followed
 
 
 def test_unreachable_server(capsys):
@@ -653,7 +661,8 @@ def test_client_certificate_headers(tmp_path, capsys):
                           "Auth-SSL-Subject", "Auth-SSL-Issuer", "Auth-SSL-Serial",
                           "Auth-SSL-Fingerprint", "Auth-SSL-Cert"]
     assert requests[0].header("Auth-SSL-Cert").startswith("-----BEGIN%20CERTIFICATE-----%0A")
-    no_cert = next(r for r in requests if r.auth_method == "external")
+    no_cert = next(r for r in requests if r.auth_method == "external"
+                   and r.header("Auth-SSL-Verify") != "SUCCESS")
     assert no_cert.header("Auth-SSL-Verify") == "NONE"
     assert no_cert.header("Auth-SSL-Subject") is None
 
@@ -682,7 +691,8 @@ def test_json_feeds_the_html_report(tmp_path, capsys):
     path = tmp_path / "check-auth.json"
     path.write_text(capsys.readouterr().out)
     rows = load_check_auth(path).rows
-    assert {k: rows[1][k] for k in ("check", "verdict", "reason", "client_sees")} == {"check": "pop3 plain, wrong password", "verdict": "pass",
+    wrong = next(r for r in rows if r["check"] == "pop3 plain, wrong password")
+    assert {k: wrong[k] for k in ("check", "verdict", "reason", "client_sees")} == {"check": "pop3 plain, wrong password", "verdict": "pass",
                        "reason": 'refused: "Invalid login or password", Auth-Wait: 2',
                        "client_sees": "after 2 s: -ERR Invalid login or password\\r\\n, "
                                       "then the session goes on"}
@@ -764,14 +774,14 @@ def test_nginx_http_block_auth_endpoint(tmp_path, capsys):
                                    "--protocol", "imap,pop3,smtp", "--cases", str(cases))
     assert "[emerg]" not in nginx.error_log_text()
     assert status == 1
+    # a fixed Auth-Wait never stops: the attempt cut-off is what it lacks (one series)
+    assert checks["imap.attempts"]["verdict"] == "fail"
+    assert "Auth-Wait still sent at attempt 25 (1 s x25)" in checks["imap.attempts"]["reason"]
+    assert "pop3.attempts" not in checks
     for proto in ("imap", "pop3", "smtp"):
         assert checks[f"{proto}.plain.right"]["verdict"] == "pass"
         assert checks[f"{proto}.plain.wrong"]["verdict"] == "pass"
         assert checks[f"{proto}.auth-wait"]["verdict"] == "pass"
-        # a fixed Auth-Wait never stops: the attempt cut-off is what it lacks
-        assert checks[f"{proto}.attempts"]["verdict"] == "fail"
-        assert "Auth-Wait still sent at attempt 25 (1 s x25)" in checks[f"{proto}.attempts"][
-            "reason"]
         # CRAM-MD5 needs the plaintext password; the map cannot check an HMAC
         assert checks[f"{proto}.cram-md5.right"]["verdict"] == "warn"
     assert checks["pop3.apop.right"]["verdict"] == "warn"
@@ -793,3 +803,232 @@ def check_url(url: str, capsys, *args: str) -> tuple[int, dict]:
     status = main([url, "--user", "alice", "--password", "secret", "--json", *args])
     doc = json.loads(capsys.readouterr().out)
     return status, {c["id"]: c for c in doc["checks"]}
+
+
+# -- the run as a whole: order, side effects, wrong endpoints, interruptions ---------------------
+
+def test_usage_error_comes_first(capsys):
+    with pytest.raises(SystemExit):
+        main(["http://127.0.0.1:1/", "--user", "a"])
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "postern check-auth: error: --user and --password go together"
+    assert len(err) <= 3
+
+
+@pytest.mark.parametrize("wait", [None, "0", "1.5"])
+def test_no_positive_auth_wait_is_one_verdict(wait, capsys):
+    """Missing, 0 and non-numeric: nginx closes the connection alike, so one verdict."""
+    with broken_server(on_failure(wait=wait)) as srv:
+        status, checks = check(srv, capsys)
+    row = checks["imap.auth-wait"]
+    assert status == 0 and row["verdict"] == "warn"
+    assert "nginx sends the error line and closes the connection" in row["reason"]
+    if wait == "0":
+        assert row["reason"].startswith("Auth-Wait: 0 on failure")
+
+
+def test_reply_code_without_enhanced_status_is_valid(capsys):
+    with broken_server(on_failure(error_code="535")) as srv:
+        status, checks = check(srv, capsys, protocols="smtp")
+    row = checks["smtp.error-code"]
+    assert status == 0 and row["verdict"] == "pass"
+    assert "a valid SMTP reply code without an enhanced status" in row["reason"]
+
+
+def test_external_without_certificate_is_checked_whatever_methods_say(capsys):
+    def external_ok(req, reply):
+        return Reply.ok(*IMAP) if req.auth_method == "external" else None
+
+    with broken_server(external_ok) as srv:
+        status, checks = check(srv, capsys, "--methods", "plain")
+    assert status == 1 and "imap.external.no-cert" in failing(checks)
+
+
+def test_right_password_checks_come_before_any_failure(capsys):
+    with correct_server() as srv:
+        check(srv, capsys, protocols="imap,pop3,smtp", burst="2")
+        requests = list(srv.requests)
+    first_failure = next(i for i, r in enumerate(requests)
+                         if r.user == "alice" and r.auth_method == "plain"
+                         and r.password != "secret")
+    right = [i for i, r in enumerate(requests[:-1]) if r.user == "alice"
+             and r.auth_method == "plain" and r.password == "secret"]
+    assert max(right) < first_failure
+    assert requests[-1].password == "secret"  # the lockout probe, last
+
+
+def test_lockout_is_recognised_not_failed(capsys):
+    failures = {}
+
+    def lockout(req, reply):
+        if failures.get(req.user, 0) >= 10:
+            return Reply.fail("Account locked")
+        if reply.status != "OK":
+            failures[req.user] = failures.get(req.user, 0) + 1
+        return None
+
+    with broken_server(lockout) as srv:
+        status, checks = check(srv, capsys, protocols="imap,pop3,smtp")
+    assert status == 0 and failing(checks) == {}
+    assert "the server locks the account" in checks["lockout"]["reason"]
+    assert "not judged" in checks["smtp.auth-wait"]["reason"]
+    assert verdicts(checks) == {}
+    assert "failed logins were sent" in checks["side-effects"]["reason"]
+
+
+def test_adversarial_credentials_are_refused_or_fail(capsys):
+    def empty_ok(req, reply):
+        plain = req.auth_method == "plain"
+        return Reply.ok(*IMAP) if plain and req.user == "alice" and req.password == "" else None
+
+    with broken_server(empty_ok) as srv:
+        status, checks = check(srv, capsys)
+        sent = [r.password for r in srv.requests if r.user == "alice"]
+    assert status == 1
+    assert set(failing(checks)) == {"cred.empty-password"}
+    assert "anonymous bind" in checks["cred.empty-password"]["reason"]
+    assert {"", "SECRET", "' OR '1'='1", "*", "secret\x00postern"} <= set(sent)
+    assert "secret" not in json.dumps(checks["cred.empty-password"])
+
+
+def test_auth_pass_escaped_is_a_fail(tmp_path, capsys):
+    """The Auth-Pass a success carries is compared with the password the tool knows."""
+    def echo_escaped(req, reply):
+        if reply.status == "OK" and req.auth_method == "plain":
+            return replace(reply, password=escape(req.password.encode()).decode())
+        return None
+
+    srv = MockAuthServer({"alice": User("se cret", backends=BACKENDS)}, backends=BACKENDS)
+    right = srv.handler or srv.default_reply
+    srv.handler = lambda req: echo_escaped(req, right(req)) or right(req)
+    with srv:
+        capsys.readouterr()
+        main([srv.url, "--user", "alice", "--password", "se cret", "--protocol", "imap",
+              "--burst", "0", "--json"])
+        checks = {c["id"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    row = checks["imap.plain.right"]
+    assert row["verdict"] == "fail" and "still %XX-escaped" in row["reason"]
+
+
+def test_ip_and_port_in_auth_server_is_named_as_such(capsys):
+    with broken_server(on_success(server="127.0.0.1:1143")) as srv:
+        _, checks = check(srv, capsys)
+    assert "carries a port" in checks["imap.plain.right"]["reason"]
+
+
+def test_silent_server_counts_agree(capsys):
+    from auth_zoo.serve import Raw, Serving
+
+    with Serving(lambda req: Raw(hang=True)) as srv:
+        status, checks = check_url(srv.url, capsys, "--timeout", "200ms")
+    assert status == 1
+    assert "sent not a byte to 3 requests" in checks["aborted"]["reason"]
+    assert "3 of 3 answers" in checks["latency"]["reason"]
+    assert "header-size" not in checks and "http-status" not in checks
+
+
+@pytest.mark.parametrize("reply, text", [
+    (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>", "not an auth_http server"),
+    (b"\x15\x03\x03\x00\x02\x02\x50", "this speaks TLS"),
+    (b"220 mx.example ESMTP\r\n", "not an auth_http server"),
+])
+def test_wrong_endpoint_is_said_once(reply, text, capsys):
+    from auth_zoo.serve import Serving
+
+    with Serving(lambda req: reply) as srv:
+        status, checks = check_url(srv.url, capsys)
+    assert status == 1 and list(checks) == ["endpoint"]
+    assert text in checks["endpoint"]["reason"]
+
+
+def test_ctrl_c_prints_a_partial_report(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from auth_zoo.directory import correct
+    from auth_zoo.serve import Raw, Serving
+
+    # SIGINT may be ignored where the test runs in the background; the child restores it
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from proxy.check_auth import main; sys.exit(main(sys.argv[1:]))")
+    seen = []
+
+    def slow(req):
+        seen.append(req)
+        return Raw(correct(req), delay=0.2)
+
+    with Serving(slow) as srv:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, srv.url, "--user", "alice", "--password",
+             "Open sesame+1%"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while len(seen) < 3 and time.monotonic() < deadline:  # the run is under way
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    assert b"run interrupted" in out and b"imap plain, right password" in out
+
+
+def test_password_echoed_in_the_error_text_fails_and_is_hidden(capsys):
+    def echo(req, reply):
+        if reply.status != "OK" and req.auth_method == "plain":
+            return replace(reply, status=f"Wrong password {req.password}")
+        return None
+
+    with broken_server(echo) as srv:
+        status, checks = check(srv, capsys)
+    assert status == 1
+    assert "carries the password" in checks["imap.plain.wrong"]["reason"]
+    assert "secret-wrong" not in json.dumps(checks)
+
+
+def test_failures_with_one_cause_are_said_once_first(capsys):
+    from auth_zoo.serve import Serving
+
+    raw = b"HTTP/1.0 200 OK\r\nX-Auth-Status: OK\r\nX-Auth-Server: 127.0.0.1\r\n\r\n"
+    with Serving(lambda req: raw) as srv:
+        capsys.readouterr()
+        main([srv.url, "--user", "alice", "--password", "secret", "--burst", "2"])
+        lines = capsys.readouterr().out.splitlines()
+        status, doc = main([srv.url, "--user", "alice", "--password", "secret", "--json"]), \
+            json.loads(capsys.readouterr().out)
+    assert lines[3].endswith("checks fail for 1 cause:")
+    assert '"X-Auth-Status" is not Auth-' in lines[4] + lines[5]
+    assert status == 1 and len(doc["summary"]["causes"]) == 1
+    assert len(doc["summary"]["causes"][0]["checks"]) == doc["summary"]["fail"]
+
+
+def test_html_report_lists_the_causes(tmp_path, capsys):
+    from auth_zoo.serve import Serving
+
+    from reports.render import checks_section
+    from reports.sources import load_check_auth
+
+    raw = b"HTTP/1.0 200 OK\r\nAuth-Status: OK\r\nAuth-Server: localhost\r\nAuth-Port: 143\r\n\r\n"
+    with Serving(lambda req: raw) as srv:
+        capsys.readouterr()
+        main([srv.url, "--user", "alice", "--password", "secret", "--json", "--burst", "2"])
+    path = tmp_path / "check-auth.json"
+    path.write_text(capsys.readouterr().out)
+    section = checks_section(path, load_check_auth(path))
+    assert "causes" not in section["about"]
+    assert len(section["causes"]) >= 1
+    assert "does not resolve host names" in section["causes"][0]["reason"]
+
+
+def test_same_backend_for_every_protocol_warns(capsys):
+    with broken_server(on_success(server="127.0.0.1", port="1143")) as srv:
+        status, checks = check(srv, capsys, protocols="imap,pop3,smtp")
+    assert status == 0 and checks["routing"]["verdict"] == "warn"
+    assert "IMAP, POP3 and SMTP all get the same backend" in checks["routing"]["reason"]
+
+
+def test_backend_on_another_protocols_port_fails(capsys):
+    with broken_server(on_success(server="127.0.0.1", port="110")) as srv:
+        status, checks = check(srv, capsys, protocols="imap")
+    assert status == 1 and set(failing(checks)) == {"routing"}
+    assert "imap is sent to port 110, the pop3 port" in checks["routing"]["reason"]

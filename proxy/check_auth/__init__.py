@@ -32,16 +32,33 @@ from proxy.conf.values import parse_time
 
 from .cases import METHODS, PROTOCOLS, CaseFileError, Settings, load_cases, parse_backend
 from .report import exit_status, to_json, to_table
-from .run import run
+from .run import planned_failures, run
 
 __all__ = ["main", "settings_from_args"]
 
 
+SIDE_EFFECTS = """\
+What it does to a real directory: every check that the right password must pass runs first;
+then 15 to 20 failed logins per protocol are sent for --user (wrong passwords and digests,
+an empty password, injection strings), and one series of --attempts wrong passwords (one
+protocol); the number is printed on stderr before the run starts. A server with an account lockout may lock the account: the run
+ends by trying the right password once more and reports a lockout as such. Use a test
+account, or tell the directory's owners first."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # the error first, then one line of usage
+        self.exit(2, f"{self.prog}: error: {message}\nusage: {self.usage}\n"
+                     f"(postern check-auth --help for every option)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="postern check-auth",
+        usage="postern check-auth URL --user USER --password PASSWORD [options]",
         description="Check an nginx auth_http server: send nginx's exact requests, judge "
-                    "the answers by nginx's rules, show what mail clients would see.")
+                    "the answers by nginx's rules, show what mail clients would see.",
+        epilog=SIDE_EFFECTS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", help="the auth_http URL as in nginx.conf (http://HOST[:PORT]/URI "
                                "or unix:/PATH[:/URI])")
     p.add_argument("--user", help="a login the server knows")
@@ -56,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                    "500ms; default 60s): warn above 10%% of it, fail above it")
     p.add_argument("--burst", type=int, default=20, help="concurrent requests (0: none)")
     p.add_argument("--attempts", type=int, default=25,
-                   help="wrong-password attempts in one session (default 25)")
+                   help="wrong-password attempts in one session, sent last and for the "
+                        "first protocol only (default 25)")
     p.add_argument("--cases", action="append", default=[], metavar="FILE.toml",
                    help="more cases (see examples/check-auth/cases.toml)")
     p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
@@ -224,6 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
     except UsageError as err:
         parser.error(str(err))
-    rows = asyncio.run(run(settings))
+    failures = planned_failures(settings)
+    if failures:  # said before anything is sent; stderr keeps --json output clean
+        sys.stderr.write(f"postern check-auth: after the right-password checks, this run sends "
+                         f"about {failures} failed logins for \"{args.user}\"; a server with "
+                         "an account lockout may lock it (see --help)\n")
+    rows = asyncio.run(run(settings))  # Ctrl-C ends the run early, with a partial report
     sys.stdout.write(to_json(rows, settings) if args.json else to_table(rows, settings))
+    if any(r.id == "interrupted" for r in rows):
+        return 130
     return exit_status(rows)

@@ -162,7 +162,10 @@ def protocol_cases(s: Settings, protocol: str) -> list[Case]:
     """Right and wrong credentials for every method nginx can use with this protocol."""
     assert s.user is not None and s.password is not None
     out: list[Case] = []
-    for method in s.methods:
+    # nginx accepts AUTHENTICATE EXTERNAL with an initial response even where external is
+    # not enabled, so the no-certificate refusal is checked whatever --methods says.
+    methods = s.methods if "external" in s.methods else (*s.methods, "external")
+    for method in methods:
         if protocol not in METHOD_PROTOCOLS[method]:
             continue
         base = Case(id="", title="", protocol=protocol, method=method, user=s.user,
@@ -172,6 +175,10 @@ def protocol_cases(s: Settings, protocol: str) -> list[Case]:
             noun = "password" if method == "plain" else "digest"
             out.append(replace(base, id=f"{protocol}.{method}.right",
                                title=f"{protocol} {method}, right {noun}", role="right"))
+            if method == "plain":  # after two typos in one session: still let in
+                out.append(replace(base, id=f"{protocol}.plain.retry", attempt=RETRY_ATTEMPT,
+                                   title=f"{protocol} plain, right password at attempt "
+                                         f"{RETRY_ATTEMPT}", role="right"))
             out.append(replace(base, id=f"{protocol}.{method}.wrong",
                                title=f"{protocol} {method}, wrong {noun}", role="wrong",
                                password=s.bad_password, expect="refused", backend=None))
@@ -180,7 +187,7 @@ def protocol_cases(s: Settings, protocol: str) -> list[Case]:
                                title=f"{protocol} external, no client certificate",
                                role="no-cert", expect="refused", certificate=False,
                                backend=None))
-            if s.has_cert:
+            if s.has_cert and method in s.methods:
                 out.append(replace(base, id=f"{protocol}.external.cert",
                                    title=f"{protocol} external, verified certificate",
                                    role="right"))
@@ -198,13 +205,40 @@ def attempt_cases(s: Settings, protocol: str) -> list[Case]:
                  role="attempt") for n in range(1, s.attempts + 1)]
 
 
+def relay_case(s: Settings) -> Case:
+    """smtp_auth none: MAIL and RCPT without AUTH, to a recipient no server can call local."""
+    return Case(id="smtp.none.relay", title="smtp none, foreign recipient (open relay?)",
+                protocol="smtp", method="none", expect="refused", role="relay",
+                strict=False, rcpt_to=b"RCPT TO:<" + RELAY_PROBE + b">")
+
+
+RETRY_ATTEMPT = 3
+RELAY_PROBE = b"relay-probe@relay-probe.invalid"  # RFC 2606: .invalid is never local
+NOBODY = b"postern-no-such-user-7f3a9c"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """An odd login or password sent for every protocol; a correct server refuses it."""
+
+    id: str  # login.<kind> or cred.<kind>
+    title: str
+    user: bytes
+    password: bytes
+    story: str  # what acceptance means: the bug behind it
+
+
+def _escape_first(value: bytes) -> bytes:
+    """The value with its first byte written as %XX: equal to it only after a 2nd decoding."""
+    return b"%%%02X" % value[0] + value[1:] if value else b"%41"
+
+
 def login_variants(user: bytes) -> list[tuple[str, str, bytes]]:
     """(id, title, login) of logins that nginx escapes or that servers often mangle."""
-    first = b"%%%02X" % user[0] + user[1:] if user else b"%41"
     return [
         ("space", "login with a space", user + b" smith"),
         ("percent", "login with '%'", user + b"%"),
-        ("double-escape", "login that decodes twice to the user", first),
+        ("double-escape", "login that decodes twice to the user", _escape_first(user)),
         ("quotes", "login with quotes", b'"' + user + b'"'),
         ("utf-8", "login in UTF-8", user + "\u00e9\u2603".encode()),
         ("control", "login with control characters", user + b"\x00\t\r\nAuth-Status: OK"),
@@ -212,11 +246,83 @@ def login_variants(user: bytes) -> list[tuple[str, str, bytes]]:
     ]
 
 
-def login_cases(s: Settings, variant: str, login: bytes) -> list[Case]:
-    """One variant for every protocol, with the right password: only the login is odd."""
-    assert s.password is not None
-    return [Case(id=f"login.{variant}", title=variant, protocol=p, user=login,
-                 password=s.password, expect="refused", role=f"login:{variant}")
+def probes(s: Settings) -> list[Probe]:
+    """Logins a correct server refuses even with the right password, then wrong passwords
+    that broken comparisons, decoders and directories take for the right one."""
+    user, pw = s.user, s.password
+    assert user is not None and pw is not None
+    cut = "the server trims, cuts or mis-decodes logins"
+    out = [Probe("login.unknown", "unknown user, right password", NOBODY, pw,
+                 "the server accepts any login")]
+    out += [Probe(f"login.{v}", title, login, pw,
+                  "the server decodes %XX twice (nginx already escaped the '%')"
+                  if v == "double-escape" else cut)
+            for v, title, login in login_variants(user)]
+    out += [
+        Probe("login.nul", "login with a NUL byte", user + b"\x00postern", pw,
+              "the server cuts the login at a NUL byte (a C string)"),
+        Probe("login.empty", "empty login, right password", b"", pw,
+              "the server accepts an empty login"),
+        Probe("login.long", "login of 300 bytes", user + b"x" * 300, pw, cut),
+        Probe("login.latin-1", "login with a byte that is not UTF-8", user + b"\xe9", pw,
+              cut),
+        Probe("login.wildcard", "login with an LDAP wildcard", user[:2] + b"*", pw,
+              "the login goes unescaped into an LDAP filter: '*' matches any user"),
+        Probe("login.ldap-filter", "login with an LDAP filter", user + b")(uid=*", pw,
+              "the login goes unescaped into an LDAP filter"),
+        Probe("login.sql", "login with SQL injection", b"' OR '1'='1' -- ", pw,
+              "the login goes unescaped into an SQL query"),
+        Probe("cred.empty-password", "empty password", user, b"",
+              "an empty password is accepted (an LDAP simple bind with an empty password "
+              "is an anonymous bind, and it succeeds)"),
+        Probe("cred.sql", "password with SQL injection", user, b"' OR '1'='1",
+              "the password goes unescaped into an SQL query"),
+        Probe("cred.sql-comment", "login with SQL comment, any password",
+              user + b"' -- ", s.bad_password,
+              "the login goes unescaped into an SQL query: the comment drops the password test"),
+        Probe("cred.ldap", "password '*'", user, b"*",
+              "the password goes unescaped into an LDAP filter"),
+        Probe("cred.prefix", "the password without its last byte", user, pw[:-1],
+              "the server compares only as many bytes as the client sent"),
+        Probe("cred.nul", "the password, a NUL byte, more", user, pw + b"\x00postern",
+              "the server cuts the password at a NUL byte (a C string)"),
+        Probe("cred.double-escape", "password that decodes twice to the password", user,
+              _escape_first(pw), "the server decodes %XX twice (nginx already escaped the "
+              "'%')"),
+        Probe("cred.sql-quote", "password with SQL injection (double quotes)", user,
+              b'x" OR "1"="1', "the password goes unescaped into an SQL query"),
+        Probe("cred.utf-8", "password with UTF-8 and a byte that is not", user,
+              pw + "\u00e9".encode() + b"\xff", "the server compares a lossy decoding"),
+        Probe("cred.shell", "password with shell syntax", user, b"x';true;'`true`$(true)",
+              "the password reaches a shell"),
+        Probe("cred.long", "password of 300 bytes", user, pw + b"x" * 300,
+              "the server compares only a prefix of the password"),
+    ]
+    if pw.swapcase() != pw:
+        out.append(Probe("cred.case", "the password in other letter case", user,
+                         pw.swapcase(), "the server compares passwords case-insensitively"))
+    out.append(Probe("cred.spaces", "the password with spaces around it", user,
+                     b" " + pw + b" ", "the server trims the password"))
+    if b" " in pw:
+        out.append(Probe("cred.plus", "the password with '+' for its spaces", user,
+                         pw.replace(b" ", b"+"), "the server decodes '+' as a space (form "
+                         "decoding); nginx sends spaces as %20 and '+' as is"))
+    elif b"+" in pw:
+        out.append(Probe("cred.plus", "the password with spaces for its '+'", user,
+                         pw.replace(b"+", b" "), "the server decodes '+' as a space"))
+    if b" " in user:
+        out.append(Probe("login.plus", "the login with '+' for its spaces",
+                         user.replace(b" ", b"+"), pw, "the server decodes '+' as a space"))
+    out = [p for p in out if p.password != pw or p.user != user]
+    # the likeliest bypasses first: a lockout after a few failures hides the later ones
+    first = ("cred.empty-password", "cred.case", "cred.sql", "cred.sql-comment")
+    return sorted(out, key=lambda p: (p.id.startswith("cred."),
+                                      first.index(p.id) if p.id in first else len(first)))
+
+
+def probe_cases(s: Settings, probe: Probe) -> list[Case]:
+    return [Case(id=probe.id, title=probe.title, protocol=p, user=probe.user,
+                 password=probe.password, expect="refused", role=probe.id)
             for p in s.protocols]
 
 

@@ -9,9 +9,10 @@ correct auth server would have answered for the case.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 
-from proxy.auth_http import AuthResponse, AuthServerError
+from proxy.auth_http import AuthResponse, AuthServerError, escape
 
 from .cases import Case, Sent, Settings
 from .wire import Exchange, explain_invalid, header_fields, show
@@ -153,14 +154,22 @@ def diagnose(ex: Exchange, s: Settings) -> str:
 
 def _backend_hint(resp: AuthResponse, ex: Exchange, log: str) -> str:
     if "did not send server or port" in log:
-        if not any(n.lower() == b"auth-status" for n, _ in header_fields(ex.raw)):
-            return ("no Auth-Status header: nginx takes a reply without one as a success "
-                    "(the HTTP status code is ignored), and a success needs "
+        names = [n for n, _ in header_fields(ex.raw)]
+        if not any(n.lower() == b"auth-status" for n in names):
+            near = next((n for n in names if n.lower().endswith(b"auth-status")), None)
+            named = (f'"{show(near)}" is not Auth-Status (nginx reads exactly Auth-Status, '
+                     "Auth-Server, Auth-Port); " if near else "")
+            return (f"{named}no Auth-Status header: nginx takes a reply without one as a "
+                    "success (the HTTP status code is ignored), and a success needs "
                     "Auth-Server and Auth-Port")
         return "a success needs both Auth-Server and Auth-Port"
     if "invalid server port" in log:
         return "Auth-Port must be a decimal number from 1 to 65535"
     server = resp.server.decode("latin-1")
+    host, sep, port = server.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return (f'Auth-Server "{server}" carries a port: nginx wants the bare IP address in '
+                "Auth-Server and the port in Auth-Port")
     if server.startswith("["):
         return "Auth-Server must be a bare IP address, without brackets"
     return "Auth-Server must be an IP address: nginx does not resolve host names"
@@ -173,7 +182,10 @@ def judge_case(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
     if out.kind == "error":
         return FAIL, out.nginx_says()
     if out.kind == "wait":
-        return WARN, "still Auth-Status: WAIT after following it; nginx keeps asking"
+        why = "still Auth-Status: WAIT after following it; nginx keeps asking"
+        if case.expect == "ok" and case.strict:
+            return FAIL, why + " and the client never gets in"
+        return WARN, why
     if case.expect == "ok":
         return _judge_ok(case, out, sent)
     if case.expect == "refused":
@@ -202,8 +214,11 @@ def _judge_ok(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
         noun = {"plain": "password", "external": "certificate"}.get(case.method, "digest")
         why = (f'refused: "{text}", but the case expects a success' if case.role == "file"
                else f'refused the right {noun}: "{text}"')
-        if resp.error in (b"ok", b"Ok", b"oK", b"wait", b"Wait"):
-            why += " (nginx compares OK and WAIT case-sensitively)"
+        if resp.error.upper() in (b"OK", b"WAIT"):
+            return FAIL, why + " (nginx compares OK and WAIT case-sensitively)"
+        if case.attempt > 1 and case.role == "right":
+            return FAIL, (f'refused the right password at Auth-Login-Attempt {case.attempt}: '
+                          f'"{text}": a client that mistyped in this session cannot log in')
         escaped = [v for v in (case.user, case.password) if any(b <= 0x20 or b == 0x25
                                                                  for b in v)]
         if escaped and case.method == "plain":
@@ -214,16 +229,53 @@ def _judge_ok(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
                                f"{case.protocol}_auth)"
         return FAIL, why
     verdict, notes = PASS, [_describe(out)]
-    if case.method in ("apop", "cram-md5") and resp.password == sent.auth_pass:
-        verdict = WARN
-        notes.append("Auth-Pass echoes the client's digest; the backend needs the plaintext "
-                     "password")
+    if resp.password is not None and case.method != "external":
+        verdict, note = auth_pass_check(case, resp.password, sent)
+        if note:
+            notes.append(note)
     elif resp.password is None and case.method in NEEDS_AUTH_PASS:
         notes.append("no Auth-Pass: fine for SMTP unless proxy_smtp_auth is on")
+    if resp.user == b"":
+        verdict = FAIL
+        notes.append("Auth-User is empty: nginx logs in to the backend with an empty login")
     if case.backend and out.backend != case.backend:
         verdict = FAIL
         notes.append(f"expected backend {case.backend[0]}:{case.backend[1]}")
     return _check_expectations(case, out, verdict, "; ".join(notes))
+
+
+def auth_pass_check(case: Case, returned: bytes, sent: Sent) -> tuple[str, str]:
+    """Compare the Auth-Pass of a success with the password the client really has.
+
+    nginx logs in to the backend with Auth-Pass as sent, byte for byte (it decodes nothing),
+    so any mangled form of the password breaks every backend login. The value itself is
+    never shown: it is a password.
+    """
+    pw = case.password
+    if returned == pw:
+        return PASS, ""
+    why = None
+    if case.method in ("apop", "cram-md5") and returned == sent.auth_pass:
+        why = ("Auth-Pass is the client's digest, not the password: the backend login fails "
+               "(nginx logs in with Auth-Pass as is)")
+    elif returned == escape(pw):
+        why = ("Auth-Pass is the password still %XX-escaped as nginx sent it: nginx decodes "
+               "nothing, so the backend gets the escaped form and the login fails")
+    else:
+        mangled = {urllib.parse.unquote_to_bytes(pw): "decoded once more",
+                   pw.replace(b"+", b" "): "with '+' turned into spaces",
+                   pw.lower(): "in lower case", pw.upper(): "in upper case",
+                   pw.strip(): "trimmed"}
+        if returned in mangled:
+            why = f"Auth-Pass is the password {mangled[returned]}: the backend login fails"
+        elif returned and pw.startswith(returned):
+            why = "Auth-Pass is the password cut short: the backend login fails"
+        elif returned == b"":
+            why = "Auth-Pass is empty: the backend login fails"
+    if why:
+        return FAIL, why
+    return WARN, ("Auth-Pass differs from the password the client gave: fine only if the "
+                  "backend expects another password (a master password)")
 
 
 def _judge_refused(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
@@ -238,6 +290,10 @@ def _judge_refused(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
         return FAIL, what.get(case.role, "accepted") + f" ({_describe(out)})"
     if not resp.error:
         return WARN, "refused with an empty Auth-Status: the client sees no reason"
+    if case.role in ("wrong", "attempt") and case.method == "plain" and \
+            case.password in resp.error:
+        return FAIL, ("the error text carries the password the client sent: nginx writes it "
+                      "to the client and to its error log")
     return _check_expectations(case, out, PASS, _describe(out))
 
 

@@ -10,7 +10,10 @@ JSON schema (``--json``; ``"schema": 1``; new keys may be added, none removed or
       "settings": {"user": "alice" | null, "protocols": ["imap", ...],
                    "methods": ["plain", ...], "timeout": 60.0, "burst": 20,
                    "attempts": 25, "client_ip": "192.0.2.1"},
-      "summary": {"pass": 30, "warn": 2, "fail": 1, "exit_status": 1},
+      "summary": {"pass": 30, "warn": 2, "fail": 1, "exit_status": 1,
+                  "causes": [{"reason": "...", "checks": ["imap.plain.right", ...]}]},
+                                                # the failures grouped by cause, as the
+                                                # table's first lines say them
       "checks": [{
         "id": "imap.plain.wrong",                # stable; see the list below
         "title": "imap plain, wrong password",
@@ -37,21 +40,38 @@ CR LF as ``\\r\\n``). Auth-Pass values and the values of ``--header`` lines are 
 ``***`` in requests and replies. ``reason``, ``client_sees`` (the table's "client:" text,
 bytes shown with \\r \\n \\xNN escapes), ``then`` and ``nginx_log`` are plain text.
 
-Check ids: ``connect``, ``aborted``; per protocol P: ``P.plain.right``, ``P.plain.wrong``,
-``P.auth-wait``, ``P.attempts``, ``P.cram-md5.right``, ``P.cram-md5.wrong``,
-``P.external.no-cert``, ``P.external.cert``; ``pop3.apop.right``, ``pop3.apop.wrong``,
-``smtp.error-code``, ``smtp.none``; ``login.space``, ``login.percent``,
+Check ids, in the order they run: ``connect`` or ``endpoint`` (the URL is not an auth_http
+server: a web page, TLS, a mail server; the run stops there); per protocol P the checks the
+right password must pass: ``P.plain.right``, ``P.plain.retry`` (at Auth-Login-Attempt 3),
+``P.cram-md5.right``, ``P.external.cert``,
+``pop3.apop.right``, ``smtp.none``; ``routing`` (the backend per protocol); ``burst``; odd
+logins with the right password: ``login.unknown``, ``login.space``, ``login.percent``,
 ``login.double-escape``, ``login.quotes``, ``login.utf-8``, ``login.control``,
-``login.trailing-space``; ``case.<slug of the case name>.<protocol>``;
-``burst``, ``latency``, ``header-size``, ``http-status``, ``reply-format``.
+``login.trailing-space``, ``login.nul``, ``login.empty``, ``login.long``,
+``login.latin-1``, ``login.wildcard``, ``login.ldap-filter``, ``login.sql``, ``login.plus``;
+``case.<slug of the case name>.<protocol>``; then what must be refused: ``P.plain.wrong``,
+``P.auth-wait``, ``smtp.error-code``, ``P.cram-md5.wrong``, ``pop3.apop.wrong``,
+``P.external.no-cert`` (always, whatever ``--methods`` says), ``smtp.none.relay``; wrong
+credentials for the user: ``cred.empty-password``, ``cred.sql``, ``cred.sql-quote``,
+``cred.sql-comment``, ``cred.utf-8``,
+``cred.ldap``, ``cred.shell``, ``cred.long``, ``cred.prefix``, ``cred.nul``,
+``cred.double-escape``, ``cred.case``, ``cred.spaces``, ``cred.plus``; ``P.attempts`` (the
+first protocol only); ``lockout`` (the right password once more); ``side-effects`` (how many
+failed logins the run sent); ``aborted`` or ``interrupted``; ``latency``, ``header-size``,
+``http-status``, ``reply-format`` (the last three only when some answer was complete).
+Ids that depend on the password or login (``cred.case``, ``cred.plus``, ``login.plus``)
+appear only where they differ from the real ones.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from collections.abc import Sequence
+
+from proxy.auth_http import escape
 
 from .cases import Settings
 from .judge import FAIL, PASS, WARN, Row
@@ -62,6 +82,30 @@ MASK = b"***"
 
 def counts(rows: Sequence[Row]) -> dict[str, int]:
     return {v: sum(r.verdict == v for r in rows) for v in (PASS, WARN, FAIL)}
+
+
+_SENT_AS = re.compile(r"\s*\((?:imap|pop3|smtp)(?:, (?:imap|pop3|smtp))*; sent as .*\)$")
+_ADDR = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+_PROTO = re.compile(r"\b(?:imap|pop3|smtp|IMAP|POP3|SMTP)\b")
+_QUOTED = re.compile(r'"[^"]*"')
+_PREFIX = re.compile(r"^(?:the server broke on this input: |\d+ of \d+ concurrent requests "
+                     r"failed; first: |attempt \d+: )")
+
+
+def causes(rows: Sequence[Row]) -> list[tuple[str, list[str]]]:
+    """The failures grouped by cause: (the first reason, the check ids), first seen first.
+
+    Many checks fail for one reason when a server is broken throughout (every success
+    unusable, say); the reasons then differ only in protocol, address and quoted values.
+    """
+    groups: dict[str, tuple[str, list[str]]] = {}
+    for r in rows:
+        if r.verdict != FAIL:
+            continue
+        key = _SENT_AS.sub("", _PREFIX.sub("", r.reason))
+        key = _QUOTED.sub('"', _PROTO.sub("P", _ADDR.sub("A", key)))
+        groups.setdefault(key, (r.reason, []))[1].append(r.id)
+    return list(groups.values())
 
 
 def exit_status(rows: Sequence[Row]) -> int:
@@ -81,6 +125,29 @@ def mask(data: bytes, names: Sequence[str]) -> bytes:
 
 def _text(data: bytes) -> str:
     return data.decode("latin-1")
+
+
+def _hider(s: Settings):
+    """Replace the password wherever a server echoed it (error texts, odd headers)."""
+    pw = s.password or b""
+    # The wrong password contains the password; the password alone is hidden too unless it
+    # is a short word the report's own text may contain ("password", "secret").
+    values = [s.bad_password] + ([pw] if len(pw) >= 10 or not pw.isalpha() else [])
+    if not pw:
+        values = []
+    forms = {f for v in values for f in (_text(v), show(v), _text(escape(v))) if len(f) >= 3}
+
+    def hide(value):
+        if isinstance(value, str):
+            for form in sorted(forms, key=len, reverse=True):
+                value = value.replace(form, "***")
+            return value
+        if isinstance(value, dict):
+            return {k: v if k == "id" else hide(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [hide(v) for v in value]
+        return value
+    return hide
 
 
 def to_json(rows: Sequence[Row], s: Settings) -> str:
@@ -108,8 +175,10 @@ def to_json(rows: Sequence[Row], s: Settings) -> str:
                      "protocols": list(s.protocols), "methods": list(s.methods),
                      "timeout": s.timeout, "burst": s.burst, "attempts": s.attempts,
                      "client_ip": s.client_ip},
-        "summary": {**counts(rows), "exit_status": exit_status(rows)},
-        "checks": checks,
+        "summary": {**counts(rows), "exit_status": exit_status(rows),
+                    "causes": _hider(s)([{"reason": reason, "checks": ids}
+                                         for reason, ids in causes(rows)])},
+        "checks": _hider(s)(checks),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
@@ -118,21 +187,34 @@ def to_table(rows: Sequence[Row], s: Settings, width: int | None = None) -> str:
     width = width or max(80, min(shutil.get_terminal_size((110, 24)).columns, 140))
     title_w = min(42, max(len(r.title) for r in rows) + 2) if rows else 20
     indent = title_w + 8
+    hide = _hider(s)
     wrap = textwrap.TextWrapper(width=width - indent, break_long_words=True,
                                 break_on_hyphens=False)
     who = f'user "{show(s.user)}", ' if s.user is not None else ""
     out = [f"postern check-auth {s.url}",
            (f"  auth server {peer_name(s.conf)}, {who}{' '.join(s.protocols)}, "
-           f"auth_http_timeout {s.timeout:g} s"), "",
-           f"{'CHECK':<{title_w}}{'VERDICT':<8}REASON / WHAT THE MAIL CLIENT SEES"]
+           f"auth_http_timeout {s.timeout:g} s"), ""]
+    grouped = causes(rows)
+    if len(grouped) < sum(r.verdict == FAIL for r in rows):  # say the few causes first
+        out.append(f"{sum(len(ids) for _, ids in grouped)} checks fail for "
+                   f"{len(grouped)} cause{'s' if len(grouped) > 1 else ''}:")
+        for reason, ids in grouped[:8]:
+            first = textwrap.shorten(hide(reason), 2 * (width - 10), placeholder=" ...")
+            lines = textwrap.wrap(first, width - 10)
+            out.append(f"  {len(ids):>3} x {lines[0]}")
+            out += [" " * 8 + line for line in lines[1:]]
+        if len(grouped) > 8:
+            out.append(f"  ... and {len(grouped) - 8} more")
+        out.append("")
+    out.append(f"{'CHECK':<{title_w}}{'VERDICT':<8}REASON / WHAT THE MAIL CLIENT SEES")
     for r in rows:
         label = {PASS: "pass", WARN: "WARN", FAIL: "FAIL"}[r.verdict]
-        lines = wrap.wrap(r.reason) or [""]
+        lines = wrap.wrap(hide(r.reason)) or [""]
         if r.client is not None:
-            lines += wrap.wrap("client: " + r.client.sees())
+            lines += wrap.wrap("client: " + hide(r.client.sees()))
         title = r.title if len(r.title) < title_w else r.title[:title_w - 2] + "~"
         out.append(f"{title:<{title_w}}{label:<8}{lines[0]}")
         out += [" " * indent + line for line in lines[1:]]
     c = counts(rows)
     out += ["", f"{len(rows)} checks: {c[PASS]} pass, {c[WARN]} warn, {c[FAIL]} fail"]
-    return "\n".join(out) + "\n"
+    return hide("\n".join(out) + "\n")

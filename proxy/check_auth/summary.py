@@ -4,6 +4,7 @@ odd logins, the burst, latency, header size, HTTP status codes and the reply for
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import statistics
 from collections.abc import Sequence
@@ -11,12 +12,13 @@ from dataclasses import dataclass, field
 
 from proxy.auth_http import RESPONSE_LIMIT
 
-from .cases import Case, Sent, Settings
+from .cases import Case, Probe, Sent, Settings
 from .judge import FAIL, PASS, WARN, Outcome, Row, worst
 from .wire import Exchange, explain_invalid, header_fields, show, status_line
 
 NEAR_LIMIT = 900  # header blocks this big leave little room for a longer error text
 ENHANCED_CODE = re.compile(rb"[45]\d\d [245]\.\d{1,3}\.\d{1,3}")
+REPLY_CODE = re.compile(rb"[45]\d\d(?: |$)")
 KNOWN = ("Auth-Status", "Auth-Server", "Auth-Port", "Auth-User", "Auth-Pass", "Auth-Wait",
          "Auth-Error-Code")
 
@@ -40,23 +42,40 @@ def _last(ex: Exchange, name: bytes) -> bytes | None:
     return value
 
 
-def auth_wait_row(a: Answer) -> Row:
-    """From the answer to a wrong password: will nginx keep the client connected?"""
+def auth_wait_row(a: Answer, first: Answer | None = None) -> Row:
+    """From the answer to a wrong password: will nginx keep the client connected?
+
+    ``first``: the first protocol's answer; when this one reads differently and has no wait
+    where that one had, the earlier failures most likely locked the account.
+    """
     proto = a.case.protocol
     raw = _last(a.ex, b"auth-wait")
     row = Row(f"{proto}.auth-wait", f"{proto} Auth-Wait on failure", PASS, "", a.out,
               [(a.sent, a.ex)])
-    if raw is not None and raw and not raw.isdigit():
-        row.verdict = FAIL
-        row.reason = (f'Auth-Wait "{show(raw)}" is not a whole number of seconds: nginx '
-                      "ignores it and closes the connection after the error line")
-    elif not raw or int(raw) == 0:
-        row.verdict = WARN
-        row.reason = ("no Auth-Wait on failure: nginx sends the error line and closes the "
-                      "connection, so a client that mistyped must reconnect")
-    else:
+    before = first.out.response if first is not None and first is not a else None
+    now = a.out.response
+    if before is not None and now is not None and before.wait and not now.wait \
+            and now.error != before.error:
+        row.reason = (f'not judged: the refusal now reads "{show(now.error or b"")}" without '
+                      f'the Auth-Wait of "{show(before.error or b"")}": the failures so far '
+                      "have locked the account, it seems")
+        return row
+    # nginx reads Auth-Wait with ngx_atoi: anything but digits is ignored, and a failure
+    # without a positive wait ends the session. Missing, 0 and "1.5" all mean the same.
+    if raw is not None and raw.isdigit() and int(raw) > 0:
         row.reason = (f"Auth-Wait: {int(raw)}: nginx answers after {int(raw)} s and the "
                       "session continues")
+        return row
+    row.verdict = WARN
+    if raw is None or raw == b"":
+        what = "no Auth-Wait on failure"
+    elif raw.isdigit():
+        what = f"Auth-Wait: {show(raw)} on failure (0 means no wait)"
+    else:
+        what = (f'Auth-Wait "{show(raw)}" is not a whole number of seconds, so nginx ignores '
+                "it")
+    row.reason = (f"{what}: nginx sends the error line and closes the connection, so a client "
+                  "that mistyped must reconnect (fine if intended)")
     return row
 
 
@@ -67,10 +86,14 @@ def error_code_row(a: Answer) -> Row:
     code = resp.error_code
     if code is None:
         row.reason = "no Auth-Error-Code: nginx uses 535 5.7.0"
-    elif not ENHANCED_CODE.match(code):
+    elif not REPLY_CODE.match(code):
         row.verdict = FAIL
-        row.reason = (f'Auth-Error-Code "{show(code)}" is not "<reply code> <enhanced status>" '
-                      "such as 535 5.7.8 (RFC 3463): the client sees no valid SMTP reply code")
+        row.reason = (f'Auth-Error-Code "{show(code)}" does not start with an SMTP failure '
+                      "reply code (4xx or 5xx): nginx writes it as is, so the client sees no "
+                      "valid failure reply")
+    elif not ENHANCED_CODE.match(code):
+        row.reason = (f'Auth-Error-Code "{show(code)}": a valid SMTP reply code without an '
+                      "enhanced status (RFC 3463 5.7.8 is usual; nginx's default is 535 5.7.0)")
     elif not ENHANCED_CODE.fullmatch(code):
         row.verdict = WARN
         row.reason = (f'Auth-Error-Code "{show(code)}" has text after the enhanced status; '
@@ -97,6 +120,16 @@ def attempts_row(answers: Sequence[Answer]) -> Row:
             else:
                 row.reason = f"attempt {a.case.attempt}: {a.out.nginx_says()}"
             return row
+    texts = [a.out.response.error if a.out.response else None for a in answers]
+    changed = next((n for n, t in enumerate(texts, 1) if t != texts[0]), None)
+    note = (f'; from attempt {changed} the refusal reads "{show(texts[changed - 1] or b"")}" '
+            "(an account lockout?)" if changed else "")
+    row = _attempts_verdict(row, answers)
+    row.reason += note
+    return row
+
+
+def _attempts_verdict(row: Row, answers: Sequence[Answer]) -> Row:
     waits = [a.out.response.wait if a.out.response else 0 for a in answers]
     with_wait = [n for n, w in enumerate(waits, 1) if w > 0]
     row.client = answers[-1].out
@@ -112,7 +145,8 @@ def attempts_row(answers: Sequence[Answer]) -> Row:
                       "sending Auth-Wait after 10-20 attempts (Auth-Login-Attempt)")
         return row
     row.client = answers[last].out
-    row.reason = (f"Auth-Wait for attempts 1-{last} ({pattern}), none from attempt {last + 1}: "
+    which = "attempt 1" if last == 1 else f"attempts 1-{last}"
+    row.reason = (f"Auth-Wait for {which} ({pattern}), none from attempt {last + 1}: "
                   "nginx closes the session then")
     if last > 20:
         row.verdict = WARN
@@ -130,16 +164,20 @@ def _runs(waits: list[int]) -> str:
     return ", ".join(f"{w} s x{k}" if k > 1 else f"{w} s" for w, k in out)
 
 
-def login_row(variant: str, title: str, answers: Sequence[Answer]) -> Row:
-    """An odd login with the right password: refused (or rewritten), never broken."""
-    row = Row(f"login.{variant}", title, PASS, "", answers[0].out,
+def probe_row(probe: Probe, answers: Sequence[Answer], anyone: bool = False) -> Row:
+    """An odd login or a wrong password: refused (or rewritten), never accepted or broken.
+
+    ``anyone``: the server already accepted an unknown user, so an acceptance here is that
+    same bug, not a decoding one.
+    """
+    row = Row(probe.id, probe.title, PASS, "", answers[0].out,
               [(a.sent, a.ex) for a in answers])
-    judged = [(a, *_judge_login(variant, a)) for a in answers]
+    judged = [(a, *_judge_probe(probe, a, anyone)) for a in answers]
     row.verdict = worst(*(v for _, v, _ in judged))
     bad = [(a, v, r) for a, v, r in judged if v == row.verdict]
-    row.client = bad[0][0].out
+    row.client = bad[0][0].out if row.verdict != PASS else None  # a refusal: no news
     reasons = {r for _, _, r in bad}
-    sent_as = _auth_user_line(answers[0].sent.request)
+    sent_as = _sent_as(answers[0].sent.request, probe)
     if len(reasons) == 1:
         protos = ", ".join(a.case.protocol for a, _, _ in bad)
         row.reason = f"{reasons.pop()} ({protos}; sent as {sent_as})"
@@ -149,32 +187,43 @@ def login_row(variant: str, title: str, answers: Sequence[Answer]) -> Row:
     return row
 
 
-def _judge_login(variant: str, a: Answer) -> tuple[str, str]:
+def _judge_probe(probe: Probe, a: Answer, anyone: bool) -> tuple[str, str]:
     out, login = a.out, a.case.user
     if out.kind == "error":
-        return FAIL, f"the server broke on this login: {out.nginx_says()}"
+        return FAIL, f"the server broke on this input: {out.nginx_says()}"
     if out.kind == "wait":
         return WARN, "answered WAIT"
     if out.kind == "refused":
         return PASS, "refused"
     resp = out.response
     assert resp is not None
-    if variant == "trailing-space":
+    if probe.id == "login.trailing-space":
         if resp.user is not None and resp.user != login:
             return PASS, f'accepted and rewritten to "{show(resp.user)}" (Auth-User)'
         return WARN, (f'accepted "{show(login)}" with its trailing space but sent no Auth-User: '
                       "nginx logs in to the backend with the space (POP3 USER keeps it)")
-    if variant == "double-escape":
-        return FAIL, (f'accepted "{show(login)}" with the right password: the server decodes '
-                      "%XX twice (nginx already escaped the '%')")
-    return FAIL, (f'accepted "{show(login)}" with the right password: the server trims, cuts '
-                  "or mis-decodes logins")
+    status = status_line(a.ex.raw) or b""
+    crashed = b" 5" in status[:13]
+    note = (f" (with {show(status)}: the server's error handler says Auth-Status: OK)"
+            if crashed else "")
+    if anyone and probe.id.startswith("login.") and probe.id != "login.unknown":
+        return FAIL, f"accepted, as it accepts any login (see unknown user){note}"
+    what = "accepted" if probe.id.startswith("login.") else "accepted a wrong password"
+    if probe.id.startswith("login."):
+        what = f'accepted the login "{show(login[:60])}" with the right password'
+    return FAIL, f"{what}: {probe.story}{note}"
+
+
+def _sent_as(request: bytes, probe: Probe) -> str:
+    if probe.id.startswith("cred.") and probe.id != "cred.sql-comment":
+        return "Auth-Pass: ***"
+    return _auth_user_line(request)
 
 
 def _auth_user_line(request: bytes) -> str:
     for line in request.split(b"\r\n"):
         if line.startswith(b"Auth-User:"):
-            return show(line)
+            return show(line[:80]) + ("..." if len(line) > 80 else "")
     return "?"
 
 
@@ -219,6 +268,10 @@ def latency_row(answers: Sequence[Answer], s: Settings) -> Row:
         row.reason = (f"{len(late)} of {len(times)} answers took longer than {limit} "
                       f"(first: {late[0].case.title}): nginx gives up and the client gets "
                       "the internal-error line")
+    elif median > s.timeout / 2:
+        row.verdict, row.client = FAIL, who.out
+        row.reason = (f"the median answer takes {_ms(median)}, over half of {limit} (slowest "
+                      f"{_ms(slowest)}, {who.case.title}): any extra load and nginx gives up")
     elif slowest > s.timeout / 10:
         row.verdict, row.client = WARN, who.out
         row.reason = (f"slowest answer {_ms(slowest)} ({who.case.title}) is over 10% of "
@@ -313,9 +366,10 @@ def reply_format_row(answers: Sequence[Answer]) -> Row:
                         "(and an earlier failure status is not undone by a later OK)")
                 problems.append((WARN, text, a.out))
         for name in names:
-            if name.lower() in (k.lower() for k in KNOWN) or not name.lower().startswith("auth"):
+            if name.lower() in (k.lower() for k in KNOWN) or "auth" not in name.lower():
                 continue
-            near = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.7)
+            bare = name[name.lower().index("auth"):]  # X-Auth-Status: meant Auth-Status
+            near = difflib.get_close_matches(bare, KNOWN, n=1, cutoff=0.7)
             if near:
                 text = f'{a.case.title}: nginx ignores "{name}" (meant "{near[0]}"?)'
                 problems.append((WARN, text, a.out))
@@ -329,3 +383,83 @@ def reply_format_row(answers: Sequence[Answer]) -> Row:
         if bare_lf:
             row.reason += " (bare LF line ends: nginx accepts them)"
     return row
+
+
+# Ports by well-known use (IANA); a backend on another protocol's port is a routing mistake,
+# and nginx's mail proxy speaks plain text to backends, never TLS.
+WELL_KNOWN = {"imap": {143}, "pop3": {110}, "smtp": {25, 587}}
+TLS_PORTS = {993: "IMAPS", 995: "POP3S", 465: "SMTPS"}
+
+
+def routing_row(answers: Sequence[Answer]) -> Row | None:
+    """The backends the right password got, protocol by protocol (copy-paste bugs)."""
+    got = {a.case.protocol: a for a in answers if a.out.kind == "ok" and a.out.backend}
+    if not got:
+        return None
+    row = Row("routing", "backend per protocol", PASS, "", None,
+              [(a.sent, a.ex) for a in got.values()])
+    where = {p: a.out.backend for p, a in got.items()}
+    listing = ", ".join(f"{p} {h}:{port}" for p, (h, port) in where.items())
+    for proto, (host, port) in where.items():
+        if ipaddress.ip_address(host).is_unspecified:
+            row.verdict, row.client = FAIL, got[proto].out
+            row.reason = (f"{proto} is sent to {host}, the any-address of a listen line, "
+                          f"not a backend to connect to ({listing})")
+            return row
+        if port in TLS_PORTS:
+            row.verdict, row.client = FAIL, got[proto].out
+            row.reason = (f"{proto} is sent to port {port} ({TLS_PORTS[port]}, TLS from the "
+                          f"first byte): nginx speaks plain {proto} to backends ({listing})")
+            return row
+        other = [p for p, ports in WELL_KNOWN.items() if port in ports and p != proto]
+        if other and port not in WELL_KNOWN[proto]:
+            row.verdict, row.client = FAIL, got[proto].out
+            row.reason = (f"{proto} is sent to port {port}, the {other[0]} port: nginx would "
+                          f"speak {proto} to a {other[0]} server ({listing})")
+            return row
+    if len(where) >= 3 and len(set(where.values())) == 1:
+        row.verdict = WARN
+        row.reason = (f"IMAP, POP3 and SMTP all get the same backend ({listing}): one server "
+                      "rarely speaks all three on one port; a copy-paste routing mistake?")
+        return row
+    shared = [(p, q) for i, p in enumerate(where) for q in list(where)[i + 1:]
+              if where[p] == where[q]]
+    if shared:
+        p, q = shared[0]
+        row.verdict = WARN
+        row.reason = (f"{p} and {q} get the same backend ({listing}): one port speaks one "
+                      "protocol; a copy-paste routing mistake?")
+        return row
+    row.reason = listing
+    return row
+
+
+def lockout_row(before: Answer, after: Answer, failures: int) -> Row:
+    """The right password again, after every wrong one: a lockout is a policy, not a bug."""
+    row = Row("lockout", "right password after the failures", PASS, "", after.out,
+              [(after.sent, after.ex)])
+    if after.out.kind == "ok":
+        row.reason = (f"still accepted after {failures} failed logins for this user: no "
+                      "account lockout (Auth-Wait and attempts are the only brake)")
+    elif after.out.kind == "refused" and before.out.kind == "ok":
+        resp = after.out.response
+        text = show(resp.error or b"") if resp is not None else ""
+        row.reason = (f'refused after {failures} failed logins ("{text}"): the server locks '
+                      "the account, a defensible policy; the account may now be locked")
+    elif after.out.kind == "error":
+        row.verdict = FAIL
+        row.reason = f"after {failures} failed logins: {after.out.nginx_says()}"
+    else:
+        row.reason = f"{_describe_kind(after.out)} after {failures} failed logins"
+    return row
+
+
+def _describe_kind(out: Outcome) -> str:
+    return {"ok": "accepted", "refused": "refused", "wait": "WAIT"}.get(out.kind, out.kind)
+
+
+def side_effects_row(failures: int, user: bytes) -> Row:
+    return Row("side-effects", "what this run did to the account", PASS,
+               f'{failures} failed logins were sent for "{show(user)}" (wrong passwords and '
+               "odd credentials, after every right-password check); a server that counts "
+               "failures may have locked or delayed this account")
