@@ -10,7 +10,7 @@ then serves until SIGTERM/SIGINT or until its stdin closes (the parent died).
 
 The proxy in front is Postern by default (or Debian's nginx, or none), started from one
 generated ``mail {}`` text for the protocols it can proxy: Postern serves the protocols
-that have a dialogue class in ``proxy.worker.DIALOGUES``; the other protocols' users go
+that have a declaration in ``proxy.protocols.PROTOCOLS``; the other protocols' users go
 straight to their fake backend, and the target's notes say so.
 """
 
@@ -65,8 +65,8 @@ def proxied_protocols(proxy: str) -> set[str]:
         return set()
     if proxy == "nginx":
         return set(PROTOCOLS)
-    from proxy.worker import DIALOGUES
-    return set(DIALOGUES)
+    from proxy.protocols import PROTOCOLS as DECLARED
+    return set(DECLARED)
 
 
 # Many accounts share one generated mailbox set, and a long run must not keep every

@@ -247,24 +247,54 @@ def parse_response(data: bytes, peer: str) -> AuthResponse | None:
     return resp
 
 
-async def query(conf: AuthHttp, request: bytes, timeout: float) -> AuthResponse:
+class ResponseReader:
+    """Gathers one reply (at most RESPONSE_LIMIT bytes) and decodes it with parse_response."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.data = b""
+
+    def receive_data(self, chunk: bytes) -> AuthResponse | None:
+        self.data = (self.data + chunk)[:RESPONSE_LIMIT]
+        resp = parse_response(self.data, self.peer)
+        if resp is None and len(self.data) >= RESPONSE_LIMIT:
+            raise AuthServerError("")  # nginx's next recv() into a full buffer returns 0
+        return resp
+
+    def receive_eof(self) -> AuthResponse:
+        raise AuthServerError("")  # EOF before the reply was whole: no log line
+
+
+def peer_text(conf: AuthHttp) -> str:
+    """The auth server as nginx names it in log lines."""
+    return conf.text if conf.unix_path else f"{conf.addr}:{conf.port}"
+
+
+async def query(conf: AuthHttp, request: bytes, timeout: float, reader=None):
     """Send one request and read the reply within `timeout` in total (nginx's timers).
+
+    `reader` takes the reply's bytes: receive_data(chunk) returns the result once it has
+    one (None for more), receive_eof() the result of an early EOF; either may raise
+    AuthServerError. The default reader returns the AuthResponse. Failures of the
+    connection itself raise AuthServerError with nginx's log line.
 
     A Protocol and asyncio.timeout() rather than streams and wait_for(): no StreamReader,
     StreamWriter or extra Task per request (about a third less CPU per auth request)."""
-    peer = conf.text if conf.unix_path else f"{conf.addr}:{conf.port}"
+    peer = peer_text(conf)
+    if reader is None:
+        reader = ResponseReader(peer)
     loop = asyncio.get_running_loop()
-    reply: asyncio.Future[AuthResponse] = loop.create_future()
+    reply: asyncio.Future = loop.create_future()
     transport = None
     try:
         async with asyncio.timeout(timeout):
             try:
                 if conf.unix_path:
                     transport, _ = await loop.create_unix_connection(
-                        lambda: _AuthExchange(request, peer, reply), conf.unix_path)
+                        lambda: _AuthExchange(request, reader, reply), conf.unix_path)
                 else:
                     transport, _ = await loop.create_connection(
-                        lambda: _AuthExchange(request, peer, reply), conf.addr, conf.port)
+                        lambda: _AuthExchange(request, reader, reply), conf.addr, conf.port)
             except OSError as exc:
                 if conf.unix_path:  # a unix connect() fails at once, and nginx says so
                     raise AuthServerError(
@@ -284,11 +314,10 @@ async def query(conf: AuthHttp, request: bytes, timeout: float) -> AuthResponse:
 
 
 class _AuthExchange(asyncio.Protocol):
-    """One auth request: write it, gather at most RESPONSE_LIMIT bytes of reply."""
+    """One auth request: write it, hand the reply's bytes to the reader."""
 
-    def __init__(self, request: bytes, peer: str, reply: asyncio.Future) -> None:
-        self.request, self.peer, self.reply = request, peer, reply
-        self.data = b""
+    def __init__(self, request: bytes, reader, reply: asyncio.Future) -> None:
+        self.request, self.reader, self.reply = request, reader, reply
 
     def connection_made(self, transport) -> None:
         transport.write(self.request)
@@ -296,16 +325,13 @@ class _AuthExchange(asyncio.Protocol):
     def data_received(self, chunk: bytes) -> None:
         if self.reply.done():
             return
-        self.data = (self.data + chunk)[:RESPONSE_LIMIT]
         try:
-            resp = parse_response(self.data, self.peer)
+            result = self.reader.receive_data(chunk)
         except AuthServerError as exc:
             self.reply.set_exception(exc)
             return
-        if resp is not None:
-            self.reply.set_result(resp)
-        elif len(self.data) >= RESPONSE_LIMIT:
-            self._gave_up()  # nginx's next recv() into a full buffer returns 0
+        if result is not None:
+            self.reply.set_result(result)
 
     def eof_received(self) -> bool:
         self._gave_up()
@@ -317,6 +343,9 @@ class _AuthExchange(asyncio.Protocol):
         self._gave_up()
 
     def _gave_up(self) -> None:
-        # EOF, or the 1024-byte buffer is full: nginx gives up without a log line
+        # EOF: nginx gives up; the reader says with what
         if not self.reply.done():
-            self.reply.set_exception(AuthServerError(""))
+            try:
+                self.reply.set_result(self.reader.receive_eof())
+            except AuthServerError as exc:
+                self.reply.set_exception(exc)

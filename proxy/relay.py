@@ -1,29 +1,150 @@
-"""The backend side of a session: the login conversation, then the byte relay.
+"""The backend side of a session: the connection, the login conversation, then the relay.
 
-Relay rules (spec §12): plain copy with no inspection; when either side ends, everything
-already read from it is flushed to the other side and both are closed (no half-close);
-backpressure pauses the reading side instead of buffering without bound.
+Relay rules: plain copy with no inspection; when either side ends, everything already read
+from it is flushed to the other side and both are closed (no half-close); backpressure pauses
+the reading side instead of buffering without bound. Once logged in, the two transports are
+wired straight to each other and Python only moves whole chunks (no per-byte work).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from proxy.session import Session
+from proxy import auth_http, proxy_protocol
+from proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
+from proxy.phases import CLOSED, LOGIN, PROXYING, READING_UPSTREAM, RELAY
+from proxy.session_log import conn_ids, guarded
+
+
+class BackendSide:
+    """Backend login and relay of proxy.session.Session."""
+
+    async def _login_to_backend(self, addr: str, port: int) -> None:
+        self._enter(LOGIN)
+        self._login_machine = self.proto.backend_login(self.machine, self.conf, self.client_ip)
+        loop = self.rt.loop
+        self._arm_timeout(self.conf.timeout, "upstream timed out")
+        next(conn_ids)
+        if self.debug:
+            self._debug(f"connect to {addr}:{port}")
+        try:
+            await loop.create_connection(lambda: BackendProtocol(self), addr, port)
+        except OSError as exc:
+            if self.phase is LOGIN:
+                # nginx connects without blocking; the refusal surfaces in its first read
+                self.action = READING_UPSTREAM
+                self.log("error", f"recv() failed {auth_http.errno_text(exc)}")
+                self.internal_error()
+            return
+        first = self._login_machine.start()
+        if first is not None:
+            self.on_backend_outcome(first)
+
+    @guarded
+    def on_backend_connected(self, transport: asyncio.Transport) -> None:
+        self.backend = transport
+        mode = self.conf.proxy_protocol
+        if mode != "off":  # the PROXY header goes first, in one write
+            client = self.client_addr if self.client_addr and self.local_addr else None
+            build = proxy_protocol.v2_header if mode == "v2" else proxy_protocol.v1_line
+            transport.write(build(client and client[:2], self.local_addr and self.local_addr[:2]))
+
+    @guarded
+    def on_backend_data(self, data: bytes) -> None:
+        if self.phase is RELAY:
+            self._write(data)
+            return
+        if self.phase is LOGIN:
+            # nginx names the phase by its last step: a read, or the command it sent
+            self.action = READING_UPSTREAM
+            if self.debug:
+                self._debug(f"mail proxy {self.proto.name} auth handler")
+            self.on_backend_outcome(self._login_machine.receive_data(data))
+
+    def on_backend_outcome(self, outcome) -> None:
+        if outcome is None:
+            return
+        if isinstance(outcome, SendToBackend):
+            self.backend.write(outcome.data)
+            self.action = self._login_machine.action
+            if self.debug:
+                self._debug_login_step(self.action)
+        elif isinstance(outcome, LoginFailed):
+            self.log(outcome.log_level, outcome.log)
+            if outcome.to_client is None:
+                self.internal_error()
+            else:
+                self._write(outcome.to_client)
+                self.close()
+        elif isinstance(outcome, LoggedIn):
+            self._start_relay(outcome.to_client)
+
+    @guarded
+    def on_backend_closed(self, exc: Exception | None = None) -> None:
+        if self.phase is LOGIN:
+            # EOF during login is an internal error without a log line (nginx's recv()
+            # returning 0); only a failed read is logged
+            self.action = READING_UPSTREAM
+            if isinstance(exc, OSError) and exc.errno:
+                self.log("error", f"recv() failed {auth_http.errno_text(exc)}")
+            self.internal_error()
+        elif self.phase is RELAY:
+            self.close()
+
+    # -- relay ---------------------------------------------------------------------------
+    def _start_relay(self, to_client: bytes) -> None:
+        self._enter(RELAY)
+        self.log("info", "client logged in")
+        if self.debug:
+            self._debug("mail proxy relay start")
+        self._cancel_timer()
+        self._write(to_client)
+        pending = self.machine.pending_input()
+        if pending:
+            self.backend.write(pending)
+        self.machine = _LoggedInView(self.machine)
+        self._last_client_activity = self.rt.loop.time()
+        self._arm_proxy_timeout(self.conf.proxy_timeout)
+        self.transport.resume_reading()
+
+    def _arm_proxy_timeout(self, delay: float) -> None:
+        self._timer = self.rt.loop.call_later(delay, self._proxy_timeout_check)
+
+    @guarded
+    def _proxy_timeout_check(self) -> None:
+        # re-armed lazily: a read only stamps the time, the timer checks it (nginx's
+        # proxy_timeout counts from the last read or write)
+        idle = self.rt.loop.time() - self._last_client_activity
+        remaining = self.conf.proxy_timeout - idle
+        if remaining > 0.001:
+            self._arm_proxy_timeout(remaining)
+            return
+        self.action = PROXYING
+        self.log("info", "client timed out (110: Connection timed out)")
+        self.close(quiet=True)
+
+
+class _LoggedInView:
+    """Keeps what logging needs after the dialogue machine is released."""
+
+    __slots__ = ("creds",)
+
+    def __init__(self, machine) -> None:
+        self.creds = machine.creds
 
 
 class BackendProtocol(asyncio.Protocol):
+    """The backend connection's transport callbacks, handed to its session."""
+
     __slots__ = ("session", "transport")
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: BackendSide) -> None:
         self.session = session
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
-        if self.session.phase == "closed":
+        if self.session.phase is CLOSED:
             transport.abort()
             return
         self.session.on_backend_connected(transport)
@@ -45,5 +166,5 @@ class BackendProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         client = self.session.transport
-        if client is not None and self.session.phase == "relay":
+        if client is not None and self.session.phase is RELAY:
             client.resume_reading()

@@ -32,16 +32,9 @@ from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
 from proxy.conf.settings import ServerSettings, SslSettings
+from proxy.protocols import PROTOCOLS
 from proxy.tls_conf import ConfCommands
 from proxy.tls_headers import auth_ssl_headers, verify_error_text
-
-# the protocol lines nginx sends after a failed client-certificate check (spec §3)
-CERT_ERROR = {"imap": b"* BYE SSL certificate error\r\n",
-              "pop3": b"-ERR SSL certificate error\r\n",
-              "smtp": b"421 4.7.1 SSL certificate error\r\n"}
-NO_CERT = {"imap": b"* BYE No required SSL certificate\r\n",
-           "pop3": b"-ERR No required SSL certificate\r\n",
-           "smtp": b"421 4.7.1 No required SSL certificate\r\n"}
 
 # ngx_ssl_verify_error_optional(): what `optional_no_ca` tolerates
 _OPTIONAL_NO_CA = frozenset({
@@ -106,7 +99,8 @@ class TlsServer:
     """The OpenSSL context of one mail server, and what its connections need from it."""
 
     def __init__(self, conf: ServerSettings) -> None:
-        self.protocol = conf.protocol
+        # the protocol's lines after a failed client-certificate check
+        self.protocol = PROTOCOLS[conf.protocol]
         self.ssl = ssl = conf.ssl
         self.verify = ssl.verify_client
         self.pass_client_cert = conf.auth_http_pass_client_cert
@@ -353,10 +347,10 @@ class TlsConnection:
             return None
         rc = self.verify_result()
         if rc != _lib.X509_V_OK and not (verify == "optional_no_ca" and rc in _OPTIONAL_NO_CA):
-            return (CERT_ERROR[self.server.protocol],
+            return (self.server.protocol.cert_error,
                     f"client SSL certificate verify error: ({rc}:{verify_error_text(rc)})")
         if verify == "on" and self._ssl.get_peer_certificate() is None:
-            return NO_CERT[self.server.protocol], "client sent no required SSL certificate"
+            return self.server.protocol.no_cert, "client sent no required SSL certificate"
         return None
 
     def auth_headers(self) -> list[tuple[str, bytes]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from OpenSSL import crypto
 from OpenSSL._util import ffi as _ffi
@@ -27,8 +27,17 @@ from OpenSSL._util import lib as _lib
 
 from proxy.auth_http import AuthServerError, escape
 
-if TYPE_CHECKING:
-    from proxy.tls import TlsConnection
+
+class EstablishedTls(Protocol):
+    """What the headers read of an established connection (proxy.tls.TlsConnection)."""
+
+    server: Any  # its `verify` (ssl_verify_client) and `pass_client_cert`
+    protocol_version: str
+    cipher: str
+
+    def peer_certificate(self) -> crypto.X509 | None: ...
+
+    def verify_result(self) -> int: ...
 
 _ESCAPED = frozenset(',+"\\<>;')
 
@@ -45,7 +54,7 @@ class UnprintableName(AuthServerError):
         super().__init__("")
 
 
-def auth_ssl_headers(conn: TlsConnection) -> list[tuple[str, bytes]]:
+def auth_ssl_headers(conn: EstablishedTls) -> list[tuple[str, bytes]]:
     headers = [("Auth-SSL", b"on"),
                ("Auth-SSL-Protocol", conn.protocol_version.encode()),
                ("Auth-SSL-Cipher", conn.cipher.encode())]

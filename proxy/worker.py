@@ -12,44 +12,12 @@ import socket
 from dataclasses import dataclass, field
 
 from proxy.conf.settings import Listen, MainSettings, ServerSettings
-from proxy.imap.dialogue import ImapDialogue
 from proxy.log import ErrorLog
-from proxy.pop3.dialogue import Pop3Dialogue
+from proxy.protocols import PROTOCOLS
 from proxy.resolver import HostResolver
+from proxy.runtime import ServerRuntime
 from proxy.session import Session
-from proxy.smtp.dialogue import SmtpDialogue
-from proxy.tls import TlsServer, server_tls, uses_tls
-
-DIALOGUES = {"imap": ImapDialogue, "pop3": Pop3Dialogue, "smtp": SmtpDialogue}
-
-
-@dataclass
-class ServerRuntime:
-    """What a session needs from its server: settings, log, TLS, its siblings."""
-
-    conf: ServerSettings
-    listen: Listen
-    log: ErrorLog
-    loop: asyncio.AbstractEventLoop
-    sessions: set = field(default_factory=set)
-    tls: TlsServer | None = None  # the server's TLS context (listen ... ssl, starttls)
-    resolver: HostResolver | None = None  # SMTP client-host lookups, shared by sessions
-    worker_connections: int = 0
-    listeners: int = 0
-    # servers sharing this (wildcard) socket, chosen per connection by local address
-    by_address: dict = field(default_factory=dict)
-
-    @property
-    def dialogue_class(self):
-        return DIALOGUES[self.conf.protocol]
-
-    def listen_text(self, sockname) -> str:
-        return self.listen.text
-
-    def select(self, sockname) -> ServerRuntime:
-        if self.by_address and isinstance(sockname, tuple):
-            return self.by_address.get((sockname[0], sockname[1]), self)
-        return self
+from proxy.tls import server_tls, uses_tls
 
 
 @dataclass
@@ -92,7 +60,8 @@ class Worker:
                 log.log("warn", '"ssl_session_ticket_key" is not supported; session tickets '
                         "use keys of this process's own")
         resolver = self._resolvers.get(id(conf))
-        if resolver is None and conf.protocol == "smtp" and conf.resolver is not None:
+        if resolver is None and conf.resolver is not None and \
+                PROTOCOLS[conf.protocol].resolves_client_host:
             resolver = self._resolvers[id(conf)] = HostResolver(conf.resolver,
                                                                 conf.resolver_timeout)
         return ServerRuntime(conf, listen, log, loop, self.sessions, tls, resolver,
@@ -209,7 +178,7 @@ class _Accepted(Session):
             return
         rt = self.rt.select(transport.get_extra_info("sockname"))
         if rt is not self.rt:
-            self.rt, self.conf = rt, rt.conf
+            self.rt, self.conf, self.proto = rt, rt.conf, rt.protocol
         super().connection_made(transport)
 
 

@@ -12,8 +12,8 @@ import pytest
 from proxy.conf.settings import AuthHttp, Listen, LogTarget, ServerSettings
 from proxy.imap.dialogue import ImapDialogue
 from proxy.log import ErrorLog
+from proxy.runtime import ServerRuntime
 from proxy.session import Session
-from proxy.worker import ServerRuntime
 
 
 def _runtime(loop, log_path, **kw) -> ServerRuntime:

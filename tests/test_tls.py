@@ -17,7 +17,8 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 from OpenSSL import SSL
 
 from proxy.conf.settings import AuthHttp, ServerSettings, SslSettings
-from proxy.tls import NO_CERT, TlsError, TlsServer, server_tls
+from proxy.protocols import PROTOCOLS
+from proxy.tls import TlsError, TlsServer, server_tls
 from proxy.tls_headers import auth_ssl_headers, parse_name, rfc2253, serial_text
 from scenarios.tls_support import client_context, make_pki
 
@@ -134,7 +135,7 @@ def test_verify_failure_lets_the_handshake_finish(pki):
     pair = Pair(tls, client_context(pki))
     pair.handshake()
     assert pair.server.check_client_certificate() == (
-        NO_CERT["pop3"], "client sent no required SSL certificate")
+        PROTOCOLS["pop3"].no_cert, "client sent no required SSL certificate")
     pair = Pair(tls, client_context(pki, cert="plain"))
     pair.handshake()
     assert pair.server.check_client_certificate() is None

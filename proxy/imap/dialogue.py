@@ -77,6 +77,11 @@ def capability_lines(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
             caps + b" STARTTLS LOGINDISABLED\r\n")
 
 
+def failure_line(status: bytes, error_code: bytes | None = None, tag: bytes = b"") -> bytes:
+    """The line a failed Auth-Status becomes (an empty status is a failure too)."""
+    return tag + b"NO " + status + b"\r\n"
+
+
 class ImapDialogue(Dialogue):
     protocol = "imap"
     internal_error = INTERNAL_ERROR
@@ -103,8 +108,7 @@ class ImapDialogue(Dialogue):
         return GREETING
 
     def auth_failure(self, resp) -> bytes:
-        """The line a failed Auth-Status becomes (an empty status is a failure too)."""
-        return self._stored_tag() + b"NO " + resp.error + b"\r\n"
+        return failure_line(resp.error, resp.error_code, self._stored_tag())
 
     def backend_login(self, conf: ServerSettings, client_ip: str | None = None) -> ImapBackendLogin:
         return ImapBackendLogin(self._stored_tag(), self.creds.login,

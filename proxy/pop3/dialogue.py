@@ -76,6 +76,11 @@ def capability_replies(conf: ServerSettings) -> tuple[bytes, bytes, bytes, bytes
             head + only + b"STLS\r\n.\r\n", listing)
 
 
+def failure_line(status: bytes, error_code: bytes | None = None, tag: bytes = b"") -> bytes:
+    """The line a failed Auth-Status becomes (an empty status is a failure too)."""
+    return b"-ERR " + status + b"\r\n"
+
+
 class Pop3Dialogue(Dialogue):
     protocol = "pop3"
     internal_error = INTERNAL_ERROR
@@ -100,8 +105,7 @@ class Pop3Dialogue(Dialogue):
         return GREETING + b" " + self.creds.salt
 
     def auth_failure(self, resp: AuthResponse) -> bytes:
-        """The line a failed Auth-Status becomes (an empty status is a failure too)."""
-        return b"-ERR " + resp.error + b"\r\n"
+        return failure_line(resp.error, resp.error_code)
 
     def backend_login(self, conf: ServerSettings, client_ip: str | None = None) -> Pop3BackendLogin:
         return Pop3BackendLogin(self.creds.login, self.creds.password or b"",

@@ -1,1 +1,31 @@
 """SMTP: the client dialogue before authentication and the login to the backend MTA."""
+
+from proxy.protocol import MailProtocol
+from proxy.smtp.dialogue import DEFAULT_ERROR_CODE, INTERNAL_ERROR, SmtpDialogue, failure_line
+
+
+def _open(conf, tls: bool, client_host: str, log_info: bool) -> SmtpDialogue:
+    return SmtpDialogue(conf, tls=tls, client_host=client_host, log_info=log_info)
+
+
+def _greeting_delay(conf) -> float:
+    return conf.smtp_greeting_delay
+
+
+SMTP = MailProtocol(
+    name="smtp",
+    open=_open,
+    backend_login=SmtpDialogue.backend_login,
+    failure_line=failure_line,
+    internal_error=INTERNAL_ERROR,
+    cert_error=b"421 4.7.1 SSL certificate error\r\n",
+    no_cert=b"421 4.7.1 No required SSL certificate\r\n",
+    default_error_code=DEFAULT_ERROR_CODE,
+    # the backend login can go on without one (XCLIENT, or no AUTH to the backend)
+    password_required=False,
+    auth_request_extra=SmtpDialogue.auth_request_extra,
+    # Client-Host and XCLIENT NAME: the client's name is looked up before the greeting
+    resolves_client_host=True,
+    greeting_delay=_greeting_delay,
+    login_debug={"sending HELO/EHLO to upstream": "mail proxy send ehlo"},
+)

@@ -99,6 +99,15 @@ def loggable(data: bytes) -> str:
     return text.decode("latin-1").replace("\r", "_").replace("\n", "_")
 
 
+def failure_line(status: bytes, error_code: bytes | None = None,
+                 tag: bytes = b"") -> bytes | None:
+    """The failure line; None for an empty Auth-Status, which nginx's SMTP does not treat as
+    a failure (ngx_mail_auth_http_process_headers looks for a backend instead)."""
+    if not status:
+        return None
+    return (error_code or DEFAULT_ERROR_CODE) + b" " + status + b"\r\n"
+
+
 class SmtpDialogue(Dialogue):
     protocol = "smtp"
     internal_error = INTERNAL_ERROR
@@ -140,11 +149,7 @@ class SmtpDialogue(Dialogue):
                 Send(INVALID_PIPELINING), Close()]
 
     def auth_failure(self, resp) -> bytes | None:
-        """The failure line; None for an empty Auth-Status, which SMTP does not treat as a
-        failure (spec §10.4 QUIRK)."""
-        if not resp.error:
-            return None
-        return (resp.error_code or DEFAULT_ERROR_CODE) + b" " + resp.error + b"\r\n"
+        return failure_line(resp.error, resp.error_code)
 
     def auth_failed(self, error_line: bytes) -> None:
         """After an Auth-Wait delay: answer and go back to the start. The stored MAIL/RCPT
