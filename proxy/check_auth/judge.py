@@ -13,15 +13,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from proxy.auth_http import AuthResponse, AuthServerError, escape
+from proxy.protocols import PROTOCOLS
 
 from .cases import Case, Sent, Settings
 from .wire import Exchange, explain_invalid, header_fields, show
 
-INTERNAL_ERROR = {"imap": b"* BAD internal server error\r\n",
-                  "pop3": b"-ERR internal server error\r\n",
-                  "smtp": b"451 4.3.2 Internal server error\r\n"}
 IMAP_TAG = b"a1 "
-SMTP_DEFAULT_CODE = b"535 5.7.0"
 SMTP_AUTH_OK = b"235 2.0.0 OK\r\n"
 NEEDS_AUTH_PASS = ("apop", "cram-md5", "external")  # nginx has no plaintext password then
 
@@ -71,18 +68,16 @@ class Row:
     exchanges: list[tuple[Sent, Exchange]] = field(default_factory=list)
 
 
+def failure_line(protocol: str, resp: AuthResponse) -> bytes | None:
+    """The line nginx writes for a failed Auth-Status, from the protocol's declaration; None
+    where the protocol does not take the status as a failure (SMTP's empty one, §10.4)."""
+    if resp.error is None:
+        return None
+    return PROTOCOLS[protocol].failure_line(resp.error, resp.error_code, IMAP_TAG)
+
+
 def is_failure(protocol: str, resp: AuthResponse) -> bool:
-    """nginx treats an empty Auth-Status as a failure for IMAP/POP3 but not SMTP (§10.4)."""
-    return resp.error is not None and not (protocol == "smtp" and resp.error == b"")
-
-
-def failure_line(protocol: str, resp: AuthResponse) -> bytes:
-    assert resp.error is not None
-    if protocol == "imap":
-        return IMAP_TAG + b"NO " + resp.error + b"\r\n"
-    if protocol == "pop3":
-        return b"-ERR " + resp.error + b"\r\n"
-    return (resp.error_code or SMTP_DEFAULT_CODE) + b" " + resp.error + b"\r\n"
+    return failure_line(protocol, resp) is not None
 
 
 def outcome(case: Case, ex: Exchange, peer: str, s: Settings, waiting: bool = False) -> Outcome:
@@ -92,8 +87,8 @@ def outcome(case: Case, ex: Exchange, peer: str, s: Settings, waiting: bool = Fa
         return _error(proto, ex.error, diagnose(ex, s))
     resp = ex.response
     assert resp is not None
-    if is_failure(proto, resp):
-        line = failure_line(proto, resp)
+    line = failure_line(proto, resp)
+    if line is not None:
         log = f'client login failed: "{resp.error.decode("latin-1")}"'
         if resp.wait == 0:
             return Outcome("refused", line, CLOSE, log, resp)
@@ -109,7 +104,8 @@ def outcome(case: Case, ex: Exchange, peer: str, s: Settings, waiting: bool = Fa
             hint = ("for SMTP nginx does not take an empty Auth-Status as a failure (it does "
                     "for IMAP and POP3), so it looked for a backend")
         return _error(proto, str(err), hint, resp)
-    if resp.password is None and case.method in NEEDS_AUTH_PASS and proto != "smtp":
+    if resp.password is None and case.method in NEEDS_AUTH_PASS and \
+            PROTOCOLS[proto].password_required:
         return _error(proto, f"auth http server {peer} did not send password",
                       f"with {case.method} nginx has no plaintext password; "
                       "the reply must carry Auth-Pass", resp)
@@ -130,7 +126,7 @@ def outcome(case: Case, ex: Exchange, peer: str, s: Settings, waiting: bool = Fa
 
 
 def _error(proto: str, log: str, hint: str, resp: AuthResponse | None = None) -> Outcome:
-    return Outcome("error", INTERNAL_ERROR[proto], CLOSE, log, resp, hint=hint)
+    return Outcome("error", PROTOCOLS[proto].internal_error, CLOSE, log, resp, hint=hint)
 
 
 def diagnose(ex: Exchange, s: Settings) -> str:
