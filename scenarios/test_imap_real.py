@@ -15,9 +15,9 @@ import time
 import pytest
 
 from fakes.auth import User
-from scenarios.real.common import require
-from scenarios.real.dovecot import DovecotInstance
-from scenarios.test_imap_auth_http import LogWatch
+from scenarios.kit.real.common import require
+from scenarios.kit.real.dovecot import DovecotInstance
+from scenarios.kit.support import LogWatch
 
 USER, PASSWORD = "carol", "c4rol pw"  # the space makes LOGIN quote it
 MESSAGE = (b"From: Dave <dave@example.com>\r\nTo: Carol <carol@example.com>\r\n"

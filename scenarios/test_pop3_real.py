@@ -4,7 +4,7 @@ RFC 1939, RFC 2449, RFC 5034).
 
 The mock auth server sends the test user to Dovecot's POP3 port; everything else is the real
 thing. Without Dovecot (or curl) the scenarios are skipped, except under CI, where that is a
-failure (scenarios.real.common.require).
+failure (scenarios.kit.real.common.require).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import time
 import pytest
 
 from fakes.auth import User
-from scenarios.real.common import require
-from scenarios.real.dovecot import DovecotInstance
-from scenarios.test_imap_auth_http import LogWatch
+from scenarios.kit.real.common import require
+from scenarios.kit.real.dovecot import DovecotInstance
+from scenarios.kit.support import LogWatch
 
 USER, PASSWORD = "dora", "d0ra pw"  # the space is kept by USER/PASS (spec §8.2)
 MESSAGE = (b"From: Erin <erin@example.com>\r\nTo: Dora <dora@example.com>\r\n"

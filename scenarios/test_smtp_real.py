@@ -19,8 +19,8 @@ import uuid
 import pytest
 
 from fakes.auth import User
-from scenarios.real.common import require
-from scenarios.real.postfix import PostfixInstance
+from scenarios.kit.real.common import require
+from scenarios.kit.real.postfix import PostfixInstance
 
 USER, PASSWORD = "carol", "c4rol pw"
 SENDER, RECIPIENT = "carol@example.com", "dave@example.com"

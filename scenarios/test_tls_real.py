@@ -18,10 +18,10 @@ import uuid
 import pytest
 
 from fakes.auth import User
-from scenarios.real.common import require
-from scenarios.real.dovecot import DovecotInstance
-from scenarios.real.postfix import PostfixInstance
-from scenarios.tls_support import pki
+from scenarios.kit.real.common import require
+from scenarios.kit.real.dovecot import DovecotInstance
+from scenarios.kit.real.postfix import PostfixInstance
+from scenarios.kit.tls_support import pki
 
 __all__ = ["pki"]
 

@@ -19,7 +19,7 @@ from OpenSSL import SSL
 from proxy.conf.settings import AuthHttp, ServerSettings, SslSettings
 from proxy.tls import NO_CERT, TlsError, TlsServer, server_tls
 from proxy.tls_headers import auth_ssl_headers, parse_name, rfc2253, serial_text
-from scenarios.tls_support import client_context, make_pki
+from scenarios.kit.tls_support import client_context, make_pki
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from scenarios.client import Client, tls_client_context
-from scenarios.tls_support import throwaway_certificate
+from scenarios.kit.client import Client, tls_client_context
+from scenarios.kit.tls_support import throwaway_certificate
 
 GREETING = b"220 mx.test ESMTP ready\r\n"
 HELO_REPLY = b"250 mx.test\r\n"

@@ -22,7 +22,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from scenarios.real.common import ServerStartError, stop_process_group, wait_listening, wait_until
+from scenarios.kit.real.common import (
+    ServerStartError,
+    stop_process_group,
+    wait_listening,
+    wait_until,
+)
 
 MODULE_NAME = "ngx_mail_module.so"
 # Where distributions put dynamic modules when `nginx -V` does not say.

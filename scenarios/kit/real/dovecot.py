@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from scenarios.real.common import (
+from scenarios.kit.real.common import (
     LOOPBACK,
     ServerStartError,
     free_ports,
