@@ -17,7 +17,7 @@ import time
 import pytest
 
 from fakes.auth import User
-from scenarios.kit.real.common import require
+from scenarios.kit.real.common import available, require
 from scenarios.kit.real.dovecot import DovecotInstance
 from scenarios.kit.support import LogWatch
 
@@ -32,14 +32,10 @@ MESSAGE = (b"From: Erin <erin@example.com>\r\nTo: Dora <dora@example.com>\r\n"
 
 @pytest.fixture(scope="module")
 def dovecot(tmp_path_factory):
-    require(DovecotInstance.unavailable_reason())
-    instance = DovecotInstance({USER: PASSWORD}, tmp_path_factory.mktemp("dovecot-pop3"))
-    instance.start()
-    try:
+    server = available(DovecotInstance, {USER: PASSWORD}, tmp_path_factory.mktemp("dovecot-pop3"))
+    with server as instance:
         instance.append(USER, None, MESSAGE)
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from fakes.auth import User
-from scenarios.kit.real.common import require
+from scenarios.kit.real.common import available, require
 from scenarios.kit.real.postfix import PostfixInstance
 
 USER, PASSWORD = "carol", "c4rol pw"
@@ -30,14 +30,10 @@ SERVER = 'smtp_capabilities PIPELINING 8BITMIME "SIZE 10240000";'
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory):
-    require(PostfixInstance.unavailable_reason())
-    instance = PostfixInstance(tmp_path_factory.mktemp("postfix"),
-                               extra_main="smtpd_sasl_authenticated_header = yes\n")
-    instance.start()
-    try:
+    server = available(PostfixInstance, tmp_path_factory.mktemp("postfix"),
+                       extra_main="smtpd_sasl_authenticated_header = yes\n")
+    with server as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture
