@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from scenarios.real.common import free_port
-from scenarios.real.nginx import NginxInstance, nginx_version
-from scenarios.targets import NginxTarget, PosternInstance
+from scenarios.kit.real.common import free_port
+from scenarios.kit.real.nginx import NginxInstance, nginx_version
+from scenarios.kit.targets import NginxTarget, PosternInstance
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")

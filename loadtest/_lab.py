@@ -142,7 +142,7 @@ class Lab:
 
     def start(self) -> Target:
         from fakes.auth import MockAuthServer, User
-        from scenarios.real.common import free_ports
+        from scenarios.kit.real.common import free_ports
 
         args, notes = self.args, []
         for protocol in PROTOCOLS:
@@ -182,7 +182,7 @@ class Lab:
         return Target(dict(sorted(endpoints.items())), self.users, tls_ca, notes)
 
     def _start_proxy(self, text: str):
-        from scenarios.targets import target_class
+        from scenarios.kit.targets import target_class
 
         os.environ.setdefault("PYTHONPATH", str(ROOT))
         instance = target_class(self.args.proxy)(

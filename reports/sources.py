@@ -6,7 +6,7 @@
   (loadtest/_clients.py);
 - bench: ``results/bench.json`` from ``python -m loadtest.bench``;
 - junit: pytest's ``--junitxml`` file of a scenario run (ids like ``test_x[postern]``);
-- scenarios: ``results/scenarios.json`` of the scenario runner (scenarios/results.py): the
+- scenarios: ``results/scenarios.json`` of the scenario runner (scenarios/kit/results.py): the
   same cases as the JUnit file plus what each names (RFC / nginx behaviour), its grammar
   check, and summaries by protocol and by reference;
 - check-auth: ``check-auth --json`` output, a list of {check, verdict, reason, client_sees}.

@@ -21,10 +21,10 @@ from fakes.pop3 import FakePop3Server
 from fakes.pop3 import Faults as Pop3Faults
 from fakes.smtp import FakeSmtpServer
 from fakes.smtp import Faults as SmtpFaults
-from scenarios import external, plugin
-from scenarios.client import Client
-from scenarios.real.common import free_port, require
-from scenarios.targets import target_class, version_of
+from scenarios.kit import external, plugin
+from scenarios.kit.client import Client
+from scenarios.kit.real.common import free_port, require
+from scenarios.kit.targets import target_class, version_of
 
 TARGETS = ("postern", "nginx", "external")
 USERS = {"alice": "secret", "bob": "hunter2", "us er": "p w"}

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from fakes.auth import User
-from scenarios.tls_support import client_context, pki, tls_connect
+from scenarios.kit.tls_support import client_context, pki, tls_connect
 
 __all__ = ["pki"]
 

@@ -8,109 +8,24 @@ from __future__ import annotations
 
 import base64
 import socket
-import threading
 import time
 
 import pytest
 
 from fakes.auth import Reply
-from scenarios.client import Client
-from scenarios.real.common import free_port
+from scenarios.kit.client import Client
+from scenarios.kit.imap_support import (
+    GREETING,
+    INTERNAL_ERROR,
+    auth_request,
+    expect_internal_error,
+    login,
+)
+from scenarios.kit.real.common import free_port
+from scenarios.kit.support import LogWatch, OneShotAuth, auth_peer, upstream_bytes
 
-GREETING = b"* OK IMAP4 ready\r\n"
-INTERNAL_ERROR = b"* BAD internal server error\r\n"
 LOGGED_IN = b"a1 OK Logged in\r\n"  # the fake upstream's tagged LOGIN reply, relayed
 SECRET_PASSWORD = b"Never-In-Log-7f3a"
-
-
-# -- helpers ------------------------------------------------------------------------------
-
-class LogWatch:
-    """The part of a proxy's error log written after this point (proxies are shared)."""
-
-    def __init__(self, proxy) -> None:
-        self.proxy = proxy
-        self.mark = len(proxy.error_log())
-
-    def text(self) -> str:
-        return self.proxy.error_log()[self.mark:]
-
-    def wait_for(self, needle: str, timeout: float = 3.0) -> str:
-        deadline = time.monotonic() + timeout
-        while needle not in (text := self.text()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{needle!r} not in the error log:\n{text}")
-            time.sleep(0.05)
-        return text
-
-    def line(self, needle: str, timeout: float = 3.0) -> str:
-        """The first new log line containing `needle` (waiting for it)."""
-        text = self.wait_for(needle, timeout)
-        return next(line for line in text.splitlines() if needle in line)
-
-
-class OneShotAuth:
-    """An auth server for one request that sends `reply` in one write, waits `linger`
-    seconds and closes (the mock closes right after its reply)."""
-
-    def __init__(self, reply: bytes, linger: float) -> None:
-        self.reply, self.linger = reply, linger
-        self.request = b""
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        self.listener.settimeout(10)
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        finally:
-            self.listener.close()
-        with conn:
-            conn.settimeout(10)
-            try:
-                while not self.request.endswith(b"\r\n\r\n"):
-                    data = conn.recv(4096)
-                    if not data:
-                        return
-                    self.request += data
-                conn.sendall(self.reply)
-                time.sleep(self.linger)
-            except OSError:
-                pass
-
-
-def login(proxy, user: bytes = b"alice", password: bytes = b"secret",
-          tag: bytes = b"a1") -> Client:
-    """Connect, read the greeting and send LOGIN; the reply is the scenario's business."""
-    c = proxy.connect()
-    c.expect(GREETING)
-    c.send(tag + b" LOGIN " + user + b" " + password + b"\r\n")
-    return c
-
-
-def expect_internal_error(c: Client) -> None:
-    c.expect(INTERNAL_ERROR).expect_closed()
-
-
-def auth_peer(lab) -> str:
-    return f"127.0.0.1:{lab.auth.port}"
-
-
-def request_for(user: bytes, password: bytes, attempt: int = 1, ip: bytes = b"127.0.0.1",
-                tail: bytes = b"") -> bytes:
-    return (b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\n"
-            b"Auth-User: " + user + b"\r\nAuth-Pass: " + password + b"\r\n"
-            b"Auth-Protocol: imap\r\nAuth-Login-Attempt: %d\r\nClient-IP: %s\r\n"
-            % (attempt, ip) + tail + b"\r\n")
-
-
-def upstream_login(lab, conn_index: int) -> bytes:
-    """Every byte the fake upstream received on one connection."""
-    conn = lab.imap.connections[conn_index]
-    return b"".join(data for who, data in conn.transcript if who == "C")
 
 
 # -- success ------------------------------------------------------------------------------
@@ -123,7 +38,7 @@ def test_auth_ok_logs_in_with_the_upstream_reply(lab):
     with login(proxy) as c:
         c.expect(LOGGED_IN)
         c.send(b"a2 NOOP\r\n").expect(b"a2 OK NOOP completed\r\n")
-    assert [r.raw for r in lab.auth.requests] == [request_for(b"alice", b"secret")]
+    assert [r.raw for r in lab.auth.requests] == [auth_request(b"alice", b"secret")]
 
 
 def test_http_status_code_is_ignored(lab):
@@ -167,7 +82,7 @@ def test_auth_user_and_pass_replace_the_backend_credentials(lab):
     conn = len(lab.imap.connections)
     with login(proxy, b"alice", b"whatever") as c:
         c.expect(LOGGED_IN)
-    assert upstream_login(lab, conn) == b"a1 LOGIN {3}\r\nbob {7}\r\nhunter2\r\n"
+    assert upstream_bytes(lab.imap, conn) == b"a1 LOGIN {3}\r\nbob {7}\r\nhunter2\r\n"
 
 
 # -- failure --------------------------------------------------------------------------------
@@ -207,7 +122,7 @@ def test_failure_with_wait_keeps_the_session(lab):
         assert 0.8 <= waited <= 4.0, waited
         c.send(b"a3 LOGIN alice secret\r\n").expect(b"a3 OK Logged in\r\n")
     assert [r.raw for r in lab.auth.requests] == [
-        request_for(b"alice", b"wrong", attempt=1), request_for(b"alice", b"secret", attempt=2)]
+        auth_request(b"alice", b"wrong", attempt=1), auth_request(b"alice", b"secret", attempt=2)]
 
 
 def test_empty_auth_status_is_a_failure_for_imap(lab):
@@ -239,7 +154,7 @@ def test_wait_repeats_the_same_request_after_the_delay(lab):
     with login(proxy) as c:
         c.expect(LOGGED_IN, timeout=6)
     first, second = lab.auth.requests
-    assert first.raw == second.raw == request_for(b"alice", b"secret")
+    assert first.raw == second.raw == auth_request(b"alice", b"secret")
     assert 0.8 <= second.received_at - first.received_at <= 4.0
 
 
@@ -252,7 +167,7 @@ def test_zero_delay_wait_is_sticky(lab):
     with login(proxy) as c:
         c.expect(LOGGED_IN, timeout=6)
     assert len(lab.auth.requests) == 6
-    assert {r.raw for r in lab.auth.requests} == {request_for(b"alice", b"secret")}
+    assert {r.raw for r in lab.auth.requests} == {auth_request(b"alice", b"secret")}
 
 
 def test_failure_during_sticky_wait_repeats_the_request(lab):
@@ -263,7 +178,7 @@ def test_failure_during_sticky_wait_repeats_the_request(lab):
     with login(proxy) as c:
         c.expect(LOGGED_IN, timeout=6)
     first, second, third = lab.auth.requests
-    assert first.raw == second.raw == third.raw == request_for(b"alice", b"secret")
+    assert first.raw == second.raw == third.raw == auth_request(b"alice", b"secret")
     assert 0.8 <= third.received_at - second.received_at <= 4.0
 
 
@@ -294,7 +209,7 @@ def test_header_block_over_1024_bytes_is_an_internal_error(lab):
     proxy = lab.proxy(server=f"auth_http 127.0.0.1:{auth.port}/auth;")
     with login(proxy) as c:
         expect_internal_error(c)
-    assert auth.request == request_for(b"alice", b"secret")
+    assert auth.request == auth_request(b"alice", b"secret")
 
 
 def test_header_block_just_under_1024_bytes_works(lab):
@@ -442,7 +357,7 @@ def test_auth_http_headers_come_last_in_order(lab):
     lab.ok()
     with login(proxy) as c:
         c.expect(LOGGED_IN)
-    assert lab.auth.requests[0].raw == request_for(
+    assert lab.auth.requests[0].raw == auth_request(
         b"alice", b"secret", tail=b"X-Auth-Key: s3cr3t value\r\nX-Second: two\r\n")
 
 
@@ -453,7 +368,7 @@ def test_quoted_strings_are_unescaped_then_percent_escaped(lab):
     lab.auth.push(Reply.fail("No"))
     with login(proxy, b'"us er%\\"x"', b'"p\\\\w"') as c:
         c.expect(b"a1 NO No\r\n").expect_closed()
-    assert lab.auth.requests[0].raw == request_for(b'us%20er%25"x', b"p\\w")
+    assert lab.auth.requests[0].raw == auth_request(b'us%20er%25"x', b"p\\w")
 
 
 def test_literal_credentials_escape_controls_only(lab):
@@ -469,7 +384,7 @@ def test_literal_credentials_escape_controls_only(lab):
         c.send(user + b" {%d}\r\n" % len(password)).expect(b"+ OK\r\n")
         c.send(password + b"\r\n")
         c.expect(b"a1 NO No\r\n").expect_closed()
-    assert lab.auth.requests[0].raw == request_for(b"a%20b%0D%0A%25c%09", password)
+    assert lab.auth.requests[0].raw == auth_request(b"a%20b%0D%0A%25c%09", password)
 
 
 def test_client_ip_is_the_peer_address(lab):
@@ -485,7 +400,7 @@ def test_client_ip_is_the_peer_address(lab):
     with c:
         c.expect(GREETING)
         c.send(b"a1 LOGIN alice secret\r\n").expect(LOGGED_IN)
-    assert lab.auth.requests[0].raw == request_for(b"alice", b"secret", ip=b"127.0.0.2")
+    assert lab.auth.requests[0].raw == auth_request(b"alice", b"secret", ip=b"127.0.0.2")
 
 
 # -- logs -----------------------------------------------------------------------------------

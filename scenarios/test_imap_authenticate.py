@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import re
 
-from scenarios.test_imap_dialogue import INVALID, LOGGED_IN, auth_request, backend_login, greeted
+from scenarios.kit.imap_support import INVALID, LOGGED_IN, auth_request, backend_login, greeted
 
 PLAIN_ALICE = base64.b64encode(b"\0alice\0secret")  # AGFsaWNlAHNlY3JldA==
 USER_CHALLENGE = b"+ VXNlcm5hbWU6\r\n"  # base64("Username:")

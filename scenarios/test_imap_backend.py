@@ -10,95 +10,18 @@ from __future__ import annotations
 
 import random
 import socket
-import threading
 import time
 import uuid
 
 import pytest
 
 from fakes.auth import Reply
-from scenarios.real.common import free_port
-from scenarios.test_imap_auth_http import LogWatch
+from scenarios.kit.imap_support import GREETING, INTERNAL_ERROR, login
+from scenarios.kit.real.common import free_port
+from scenarios.kit.support import LogWatch, ScriptedBackend, upstream_bytes, wait_until
 
-GREETING = b"* OK IMAP4 ready\r\n"
-INTERNAL_ERROR = b"* BAD internal server error\r\n"
 LOGGED_IN = b"a1 OK Logged in\r\n"
 FAKE_GREETING_START = b"* OK [CAPABILITY "
-
-
-# -- helpers ------------------------------------------------------------------------------
-
-class ScriptedBackend:
-    """A one-connection upstream that follows a script and records what it receives.
-
-    Steps: ("send", bytes), ("recv", n) to read exactly n bytes, ("sleep", seconds),
-    ("close",). After the script the connection stays open until the proxy closes it.
-    """
-
-    def __init__(self, *steps: tuple) -> None:
-        self.steps = steps
-        self.received = b""
-        self.closed_by_peer = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.listener.settimeout(10)
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        finally:
-            self.listener.close()
-        conn.settimeout(10)
-        with conn:
-            try:
-                for step in self.steps:
-                    if step[0] == "send":
-                        conn.sendall(step[1])
-                    elif step[0] == "recv":
-                        while len(self.received) < step[1]:
-                            data = conn.recv(step[1] - len(self.received))
-                            if not data:
-                                raise ConnectionError
-                            self.received += data
-                    elif step[0] == "sleep":
-                        time.sleep(step[1])
-                    elif step[0] == "close":
-                        return
-                while data := conn.recv(65536):
-                    self.received += data
-            except OSError:
-                pass
-            self.closed_by_peer.set()
-
-    def join(self) -> bytes:
-        self.thread.join(10)
-        return self.received
-
-
-def login(proxy, user: bytes = b"alice", password: bytes = b"secret",
-          extra: bytes = b""):
-    c = proxy.connect()
-    c.expect(GREETING)
-    c.send(b"a1 LOGIN " + user + b" " + password + b"\r\n" + extra)
-    return c
-
-
-def upstream_bytes(lab, conn_index: int) -> bytes:
-    """Every byte the fake upstream received on one of its connections."""
-    conn = lab.imap.connections[conn_index]
-    return b"".join(data for who, data in conn.transcript if who == "C")
-
-
-def wait_until(check, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def read_tagged(c, tag: bytes) -> list[bytes]:
@@ -117,7 +40,7 @@ def test_backend_receives_nginx_login_sequence(lab):
     conn = len(lab.imap.connections)
     with login(proxy, b"alice", b'"secret"') as c:
         c.expect(LOGGED_IN)
-    assert upstream_bytes(lab, conn) == b"a1 LOGIN {5}\r\nalice {6}\r\nsecret\r\n"
+    assert upstream_bytes(lab.imap, conn) == b"a1 LOGIN {5}\r\nalice {6}\r\nsecret\r\n"
 
 
 def test_login_literals_carry_any_byte(lab):
@@ -167,7 +90,7 @@ def test_pipelined_commands_follow_the_login(lab):
         c.expect(LOGGED_IN + b"a2 OK NOOP completed\r\n"
                  b"* CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN IDLE\r\n"
                  b"a3 OK CAPABILITY completed\r\n")
-    assert upstream_bytes(lab, conn) == (b"a1 LOGIN {5}\r\nalice {6}\r\nsecret\r\n"
+    assert upstream_bytes(lab.imap, conn) == (b"a1 LOGIN {5}\r\nalice {6}\r\nsecret\r\n"
                                          b"a2 NOOP\r\na3 CAPABILITY\r\n")
 
 

@@ -1,8 +1,8 @@
 """The IMAP client dialogue before authentication: greeting, CAPABILITY, NOOP, LOGOUT, tags,
 unknown commands, pipelining and STARTTLS where it is not configured (spec §7, RFC 3501).
 
-Every scenario runs on each target and asserts the exact bytes the client sees; the helpers
-at the top are shared with the other test_imap_* dialogue files.
+Every scenario runs on each target and asserts the exact bytes the client sees;
+the helpers it shares with the other IMAP scenarios are in scenarios/kit/imap_support.py.
 """
 
 from __future__ import annotations
@@ -10,37 +10,15 @@ from __future__ import annotations
 import time
 
 from fakes.auth import Reply
-from scenarios.client import Client, Closed
-
-GREETING = b"* OK IMAP4 ready\r\n"
-CAPS = b"* CAPABILITY IMAP4 IMAP4rev1 UIDPLUS"
-INVALID = b"BAD invalid command\r\n"
-LOGGED_IN = b"OK Logged in\r\n"  # the fake upstream's tagged LOGIN reply, relayed as is
-
-
-def greeted(lab, server: str = "", mail: str = "") -> Client:
-    """A connection to a proxy with these directives, its greeting already checked."""
-    client = lab.proxy(server=server, mail=mail).connect()
-    client.expect(GREETING)
-    return client
-
-
-def auth_request(user: bytes = b"alice", password: bytes = b"secret", method: bytes = b"plain",
-                 attempt: int = 1, salt: bytes = b"") -> bytes:
-    """The exact auth_http request nginx sends for an IMAP login (spec §10.1); user and
-    password are given already %-escaped, a salt with its CRLF."""
-    return (b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: " + method + b"\r\n"
-            b"Auth-User: " + user + b"\r\nAuth-Pass: " + password + b"\r\n"
-            + (b"Auth-Salt: " + salt if salt else b"")
-            + b"Auth-Protocol: imap\r\nAuth-Login-Attempt: %d\r\n" % attempt
-            + b"Client-IP: 127.0.0.1\r\n\r\n")
-
-
-def backend_login(tag: bytes, user: bytes, password: bytes) -> bytes:
-    """What the upstream receives when the proxy logs in for the client (spec §11.3): the
-    client's tag and synchronising literals, recorded by the fake as one command."""
-    return (tag + b" LOGIN {%d}\r\n" % len(user) + user + b" {%d}\r\n" % len(password)
-            + password)
+from scenarios.kit.client import Client, Closed
+from scenarios.kit.imap_support import (
+    CAPS,
+    INVALID,
+    LOGGED_IN,
+    auth_request,
+    backend_login,
+    greeted,
+)
 
 
 def read_tagged(client: Client, tag: bytes) -> bytes:

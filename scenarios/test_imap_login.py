@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fakes.auth import Reply
-from scenarios.test_imap_dialogue import INVALID, LOGGED_IN, auth_request, backend_login, greeted
+from scenarios.kit.imap_support import INVALID, LOGGED_IN, auth_request, backend_login, greeted
 
 
 def ok_as_alice(lab) -> None:

@@ -15,9 +15,9 @@ import time
 import pytest
 
 from fakes.auth import User
-from scenarios.real.common import require
-from scenarios.real.dovecot import DovecotInstance
-from scenarios.test_imap_auth_http import LogWatch
+from scenarios.kit.real.common import available, require
+from scenarios.kit.real.dovecot import DovecotInstance
+from scenarios.kit.support import LogWatch
 
 USER, PASSWORD = "carol", "c4rol pw"  # the space makes LOGIN quote it
 MESSAGE = (b"From: Dave <dave@example.com>\r\nTo: Carol <carol@example.com>\r\n"
@@ -29,15 +29,11 @@ MESSAGE = (b"From: Dave <dave@example.com>\r\nTo: Carol <carol@example.com>\r\n"
 
 @pytest.fixture(scope="module")
 def dovecot(tmp_path_factory):
-    require(DovecotInstance.unavailable_reason())
-    instance = DovecotInstance({USER: PASSWORD}, tmp_path_factory.mktemp("dovecot"))
-    instance.start()
-    try:
+    server = available(DovecotInstance, {USER: PASSWORD}, tmp_path_factory.mktemp("dovecot"))
+    with server as instance:
         uid = instance.append(USER, None, MESSAGE)
         instance.uid = uid
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture

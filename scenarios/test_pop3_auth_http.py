@@ -13,39 +13,21 @@ import time
 import pytest
 
 from fakes.auth import Reply
-from scenarios.client import Client
-from scenarios.real.common import free_port
-from scenarios.test_imap_auth_http import LogWatch, OneShotAuth
-from scenarios.test_pop3_dialogue import (
+from scenarios.kit.pop3_support import (
     GREETING,
     INTERNAL_ERROR,
     INVALID,
     OK,
     auth_request,
     backend_login,
+    expect_internal_error,
     greeted_with_salt,
     logged_in,
+    login,
     pop3,
 )
-
-
-def login(proxy, user: bytes = b"alice", password: bytes = b"secret") -> Client:
-    """Connect, check the greeting, USER (answered +OK) and PASS; the reply to PASS is the
-    scenario's business."""
-    c = proxy.connect()
-    c.expect(GREETING)
-    c.send(b"USER " + user + b"\r\n").expect(OK)
-    c.send(b"PASS " + password + b"\r\n")
-    return c
-
-
-def expect_internal_error(c: Client) -> None:
-    c.expect(INTERNAL_ERROR).expect_closed()
-
-
-def auth_peer(lab) -> str:
-    return f"127.0.0.1:{lab.auth.port}"
-
+from scenarios.kit.real.common import free_port
+from scenarios.kit.support import LogWatch, OneShotAuth, auth_peer
 
 # -- success ----------------------------------------------------------------------------------
 

@@ -14,27 +14,21 @@ import time
 import pytest
 
 from fakes.auth import Reply
-from scenarios.real.common import free_port
-from scenarios.test_imap_auth_http import LogWatch
-from scenarios.test_imap_backend import ScriptedBackend, wait_until
-from scenarios.test_pop3_auth_http import expect_internal_error, login
-from scenarios.test_pop3_dialogue import (
+from scenarios.kit.pop3_support import (
     GREETING,
     INTERNAL_ERROR,
     OK,
     auth_request,
     backend_login,
+    expect_internal_error,
     logged_in,
+    login,
     pop3,
 )
+from scenarios.kit.real.common import free_port
+from scenarios.kit.support import LogWatch, ScriptedBackend, upstream_bytes, wait_until
 
 PASS_ERROR = "proxy_pass_error_message on;"
-
-
-def upstream_bytes(lab, conn_index: int) -> bytes:
-    """Every byte the fake upstream received on one of its connections."""
-    conn = lab.pop3.connections[conn_index]
-    return b"".join(data for who, data in conn.transcript if who == "C")
 
 
 def read_multiline(c) -> bytes:
@@ -295,7 +289,7 @@ def test_commands_pipelined_after_pass_are_forwarded(lab):
         stat = c.readline()
         assert stat.startswith(b"+OK ") and stat.endswith(b"\r\n"), stat
         c.expect(OK)
-    assert upstream_bytes(lab, conn) == b"USER alice\r\nPASS secret\r\nSTAT\r\nNOOP\r\n"
+    assert upstream_bytes(lab.pop3, conn) == b"USER alice\r\nPASS secret\r\nSTAT\r\nNOOP\r\n"
 
 
 def test_pipeline_longer_than_the_buffer_after_pass(lab):
@@ -309,7 +303,7 @@ def test_pipeline_longer_than_the_buffer_after_pass(lab):
         c.expect(GREETING)
         c.send(b"USER alice\r\nPASS secret\r\n" + tail)
         c.expect(OK + logged_in(lab) + OK * 30)
-    assert upstream_bytes(lab, conn) == b"USER alice\r\nPASS secret\r\n" + tail
+    assert upstream_bytes(lab.pop3, conn) == b"USER alice\r\nPASS secret\r\n" + tail
 
 
 def test_relay_of_list_and_retr_is_byte_exact(lab):

@@ -2,8 +2,8 @@
 CAPA, the AUTH listing, NOOP, QUIT, unknown verbs, the USER state, pipelining, STLS where it is
 not configured and the pre-auth deadline (spec §8, RFC 1939, RFC 2449, RFC 1734/5034).
 
-Every scenario runs on each target and asserts the exact bytes the client sees; the helpers
-at the top are shared with the other test_pop3_* files.
+Every scenario runs on each target and asserts the exact bytes the client sees;
+the helpers it shares with the other POP3 scenarios are in scenarios/kit/pop3_support.py.
 """
 
 from __future__ import annotations
@@ -11,64 +11,22 @@ from __future__ import annotations
 import re
 import time
 
-from scenarios.client import Client, Closed
-
-GREETING = b"+OK POP3 ready\r\n"
-OK = b"+OK\r\n"
-INVALID = b"-ERR invalid command\r\n"
-INTERNAL_ERROR = b"-ERR internal server error\r\n"
-CAPA_HEAD = b"+OK Capability list follows\r\n"
-CAPA = CAPA_HEAD + b"TOP\r\nUSER\r\nUIDL\r\nSASL PLAIN LOGIN\r\n.\r\n"
-AUTH_LIST = b"+OK methods supported:\r\nPLAIN\r\nLOGIN\r\n.\r\n"
-SALTED = "pop3_auth plain apop cram-md5;"
-SALT = re.compile(rb"<(\d+)\.(\d+)@mx\.test>")
-
-
-def pop3(lab, server: str = "", mail: str = ""):
-    """The POP3 proxy with these directives (started once per text)."""
-    return lab.proxy(server=server, mail=mail, protocol="pop3")
-
-
-def greeted(lab, server: str = "", mail: str = "") -> Client:
-    """A connection whose plain greeting (no salt configured) has been checked."""
-    client = pop3(lab, server, mail).connect()
-    client.expect(GREETING)
-    return client
-
-
-def greeted_with_salt(lab, server: str = SALTED, mail: str = "") -> tuple[Client, bytes]:
-    """A connection to a proxy with apop or cram-md5 enabled: (client, the greeting's salt
-    `<R.T@mx.test>`, without its CRLF)."""
-    client = pop3(lab, server, mail).connect()
-    line = client.readline()
-    assert line.startswith(b"+OK POP3 ready <") and line.endswith(b">\r\n"), client.dump()
-    salt = line[len(b"+OK POP3 ready "):-2]
-    assert SALT.fullmatch(salt), salt
-    return client, salt
-
-
-def auth_request(user: bytes = b"alice", password: bytes = b"secret", method: bytes = b"plain",
-                 attempt: int = 1, salt: bytes = b"", tail: bytes = b"") -> bytes:
-    """The exact auth_http request for a POP3 login (spec §10.1); user and password are given
-    already %-escaped, the salt without its CRLF (nginx sends Auth-Pass before Auth-Salt)."""
-    return (b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: " + method + b"\r\n"
-            b"Auth-User: " + user + b"\r\nAuth-Pass: " + password + b"\r\n"
-            + (b"Auth-Salt: " + salt + b"\r\n" if salt else b"")
-            + b"Auth-Protocol: pop3\r\nAuth-Login-Attempt: %d\r\n" % attempt
-            + b"Client-IP: 127.0.0.1\r\n" + tail + b"\r\n")
-
-
-def logged_in(lab, user: str = "alice") -> bytes:
-    """The fake upstream's answer to PASS, relayed to the client as the answer to its own
-    PASS/APOP/AUTH (spec §11.2)."""
-    box = lab.pop3.store.mailbox(user, "INBOX")
-    return b"+OK Logged in (%d messages)\r\n" % (len(box.entries) if box else 0)
-
-
-def backend_login(user: bytes = b"alice", password: bytes = b"secret") -> list[bytes]:
-    """The lines the upstream receives when the proxy logs in (spec §11.2)."""
-    return [b"USER " + user, b"PASS " + password]
-
+from scenarios.kit.client import Closed
+from scenarios.kit.pop3_support import (
+    AUTH_LIST,
+    CAPA,
+    CAPA_HEAD,
+    INVALID,
+    OK,
+    SALT,
+    SALTED,
+    auth_request,
+    backend_login,
+    greeted,
+    greeted_with_salt,
+    logged_in,
+    pop3,
+)
 
 # -- greeting --------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 
 from fakes.auth import Reply
-from scenarios.test_pop3_dialogue import (
+from scenarios.kit.pop3_support import (
     INVALID,
     OK,
     SALTED,

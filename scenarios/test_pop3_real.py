@@ -4,7 +4,7 @@ RFC 1939, RFC 2449, RFC 5034).
 
 The mock auth server sends the test user to Dovecot's POP3 port; everything else is the real
 thing. Without Dovecot (or curl) the scenarios are skipped, except under CI, where that is a
-failure (scenarios.real.common.require).
+failure (scenarios.kit.real.common.require).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import time
 import pytest
 
 from fakes.auth import User
-from scenarios.real.common import require
-from scenarios.real.dovecot import DovecotInstance
-from scenarios.test_imap_auth_http import LogWatch
+from scenarios.kit.real.common import available, require
+from scenarios.kit.real.dovecot import DovecotInstance
+from scenarios.kit.support import LogWatch
 
 USER, PASSWORD = "dora", "d0ra pw"  # the space is kept by USER/PASS (spec §8.2)
 MESSAGE = (b"From: Erin <erin@example.com>\r\nTo: Dora <dora@example.com>\r\n"
@@ -32,14 +32,10 @@ MESSAGE = (b"From: Erin <erin@example.com>\r\nTo: Dora <dora@example.com>\r\n"
 
 @pytest.fixture(scope="module")
 def dovecot(tmp_path_factory):
-    require(DovecotInstance.unavailable_reason())
-    instance = DovecotInstance({USER: PASSWORD}, tmp_path_factory.mktemp("dovecot-pop3"))
-    instance.start()
-    try:
+    server = available(DovecotInstance, {USER: PASSWORD}, tmp_path_factory.mktemp("dovecot-pop3"))
+    with server as instance:
         instance.append(USER, None, MESSAGE)
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import ssl
 
 import pytest
 
-from scenarios.client import tls_client_context
-from scenarios.test_pop3_dialogue import (
+from scenarios.kit.client import tls_client_context
+from scenarios.kit.pop3_support import (
     CAPA,
     CAPA_HEAD,
     INVALID,
@@ -20,7 +20,7 @@ from scenarios.test_pop3_dialogue import (
     greeted_with_salt,
     logged_in,
 )
-from scenarios.tls_support import throwaway_certificate
+from scenarios.kit.tls_support import throwaway_certificate
 
 CAPA_STLS = CAPA[:-3] + b"STLS\r\n.\r\n"
 CAPA_ONLY = CAPA_HEAD + b"TOP\r\nUIDL\r\nSTLS\r\n.\r\n"

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from fakes.auth import Reply
-from scenarios.client import Client, Closed
-from scenarios.tls_support import throwaway_certificate
+from scenarios.kit.client import Client, Closed
+from scenarios.kit.tls_support import throwaway_certificate
 
 GREETING = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
             "smtp": b"220 mx.test ESMTP ready\r\n"}

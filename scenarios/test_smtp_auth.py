@@ -18,7 +18,7 @@ import time
 import pytest
 
 from fakes.auth import Reply
-from scenarios.smtp_support import (  # noqa: F401 -- fixtures
+from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     AUTH_OK,
     EHLO_DEFAULT,
     GREETING,
@@ -38,7 +38,7 @@ from scenarios.smtp_support import (  # noqa: F401 -- fixtures
     plain,
     smtp_request,
 )
-from scenarios.test_imap_auth_http import LogWatch
+from scenarios.kit.support import LogWatch
 
 ALL_METHODS = "smtp_auth plain login cram-md5 external;"
 XCLIENT_ALICE = b"XCLIENT ADDR=127.0.0.1 LOGIN=alice NAME=[UNAVAILABLE]"

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from fakes.auth import Reply
-from scenarios.real.common import free_port
-from scenarios.smtp_support import (  # noqa: F401 -- fixtures
+from scenarios.kit.real.common import free_port
+from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     AUTH_OK,
     EHLO_DEFAULT,
     HELO_REPLY,
@@ -29,7 +29,7 @@ from scenarios.smtp_support import (  # noqa: F401 -- fixtures
     plain,
     read_reply,
 )
-from scenarios.test_imap_auth_http import LogWatch
+from scenarios.kit.support import LogWatch
 
 XCLIENT_LOGIN = b"XCLIENT ADDR=127.0.0.1 LOGIN=alice NAME=[UNAVAILABLE]"
 XCLIENT_NO_LOGIN = b"XCLIENT ADDR=127.0.0.1 NAME=[UNAVAILABLE]"

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from scenarios.smtp_support import (  # noqa: F401 -- fixtures
+from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     AUTH_REQUIRED,
     BAD_SEQUENCE,
     BYE,
@@ -27,7 +27,7 @@ from scenarios.smtp_support import (  # noqa: F401 -- fixtures
     fresh_smtp_fixture,
     greet,
 )
-from scenarios.test_imap_auth_http import LogWatch
+from scenarios.kit.support import LogWatch
 
 NONE = "smtp_auth plain login none;"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from fakes.auth import Reply
-from scenarios.smtp_support import (  # noqa: F401 -- fixtures
+from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     BAD_SEQUENCE,
     HELO_REPLY,
     INTERNAL_ERROR,

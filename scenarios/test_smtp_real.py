@@ -19,8 +19,8 @@ import uuid
 import pytest
 
 from fakes.auth import User
-from scenarios.real.common import require
-from scenarios.real.postfix import PostfixInstance
+from scenarios.kit.real.common import available, require
+from scenarios.kit.real.postfix import PostfixInstance
 
 USER, PASSWORD = "carol", "c4rol pw"
 SENDER, RECIPIENT = "carol@example.com", "dave@example.com"
@@ -30,14 +30,10 @@ SERVER = 'smtp_capabilities PIPELINING 8BITMIME "SIZE 10240000";'
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory):
-    require(PostfixInstance.unavailable_reason())
-    instance = PostfixInstance(tmp_path_factory.mktemp("postfix"),
-                               extra_main="smtpd_sasl_authenticated_header = yes\n")
-    instance.start()
-    try:
+    server = available(PostfixInstance, tmp_path_factory.mktemp("postfix"),
+                       extra_main="smtpd_sasl_authenticated_header = yes\n")
+    with server as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import dns.rcode
 import pytest
 
 from fakes.auth import Reply
-from scenarios.client import Client
-from scenarios.scripted_dns import DnsServer, ptr_name
-from scenarios.smtp_support import (  # noqa: F401 -- fixtures
+from scenarios.kit.client import Client
+from scenarios.kit.scripted_dns import DnsServer, ptr_name
+from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     AUTH_OK,
     GREETING,
     OK,
@@ -29,7 +29,7 @@ from scenarios.smtp_support import (  # noqa: F401 -- fixtures
     plain,
     smtp_request,
 )
-from scenarios.test_imap_auth_http import LogWatch
+from scenarios.kit.support import LogWatch
 
 HOST = "mail.example.test"
 PTR = ptr_name("127.0.0.1")

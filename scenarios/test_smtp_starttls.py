@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from fakes.auth import Reply
-from scenarios.smtp_support import (  # noqa: F401 -- fixtures are used by name
+from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures are used by name
     AUTH_OK,
     BAD_SEQUENCE,
     GREETING,

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from proxy.auth_http import escape
-from scenarios.tls_support import (
+from scenarios.kit.tls_support import (
     CERT_ERROR,
     GREETINGS,
     NO_CERT,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from scenarios.tls_support import GREETINGS, client_context, handshake_fails, pki, tls_connect
+from scenarios.kit.tls_support import GREETINGS, client_context, handshake_fails, pki, tls_connect
 
 __all__ = ["pki"]
 

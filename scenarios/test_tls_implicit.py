@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from scenarios.tls_support import (
+from scenarios.kit.tls_support import (
     GREETINGS,
     client_context,
     ends_with_close_notify,
@@ -106,7 +106,7 @@ def test_large_relay_both_ways(lab, pki):
         c.send(b"a4 FETCH 1:* BODY.PEEK[]\r\n")
         through_proxy = _fetch_all(c, b"a4")
     assert any(blob in cmd for cmd in lab.imap.commands)
-    from scenarios.client import Client
+    from scenarios.kit.client import Client
     with Client("127.0.0.1", lab.imap.port) as direct:
         direct.readline()
         direct.send(b"a1 LOGIN alice secret\r\n")
@@ -184,7 +184,7 @@ def test_tls_after_proxy_protocol_header(lab, pki):
     proxy = _proxy(lab, pki, extra="set_real_ip_from 127.0.0.1;\n", listen="ssl proxy_protocol")
     c = proxy.connect()
     c.send(b"PROXY TCP4 192.0.2.9 192.0.2.10 4000 993\r\n")
-    from scenarios.tls_support import start_tls
+    from scenarios.kit.tls_support import start_tls
     with start_tls(c) as c:
         lab.login(c)
     req = lab.auth.requests[0]

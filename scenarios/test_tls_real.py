@@ -18,10 +18,10 @@ import uuid
 import pytest
 
 from fakes.auth import User
-from scenarios.real.common import require
-from scenarios.real.dovecot import DovecotInstance
-from scenarios.real.postfix import PostfixInstance
-from scenarios.tls_support import pki
+from scenarios.kit.real.common import available, require
+from scenarios.kit.real.dovecot import DovecotInstance
+from scenarios.kit.real.postfix import PostfixInstance
+from scenarios.kit.tls_support import pki
 
 __all__ = ["pki"]
 
@@ -41,26 +41,18 @@ def _tool(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def dovecot(tmp_path_factory):
-    require(DovecotInstance.unavailable_reason())
-    instance = DovecotInstance({USER: PASSWORD}, tmp_path_factory.mktemp("dovecot-tls"))
-    instance.start()
-    try:
+    server = available(DovecotInstance, {USER: PASSWORD}, tmp_path_factory.mktemp("dovecot-tls"))
+    with server as instance:
         instance.uid = instance.append(USER, None, MESSAGE)
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory):
-    require(PostfixInstance.unavailable_reason())
-    instance = PostfixInstance(tmp_path_factory.mktemp("postfix-tls"),
-                               extra_main="smtpd_sasl_authenticated_header = yes\n")
-    instance.start()
-    try:
+    server = available(PostfixInstance, tmp_path_factory.mktemp("postfix-tls"),
+                       extra_main="smtpd_sasl_authenticated_header = yes\n")
+    with server as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import warnings
 
 import pytest
 
-from scenarios.tls_support import (
+from scenarios.kit.tls_support import (
     GREETINGS,
     client_context,
     handshake_fails,

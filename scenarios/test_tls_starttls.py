@@ -12,7 +12,7 @@ import time
 import pytest
 
 from fakes.auth import Reply
-from scenarios.tls_support import (
+from scenarios.kit.tls_support import (
     CERT_ERROR,
     GREETINGS,
     NO_CERT,
@@ -113,7 +113,7 @@ def test_implicit_tls_does_not_offer_starttls(lab, pki):
     """§7.5: on a TLS connection (`listen ... ssl` with `starttls on`) CAPABILITY has no
     STARTTLS and STARTTLS is invalid."""
     proxy = lab.proxy(server=pki.server() + "starttls on;", listen_params="ssl")
-    from scenarios.tls_support import tls_connect
+    from scenarios.kit.tls_support import tls_connect
     with tls_connect(proxy) as c:
         c.expect(GREETINGS["imap"])
         c.send(b"a1 CAPABILITY\r\n").expect(IMAP_CAPS + b"\r\na1 OK completed\r\n")

@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from scenarios.tls_support import CERT_ERROR, client_context, pki, tls_connect
-from scenarios.wild_certs import WILD, write
+from scenarios.kit.tls_support import CERT_ERROR, client_context, pki, tls_connect
+from scenarios.kit.wild_certs import WILD, write
 
 __all__ = ["pki"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from loadtest import bench
-from scenarios.real.nginx import NginxInstance
+from scenarios.kit.real.nginx import NginxInstance
 
 ROOT = Path(__file__).resolve().parent.parent
 FETCH_MIB = 2

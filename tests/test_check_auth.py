@@ -16,8 +16,8 @@ from proxy.check_auth import auth_http_conf, main
 from proxy.check_auth.cases import Case, CaseFileError, Settings, build, cram_md5_digest, load_cases
 from proxy.check_auth.report import mask
 from proxy.check_auth.wire import explain_invalid, header_block_size
-from scenarios.real.common import LOOPBACK, free_ports, require
-from scenarios.real.nginx import NginxInstance
+from scenarios.kit.real.common import LOOPBACK, free_ports, require
+from scenarios.kit.real.nginx import NginxInstance
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAP, POP3, SMTP = ("127.0.0.1", 1143), ("127.0.0.1", 1110), ("127.0.0.1", 1025)

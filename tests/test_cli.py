@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import SUBCOMMANDS
-from scenarios.real.common import free_port
+from scenarios.kit.real.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEBIAN = Path(__file__).resolve().parent / "fixtures" / "debian-nginx"

@@ -13,6 +13,7 @@ from proxy.conf import ConfigError, dump_config, load_config
 from proxy.conf.lexer import BLOCK_DONE, BLOCK_START, FILE_DONE, OK, Reader
 from proxy.conf.settings import AuthHttp, Listen, LogTarget, Resolver
 from proxy.conf.values import parse_size, parse_time
+from tests.conf_support import write_certificate
 
 HOST = socket.gethostname().lower()
 
@@ -45,13 +46,8 @@ MINIMAL = """
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    trustme = pytest.importorskip("trustme")
     d = tmp_path_factory.mktemp("pki")
-    ca = trustme.CA()
-    cert = ca.issue_cert("mail.example.com")
-    cert.cert_chain_pems[0].write_to_path(str(d / "server.crt"))
-    cert.private_key_pem.write_to_path(str(d / "server.key"))
-    ca.cert_pem.write_to_path(str(d / "ca.crt"))
+    write_certificate(d, "mail.example.com", "server.crt", "server.key", "ca.crt")
     return d
 
 

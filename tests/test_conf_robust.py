@@ -9,9 +9,12 @@ import sys
 
 import pytest
 
-from tests.test_conf_vs_nginx import MODULE, NGINX, free_port, outcome, tls_files
+from scenarios.kit.real.common import free_port
+from tests.conf_support import MODULE, NGINX, outcome, require_nginx, tls_files
 
 __all__ = ["tls_files"]
+
+require_nginx()
 
 E = b"events {}\n"
 A = b"auth_http 127.0.0.1:9000/auth;"

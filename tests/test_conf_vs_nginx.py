@@ -13,49 +13,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 
 import pytest
 
 from proxy.conf import ConfigError, load_config
+from scenarios.kit.real.common import free_port
+from tests.conf_support import MODULE, NGINX, outcome, require_nginx, tls_files
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
-                                  else None)
-MODULE = "/usr/lib/nginx/modules/ngx_mail_module.so"
+__all__ = ["tls_files"]
 
-if not NGINX or not os.path.exists(MODULE):
-    reason = "nginx with ngx_mail_module.so is not installed"
-    if os.environ.get("CI"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory):
-    trustme = pytest.importorskip("trustme")
-    d = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost")
-    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(d / "key.pem"))
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    trustme.CA().issue_cert("other").private_key_pem.write_to_path(str(d / "otherkey.pem"))
-    (d / "garbage.pem").write_text("garbage\n")
-    (d / "tk40").write_bytes(b"k" * 40)
-    return d
-
-
-def outcome(lines: list[str]) -> tuple[str | None, list[str]]:
-    emerg = [ln[len("nginx: [emerg] "):] for ln in lines if ln.startswith("nginx: [emerg] ")]
-    warns = [ln[len("nginx: [warn] "):] for ln in lines if ln.startswith("nginx: [warn] ")]
-    return (emerg[0] if emerg else None), warns
+require_nginx()
 
 
 def run_both(tmp_path, tls_files, body: str, g: str | None = None, port: int | None = None):

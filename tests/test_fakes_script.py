@@ -31,8 +31,8 @@ from fakes.script import ScriptError, build_auth, load_script, parse_script
 from fakes.stack import FakeStack
 from proxy.auth_http import AuthRequest, AuthServerError, build_request, parse_response, query
 from proxy.conf.settings import AuthHttp
-from scenarios.real.common import free_ports
-from scenarios.real.nginx import NginxInstance
+from scenarios.kit.real.common import free_ports
+from scenarios.kit.real.nginx import NginxInstance
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -23,10 +23,10 @@ from proxy.dialogue import Authenticate, Close
 from proxy.imap.dialogue import ImapDialogue
 from proxy.pop3.dialogue import Pop3Dialogue
 from proxy.smtp.dialogue import SmtpDialogue
-from scenarios.wild_certs import WILD
-from tests.test_imap_dialogue import CONF as IMAP
-from tests.test_pop3_dialogue import CONF as POP3
-from tests.test_smtp_dialogue import CONF as SMTP
+from scenarios.kit.wild_certs import WILD
+from tests.dialogue_support import IMAP_CONF as IMAP
+from tests.dialogue_support import POP3_CONF as POP3
+from tests.dialogue_support import SMTP_CONF as SMTP
 
 settings.register_profile("ci", max_examples=150, deadline=2000, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)

@@ -35,6 +35,16 @@ def test_one_untagged_line_is_tolerated_and_relayed():
     assert m.receive_data(b"a1 OK go\r\n") == LoggedIn(b"* CAPABILITY X\r\na1 OK go\r\n")
 
 
+def test_untagged_line_rejected_when_not_tolerated():
+    """tolerate_untagged=False (nginx before it skipped one untagged line in the passwd
+    state): the untagged line is the invalid response; a tagged OK alone still logs in."""
+    out = logged_in_after(machine(tolerate_untagged=False), b"* CAPABILITY X\r\na1 OK go\r\n")
+    assert out == LoginFailed(None, "error",
+                              'upstream sent invalid response: "* CAPABILITY X\r\na1 OK go"')
+    assert logged_in_after(machine(tolerate_untagged=False), b"a1 OK go\r\n") == \
+        LoggedIn(b"a1 OK go\r\n")
+
+
 def test_two_untagged_lines_are_rejected():
     out = logged_in_after(machine(), b"* A\r\n* B\r\na1 OK go\r\n")
     assert out == LoginFailed(None, "error", 'upstream sent invalid response: "* B\r\na1 OK go"')

@@ -5,28 +5,15 @@ from dataclasses import replace
 import pytest
 
 from proxy.auth_http import AuthResponse
-from proxy.conf.settings import AuthHttp, Listen, ServerSettings, SslSettings
-from proxy.dialogue import Authenticate, Close, Log, Send, StartTls
+from proxy.conf.settings import SslSettings
+from proxy.dialogue import Authenticate, Close, Log, StartTls
 from proxy.imap.dialogue import ImapDialogue
+from tests.dialogue_support import IMAP_CONF, runner, sent
 
-CONF = ServerSettings(file="t.conf", line=1,
-                      listens=(Listen(text="127.0.0.1:1143", host="127.0.0.1", port=1143),),
-                      protocol="imap", server_name="mx.test",
-                      auth_http=AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1",
-                                         uri="/auth", addr="127.0.0.1", port=9000))
+CONF = IMAP_CONF
 
 
-def run(data: bytes, conf=CONF, tls=False, machine=None):
-    m = machine or ImapDialogue(conf, tls=tls)
-    m.receive_data(data)
-    out = []
-    while (a := m.next_action()) is not None:
-        out.append(a)
-    return m, out
-
-
-def sent(actions) -> bytes:
-    return b"".join(a.data for a in actions if isinstance(a, Send))
+run = runner(ImapDialogue, CONF)
 
 
 @pytest.mark.parametrize("line,reply", [

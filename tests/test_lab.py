@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.real.common import free_port, free_ports, require
+from scenarios.kit.real.common import free_port, free_ports, require
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("imap", "pop3", "smtp", "imaps", "pop3s", "smtps")

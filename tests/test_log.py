@@ -98,18 +98,32 @@ def test_stderr_target(capfd, ident):
         "2024/05/01 12:00:07 [notice] 4242#4242: start worker processes\n")
 
 
-def test_never_raises(tmp_path):
+def test_never_raises(tmp_path, ident):
+    """Broken targets (a file in a missing directory, syslog to a closed UDP port and to a
+    missing socket) cost nothing but their own lines: every call returns, and the working
+    target listed after them still gets each line, before and after reopen; a bogus level is
+    dropped, a message that cannot be encoded is written with replacements."""
+    good = tmp_path / "good.log"
     log = ErrorLog([
         LogTarget(kind="file", path=str(tmp_path / "missing-dir" / "x.log"), level="debug"),
         LogTarget(kind="syslog", syslog_host="127.0.0.1", syslog_port=9, level="debug"),
         LogTarget(kind="syslog", syslog_unix_path=str(tmp_path / "no-socket"), level="debug"),
-    ])
-    for _ in range(3):
-        log.log("error", "nobody listens")
-    log.log("bogus-level", "ignored")
-    log.log("info", "\udcff\ud800 lone surrogates")
-    log.reopen()
-    log.close()
+        LogTarget(kind="file", path=str(good), level="debug"),
+    ], clock=lambda: T0)
+    results = [log.log("error", "nobody listens") for _ in range(3)]
+    results.append(log.log("bogus-level", "ignored"))
+    results.append(log.log("info", "\udcff\ud800 lone surrogates"))
+    results.append(log.reopen())
+    results.append(log.log("warn", "after reopen"))
+    results.append(log.close())
+    results.append(log.log("error", "after close"))
+    assert results == [None] * len(results)
+    head = b"2024/05/01 12:00:07 [%s] 4242#4242: "
+    assert good.read_bytes() == (
+        (head % b"error" + b"nobody listens\n") * 3
+        + head % b"info" + b"?? lone surrogates\n"
+        + head % b"warn" + b"after reopen\n")
+    assert not (tmp_path / "missing-dir").exists()
 
 
 def test_full_disk_is_swallowed(ident):

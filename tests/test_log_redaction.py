@@ -8,7 +8,7 @@ import pytest
 from proxy.dialogue import Log
 from proxy.imap.dialogue import ImapDialogue
 from proxy.smtp.dialogue import loggable
-from tests.test_imap_dialogue import CONF
+from tests.dialogue_support import IMAP_CONF as CONF
 
 SECRET = b"Sekr1tPassw0rd"
 

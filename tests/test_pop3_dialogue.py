@@ -11,16 +11,13 @@ from dataclasses import replace
 import pytest
 
 from proxy.auth_http import AuthResponse
-from proxy.conf.settings import AuthHttp, Listen, ServerSettings, SslSettings
-from proxy.dialogue import Authenticate, Close, Log, Send, StartTls
+from proxy.conf.settings import SslSettings
+from proxy.dialogue import Authenticate, Close, Send, StartTls
 from proxy.pop3.backend_login import Pop3BackendLogin
 from proxy.pop3.dialogue import Pop3Dialogue
+from tests.dialogue_support import POP3_CONF, logs, runner, sent
 
-CONF = ServerSettings(file="t.conf", line=1,
-                      listens=(Listen(text="127.0.0.1:1110", host="127.0.0.1", port=1110),),
-                      protocol="pop3", server_name="mx.test",
-                      auth_http=AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1",
-                                         uri="/auth", addr="127.0.0.1", port=9000))
+CONF = POP3_CONF
 SALTED = replace(CONF, pop3_auth=frozenset({"plain", "apop", "cram-md5"}),
                  ssl=SslSettings(starttls="on"))
 ON = replace(CONF, ssl=SslSettings(starttls="on"))
@@ -31,21 +28,7 @@ CAPA = b"+OK Capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\nSASL PLAIN LOGIN\
 SALT_RE = re.compile(rb"<\d+\.\d+@mx\.test>\r\n")
 
 
-def run(data: bytes, conf=CONF, tls=False, machine=None):
-    m = machine or Pop3Dialogue(conf, tls=tls)
-    m.receive_data(data)
-    out = []
-    while (a := m.next_action()) is not None:
-        out.append(a)
-    return m, out
-
-
-def sent(actions) -> bytes:
-    return b"".join(a.data for a in actions if isinstance(a, Send))
-
-
-def logs(actions) -> list[str]:
-    return [a.message for a in actions if isinstance(a, Log)]
+run = runner(Pop3Dialogue, CONF)
 
 
 # -- greeting ---------------------------------------------------------------------------------

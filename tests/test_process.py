@@ -14,7 +14,7 @@ import pytest
 
 from fakes.auth import MockAuthServer, User
 from fakes.imap import FakeImapServer
-from scenarios.real.common import free_port
+from scenarios.kit.real.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The private real-server instances (scenarios/real) start, serve and stop cleanly.
+"""The private real-server instances (scenarios/kit/real) start, serve and stop cleanly.
 
 Skipped where a package is missing; under CI (environment variable CI set) a missing package
 fails instead, because CI machines are provisioned by scripts/ensure-system-deps.
@@ -12,10 +12,10 @@ import smtplib
 import socket
 from email import message_from_bytes
 
-from scenarios.real.common import LOOPBACK, free_ports, pid_alive, require
-from scenarios.real.dovecot import DovecotInstance
-from scenarios.real.nginx import NginxInstance
-from scenarios.real.postfix import PostfixInstance
+from scenarios.kit.real.common import LOOPBACK, free_ports, pid_alive, require
+from scenarios.kit.real.dovecot import DovecotInstance
+from scenarios.kit.real.nginx import NginxInstance
+from scenarios.kit.real.postfix import PostfixInstance
 
 MESSAGE = (
     b"From: sender@example.org\r\n"

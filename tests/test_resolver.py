@@ -13,7 +13,7 @@ import pytest
 
 from proxy.conf.settings import Resolver
 from proxy.resolver import TEMPUNAVAIL, UNAVAILABLE, HostResolver, valid_host_name
-from scenarios.scripted_dns import ScriptedDns
+from scenarios.kit.scripted_dns import ScriptedDns
 
 PTR4 = "1.0.0.127.in-addr.arpa."
 PTR6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from scenarios import external, grammar
-from scenarios.differential import Side, compare, normalise_line, pair_key
-from scenarios.references import MISSING, references
-from scenarios.results import Record, summarise
+from scenarios.kit import external, grammar
+from scenarios.kit.differential import Side, compare, normalise_line, pair_key
+from scenarios.kit.references import MISSING, references
+from scenarios.kit.results import Record, summarise
 
 
 def violations(protocol, *events, eof=True):
@@ -246,7 +246,7 @@ def test_declared_blocks_match_scenario_directives():
 
 
 def test_plan_writes_one_config_the_runner_reads_back(tmp_path):
-    from scenarios import external_plan
+    from scenarios.kit import external_plan
 
     (tmp_path / "mail-2").mkdir()  # an earlier plan's output goes
     (tmp_path / "mail-2" / "nginx.conf").write_text("stale")
@@ -280,8 +280,8 @@ def test_plan_writes_one_config_the_runner_reads_back(tmp_path):
 
 
 def test_plan_records_blocks_the_declared_nginx_refuses(tmp_path):
-    from scenarios import external_plan
-    from scenarios.real.nginx import NginxInstance, nginx_version
+    from scenarios.kit import external_plan
+    from scenarios.kit.real.nginx import NginxInstance, nginx_version
 
     if NginxInstance.unavailable_reason():
         pytest.skip(NginxInstance.unavailable_reason())
@@ -327,7 +327,7 @@ def test_records_fold_phases_and_summarise_by_protocol_and_reference():
 
 def test_reports_read_scenarios_json(tmp_path):
     from reports.sources import load_scenarios
-    from scenarios.results import write
+    from scenarios.kit.results import write
 
     refs = references("RFC 3501 §6.1.1; spec §7.5")
     rec = Record.new("scenarios/test_imap_x.py::test_y[imap-nginx]",
@@ -353,9 +353,9 @@ def test_scenario_tls_clients_see_an_eof_without_close_notify():
 
     import trustme
 
-    from scenarios import smtp_support
-    from scenarios.client import tls_client_context
-    from scenarios.tls_support import client_context
+    from scenarios.kit import smtp_support
+    from scenarios.kit.client import tls_client_context
+    from scenarios.kit.tls_support import client_context
 
     flag = getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     for ctx in (tls_client_context(), client_context(), smtp_support.client_tls()):

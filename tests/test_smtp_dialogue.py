@@ -5,17 +5,13 @@ from dataclasses import replace
 import pytest
 
 from proxy.auth_http import AuthRequest, AuthResponse, build_request
-from proxy.conf.settings import AuthHttp, Listen, LogTarget, ServerSettings, SslSettings
+from proxy.conf.settings import LogTarget, SslSettings
 from proxy.dialogue import Authenticate, Close, Log, Send, StartTls
 from proxy.smtp.backend_login import SmtpBackendLogin
 from proxy.smtp.dialogue import SmtpDialogue, ehlo_replies, loggable
+from tests.dialogue_support import SMTP_CONF, logs, runner, sent
 
-CONF = ServerSettings(file="t.conf", line=1,
-                      listens=(Listen(text="127.0.0.1:1025", host="127.0.0.1", port=1025),),
-                      protocol="smtp", server_name="mx.test",
-                      auth_http=AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1",
-                                         uri="/auth", addr="127.0.0.1", port=9000),
-                      xclient=False)
+CONF = SMTP_CONF
 NONE = replace(CONF, smtp_auth=frozenset({"plain", "login", "none"}))
 ONLY_NONE = replace(CONF, smtp_auth=frozenset({"none"}))
 STARTTLS_ON = replace(CONF, ssl=SslSettings(starttls="on"))
@@ -25,21 +21,7 @@ INVALID = b"500 5.5.1 Invalid command\r\n"
 OK = b"250 2.0.0 OK\r\n"
 
 
-def run(data: bytes, conf=CONF, tls=False, machine=None):
-    m = machine or SmtpDialogue(conf, tls=tls)
-    m.receive_data(data)
-    out = []
-    while (a := m.next_action()) is not None:
-        out.append(a)
-    return m, out
-
-
-def sent(actions) -> bytes:
-    return b"".join(a.data for a in actions if isinstance(a, Send))
-
-
-def logs(actions) -> list[str]:
-    return [a.message for a in actions if isinstance(a, Log)]
+run = runner(SmtpDialogue, CONF)
 
 
 def test_greeting():

@@ -20,7 +20,7 @@ from proxy.conf.settings import AuthHttp, ServerSettings, SslSettings
 from proxy.protocols import PROTOCOLS
 from proxy.tls import TlsError, TlsServer, server_tls
 from proxy.tls_headers import auth_ssl_headers, parse_name, rfc2253, serial_text
-from scenarios.tls_support import client_context, make_pki
+from scenarios.kit.tls_support import client_context, make_pki
 
 
 @pytest.fixture(scope="module")

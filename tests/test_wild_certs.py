@@ -12,7 +12,7 @@ import pytest
 from OpenSSL import crypto
 
 from proxy.tls_headers import certificate_fields, rfc2253, serial_text
-from scenarios.wild_certs import WILD, write
+from scenarios.kit.wild_certs import WILD, write
 
 
 def _openssl(path: str, *what: str) -> list[str]:

@@ -19,10 +19,14 @@ import subprocess
 import tempfile
 from functools import cache
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from scenarios.real.common import ServerStartError, stop_process_group, wait_listening, wait_until
+from scenarios.kit.real.common import (
+    Instance,
+    ServerStartError,
+    stop_process_group,
+    wait_listening,
+    wait_until,
+)
 
 MODULE_NAME = "ngx_mail_module.so"
 # Where distributions put dynamic modules when `nginx -V` does not say.
@@ -86,7 +90,7 @@ def listen_ports(*config_texts: str) -> list[int]:
     return ports
 
 
-class NginxInstance:
+class NginxInstance(Instance):
     """A private nginx (master + one worker) running the given mail configuration."""
 
     def __init__(
@@ -316,17 +320,6 @@ class NginxInstance:
     def _diagnostics(self) -> str:
         stderr = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
         return self.error_log_text() + stderr
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _indent(text: str) -> str:

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from scenarios import external, external_plan, grammar
-from scenarios.capture import Connection, Recorder
-from scenarios.differential import DifferentialItem, Side, add_items, pair_key
-from scenarios.references import MISSING, References, first_line, references
-from scenarios.results import DEFAULT_PATH, Record, write
+from scenarios.kit import external, external_plan, grammar
+from scenarios.kit.capture import Connection, Recorder
+from scenarios.kit.differential import DifferentialItem, Side, add_items, pair_key
+from scenarios.kit.references import MISSING, References, first_line, references
+from scenarios.kit.results import DEFAULT_PATH, Record, write
 
-SCENARIOS = Path(__file__).resolve().parent
+SCENARIOS = Path(__file__).resolve().parent.parent
 PROTOCOLS = ("imap", "pop3", "smtp")
 MISSING_KEY = pytest.StashKey[bool]()
 
@@ -185,7 +185,7 @@ class ScenarioPlugin:
                             else pytest.mark.xfail(strict=True, reason=why))
 
     def _expected_difference(self, item: pytest.Item) -> str | None:
-        from scenarios.targets import version_of
+        from scenarios.kit.targets import version_of
 
         marker = item.get_closest_marker("nginx_min")
         if marker is None:
@@ -228,7 +228,7 @@ class ScenarioPlugin:
         result = yield
         if failing:
             pytest.fail("RFC grammar violations (the server side of the client "
-                        "connections; see scenarios/grammar.py):\n" + "\n".join(failing),
+                        "connections; see scenarios/kit/grammar.py):\n" + "\n".join(failing),
                         pytrace=False)
         return result
 
@@ -293,7 +293,7 @@ class ScenarioPlugin:
         path = self.config.getoption("scenario_json")
         ran = [r for r in self.records.values() if r.outcome != "not run"]
         if path and ran and not (state is not None and state.plan):
-            from scenarios.targets import version_of
+            from scenarios.kit.targets import version_of
             nginx = version_of("nginx")
             meta = {"targets": self.config.getoption("target") or ["postern"],
                     "differential": list(self.pair) if self.pair else None,
@@ -320,7 +320,7 @@ class ScenarioPlugin:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
-        from scenarios.summary import summary_sections
+        from scenarios.kit.summary import summary_sections
 
         for title, lines in summary_sections(self, config):
             terminalreporter.write_sep("=", title)

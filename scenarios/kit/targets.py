@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from scenarios.real.nginx import NginxInstance, nginx_version
+from scenarios.kit.real.nginx import NginxInstance, nginx_version
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class PosternInstance(NginxInstance):

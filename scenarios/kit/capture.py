@@ -15,7 +15,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 
-from scenarios.client import Client
+from scenarios.kit.client import Client
 
 
 class TimedTranscript(list):

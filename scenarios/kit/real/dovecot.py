@@ -19,11 +19,10 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from scenarios.real.common import (
+from scenarios.kit.real.common import (
     LOOPBACK,
+    Instance,
     ServerStartError,
     free_ports,
     shared_root,
@@ -50,7 +49,7 @@ def _protocol_installed(name: str) -> bool:
     return False
 
 
-class DovecotInstance:
+class DovecotInstance(Instance):
     """A private Dovecot serving IMAP and POP3 for the given {login: password} users."""
 
     def __init__(
@@ -247,14 +246,3 @@ service pop3-login {{
             return int(found.group(1)) if found else None
         finally:
             client.logout()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -22,11 +22,10 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from scenarios.real.common import (
+from scenarios.kit.real.common import (
     LOOPBACK,
+    Instance,
     ServerStartError,
     free_port,
     pid_alive,
@@ -101,7 +100,7 @@ def ensure_alternate_config_directories(main_cf: Path | None = None) -> bool:
         return True
 
 
-class PostfixInstance:
+class PostfixInstance(Instance):
     """A private Postfix: smtpd on a loopback port, virtual maildir delivery for ``domains``."""
 
     def __init__(
@@ -365,14 +364,3 @@ virtual_gid_maps = static:{MAIL_GID}
                 break
             time.sleep(0.05)
         return [p.read_bytes() for p in self.delivered_paths()]
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

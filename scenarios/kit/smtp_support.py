@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import base64
 import ssl
-import time
 
 import pytest
 
-from scenarios.client import Client, tls_client_context
-from scenarios.tls_support import throwaway_certificate
+from scenarios.kit.client import Client, tls_client_context
+from scenarios.kit.tls_support import throwaway_certificate
 
 GREETING = b"220 mx.test ESMTP ready\r\n"
 HELO_REPLY = b"250 mx.test\r\n"
@@ -86,14 +85,6 @@ def none_request(helo: bytes, mail: bytes, rcpt: bytes, attempt: int = 1,
     return smtp_request(b"none", b"", b"", attempt, host, tail=b"Auth-SMTP-Helo: " + helo +
                         b"\r\nAuth-SMTP-From: " + mail + b"\r\nAuth-SMTP-To: " + rcpt +
                         b"\r\n" + tail)
-
-
-def wait_until(check, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def upstream_lines(lab, n: int, timeout: float = 5.0) -> list[bytes]:

@@ -15,8 +15,38 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 LOOPBACK = "127.0.0.1"
+
+
+class Instance:
+    """A private server run by the tests: `with Instance(...) as server` starts and stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def available(instance_class, *args, **kw):
+    """A real server's instance, to start and stop with `with`; the scenario skips (fails
+    under CI) where the server is not installed."""
+    require(instance_class.unavailable_reason())
+    return instance_class(*args, **kw)
 
 
 class ServerStartError(RuntimeError):
