@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import auth as auth_module
+from fakes.auth import cli as auth_module
 from fakes import script as script_module
 from fakes import stack as stack_module
 from fakes.auth import MockAuthServer, Reply
