@@ -232,21 +232,11 @@ class Stack:
         self.targets: list[Any] = []  # every instance started, stopped at exit
 
     # -- the parts --------------------------------------------------------------------------
-    @property
-    def imap(self) -> FakeImapServer | None:
-        return self.fakes.imap
-
-    @property
-    def pop3(self) -> FakePop3Server | None:
-        return self.fakes.pop3
-
-    @property
-    def smtp(self) -> FakeSmtpServer | None:
-        return self.fakes.smtp
-
-    @property
-    def auth(self) -> MockAuthServer | None:
-        return self.fakes.auth
+    # the fakes and the mock auth server (None before start and for a disabled leg)
+    imap = property(lambda self: self.fakes.imap)
+    pop3 = property(lambda self: self.fakes.pop3)
+    smtp = property(lambda self: self.fakes.smtp)
+    auth = property(lambda self: self.fakes.auth)
 
     @property
     def store(self) -> MailStore:

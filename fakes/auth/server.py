@@ -319,13 +319,11 @@ class MockAuthServer(BackgroundServer):
 
     def wait_requests(self, n: int, timeout: float = 5.0) -> list[AuthRequest]:
         """Block until at least ``n`` requests arrived; returns them all."""
-        self._wait_for(lambda: len(self.requests) >= n, timeout, f"{n} auth request(s)")
-        return list(self.requests)
+        return self._wait_records(self.requests, n, timeout, f"{n} auth request(s)")
 
     async def async_wait_requests(self, n: int, timeout: float = 5.0) -> list[AuthRequest]:
-        await self._async_wait_for(lambda: len(self.requests) >= n, timeout,
-                                   f"{n} auth request(s)")
-        return list(self.requests)
+        return await self._async_wait_records(self.requests, n, timeout,
+                                              f"{n} auth request(s)")
 
     async def start(self) -> None:
         self._open_log()
@@ -456,9 +454,7 @@ class MockAuthServer(BackgroundServer):
             self._log_file.write(line + "\n")
             self._log_file.flush()
         if self.record:
-            with self._recorded:
-                self.requests.append(req)
-                self._recorded.notify_all()
+            self._append_record(self.requests, req)
 
     @staticmethod
     async def _deliver(writer: asyncio.StreamWriter, reply: Reply, data: bytes) -> None:
