@@ -200,7 +200,9 @@ class Stack:
     ``target`` is "postern", "nginx" or "none" (clients talk to the fakes directly).
     The fakes come from ``script`` (a ``fakes.script.Script``; default: ``users`` with
     passwords, every leg on a free port); IMAP and POP3 share one ``MailStore`` and SMTP
-    delivers into it unless ``one_store=False``. With ``tls`` other than "off" one CA
+    delivers into it unless ``one_store=False``. The mock auth server answers each user
+    with the fakes' addresses (``auth_fallback=False``: only the users, not SMTP's
+    Auth-Method none). With ``tls`` other than "off" one CA
     (``fakes.pki``) signs the target's certificate: ``stack.tls.ca`` is what clients trust.
     The target runs one ``mail {}`` text made from the script's ``[nginx]`` settings for
     ``protocols`` (default: all three), with ``main`` lines and ``error_log_level`` for its
@@ -213,13 +215,14 @@ class Stack:
                  script: Script | None = None, tls: str = "off",
                  protocols: Sequence[str] = PROTOCOLS, workdir: str | Path | None = None,
                  main: str = "", error_log_level: str = "info", record: bool = True,
-                 one_store: bool = True, use_uvloop: bool = True,
+                 one_store: bool = True, auth_fallback: bool = True, use_uvloop: bool = True,
                  requests_log: str | Path | None = None) -> None:
         if target not in TARGETS or tls not in TLS_MODES:
             raise ValueError(f"target must be one of {TARGETS}, tls one of {TLS_MODES}")
         self.target, self.tls_mode = target, tls
         self.protocols = [p for p in PROTOCOLS if p in protocols]
         self.main, self.error_log_level = main, error_log_level
+        self.auth_fallback = auth_fallback
         self.fakes = FakeStack(script or default_script(users), record=record,
                                use_uvloop=use_uvloop, requests_log=requests_log,
                                one_store=one_store)
@@ -275,6 +278,7 @@ class Stack:
             self.workdir = self._workdir.resolve()
             self.workdir.mkdir(parents=True, exist_ok=True)
         self.fakes.start_in_thread()
+        self._reset_auth()
         if self.tls_mode != "off":
             self.tls = Authority("Postern stack").server_files(
                 self.workdir, "localhost", "lab.postern.test", "127.0.0.1", "::1")
@@ -321,17 +325,28 @@ class Stack:
             nginx.directives = saved
 
     def reset(self) -> None:
-        """Between tests sharing one stack: the auth server forgets its queue, requests and
-        users' scripts (back to the script's users), every fake its records and faults."""
-        auth = self.fakes.auth
-        assert auth is not None, "not started"
-        auth.clear()
-        auth.users.clear()
-        auth.users.update(copy.deepcopy(self.fakes.script.users))
+        """Between tests sharing one stack: the auth server is back to the script's users
+        and queue with no requests recorded, every fake to default faults, no records."""
+        self._reset_auth()
         for proto in PROTOCOLS:
             server = self.fakes.leg(proto)
             if server is not None:
                 server.reset()
+
+    def _reset_auth(self) -> None:
+        """The script's users, each with the fakes as its backends. Without auth_fallback
+        the fakes are not the auth server's backends for everyone: a request no user
+        matches (SMTP's Auth-Method none) is refused unless a test scripts its reply."""
+        auth = self.fakes.auth
+        assert auth is not None, "not started"
+        auth.clear()
+        auth.users.clear()
+        for login, user in copy.deepcopy(self.fakes.script.users).items():
+            user.backends = {**self.backends, **user.backends}
+            auth.users[login] = user
+        auth.push(*copy.deepcopy(self.fakes.script.queue))
+        if not self.auth_fallback:
+            auth.backends.clear()
 
 
 def target_class(name: str) -> type:
