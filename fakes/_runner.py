@@ -66,6 +66,21 @@ class BackgroundServer:
                     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
                 self._recorded.wait(min(left, 0.05))
 
+    def _append_record(self, records: list[Any], item: Any) -> None:
+        with self._recorded:
+            records.append(item)
+            self._recorded.notify_all()
+
+    def _wait_records(self, records: list[Any], n: int, timeout: float, what: str) -> list[Any]:
+        """Block until ``records`` holds at least ``n`` items; returns a copy."""
+        self._wait_for(lambda: len(records) >= n, timeout, what)
+        return list(records)
+
+    async def _async_wait_records(self, records: list[Any], n: int, timeout: float,
+                                  what: str) -> list[Any]:
+        await self._async_wait_for(lambda: len(records) >= n, timeout, what)
+        return list(records)
+
     @staticmethod
     async def _async_wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -203,67 +218,3 @@ def run_mailbox_upstream(cls: type, args: argparse.Namespace, proto: str, **faul
     run_server(server, lambda: f"{proto} listening on {server.host}:{server.port}",
                not args.no_uvloop)
     return 0
-
-
-def hang_up(transport, reset: bool = False) -> None:
-    """Close a fake's connection: a FIN, or with `reset` an RST (SO_LINGER 0) as a crashed
-    or firewalled server would."""
-    if transport is None:
-        return
-    if reset:
-        import socket
-        import struct
-
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        transport.abort()
-    else:
-        transport.close()
-
-
-class ConnectionClosed(Exception):
-    """The peer went away while a fake was writing to it."""
-
-
-class LineOutput:
-    """Output for a fake's connection protocol: recorded writes, CRLF lines, flow control.
-
-    The protocol sets self.server (with .record, .record_limit, .faults.reset),
-    self.transport, self.closed, self.transcript and self._writable (an asyncio.Event).
-    """
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    def _note(self, direction: str, data: bytes) -> None:
-        if not self.server.record:
-            return
-        limit = self.server.record_limit
-        self.transcript.append((direction, data if len(data) <= limit else
-                                data[:limit] + b"...[%d bytes]" % len(data)))
-
-    def send(self, data: bytes) -> None:
-        # uvloop raises on writes to a closed transport; asyncio drops them.
-        if self.transport is None or self.closed or self.transport.is_closing():
-            return
-        self._note("S", data)
-        self.transport.write(data)
-
-    def line(self, text: str | bytes) -> None:
-        data = text.encode() if isinstance(text, str) else text
-        self.send(data if data.endswith(b"\n") else data + b"\r\n")
-
-    async def drain(self) -> None:
-        await self._writable.wait()
-        if self.closed:
-            raise ConnectionClosed
-
-    def close(self) -> None:
-        hang_up(self.transport, self.server.faults.reset)

@@ -16,23 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import logging
 import re
 import sys
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from fakes._runner import (
-    BackgroundServer,
-    ConnectionClosed,
-    LineOutput,
-    mailbox_upstream_parser,
-    run_mailbox_upstream,
-)
+from fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
+from fakes._server import LineConnection, MailboxServer, decode_plain
 from fakes.imap_proto import (
     CommandReader,
     ParseError,
@@ -47,7 +39,7 @@ from fakes.imap_proto import (
     text,
     tokenize,
 )
-from fakes.mailbox import DEFAULT_COUNTS, Entry, Mailbox, MailStore, Message, StoredMessage
+from fakes.mailbox import Entry, Mailbox, Message, StoredMessage
 
 log = logging.getLogger("fakes.imap")
 
@@ -57,7 +49,6 @@ DEFAULT_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "AUTH=PLAIN", "IDLE"
 CLIENT_CAPABILITIES = (*DEFAULT_CAPABILITIES, "ID", "ENABLE", "NAMESPACE", "UIDPLUS")
 SERVER_ID = '("name" "postern-fake-imap" "vendor" "postern")'
 SYSTEM_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
-_WRITE_HIGH = 1 << 20
 
 
 @dataclass
@@ -91,92 +82,37 @@ class Faults:
     chatter: float | None = None
 
 
-class ImapConnection(LineOutput, asyncio.Protocol):
-    """One client connection: the parser feeds a queue, a task answers in order."""
+class ImapConnection(LineConnection):
+    """One client connection: the command reader cuts units (commands with their literals),
+    answered in order."""
+
+    log = log
 
     def __init__(self, server: FakeImapServer) -> None:
-        self.server = server
+        super().__init__(server)
         self.reader = CommandReader()
-        self.queue: asyncio.Queue[Unit | None] = asyncio.Queue()
-        self.transcript: list[tuple[str, bytes]] = []
-        self.peer: Any = None
         self.user: str | None = None
         self.selected: Mailbox | None = None
         self.readonly = False
         self.idling = False
-        self.closed = False
-        self.count = 0
         self._known_exists = 0
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self.transport: asyncio.Transport | None = None
-        self.task: asyncio.Task[None] | None = None
         self._chatter: asyncio.Task[None] | None = None
 
-    # -- transport callbacks ----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        transport.set_write_buffer_limits(high=_WRITE_HIGH)
-        self.peer = transport.get_extra_info("peername")
-        self.server._live.add(self)
-        if self.server.record:
-            self.server.connections.append(self)
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    def data_received(self, data: bytes) -> None:
-        self._note("C", data)
+    def feed(self, data: bytes) -> list[Unit]:
         self.reader.reject_sync_literals = bool(self.server.faults.no_continuation)
-        for unit in self.reader.feed(data):
+        units = self.reader.feed(data)
+        for unit in units:
             if unit.kind != "continue":
                 self.server._record_command(unit.raw)
-            self.queue.put_nowait(unit)
+        return units
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.server._live.discard(self)
         if self._chatter is not None:
             self._chatter.cancel()
-        self.queue.put_nowait(None)
-        self._writable.set()
+        super().connection_lost(exc)
 
-    # -- output ---------------------------------------------------------------------------
-    async def _stream(self, msg: Message, start: int, end: int) -> None:
-        assert self.transport is not None
-        self._note("S", b"[%d octets of message data]" % (end - start))
-        for chunk in msg.chunks(start, end):
-            if self.closed or self.transport.is_closing():
-                raise ConnectionClosed
-            self.transport.write(chunk)
-            if not self._writable.is_set():
-                await self.drain()
-
-    # -- command loop -----------------------------------------------------------------------
-
-    async def _next_unit(self) -> Unit:
-        unit = await self.queue.get()
-        if unit is None:
-            raise ConnectionClosed
-        return unit
-
-    async def _run(self) -> None:
-        try:
-            await self._greet()
-            while not self.closed:
-                unit = await self._next_unit()
-                await self._handle(unit)
-                await self.drain()
-        except (ConnectionClosed, asyncio.CancelledError):
-            pass
-        except Exception:  # a fake must survive its own bugs: report, drop the client
-            log.exception("IMAP fake connection failed")
-            self.close()
-
-    async def _greet(self) -> None:
-        f = self.server.faults
-        if f.greeting_delay:
-            await asyncio.sleep(f.greeting_delay)
-        greeting = f.greeting
+    async def greet(self) -> None:
+        greeting = self.server.faults.greeting
         if greeting is None:
             return
         if greeting == "default":
@@ -188,14 +124,13 @@ class ImapConnection(LineOutput, asyncio.Protocol):
         elif first[:9].upper() == b"* PREAUTH":
             self.user = next(iter(self.server.users), "user")
 
-    async def _handle(self, unit: Unit) -> None:
+    async def handle(self, unit: Unit) -> None:
         f = self.server.faults
         if unit.kind == "continue":
             if not f.stall:
                 self.line("+ Ready for literal data")
             return
-        self.count += 1
-        if f.stall or (f.stall_after is not None and self.count > f.stall_after):
+        if self.stalled():
             return
         if unit.kind == "rejected":
             reason = f.no_continuation if isinstance(f.no_continuation, str) else \
@@ -203,8 +138,7 @@ class ImapConnection(LineOutput, asyncio.Protocol):
             self.line(f"{unit.tag} NO {reason}")
         elif unit.raw:
             await self._dispatch(unit)
-        if f.drop_after is not None and self.count >= f.drop_after:
-            self.close()
+        self.drop_if_counted_out()
 
     async def _dispatch(self, unit: Unit) -> None:
         tag = unit.raw.split(b" ", 1)[0].decode("utf-8", "replace")
@@ -285,14 +219,13 @@ class ImapConnection(LineOutput, asyncio.Protocol):
             response = text(args[1]).encode()
         else:
             self.line("+ ")
-            response = (await self._next_unit()).raw
+            response = (await self.next_unit()).raw
         if response == b"*":
             self.line(f"{tag} BAD Authentication cancelled")
             return
         try:
-            decoded = b"" if response == b"=" else base64.b64decode(response, validate=True)
-            authz, user, password = decoded.split(b"\0")
-        except (binascii.Error, ValueError):
+            authz, user, password = decode_plain(response)
+        except ValueError:
             self.line(f"{tag} BAD Invalid SASL PLAIN response")
             return
         if authz and authz != user:
@@ -426,7 +359,7 @@ class ImapConnection(LineOutput, asyncio.Protocol):
         self.line("+ idling")
         self.idling = True
         try:
-            done = (await self._next_unit()).raw
+            done = (await self.next_unit()).raw
         finally:
             self.idling = False
         self.line(f"{tag} OK IDLE terminated" if done.upper() == b"DONE"
@@ -456,7 +389,7 @@ class ImapConnection(LineOutput, asyncio.Protocol):
                 if isinstance(part, tuple) and part[2] - part[1] > 65536:
                     self.send(b"".join(small))
                     small = []
-                    await self._stream(*part)
+                    await self.write_chunks(part[0].chunks(part[1], part[2]))
                 else:
                     small.append(part[0].read(part[1], part[2]) if isinstance(part, tuple)
                                  else part)
@@ -534,55 +467,21 @@ _COMMANDS = {
 }
 
 
-class FakeImapServer(BackgroundServer):
+class FakeImapServer(MailboxServer):
     """The fake IMAP upstream; see the module docstring. Extra keyword arguments set
     ``Faults`` fields (``FakeImapServer(users, reject_login=True)``)."""
 
-    def __init__(self, users: Mapping[str, str] | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0, store: MailStore | None = None, seed: int = 1,
-                 counts: Mapping[str, int] = DEFAULT_COUNTS, shared_content: bool = False,
-                 large_message: int | None = None,
-                 capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
-                 faults: Faults | None = None, record: bool = True, record_limit: int = 4096,
-                 use_uvloop: bool = True, **fault_args: Any) -> None:
-        self.users: dict[str, str] = dict(users or {})
-        self.host, self.port = host, port
-        self.store = store or MailStore(seed, counts, shared=shared_content,
-                                        large_message=large_message)
-        self.capabilities = list(capabilities)
-        self.faults = faults or Faults()
-        known = {f.name for f in fields(Faults)}
-        for name, value in fault_args.items():
-            if name not in known:
-                raise TypeError(f"unknown fault {name!r}")
-            setattr(self.faults, name, value)
-        self.record, self.record_limit = record, record_limit
-        self.use_uvloop = use_uvloop
-        self.commands: list[bytes] = []
-        self.connections: list[ImapConnection] = []
-        self._live: set[ImapConnection] = set()
-        self._server: asyncio.AbstractServer | None = None
+    faults_class = Faults
+    label = "IMAP command(s)"
+
+    default_capabilities = DEFAULT_CAPABILITIES
+
+    def connection(self) -> ImapConnection:
+        return ImapConnection(self)
 
     @property
     def capability(self) -> str:
         return " ".join(self.capabilities)
-
-    def _record_command(self, raw: bytes) -> None:
-        if not self.record:
-            return
-        with self._recorded:
-            self.commands.append(raw)
-            self._recorded.notify_all()
-
-    def wait_commands(self, n: int, timeout: float = 5.0) -> list[bytes]:
-        """Block until at least ``n`` command units arrived (over all connections)."""
-        self._wait_for(lambda: len(self.commands) >= n, timeout, f"{n} IMAP command(s)")
-        return list(self.commands)
-
-    async def async_wait_commands(self, n: int, timeout: float = 5.0) -> list[bytes]:
-        await self._async_wait_for(lambda: len(self.commands) >= n, timeout,
-                                   f"{n} IMAP command(s)")
-        return list(self.commands)
 
     def deliver(self, user: str, mailbox: str, message: Message | bytes,
                 flags: tuple[str, ...] = ()) -> None:
@@ -598,26 +497,6 @@ class FakeImapServer(BackgroundServer):
             loop.call_soon_threadsafe(add)
         else:
             add()
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: ImapConnection(self), self.host,
-                                                self.port, backlog=1024)
-        self.host, self.port = self._server.sockets[0].getsockname()[:2]
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        live = list(self._live)
-        for conn in live:
-            if conn.transport is not None:
-                conn.transport.abort()
-            if conn.task is not None:
-                conn.task.cancel()
-        await asyncio.gather(*(c.task for c in live if c.task), return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,9 +21,6 @@ load tests may log the same user in many times at once.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import binascii
 import hashlib
 import itertools
 import logging
@@ -32,24 +29,17 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
-from fakes._runner import (
-    BackgroundServer,
-    ConnectionClosed,
-    LineOutput,
-    mailbox_upstream_parser,
-    run_mailbox_upstream,
-)
-from fakes.mailbox import DEFAULT_COUNTS, Entry, MailStore, Message
+from fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
+from fakes._server import LineConnection, MailboxServer, decode_plain
+from fakes.mailbox import Entry, Message
 
 log = logging.getLogger("fakes.pop3")
 
 DEFAULT_CAPABILITIES = ("TOP", "USER", "UIDL", "RESP-CODES", "PIPELINING", "SASL PLAIN")
 MAX_LINE = 65536
-_WRITE_HIGH = 1 << 20
 _TIMESTAMP = re.compile(rb"<[^<>@\s]*@[^<>\s]*>")
 _counter = itertools.count(1)
 
@@ -120,101 +110,44 @@ def top_chunks(msg: Message, lines: int) -> Iterator[bytes | memoryview]:
         yield data
 
 
-class Pop3Connection(LineOutput, asyncio.Protocol):
-    """One client connection: lines feed a queue, a task answers them in order."""
+class Pop3Connection(LineConnection):
+    """One client connection: lines answered in order."""
+
+    log = log
 
     def __init__(self, server: FakePop3Server) -> None:
-        self.server = server
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.transcript: list[tuple[str, bytes]] = []
-        self.peer: Any = None
+        super().__init__(server)
         self.timestamp = b"<%d.%d.%d@%s>" % (os.getpid(), next(_counter), int(time.time()),
                                               server.hostname.encode())
         self.pending_user: str | None = None
         self.user: str | None = None  # set once in the TRANSACTION state
         self.maildrop: list[Entry] = []
         self.deleted: set[int] = set()  # message numbers marked by DELE
-        self.closed = False
-        self.count = 0
         self._partial = bytearray()
         self._greeting = b""
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self.transport: asyncio.Transport | None = None
-        self.task: asyncio.Task[None] | None = None
 
-    # -- transport callbacks ----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        transport.set_write_buffer_limits(high=_WRITE_HIGH)
-        self.peer = transport.get_extra_info("peername")
-        self.server._live.add(self)
-        if self.server.record:
-            self.server.connections.append(self)
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    def data_received(self, data: bytes) -> None:
-        self._note("C", data)
+    def feed(self, data: bytes) -> list[bytes]:
         self._partial += data
+        lines = []
         while (lf := self._partial.find(b"\n")) >= 0:
             line = bytes(self._partial[:lf]).removesuffix(b"\r")
             del self._partial[:lf + 1]
             self.server._record_command(line)
-            self.queue.put_nowait(line)
+            lines.append(line)
         if len(self._partial) > MAX_LINE:
             self._partial.clear()
             self.line(b"-ERR Line too long")
             self.close()
+        return lines
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.server._live.discard(self)
-        self.queue.put_nowait(None)
-        self._writable.set()
-
-    # -- output ---------------------------------------------------------------------------
     async def _multiline(self, first: str, chunks: Iterable[bytes | memoryview]) -> None:
         """A +OK line, the dot-stuffed data in chunks (with backpressure), and the '.'."""
-        assert self.transport is not None
         self.line(first)
-        total = 0
-        for chunk in dot_stuffed(chunks):
-            if self.closed or self.transport.is_closing():
-                raise ConnectionClosed
-            self.transport.write(chunk)
-            total += len(chunk)
-            if not self._writable.is_set():
-                await self.drain()
-        self._note("S", b"[%d octets of message data]" % total)
+        await self.write_chunks(dot_stuffed(chunks))
         self.line(b".")
 
-    # -- command loop -----------------------------------------------------------------------
-
-    async def _next_line(self) -> bytes:
-        line = await self.queue.get()
-        if line is None:
-            raise ConnectionClosed
-        return line
-
-    async def _run(self) -> None:
-        try:
-            await self._greet()
-            while not self.closed:
-                line = await self._next_line()
-                await self._handle(line)
-                await self.drain()
-        except (ConnectionClosed, asyncio.CancelledError):
-            pass
-        except Exception:  # a fake must survive its own bugs: report, drop the client
-            log.exception("POP3 fake connection failed")
-            self.close()
-
-    async def _greet(self) -> None:
-        f = self.server.faults
-        if f.greeting_delay:
-            await asyncio.sleep(f.greeting_delay)
-        greeting = f.greeting
+    async def greet(self) -> None:
+        greeting = self.server.faults.greeting
         if greeting is None:
             return
         if greeting == "default":
@@ -224,10 +157,8 @@ class Pop3Connection(LineOutput, asyncio.Protocol):
         if self._greeting[:4].upper() == b"-ERR":
             self.close()
 
-    async def _handle(self, line: bytes) -> None:
-        f = self.server.faults
-        self.count += 1
-        if f.stall or (f.stall_after is not None and self.count > f.stall_after):
+    async def handle(self, line: bytes) -> None:
+        if self.stalled():
             return
         verb, _, rest = line.partition(b" ")
         name = verb.decode("ascii", "replace").upper()
@@ -242,8 +173,7 @@ class Pop3Connection(LineOutput, asyncio.Protocol):
                 await spec[1](self, rest)
             except _Usage as exc:
                 self.line(f"-ERR {exc}")
-        if f.drop_after is not None and self.count >= f.drop_after:
-            self.close()
+        self.drop_if_counted_out()
 
     # -- any state --------------------------------------------------------------------------
 
@@ -317,13 +247,12 @@ class Pop3Connection(LineOutput, asyncio.Protocol):
             response = args[1]
         else:
             self.line("+ ")
-            response = await self._next_line()
+            response = await self.next_unit()
         if response == b"*":
             raise _Usage("Authentication cancelled")
         try:
-            decoded = b"" if response == b"=" else base64.b64decode(response, validate=True)
-            authz, user, password = decoded.split(b"\0")
-        except (binascii.Error, ValueError):
+            authz, user, password = decode_plain(response)
+        except ValueError:
             raise _Usage("Invalid SASL PLAIN response") from None
         name = user.decode("utf-8", "surrogateescape")
         if authz and authz != user:
@@ -429,53 +358,17 @@ _COMMANDS = {
 }
 
 
-class FakePop3Server(BackgroundServer):
+class FakePop3Server(MailboxServer):
     """The fake POP3 upstream; see the module docstring. Extra keyword arguments set
     ``Faults`` fields (``FakePop3Server(users, reject_pass="[AUTH] no")``)."""
 
-    def __init__(self, users: Mapping[str, str] | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0, store: MailStore | None = None, seed: int = 1,
-                 counts: Mapping[str, int] = DEFAULT_COUNTS, shared_content: bool = False,
-                 large_message: int | None = None,
-                 capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
-                 hostname: str = "fake.test", faults: Faults | None = None,
-                 record: bool = True, record_limit: int = 4096, use_uvloop: bool = True,
-                 **fault_args: Any) -> None:
-        self.users: dict[str, str] = dict(users or {})
-        self.host, self.port = host, port
-        self.store = store or MailStore(seed, counts, shared=shared_content,
-                                        large_message=large_message)
-        self.capabilities = list(capabilities)
-        self.hostname = hostname
-        self.faults = faults or Faults()
-        known = {f.name for f in fields(Faults)}
-        for name, value in fault_args.items():
-            if name not in known:
-                raise TypeError(f"unknown fault {name!r}")
-            setattr(self.faults, name, value)
-        self.record, self.record_limit = record, record_limit
-        self.use_uvloop = use_uvloop
-        self.commands: list[bytes] = []
-        self.connections: list[Pop3Connection] = []
-        self._live: set[Pop3Connection] = set()
-        self._server: asyncio.AbstractServer | None = None
+    faults_class = Faults
+    label = "POP3 command(s)"
 
-    def _record_command(self, raw: bytes) -> None:
-        if not self.record:
-            return
-        with self._recorded:
-            self.commands.append(raw)
-            self._recorded.notify_all()
+    default_capabilities = DEFAULT_CAPABILITIES
 
-    def wait_commands(self, n: int, timeout: float = 5.0) -> list[bytes]:
-        """Block until at least ``n`` lines arrived (over all connections)."""
-        self._wait_for(lambda: len(self.commands) >= n, timeout, f"{n} POP3 command(s)")
-        return list(self.commands)
-
-    async def async_wait_commands(self, n: int, timeout: float = 5.0) -> list[bytes]:
-        await self._async_wait_for(lambda: len(self.commands) >= n, timeout,
-                                   f"{n} POP3 command(s)")
-        return list(self.commands)
+    def connection(self) -> Pop3Connection:
+        return Pop3Connection(self)
 
     def deliver(self, user: str, message: Message | bytes) -> None:
         """Add a message to the user's INBOX; sessions already logged in do not see it."""
@@ -484,26 +377,6 @@ class FakePop3Server(BackgroundServer):
             loop.call_soon_threadsafe(self.store.add, user, "INBOX", message)
         else:
             self.store.add(user, "INBOX", message)
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Pop3Connection(self), self.host,
-                                                self.port, backlog=1024)
-        self.host, self.port = self._server.sockets[0].getsockname()[:2]
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        live = list(self._live)
-        for conn in live:
-            if conn.transport is not None:
-                conn.transport.abort()
-            if conn.task is not None:
-                conn.task.cancel()
-        await asyncio.gather(*(c.task for c in live if c.task), return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,13 +39,14 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session, syntax
 
-from fakes._runner import BackgroundServer, hang_up, hostport, login_password, run_server
+from fakes._runner import hostport, login_password, run_server
+from fakes._server import FakeServer, hang_up
 
 log = logging.getLogger("fakes.smtp")
 
@@ -251,11 +252,13 @@ class SmtpConnection(SMTP):
     def _create_session(self) -> Session:
         return _FakeSession(self.loop)
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._handler_coroutine
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.fake._live.add(self)
-        if self.fake.record:
-            self.fake.connections.append(self)
+        self.fake._connected(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.closed = True
@@ -408,9 +411,12 @@ class SmtpConnection(SMTP):
         await self.push(f"220 {self.hostname} {IDENT}")
 
 
-class FakeSmtpServer(BackgroundServer):
+class FakeSmtpServer(FakeServer):
     """The fake SMTP upstream; see the module docstring. Extra keyword arguments set
     ``Faults`` fields (``FakeSmtpServer(users, reject_rcpt=True)``)."""
+
+    faults_class = Faults
+    label = "SMTP line(s)"
 
     def __init__(self, users: Mapping[str, str] | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, hostname: str = "upstream.test", auth_required: bool = False,
@@ -419,44 +425,29 @@ class FakeSmtpServer(BackgroundServer):
                  use_uvloop: bool = True, mail_dir: str | Path | None = None,
                  deliver: Callable[[str, bytes], None] | None = None,
                  **fault_args: Any) -> None:
-        self.users: dict[str, str] = dict(users or {})
+        super().__init__(users, host=host, port=port, faults=faults, record=record,
+                         record_limit=record_limit, use_uvloop=use_uvloop,
+                         fault_args=fault_args)
         self.mail_dir = Path(mail_dir) if mail_dir is not None else None
         self.deliver = deliver
-        self.host, self.port = host, port
         self.hostname = hostname
         self.auth_required = auth_required
         self.helo_required = helo_required
         self.data_size_limit = data_size_limit
-        self.faults = faults or Faults()
-        known = {f.name for f in fields(Faults)}
-        for name, value in fault_args.items():
-            if name not in known:
-                raise TypeError(f"unknown fault {name!r}")
-            setattr(self.faults, name, value)
-        self.record, self.record_limit = record, record_limit
-        self.use_uvloop = use_uvloop
-        self.commands: list[bytes] = []
         self.messages: list[StoredMessage] = []
         self.xclients: list[dict[str, str]] = []
         self.auth_attempts: list[tuple[str, str, bool]] = []  # (mechanism, login, success)
-        self.connections: list[SmtpConnection] = []
-        self._live: set[SmtpConnection] = set()
-        self._server: asyncio.AbstractServer | None = None
+
+    def connection(self) -> SmtpConnection:
+        return SmtpConnection(self, asyncio.get_running_loop())
 
     # -- records ----------------------------------------------------------------------------
-    def _record_command(self, raw: bytes) -> None:
-        with self._recorded:
-            self.commands.append(raw)
-            self._recorded.notify_all()
-
     def _record_xclient(self, attrs: dict[str, str]) -> None:
         if self.record:
             self.xclients.append(dict(attrs))
 
     def _store(self, msg: StoredMessage) -> int:
-        with self._recorded:
-            self.messages.append(msg)
-            self._recorded.notify_all()
+        self._append_record(self.messages, msg)  # kept also when record=False: the result
         return len(self.messages)
 
     def recipient_user(self, address: str) -> str | None:
@@ -506,49 +497,14 @@ class FakeSmtpServer(BackgroundServer):
         """``commands`` without their line endings."""
         return [c.rstrip(b"\r\n") for c in self.commands]
 
-    def wait_commands(self, n: int, timeout: float = 5.0) -> list[bytes]:
-        """Block until at least ``n`` lines arrived (over all connections)."""
-        self._wait_for(lambda: len(self.commands) >= n, timeout, f"{n} SMTP line(s)")
-        return list(self.commands)
-
-    async def async_wait_commands(self, n: int, timeout: float = 5.0) -> list[bytes]:
-        await self._async_wait_for(lambda: len(self.commands) >= n, timeout,
-                                   f"{n} SMTP line(s)")
-        return list(self.commands)
-
     def wait_messages(self, n: int, timeout: float = 5.0) -> list[StoredMessage]:
-        self._wait_for(lambda: len(self.messages) >= n, timeout, f"{n} message(s)")
-        return list(self.messages)
+        return self._wait_records(self.messages, n, timeout, f"{n} message(s)")
 
     def clear(self) -> None:
-        """Forget what was recorded (between tests sharing one server)."""
-        self.commands.clear()
+        super().clear()
         self.messages.clear()
         self.xclients.clear()
         self.auth_attempts.clear()
-        self.connections.clear()
-
-    # -- lifecycle --------------------------------------------------------------------------
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: SmtpConnection(self, loop), self.host,
-                                                self.port, backlog=1024)
-        self.host, self.port = self._server.sockets[0].getsockname()[:2]
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        live = list(self._live)
-        tasks = [c._handler_coroutine for c in live if c._handler_coroutine is not None]
-        for conn in live:
-            if conn.transport is not None:
-                conn.transport.abort()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
 
 
 def build_parser() -> argparse.ArgumentParser:

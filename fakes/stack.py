@@ -17,15 +17,19 @@ thread; ``stack.imap``, ``stack.pop3``, ``stack.smtp`` and ``stack.auth`` are th
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
-from collections.abc import Sequence
-from typing import Any
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
 
 from fakes._runner import BackgroundServer, run_server
-from fakes.auth import Backend, MockAuthServer
+from fakes.auth import Backend, MockAuthServer, User
 from fakes.imap import FakeImapServer
 from fakes.mailbox import MailStore
+from fakes.pki import Authority, ServerFiles
 from fakes.pop3 import FakePop3Server
 from fakes.script import (
     LEG_FAULTS,
@@ -47,10 +51,13 @@ class FakeStack(BackgroundServer):
     """The three fake upstreams and the mock auth server of one script."""
 
     def __init__(self, script: Script, *, record: bool = True, use_uvloop: bool = True,
-                 requests_log: str | None = None) -> None:
+                 requests_log: str | Path | None = None, one_store: bool = True) -> None:
         self.script = script
         self.record, self.use_uvloop = record, use_uvloop
         self.requests_log = requests_log
+        # one_store=False: IMAP and POP3 each make their own store from their leg's options
+        # (seed, shared_content, ...) and SMTP delivers nowhere
+        self.one_store = one_store
         c = script.content
         self.store = MailStore(c.seed, c.counts, shared=c.shared, large_message=c.large_message)
         self.imap: FakeImapServer | None = None
@@ -73,10 +80,10 @@ class FakeStack(BackgroundServer):
                 if not leg.enabled:
                     continue
                 kw: dict[str, Any] = dict(leg.options)
-                if proto != "smtp":
-                    kw["store"] = self.store
-                else:
+                if self.one_store and proto == "smtp":
                     kw["deliver"] = self._deliver
+                elif self.one_store:
+                    kw["store"] = self.store
                 server = _SERVERS[proto](
                     self.script.upstream_users(proto), host=leg.listen[0], port=leg.listen[1],
                     faults=LEG_FAULTS[proto](**leg.faults), record=self.record,
@@ -178,6 +185,182 @@ class FakeStack(BackgroundServer):
                 "Point nginx or Postern at them with:\n\n" + self.nginx_snippet())
 
 
+
+TARGETS = ("postern", "nginx", "none")
+TLS_MODES = ("off", "starttls", "implicit")
+
+
+class Stack:
+    """The fakes, the mock auth server and a chosen target in front, in one line::
+
+        with Stack("postern", users={"alice": "secret"}, tls="starttls") as stack:
+            imaplib.IMAP4(*stack.addresses["imap"])     # through Postern
+            stack.imap.commands                        # what reached the fake upstream
+
+    ``target`` is "postern", "nginx" or "none" (clients talk to the fakes directly).
+    The fakes come from ``script`` (a ``fakes.script.Script``; default: ``users`` with
+    passwords, every leg on a free port); IMAP and POP3 share one ``MailStore`` and SMTP
+    delivers into it unless ``one_store=False``. The mock auth server answers each user
+    with the fakes' addresses (``auth_fallback=False``: only the users, not SMTP's
+    Auth-Method none). With ``tls`` other than "off" one CA
+    (``fakes.pki``) signs the target's certificate: ``stack.tls.ca`` is what clients trust.
+    The target runs one ``mail {}`` text made from the script's ``[nginx]`` settings for
+    ``protocols`` (default: all three), with ``main`` lines and ``error_log_level`` for its
+    top level; ``start_target`` starts more targets from any text (a scenario's own config)
+    in front of the same fakes. Files (config, logs, certificates) go to ``workdir``
+    (default: a temporary directory removed at exit).
+    """
+
+    def __init__(self, target: str = "none", *, users: Mapping[str, str] | None = None,
+                 script: Script | None = None, tls: str = "off",
+                 protocols: Sequence[str] = PROTOCOLS, workdir: str | Path | None = None,
+                 main: str = "", error_log_level: str = "info", record: bool = True,
+                 one_store: bool = True, auth_fallback: bool = True, use_uvloop: bool = True,
+                 requests_log: str | Path | None = None) -> None:
+        if target not in TARGETS or tls not in TLS_MODES:
+            raise ValueError(f"target must be one of {TARGETS}, tls one of {TLS_MODES}")
+        self.target, self.tls_mode = target, tls
+        self.protocols = [p for p in PROTOCOLS if p in protocols]
+        self.main, self.error_log_level = main, error_log_level
+        self.auth_fallback = auth_fallback
+        self.fakes = FakeStack(script or default_script(users), record=record,
+                               use_uvloop=use_uvloop, requests_log=requests_log,
+                               one_store=one_store)
+        self._workdir = Path(workdir) if workdir is not None else None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.workdir: Path | None = None
+        self.tls: ServerFiles | None = None
+        self.proxy: Any = None  # the target's running instance (None for "none")
+        self.proxy_ports: dict[str, int] = {}
+        self.targets: list[Any] = []  # every instance started, stopped at exit
+
+    # -- the parts --------------------------------------------------------------------------
+    # the fakes and the mock auth server (None before start and for a disabled leg)
+    imap = property(lambda self: self.fakes.imap)
+    pop3 = property(lambda self: self.fakes.pop3)
+    smtp = property(lambda self: self.fakes.smtp)
+    auth = property(lambda self: self.fakes.auth)
+
+    @property
+    def store(self) -> MailStore:
+        return self.fakes.store
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """Each fake upstream's address."""
+        return self.fakes.backends
+
+    @property
+    def addresses(self) -> dict[str, Backend]:
+        """Where a client reaches each protocol: the target's port when it proxies the
+        protocol, else the fake upstream itself."""
+        out = dict(self.backends)
+        out.update({p: ("127.0.0.1", port) for p, port in self.proxy_ports.items()})
+        return out
+
+    # -- starting and stopping --------------------------------------------------------------
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="postern-stack-")
+            self.workdir = Path(self._tmp.name)
+        else:
+            self.workdir = self._workdir.resolve()
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        self.fakes.start_in_thread()
+        self._reset_auth()
+        if self.tls_mode != "off":
+            self.tls = Authority("Postern stack").server_files(
+                self.workdir, "localhost", "lab.postern.test", "127.0.0.1", "::1")
+        if self.target != "none" and self.protocols:
+            self.proxy_ports = dict(zip(self.protocols, _free_ports(len(self.protocols))))
+            self.proxy = self.start_target(self.mail_text(), self.workdir / self.target,
+                                           main=self.main, error_log_level=self.error_log_level)
+
+    def stop(self) -> None:
+        while self.targets:
+            self.targets.pop().stop()
+        self.fakes.stop_in_thread()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def start_target(self, mail: str, workdir: str | Path, *, name: str | None = None,
+                     **options: Any) -> Any:
+        """Start a target (default: this stack's) on ``mail`` (the inside of ``mail {}``)
+        in ``workdir``; ``options`` go to its launcher (``main``, ``error_log_level``,
+        ``start_timeout``). It is stopped with the stack; returns the running instance."""
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        instance = target_class(name or self.target)(mail, workdir, **options)
+        instance.start()
+        self.targets.append(instance)
+        return instance
+
+    def mail_text(self, ports: Mapping[str, int] | None = None) -> str:
+        """The ``mail {}`` text of this stack's target: the script's ``[nginx]`` settings,
+        one server per port (default: the stack's), and the TLS mode's directives."""
+        ports = self.proxy_ports if ports is None else ports
+        nginx = self.fakes.script.nginx
+        listen = {p: f"127.0.0.1:{port}" + (" ssl" if self.tls_mode == "implicit" else "")
+                  for p, port in ports.items()}
+        directives = list(nginx.directives)
+        if self.tls is not None:
+            directives += self.tls.directives().splitlines()
+        if self.tls_mode == "starttls":
+            directives.append("starttls on;")
+        saved, nginx.directives = nginx.directives, directives
+        try:
+            return self.fakes.nginx_directives(listen)
+        finally:
+            nginx.directives = saved
+
+    def reset(self) -> None:
+        """Between tests sharing one stack: the auth server is back to the script's users
+        and queue with no requests recorded, every fake to default faults, no records."""
+        self._reset_auth()
+        for proto in PROTOCOLS:
+            server = self.fakes.leg(proto)
+            if server is not None:
+                server.reset()
+
+    def _reset_auth(self) -> None:
+        """The script's users, each with the fakes as its backends. Without auth_fallback
+        the fakes are not the auth server's backends for everyone: a request no user
+        matches (SMTP's Auth-Method none) is refused unless a test scripts its reply."""
+        auth = self.fakes.auth
+        assert auth is not None, "not started"
+        auth.clear()
+        auth.users.clear()
+        for login, user in copy.deepcopy(self.fakes.script.users).items():
+            user.backends = {**self.backends, **user.backends}
+            auth.users[login] = user
+        auth.push(*copy.deepcopy(self.fakes.script.queue))
+        if not self.auth_fallback:
+            auth.backends.clear()
+
+
+def target_class(name: str) -> type:
+    """The launcher of a target ("postern" or "nginx": a private instance started from a
+    ``mail {}`` text as an operator would start it)."""
+    from scenarios.kit.targets import target_class as launcher
+    return launcher(name)
+
+
+def _free_ports(count: int) -> list[int]:
+    from scenarios.kit.real.common import free_ports
+    return free_ports(count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="postern fakes",
@@ -197,9 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_script() -> Script:
-    from fakes.auth import User
-    return Script("(built-in defaults)", users={u: User(p) for u, p in DEFAULT_USERS.items()})
+def default_script(users: Mapping[str, str] | None = None) -> Script:
+    """Every leg on a free port, these logins (default: DEFAULT_USERS) with their passwords."""
+    users = DEFAULT_USERS if users is None else users
+    return Script("(built-in defaults)", users={u: User(p) for u, p in users.items()})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,34 +17,24 @@ straight to their fake backend, and the target's notes say so.
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import json
 import logging
-import os
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
+from fakes.script import Script
 from loadtest._target import PROTOCOLS, TLS_MODES, Endpoint, Target
 
 ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 log = logging.getLogger("loadtest.lab")
 
-MAIL = """\
-server_name lab.postern.test;
-auth_http 127.0.0.1:{auth_port}/auth;
-proxy_pass_error_message on;
-{tls}
-{servers}"""
-
 SERVERS = {
-    "imap": "imap_auth plain;\n    imap_capabilities IMAP4rev1 IDLE LITERAL+ UIDPLUS;",
-    "pop3": "pop3_auth plain;\n    pop3_capabilities TOP USER UIDL;",
-    "smtp": 'smtp_auth plain login;\n    smtp_capabilities PIPELINING "SIZE 52428800" 8BITMIME;',
+    "imap": ["imap_auth plain;", "imap_capabilities IMAP4rev1 IDLE LITERAL+ UIDPLUS;"],
+    "pop3": ["pop3_auth plain;", "pop3_capabilities TOP USER UIDL;"],
+    "smtp": ["smtp_auth plain login;", 'smtp_capabilities PIPELINING "SIZE 52428800" 8BITMIME;'],
 }
 
 
@@ -69,24 +59,19 @@ def proxied_protocols(proxy: str) -> set[str]:
     return set(DECLARED)
 
 
-# Many accounts share one generated mailbox set, and a long run must not keep every
-# command in memory.
-FAKE_OPTIONS = {"imap": {"seed": True, "shared_content": True, "record": False,
-                         "capabilities": "client"},
-                "pop3": {"seed": True, "shared_content": True, "record": False},
-                "smtp": {"record": False}}
+def lab_script(users: list[tuple[str, str]], seed: int) -> Script:
+    """The fakes of a load run: many accounts share one generated mailbox set (IMAP and
+    POP3 each their own), and the IMAP fake advertises what the profiles' clients use."""
+    from fakes import imap
+    from fakes.stack import default_script
 
-
-def _start_fake(protocol: str, users: dict[str, str], seed: int):
-    """Start the fake upstream for one protocol in a thread; None when it does not exist."""
-    if not fake_available(protocol):
-        return None
-    module = importlib.import_module(f"fakes.{protocol}")
-    cls = getattr(module, f"Fake{protocol.capitalize()}Server")
-    kwargs = {k: seed if k == "seed" else v for k, v in FAKE_OPTIONS[protocol].items()}
-    if kwargs.get("capabilities") == "client":
-        kwargs["capabilities"] = module.CLIENT_CAPABILITIES
-    return cls(dict(users), **kwargs).start_in_thread()
+    script = default_script(dict(users))
+    script.nginx.server_name = "lab.postern.test"
+    script.nginx.server_directives = dict(SERVERS)
+    script.legs["imap"].options.update(seed=seed, shared_content=True,
+                                       capabilities=list(imap.CLIENT_CAPABILITIES))
+    script.legs["pop3"].options.update(seed=seed, shared_content=True)
+    return script
 
 
 def _forget_mail(fake, stop: threading.Event) -> None:
@@ -96,108 +81,47 @@ def _forget_mail(fake, stop: threading.Event) -> None:
         del fake.messages[:]
 
 
-def _certificate(workdir: Path) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1/localhost and the CA that signed it."""
-    pem, ca_pem = workdir / "lab-cert.pem", workdir / "lab-ca.pem"
-    try:
-        import trustme
-    except ImportError:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-                        "-subj", "/CN=localhost", "-addext",
-                        "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(pem),
-                        "-out", str(ca_pem)], check=True, capture_output=True)
-        pem.write_bytes(pem.read_bytes() + ca_pem.read_bytes())
-        return pem, ca_pem
-    ca = trustme.CA()
-    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(pem)
-    ca.cert_pem.write_to_path(ca_pem)
-    return pem, ca_pem
-
-
-def mail_config(protocols: dict[str, int], auth_port: int, tls: str,
-                cert: Path | None) -> str:
-    """The ``mail {}`` text: one server per proxied protocol."""
-    servers = []
-    for protocol, port in protocols.items():
-        listen = f"{HOST}:{port}" + (" ssl" if tls == "implicit" else "")
-        extra = "\n    starttls on;" if tls == "starttls" else ""
-        servers.append(f"server {{\n    listen {listen};\n    protocol {protocol};\n"
-                       f"    {SERVERS[protocol]}{extra}\n}}\n")
-    tls_lines = ""
-    if tls != "off" and cert is not None:
-        tls_lines = f"ssl_certificate {cert};\nssl_certificate_key {cert};"
-    return MAIL.format(auth_port=auth_port, tls=tls_lines, servers="".join(servers))
-
-
 class Lab:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.workdir = Path(args.dir or ROOT / "lab" / "loadtest").resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.users = lab_users(args.users)
-        self.fakes: dict[str, object] = {}
-        self.auth = None
-        self.proxy = None
+        self.stack = None
         self.stopping = threading.Event()
 
     def start(self) -> Target:
-        from fakes.auth import MockAuthServer, User
-        from scenarios.kit.real.common import free_ports
+        from fakes.stack import Stack
 
         args, notes = self.args, []
-        for protocol in PROTOCOLS:
-            fake = _start_fake(protocol, dict(self.users), args.seed)
-            if fake is None:
-                notes.append(f"no {protocol.upper()} users: fakes/{protocol}.py does not exist")
-            else:
-                self.fakes[protocol] = fake
-        if isinstance(getattr(self.fakes.get("smtp"), "messages", None), list):
-            threading.Thread(target=_forget_mail, args=(self.fakes["smtp"], self.stopping),
-                             daemon=True).start()
-        backends = {p: (HOST, f.port) for p, f in self.fakes.items()}
-        self.auth = MockAuthServer({login: User(pw, backends=dict(backends))
-                                    for login, pw in self.users}, record=False).start_in_thread()
-        proxied = {p for p in self.fakes if p in proxied_protocols(args.proxy)}
-        for protocol in sorted(set(self.fakes) - proxied):
-            if args.proxy != "none":
+        proxied = proxied_protocols(args.proxy)
+        # nothing recorded: a long run must not keep every command in memory; separate
+        # stores, so that SMTP load does not grow the IMAP and POP3 mailboxes
+        self.stack = stack = Stack(
+            args.proxy, script=lab_script(self.users, args.seed), tls=args.tls,
+            protocols=sorted(proxied), workdir=self.workdir, record=False, one_store=False,
+            main=f"worker_processes {args.workers};", error_log_level="notice")
+        stack.start()
+        threading.Thread(target=_forget_mail, args=(stack.smtp, self.stopping),
+                         daemon=True).start()
+        endpoints = {}
+        for protocol, (host, port) in stack.addresses.items():
+            via = args.proxy if protocol in stack.proxy_ports else "direct"
+            endpoints[protocol] = Endpoint(host, port, args.tls if via != "direct" else "off",
+                                           via)
+            if via == "direct" and args.proxy != "none":
                 notes.append(f"{protocol.upper()} goes straight to its fake backend: "
                              f"{args.proxy} does not proxy {protocol.upper()} yet")
-        endpoints = {p: Endpoint(HOST, f.port, "off", "direct") for p, f in self.fakes.items()}
-        tls_ca = None
-        if proxied:
-            ports = dict(zip(sorted(proxied), free_ports(len(proxied))))
-            cert = None
-            if args.tls != "off":
-                cert, ca = _certificate(self.workdir)
-                tls_ca = str(ca)
-            text = mail_config(ports, self.auth.port, args.tls, cert)
-            self.proxy = self._start_proxy(text)
-            for protocol, port in ports.items():
-                endpoints[protocol] = Endpoint(HOST, port, args.tls, args.proxy)
-        if args.tls != "off":
-            for protocol, e in endpoints.items():
-                if e.via == "direct":
-                    notes.append(f"{protocol.upper()} runs without TLS: its fake backend "
-                                 "is reached directly")
+            if via == "direct" and args.tls != "off":
+                notes.append(f"{protocol.upper()} runs without TLS: its fake backend "
+                             "is reached directly")
+        tls_ca = str(stack.tls.ca) if stack.tls is not None else None
         return Target(dict(sorted(endpoints.items())), self.users, tls_ca, notes)
-
-    def _start_proxy(self, text: str):
-        from scenarios.kit.targets import target_class
-
-        os.environ.setdefault("PYTHONPATH", str(ROOT))
-        instance = target_class(self.args.proxy)(
-            text, self.workdir / self.args.proxy,
-            main=f"worker_processes {self.args.workers};", error_log_level="notice")
-        instance.start()
-        return instance
 
     def stop(self) -> None:
         self.stopping.set()
-        if self.proxy is not None:
-            self.proxy.stop()
-        for server in [*self.fakes.values(), self.auth]:
-            if server is not None:
-                server.stop_in_thread()
+        if self.stack is not None:
+            self.stack.stop()
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

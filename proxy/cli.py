@@ -20,9 +20,9 @@ DEFAULT_CONF = "conf/postern.conf"
 SIGNALS = {"stop": signal.SIGTERM, "quit": signal.SIGQUIT, "reopen": signal.SIGUSR1,
            "reload": signal.SIGHUP}
 SUBCOMMANDS = {
-    "lab": "proxy.lab:main",
+    "lab": "fakes.lab:main",
     "fakes": "fakes.stack:main",
-    "auth-mock": "fakes.auth:main",
+    "auth-mock": "fakes.auth.cli:main",
     "fake-imap": "fakes.imap:main",
     "fake-pop3": "fakes.pop3:main",
     "fake-smtp": "fakes.smtp:main",

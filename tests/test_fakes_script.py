@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from fakes import auth as auth_module
 from fakes import script as script_module
 from fakes import stack as stack_module
 from fakes.auth import MockAuthServer, Reply
+from fakes.auth import cli as auth_module
 from fakes.script import ScriptError, build_auth, load_script, parse_script
 from fakes.stack import FakeStack
 from proxy.auth_http import AuthRequest, AuthServerError, build_request, parse_response, query

@@ -213,7 +213,7 @@ def test_port_base_moves_every_port(tmp_path):
     out = subprocess.run([sys.executable, "-m", "proxy", "lab", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0 and "--port-base" in out.stdout
-    from proxy.lab import _args
+    from fakes.lab import _args
     args = _args(["--port-base", "30000", "--smtp-port", "2525"])
     assert (args.imap_port, args.pop3_port, args.smtp_port, args.imaps_port,
             args.pop3s_port, args.smtps_port) == (30143, 30110, 2525, 30993, 30995, 30465)
@@ -284,7 +284,7 @@ def test_written_config_runs_by_hand_as_its_header_says(tmp_path):
 def test_readme_quickstart_shows_the_banner_commands():
     """The Quickstart's stdlib lines are the banner's for the default ports (which the tests
     above run), and it says what to install for the others."""
-    from proxy.lab import PORT_BASE, SERVICES, try_commands
+    from fakes.lab import PORT_BASE, SERVICES, try_commands
     readme = (ROOT / "README.md").read_text()
     quickstart = readme[readme.index("## Quickstart"):readme.index("## Running Postern")]
     shown = [line for line in quickstart.splitlines() if line.startswith("python3 -c")]

@@ -14,13 +14,13 @@ global ``script`` queue, the ``handler`` callable, the user's ``by_attempt`` / `
 scripts, or the default decision (credentials checked per Auth-Method, see spec §10).
 A ``Reply`` describes both what to say and how to say it (delay, trickle, drop, ...);
 ``faults`` (a ``Faults``) misdelivers every answer, or every Nth, whatever decided it.
-``fakes.script`` loads all of this from a TOML file (``postern auth-mock --script FILE``).
+``fakes.script`` loads all of this from a TOML file; ``fakes.auth.cli`` is the command
+line (``postern auth-mock``, ``python -m fakes.auth``).
 Passwords never appear in what this module logs or prints.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import hashlib
@@ -28,15 +28,14 @@ import hmac
 import json
 import logging
 import re
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from fakes._runner import BackgroundServer, hostport, login_password, run_server
+from fakes._runner import BackgroundServer
 
 log = logging.getLogger("fakes.auth")
 
@@ -320,13 +319,11 @@ class MockAuthServer(BackgroundServer):
 
     def wait_requests(self, n: int, timeout: float = 5.0) -> list[AuthRequest]:
         """Block until at least ``n`` requests arrived; returns them all."""
-        self._wait_for(lambda: len(self.requests) >= n, timeout, f"{n} auth request(s)")
-        return list(self.requests)
+        return self._wait_records(self.requests, n, timeout, f"{n} auth request(s)")
 
     async def async_wait_requests(self, n: int, timeout: float = 5.0) -> list[AuthRequest]:
-        await self._async_wait_for(lambda: len(self.requests) >= n, timeout,
-                                   f"{n} auth request(s)")
-        return list(self.requests)
+        return await self._async_wait_records(self.requests, n, timeout,
+                                              f"{n} auth request(s)")
 
     async def start(self) -> None:
         self._open_log()
@@ -457,9 +454,7 @@ class MockAuthServer(BackgroundServer):
             self._log_file.write(line + "\n")
             self._log_file.flush()
         if self.record:
-            with self._recorded:
-                self.requests.append(req)
-                self._recorded.notify_all()
+            self._append_record(self.requests, req)
 
     @staticmethod
     async def _deliver(writer: asyncio.StreamWriter, reply: Reply, data: bytes) -> None:
@@ -499,90 +494,3 @@ def _credentials_ok(method: str, password: str, req: AuthRequest) -> bool:
         digest = hmac.new(password.encode(), salt.encode(), hashlib.md5).hexdigest()
         return hmac.compare_digest(req.password.lower().encode(), digest.encode())
     return method == "external"
-
-
-# -- command line -------------------------------------------------------------------------
-
-def _backend(text: str) -> tuple[str, Backend]:
-    proto, sep, addr = text.partition("=")
-    if not sep or proto not in ("imap", "pop3", "smtp"):
-        raise argparse.ArgumentTypeError(f"expected imap|pop3|smtp=HOST:PORT, got {text!r}")
-    return proto, hostport(addr)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="postern auth-mock",
-                                description="Scriptable mock of an nginx auth_http server.")
-    p.add_argument("--script", metavar="FILE.toml",
-                   help="users, replies and settings from a script (format: fakes/script.py); "
-                        "the options below add to it or override it")
-    p.add_argument("--print-nginx", action="store_true",
-                   help="print the nginx auth_http line for this server and exit")
-    p.add_argument("--listen", type=hostport, metavar="HOST:PORT",
-                   help="default 127.0.0.1:9000")
-    p.add_argument("--uri", help="path shown in the printed URL (default /auth)")
-    p.add_argument("--user", type=login_password, action="append", default=[],
-                   metavar="LOGIN:PASSWORD")
-    p.add_argument("--backend", type=_backend, action="append", default=[],
-                   metavar="PROTO=HOST:PORT", help="backend for every user (imap, pop3, smtp)")
-    p.add_argument("--fail-wait", type=int, help="Auth-Wait sent on failures")
-    p.add_argument("--fail-wait-attempts", type=int, metavar="N",
-                   help="no Auth-Wait past Auth-Login-Attempt N, so the proxy closes "
-                        "(default: always sent)")
-    p.add_argument("--fail-message", help=f"default {DEFAULT_FAIL!r}")
-    p.add_argument("--smtp-error-code", help='e.g. "535 5.7.8", sent on SMTP failures')
-    p.add_argument("--always-pass", action="store_true",
-                   help="send Auth-Pass on every success, not only for apop/cram-md5/external")
-    p.add_argument("--requests-log", metavar="FILE",
-                   help="append one JSON line per request (Auth-Pass masked)")
-    p.add_argument("--no-uvloop", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no per-request log lines")
-    return p
-
-
-def _server(args: argparse.Namespace) -> MockAuthServer:
-    """The server the command line (and its --script, if any) describes."""
-    if args.script:
-        from fakes.script import build_auth, load_script
-        server = build_auth(load_script(args.script), record=False)
-    else:
-        server = MockAuthServer(port=9000, record=False)
-    for login, password in args.user:
-        server.add_user(login, password)
-    server.backends.update(dict(args.backend))
-    if args.listen:
-        server.host, server.port = args.listen
-    for attr, value in (("uri_path", args.uri), ("fail_wait", args.fail_wait),
-                        ("fail_wait_attempts", args.fail_wait_attempts),
-                        ("fail_message", args.fail_message),
-                        ("smtp_error_code", args.smtp_error_code),
-                        ("requests_log", args.requests_log)):
-        if value is not None:
-            setattr(server, attr, value)
-    server.always_send_pass = server.always_send_pass or args.always_pass
-    return server
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        server = _server(args)
-    except ValueError as err:  # a script mistake, named with its key path
-        print(f"auth-mock: {err}", file=sys.stderr)
-        return 2
-    if args.print_nginx:
-        if not server.port:
-            print("auth-mock: the port is chosen at start (listen port 0): the running "
-                  "server prints the auth_http line", file=sys.stderr)
-            return 2
-        print(f"auth_http {server.url};")
-        return 0
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    run_server(server, lambda: f"auth_http listening on {server.url}\n"
-                               f"nginx: auth_http {server.url};", not args.no_uvloop)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

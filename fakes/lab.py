@@ -23,11 +23,9 @@ import threading
 import time
 from pathlib import Path
 
-from fakes.auth import MockAuthServer, User
-from fakes.imap import FakeImapServer
-from fakes.mailbox import MailStore
-from fakes.pop3 import FakePop3Server
-from fakes.smtp import FakeSmtpServer
+from fakes.pki import Authority
+from fakes.script import Script
+from fakes.stack import Stack, default_script
 
 USERS = {"alice": "secret", "bob": "hunter2", "carol": "correct horse"}
 # listener -> the standard port; the lab listens on --port-base + that
@@ -155,28 +153,30 @@ def _run(args: argparse.Namespace) -> int:
     if not (args.no_proxy and (workdir / "server.pem").exists()):
         _certificates(workdir, args.host)
     _show_mail(mail_dir)
-    store = MailStore(args.seed)  # one set of mailboxes: POP3 sees the IMAP INBOX
-    with FakeImapServer(dict(USERS), store=store) as imap, \
-            FakePop3Server(dict(USERS), store=store) as pop3, \
-            FakeSmtpServer(dict(USERS), mail_dir=mail_dir,
-                           deliver=lambda user, raw: imap.deliver(user, "INBOX", raw)) as smtp:
-        backends = {"imap": ("127.0.0.1", imap.port), "pop3": ("127.0.0.1", pop3.port),
-                    "smtp": ("127.0.0.1", smtp.port)}
-        auth = MockAuthServer({u: User(p, backends=backends) for u, p in USERS.items()},
-                              port=auth_port or 0, fail_wait=FAIL_WAIT,
-                              fail_wait_attempts=FAIL_WAIT_ATTEMPTS,
-                              requests_log=workdir / "auth-requests.jsonl")
+    stack = Stack(script=_script(args.seed, auth_port, mail_dir), workdir=workdir,
+                  record=False, requests_log=workdir / "auth-requests.jsonl")
+    try:
         try:
-            auth.start_in_thread()
+            stack.start()
         except OSError as err:
             print(f"postern lab: the mock auth server cannot listen on 127.0.0.1:{auth_port} "
                   f"({err.strerror}); stop what holds it or choose another --auth-port",
                   file=sys.stderr)
             return 1
-        try:
-            return _serve(args, workdir, conf, mail_dir, backends, auth)
-        finally:
-            auth.stop_in_thread()
+        return _serve(args, workdir, conf, mail_dir, stack.backends, stack.auth)
+    finally:
+        stack.stop()
+
+
+def _script(seed: int, auth_port: int | None, mail_dir: Path) -> Script:
+    """The lab's fakes: USERS, one seeded store (POP3 sees the IMAP INBOX, SMTP delivers
+    there), every message kept in mail_dir, and Auth-Wait on failures."""
+    script = default_script(USERS)
+    script.content.seed = seed
+    script.auth.listen = ("127.0.0.1", auth_port or 0)
+    script.auth.fail_wait, script.auth.fail_wait_attempts = FAIL_WAIT, FAIL_WAIT_ATTEMPTS
+    script.legs["smtp"].options["mail_dir"] = mail_dir
+    return script
 
 
 def _serve(args, workdir: Path, conf: Path, mail_dir: Path, backends, auth) -> int:
@@ -281,17 +281,10 @@ def _show_mail(mail_dir: Path) -> None:
 
 def _certificates(workdir: Path, host: str) -> None:
     """A throw-away CA and a server certificate for localhost and the listen address."""
-    import trustme
-
-    ca = trustme.CA(organization_name="Postern lab")
     names = ["localhost", "lab.postern.test", "127.0.0.1", "::1"]
     if host not in names and host not in ("0.0.0.0", "::"):
         names.append(host)
-    leaf = ca.issue_cert(*names)
-    ca.cert_pem.write_to_path(str(workdir / "ca.pem"))
-    leaf.private_key_pem.write_to_path(str(workdir / "server.key"))
-    (workdir / "server.pem").write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
-    os.chmod(workdir / "server.key", 0o600)
+    Authority("Postern lab").server_files(workdir, *names)
 
 
 def _wait_pid(path: Path, proc: subprocess.Popen, timeout: float = 15.0) -> bool:

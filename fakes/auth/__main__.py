@@ -1,0 +1,5 @@
+import sys
+
+from fakes.auth.cli import main
+
+sys.exit(main())
