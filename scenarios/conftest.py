@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from fakes.auth import MockAuthServer, User
+from fakes.auth import MockAuthServer
 from fakes.imap import FakeImapServer, Faults
 from fakes.pop3 import FakePop3Server
-from fakes.pop3 import Faults as Pop3Faults
 from fakes.smtp import FakeSmtpServer
-from fakes.smtp import Faults as SmtpFaults
+from fakes.stack import Stack, default_script
 from scenarios.kit import external, plugin
 from scenarios.kit.client import Client
 from scenarios.kit.real.common import free_port, require
@@ -78,28 +77,16 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 @pytest.fixture(scope="session")
-def auth_server():
-    with MockAuthServer(port=external.fixed_port("auth")) as auth:
-        yield auth
-
-
-@pytest.fixture(scope="session")
-def imap_backend():
-    with FakeImapServer(dict(USERS), port=external.fixed_port("imap")) as imap:
-        yield imap
-
-
-@pytest.fixture(scope="session")
-def pop3_backend():
-    with FakePop3Server(dict(USERS), shared_content=True,
-                        port=external.fixed_port("pop3")) as pop3:
-        yield pop3
-
-
-@pytest.fixture(scope="session")
-def smtp_backend():
-    with FakeSmtpServer(dict(USERS), port=external.fixed_port("smtp")) as smtp:
-        yield smtp
+def stack():
+    """The fakes and the mock auth server of the whole run (fixed ports under the external
+    target); each scenario resets and scripts them, and starts its own proxy."""
+    script = default_script(USERS)
+    script.auth.listen = ("127.0.0.1", external.fixed_port("auth"))
+    for protocol in ("imap", "pop3", "smtp"):
+        script.legs[protocol].listen = ("127.0.0.1", external.fixed_port(protocol))
+    script.legs["pop3"].options["shared_content"] = True
+    with Stack(script=script, one_store=False, auth_fallback=False) as running:
+        yield running
 
 
 @dataclass
@@ -127,6 +114,7 @@ class Lab:
     smtp: FakeSmtpServer
     proxies: dict
     tmp_factory: object
+    stack: Stack
     started: list = field(default_factory=list)
 
     def proxy(self, server: str = "", mail: str = "", protocol: str = "imap",
@@ -146,8 +134,8 @@ class Lab:
                                         protocol=protocol,
                                         server=textwrap.indent(key[2], "    "))
             workdir = Path(self.tmp_factory.mktemp(f"{self.target}-{protocol}"))
-            instance = target_class(external.stand_in(self.target))(text, workdir)
-            instance.start()
+            instance = self.stack.start_target(text, workdir,
+                                               name=external.stand_in(self.target))
             self.proxies[key] = Proxy(instance, port, conf=text)
         return self.proxies[key]
 
@@ -178,23 +166,10 @@ server {{
 
 
 @pytest.fixture
-def lab(target, auth_server, imap_backend, pop3_backend, smtp_backend, _proxies) -> Lab:
+def lab(target, stack, _proxies) -> Lab:
     proxies, factory = _proxies
-    auth_server.clear()
-    auth_server.users.clear()
-    backends = {"imap": ("127.0.0.1", imap_backend.port),
-                "pop3": ("127.0.0.1", pop3_backend.port),
-                "smtp": ("127.0.0.1", smtp_backend.port)}
-    for login, password in USERS.items():
-        auth_server.users[login] = User(password, backends=dict(backends))
-    imap_backend.faults = Faults()
-    imap_backend.commands.clear()
-    pop3_backend.faults = Pop3Faults()
-    pop3_backend.commands.clear()
-    smtp_backend.faults = SmtpFaults()
-    smtp_backend.commands.clear()
-    smtp_backend.messages.clear()
-    lab = Lab(target, auth_server, imap_backend, pop3_backend, smtp_backend, proxies, factory)
+    stack.reset()
+    lab = Lab(target, stack.auth, stack.imap, stack.pop3, stack.smtp, proxies, factory, stack)
     yield lab
     if target == "postern":  # no session may be left without a timer (worker's own check)
         for proxy in proxies.values():

@@ -24,6 +24,13 @@ class Closed(AssertionError):
 
 
 
+def is_unclean_eof(err: BaseException) -> bool:
+    """Whether a TLS read error is the peer ending TCP without close_notify. Python 3.11.2
+    (Debian 12) reports it as a plain SSLError, later builds as SSLEOFError."""
+    return isinstance(err, ssl.SSLEOFError) or (
+        isinstance(err, ssl.SSLError) and err.reason == "UNEXPECTED_EOF_WHILE_READING")
+
+
 def tls_client_context(cafile: str | None = None) -> ssl.SSLContext:
     """A client context that behaves alike on every Python build: without a CA it verifies
     nothing (the point is the proxy's behaviour). OP_IGNORE_UNEXPECTED_EOF is cleared because

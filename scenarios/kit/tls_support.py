@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from scenarios.kit.client import Client, tls_client_context
+from scenarios.kit.client import Client, is_unclean_eof, tls_client_context
 
 GREETINGS = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
              "smtp": b"220 mx.test ESMTP ready\r\n"}
@@ -281,7 +281,7 @@ def tls_connect(proxy, ctx: ssl.SSLContext | None = None, timeout: float = 5.0,
 def start_tls(c: Client, ctx: ssl.SSLContext | None = None,
               session: ssl.SSLSession | None = None) -> Client:
     """The client side of a handshake on an open connection (implicit TLS, or after the
-    STARTTLS/STLS reply). An EOF without close_notify raises ssl.SSLEOFError on read, so a
+    STARTTLS/STLS reply). An EOF without close_notify raises an error on read, so a
     scenario notices a server that does not end TLS properly."""
     ctx = ctx or client_context()
     c.sock = ctx.wrap_socket(c.sock, server_hostname="mx.test", session=session,
@@ -295,8 +295,10 @@ def ends_with_close_notify(c: Client, timeout: float = 5.0) -> bool:
     close_notify, False if the connection just ended."""
     try:
         rest = c.read_all(timeout)
-    except ssl.SSLEOFError:
-        return False
+    except ssl.SSLError as err:
+        if is_unclean_eof(err):
+            return False
+        raise
     assert rest == b"", f"unexpected {rest!r}\n{c.dump()}"
     return True
 
