@@ -35,14 +35,14 @@ fuzz: $(BIN)/.installed
 	       ".hypothesis/, or paste the @reproduce_failure line above onto the test" >&2; exit 1; }
 
 bench: $(BIN)/.installed
-	$(BIN)/python -m loadtest.bench
+	$(BIN)/python -m postern.loadtest.bench
 
 load: $(BIN)/.installed
 	$(BIN)/locust -f loadtest/ --headless -u 20 -r 5 -t 60s --time-scale 0.1 \
 	  --csv results/load --csv-full-history --html results/locust.html
 
 report: $(BIN)/.installed
-	$(BIN)/python -m reports --out results/report.html
+	$(BIN)/python -m postern.reports --out results/report.html
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check proxy fakes scenarios loadtest reports tests
+	$(BIN)/ruff check postern proxy fakes checkauth scenarios loadtest reports tests

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
-from fakes._runner import BackgroundServer
-from fakes.mailbox import DEFAULT_COUNTS, MailStore
+from postern.fakes._runner import BackgroundServer
+from postern.fakes.mailbox import DEFAULT_COUNTS, MailStore
 
 _WRITE_HIGH = 1 << 20
 

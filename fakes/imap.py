@@ -23,9 +23,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
-from fakes._server import LineConnection, MailboxServer, decode_plain
-from fakes.imap_proto import (
+from postern.fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
+from postern.fakes._server import LineConnection, MailboxServer, decode_plain
+from postern.fakes.imap_proto import (
     CommandReader,
     ParseError,
     Token,
@@ -39,9 +39,9 @@ from fakes.imap_proto import (
     text,
     tokenize,
 )
-from fakes.mailbox import Entry, Mailbox, Message, StoredMessage
+from postern.fakes.mailbox import Entry, Mailbox, Message, StoredMessage
 
-log = logging.getLogger("fakes.imap")
+log = logging.getLogger("postern.fakes.imap")
 
 DEFAULT_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "AUTH=PLAIN", "IDLE")
 # What the desktop and phone clients of the load profiles look for (loadtest/profiles.toml):

@@ -16,7 +16,7 @@ from datetime import datetime
 from email import policy
 from email.utils import getaddresses
 
-from fakes.mailbox import Entry, Message, StoredMessage
+from postern.fakes.mailbox import Entry, Message, StoredMessage
 
 _LITERAL_AT_END = re.compile(rb"\{(\d+)(\+?)\}\r?\n$")
 MAX_LINE = 1 << 20

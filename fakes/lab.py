@@ -23,9 +23,11 @@ import threading
 import time
 from pathlib import Path
 
-from fakes.pki import Authority
-from fakes.script import Script
-from fakes.stack import Stack, default_script
+from postern.fakes.pki import Authority
+from postern.fakes.script import Script
+from postern.fakes.stack import Stack, default_script
+
+from postern import import_root
 
 USERS = {"alice": "secret", "bob": "hunter2", "carol": "correct horse"}
 # listener -> the standard port; the lab listens on --port-base + that
@@ -188,12 +190,11 @@ def _serve(args, workdir: Path, conf: Path, mail_dir: Path, backends, auth) -> i
     conf.write_text(CONFIG.format(dir=workdir, conf=conf, auth_port=auth.port, host=args.host,
                                   **ports))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
-                                                      env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [import_root(), env.get("PYTHONPATH")]))
     # its own process group: the lab alone decides when it stops (a terminal's Ctrl-C reaches
     # the lab, which stops it), and a stuck one is killed with its workers; the kernel sends
     # it TERM should the lab die without stopping it (kill -9)
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "-p", f"{workdir}/", "-c", str(conf)],
+    proc = subprocess.Popen([sys.executable, "-m", "postern", "-p", f"{workdir}/", "-c", str(conf)],
                             env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=_bound_to_parent)  # noqa: PLW1509 (one libc call, no lock)
     failed_binds: list[str] = []
@@ -269,7 +270,7 @@ def _configured_auth_port(conf: Path) -> int | None:
 
 def _show_mail(mail_dir: Path) -> None:
     """One line per accepted message: where it was kept and whose INBOX it reached."""
-    logger = logging.getLogger("fakes.smtp")
+    logger = logging.getLogger("postern.fakes.smtp")
     if not any(getattr(h, "_lab", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("postern lab: %(message)s"))

@@ -32,11 +32,11 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
-from fakes._server import LineConnection, MailboxServer, decode_plain
-from fakes.mailbox import Entry, Message
+from postern.fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
+from postern.fakes._server import LineConnection, MailboxServer, decode_plain
+from postern.fakes.mailbox import Entry, Message
 
-log = logging.getLogger("fakes.pop3")
+log = logging.getLogger("postern.fakes.pop3")
 
 DEFAULT_CAPABILITIES = ("TOP", "USER", "UIDL", "RESP-CODES", "PIPELINING", "SASL PLAIN")
 MAX_LINE = 65536

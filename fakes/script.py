@@ -103,12 +103,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fakes import imap as imap_fake
-from fakes import pop3 as pop3_fake
-from fakes import smtp as smtp_fake
-from fakes._runner import byte_size
-from fakes.auth import DEFAULT_FAIL, Backend, Faults, MockAuthServer, Reply, User
-from fakes.mailbox import DEFAULT_COUNTS
+from postern.fakes import imap as imap_fake
+from postern.fakes import pop3 as pop3_fake
+from postern.fakes import smtp as smtp_fake
+from postern.fakes._runner import byte_size
+from postern.fakes.auth import DEFAULT_FAIL, Backend, Faults, MockAuthServer, Reply, User
+from postern.fakes.mailbox import DEFAULT_COUNTS
 
 PROTOCOLS = ("imap", "pop3", "smtp")
 LEG_FAULTS: dict[str, type] = {"imap": imap_fake.Faults, "pop3": pop3_fake.Faults,

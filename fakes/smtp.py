@@ -44,11 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session, syntax
+from postern.fakes._runner import hostport, login_password, run_server
+from postern.fakes._server import FakeServer, hang_up
 
-from fakes._runner import hostport, login_password, run_server
-from fakes._server import FakeServer, hang_up
-
-log = logging.getLogger("fakes.smtp")
+log = logging.getLogger("postern.fakes.smtp")
 
 IDENT = "ESMTP FakeSMTP"
 XCLIENT_ATTRS = ("NAME", "ADDR", "PROTO", "HELO", "REVERSE_NAME", "PORT", "LOGIN", "DESTADDR",

@@ -25,13 +25,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from fakes._runner import BackgroundServer, run_server
-from fakes.auth import Backend, MockAuthServer, User
-from fakes.imap import FakeImapServer
-from fakes.mailbox import MailStore
-from fakes.pki import Authority, ServerFiles
-from fakes.pop3 import FakePop3Server
-from fakes.script import (
+from postern.fakes._runner import BackgroundServer, run_server
+from postern.fakes.auth import Backend, MockAuthServer, User
+from postern.fakes.imap import FakeImapServer
+from postern.fakes.mailbox import MailStore
+from postern.fakes.pki import Authority, ServerFiles
+from postern.fakes.pop3 import FakePop3Server
+from postern.fakes.script import (
     LEG_FAULTS,
     PROTOCOLS,
     Script,
@@ -40,7 +40,7 @@ from fakes.script import (
     describe_faults,
     load_script,
 )
-from fakes.smtp import FakeSmtpServer
+from postern.fakes.smtp import FakeSmtpServer
 
 DEFAULT_USERS = {"alice": "secret"}
 _SERVERS: dict[str, Any] = {"imap": FakeImapServer, "pop3": FakePop3Server,
@@ -352,12 +352,12 @@ class Stack:
 def target_class(name: str) -> type:
     """The launcher of a target ("postern" or "nginx": a private instance started from a
     ``mail {}`` text as an operator would start it)."""
-    from scenarios.kit.targets import target_class as launcher
+    from postern.scenarios.kit.targets import target_class as launcher
     return launcher(name)
 
 
 def _free_ports(count: int) -> list[int]:
-    from scenarios.kit.real.common import free_ports
+    from postern.scenarios.kit.real.common import free_ports
     return free_ports(count)
 
 

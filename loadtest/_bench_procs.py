@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from scenarios.kit.real.common import free_port
-from scenarios.kit.real.nginx import NginxInstance, nginx_version
-from scenarios.kit.targets import NginxTarget, PosternInstance
+from postern.scenarios.kit.real.common import free_port
+from postern.scenarios.kit.real.nginx import NginxInstance, nginx_version
+from postern.scenarios.kit.targets import NginxTarget, PosternInstance
+
+from postern import import_root
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -102,12 +104,12 @@ def pin(pids: list[int], cpus: set[int]) -> None:
 # -- the fakes ------------------------------------------------------------------------------
 
 class FakeProcess:
-    """``python -m fakes.<name> --listen 127.0.0.1:0 ...``; the port comes from its banner."""
+    """``python -m postern.fakes.<name> --listen 127.0.0.1:0 ...``; the port comes from its banner."""
 
     def __init__(self, module: str, args: list[str], log_path: Path,
                  timeout: float = 30.0) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [import_root(), env.get("PYTHONPATH")]))
         self.log_file: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, "--listen", "127.0.0.1:0", "--quiet", *args],
@@ -214,7 +216,7 @@ def machine_info() -> dict:
         uvloop_version = uvloop.__version__
     except ImportError:
         uvloop_version = None
-    from proxy import __version__ as postern_version
+    from postern.proxy import __version__ as postern_version
     version = nginx_version()
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,8 +1,8 @@
 """Pre-generated messages for SmtpUser: Faker text, a realistic spread of sizes.
 
-Building one message costs milliseconds (notes §4), so each load process builds a small
-corpus once and the users draw from it. Seeded per process; dates from a fixed range
-(``date_time()`` would not be reproducible); every address is under example.test.
+Building one message costs milliseconds (Faker and the email package), so each load process
+builds a small corpus once and the users draw from it. Seeded per process; dates from a fixed
+range (``date_time()`` would not be reproducible); every address is under example.test.
 """
 
 from __future__ import annotations

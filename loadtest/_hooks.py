@@ -23,9 +23,10 @@ import gevent
 from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
+from postern.loadtest import _clients as clients
+from postern.loadtest._target import PROTOCOLS, TLS_MODES, Target, external_target
 
-from loadtest import _clients as clients
-from loadtest._target import PROTOCOLS, TLS_MODES, Target, external_target
+from postern import import_root
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("loadtest")
@@ -139,7 +140,7 @@ def _on_init(environment: Environment, runner, **_) -> None:
         sys.exit(1)
     environment.user_classes[:] = keep
     try:
-        from loadtest._profiles import DEFAULT_FILE, load
+        from postern.loadtest._profiles import DEFAULT_FILE, load
         load(opts.profiles or DEFAULT_FILE)
     except (OSError, ValueError) as exc:
         log.error("cannot read the profile mix: %s", exc)
@@ -153,7 +154,7 @@ def _unavailable(cls, opts) -> str | None:
     if protocol is None or opts is None:
         return None
     if not opts.mail_host:
-        from loadtest._lab import fake_available
+        from postern.loadtest._lab import fake_available
         if not fake_available(protocol):
             return f"the embedded lab has no {protocol.upper()} fake (fakes/{protocol}.py)"
     elif getattr(opts, f"{protocol}_port") < 0:
@@ -259,7 +260,7 @@ def lab_running() -> bool:
 def start_lab(opts) -> Target:
     """Start the lab subprocess and wait until it listens."""
     global _lab
-    cmd = [sys.executable, "-m", "loadtest._lab", "--proxy", opts.lab_proxy, "--tls", opts.tls,
+    cmd = [sys.executable, "-m", "postern.loadtest._lab", "--proxy", opts.lab_proxy, "--tls", opts.tls,
            "--users", str(opts.lab_users), "--workers", str(opts.lab_workers),
            "--seed", str(opts.seed)]
     if opts.lab_dir:
@@ -285,7 +286,7 @@ def start_lab(opts) -> Target:
 def _lab_env() -> dict[str, str]:
     import os
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [import_root(), env.get("PYTHONPATH")]))
     env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
     return env
 

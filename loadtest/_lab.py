@@ -1,6 +1,6 @@
 """The embedded load-test lab: fake upstreams + mock auth_http + a proxy in front.
 
-Runs as its own process (``python -m loadtest._lab``), started by the locust master: the
+Runs as its own process (``python -m postern.loadtest._lab``), started by the locust master: the
 fakes are asyncio servers in threads, which must not live in a gevent-patched locust
 process (patched threads are greenlets, and a uvloop loop would block the whole hub), and
 their CPU should not be billed to the load generator either.
@@ -25,8 +25,8 @@ import sys
 import threading
 from pathlib import Path
 
-from fakes.script import Script
-from loadtest._target import PROTOCOLS, TLS_MODES, Endpoint, Target
+from postern.fakes.script import Script
+from postern.loadtest._target import PROTOCOLS, TLS_MODES, Endpoint, Target
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("loadtest.lab")
@@ -45,7 +45,7 @@ def lab_users(count: int) -> list[tuple[str, str]]:
 def fake_available(protocol: str) -> bool:
     """Whether fakes/<protocol>.py exists (found without importing it)."""
     try:
-        return importlib.util.find_spec(f"fakes.{protocol}") is not None
+        return importlib.util.find_spec(f"postern.fakes.{protocol}") is not None
     except ImportError:
         return False
 
@@ -55,15 +55,15 @@ def proxied_protocols(proxy: str) -> set[str]:
         return set()
     if proxy == "nginx":
         return set(PROTOCOLS)
-    from proxy.protocols import PROTOCOLS as DECLARED
+    from postern.proxy.protocols import PROTOCOLS as DECLARED
     return set(DECLARED)
 
 
 def lab_script(users: list[tuple[str, str]], seed: int) -> Script:
     """The fakes of a load run: many accounts share one generated mailbox set (IMAP and
     POP3 each their own), and the IMAP fake advertises what the profiles' clients use."""
-    from fakes import imap
-    from fakes.stack import default_script
+    from postern.fakes import imap
+    from postern.fakes.stack import default_script
 
     script = default_script(dict(users))
     script.nginx.server_name = "lab.postern.test"
@@ -91,7 +91,7 @@ class Lab:
         self.stopping = threading.Event()
 
     def start(self) -> Target:
-        from fakes.stack import Stack
+        from postern.fakes.stack import Stack
 
         args, notes = self.args, []
         proxied = proxied_protocols(args.proxy)
@@ -125,7 +125,7 @@ class Lab:
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtest._lab", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m postern.loadtest._lab", description=__doc__.split("\n")[0])
     p.add_argument("--proxy", choices=("postern", "nginx", "none"), default="postern")
     p.add_argument("--tls", choices=TLS_MODES, default="off")
     p.add_argument("--users", type=int, default=50, help="accounts load0000.. (secret-0000..)")

@@ -22,11 +22,10 @@ import gevent
 from gevent import GreenletExit
 from locust import User
 from locust.exception import InterruptTaskSet, RescheduleTask, StopUser
-
-from loadtest._clients import recorder
-from loadtest._hooks import install, target_of
-from loadtest._profiles import Dealer, Profile
-from loadtest._target import Endpoint
+from postern.loadtest._clients import recorder
+from postern.loadtest._hooks import install, target_of
+from postern.loadtest._profiles import Dealer, Profile
+from postern.loadtest._target import Endpoint
 
 install()
 
@@ -245,7 +244,7 @@ def dealer(options, protocol: str) -> Profile | None:
 
 def profile_mix(options) -> dict:
     """The profile mix of --profiles (read once per process and file)."""
-    from loadtest import _profiles
+    from postern.loadtest import _profiles
 
     path = getattr(options, "profiles", "") or str(_profiles.DEFAULT_FILE)
     if path not in _mixes:

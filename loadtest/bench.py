@@ -1,7 +1,7 @@
 """Side-by-side benchmark: Postern, Debian's nginx and the fake upstream directly.
 
-    python -m loadtest.bench                 # or: make bench
-    python -m loadtest.bench --quick --targets postern,direct
+    python -m postern.loadtest.bench                 # or: make bench
+    python -m postern.loadtest.bench --quick --targets postern,direct
 
 The fake IMAP, POP3 and SMTP upstreams and the mock auth server run as separate programs
 (their own GILs); this process is the load generator (uvloop). Each target gets the same load,
@@ -40,8 +40,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # imported by `locust -f loadtest/` as a top-level module
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest import _bench_client as client
-from loadtest import _bench_procs as procs
+from postern.loadtest import _bench_client as client
+from postern.loadtest import _bench_procs as procs
 
 TARGETS = ("postern", "nginx", "direct")
 PROTOCOLS = ("imap", "pop3", "smtp")
@@ -56,7 +56,7 @@ QUICK = {"duration": 1.0, "clients": 10, "fetch_mib": 8.0, "idle_sessions": 200,
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtest.bench",
+    p = argparse.ArgumentParser(prog="python -m postern.loadtest.bench",
                                 description="Postern vs nginx vs the fake upstream directly.")
     p.add_argument("--quick", action="store_true",
                    help="small sizes for a smoke run (explicit options still win)")
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                     workdir / f"{protocol}.log")
             backends = [f"--backend={p}=127.0.0.1:{fakes[p].port}" for p in args.protocols]
             fakes["auth"] = procs.FakeProcess(
-                "fakes.auth", ["--user", f"{USER}:{PASSWORD}", *backends],
+                "postern.fakes.auth", ["--user", f"{USER}:{PASSWORD}", *backends],
                 workdir / "auth.log")
             for name in args.targets:
                 try:

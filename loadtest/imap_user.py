@@ -33,8 +33,8 @@ from locust import tag, task
 if __package__ in (None, ""):  # loaded by `locust -f loadtest/` as a top-level module
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest._corpus import DOMAIN
-from loadtest._session import MailUser, PhaseFailed, expect, no_delay, words
+from postern.loadtest._corpus import DOMAIN
+from postern.loadtest._session import MailUser, PhaseFailed, expect, no_delay, words
 
 HEADERS = "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])"
 HEADER_WINDOW = 20

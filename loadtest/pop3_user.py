@@ -19,7 +19,7 @@ from locust import tag, task
 if __package__ in (None, ""):  # loaded by `locust -f loadtest/` as a top-level module
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest._session import MailUser, PhaseFailed, expect, no_delay, words
+from postern.loadtest._session import MailUser, PhaseFailed, expect, no_delay, words
 
 
 def _ok(resp: bytes, what: str) -> None:

@@ -20,8 +20,8 @@ from locust.runners import MasterRunner
 if __package__ in (None, ""):  # loaded by `locust -f loadtest/` as a top-level module
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest._corpus import DOMAIN, build_corpus
-from loadtest._session import MailUser, expect, no_delay, words
+from postern.loadtest._corpus import DOMAIN, build_corpus
+from postern.loadtest._session import MailUser, expect, no_delay, words
 
 HELO_NAME = "loadgen.example.test"
 _corpus: dict[tuple[int, str], list[bytes]] = {}

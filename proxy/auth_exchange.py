@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.auth_http import (
+from postern.proxy.auth_http import (
     RESPONSE_LIMIT,
     AuthRequest,
     AuthResponse,

@@ -1,7 +1,7 @@
 """The auth_http client: the request nginx sends, and nginx's exact reading of the reply.
 
 build_request() and parse_response() are pure; query() is the only I/O here. The parser
-copies nginx's rules (spec §10.3-10.4): the HTTP status is ignored, header names are
+copies nginx's rules (docs/behaviour.md §10.3-10.4): the HTTP status is ignored, header names are
 [A-Za-z0-9-], the whole header block must fit in 1024 bytes, the last occurrence wins.
 """
 
@@ -13,7 +13,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from proxy.conf.settings import AuthHttp
+from postern.proxy.conf.settings import AuthHttp
 
 RESPONSE_LIMIT = 1024
 

@@ -1,4 +1,4 @@
-"""What logging into a backend shares across protocols (spec §11.1), sans-IO.
+"""What logging into a backend shares across protocols (docs/behaviour.md §11.1), sans-IO.
 
 nginx reads each backend reply into the `proxy_buffer`, judges it only once it holds at
 least 4 bytes ending in CRLF, checks the first line (the protocol decides), and empties the

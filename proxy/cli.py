@@ -1,9 +1,8 @@
 """`postern`: nginx's command line for the proxy, plus the toolkit's subcommands.
 
     postern [-c FILE] [-p PREFIX] [-e ERRLOG] [-g DIRECTIVES] [-t|-T] [-q] [-v|-V] [-s SIGNAL]
-    postern lab | fakes | auth-mock | fake-imap | fake-pop3 | fake-smtp | check-auth ...
-
-nginx's one-letter options keep nginx's output; `--help` and `--version` are accepted too,
+The toolkit's subcommands (postern lab, check-auth, ...) are dispatched by postern.cli, so
+the product imports nothing of the toolkit. nginx's one-letter options keep nginx's output; `--help` and `--version` are accepted too,
 as people type them.
 """
 
@@ -13,40 +12,23 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Mapping
 
-from proxy import __version__
+from postern.proxy import __version__
 
 DEFAULT_CONF = "conf/postern.conf"
 SIGNALS = {"stop": signal.SIGTERM, "quit": signal.SIGQUIT, "reopen": signal.SIGUSR1,
            "reload": signal.SIGHUP}
-SUBCOMMANDS = {
-    "lab": "fakes.lab:main",
-    "fakes": "fakes.stack:main",
-    "auth-mock": "fakes.auth.cli:main",
-    "fake-imap": "fakes.imap:main",
-    "fake-pop3": "fakes.pop3:main",
-    "fake-smtp": "fakes.smtp:main",
-    "check-auth": "proxy.check_auth:main",
-}
-SUBCOMMAND_HELP = {
-    "lab": "the embedded lab: Postern in front of the fakes and the mock auth server",
-    "fakes": "the fake upstreams and the mock auth server from one TOML script",
-    "auth-mock": "the scriptable mock auth_http server",
-    "fake-imap": "a fake IMAP upstream",
-    "fake-pop3": "a fake POP3 upstream",
-    "fake-smtp": "a fake SMTP upstream (XCLIENT)",
-    "check-auth": "validate a third-party auth_http server against nginx's rules",
-}
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="postern", add_help=False,
-        usage="postern [-?hvVtTq] [-s signal] [-p prefix] [-e filename] [-c filename] "
-              "[-g directives]\n       postern {" + ",".join(SUBCOMMANDS) + "} ...",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="subcommands (postern SUBCOMMAND --help for each):\n" + "".join(
-            f"  {name:<12} {text}\n" for name, text in SUBCOMMAND_HELP.items()))
+def _parser(subcommands: Mapping[str, str]) -> argparse.ArgumentParser:
+    usage = "postern [-?hvVtTq] [-s signal] [-p prefix] [-e filename] [-c filename] " \
+            "[-g directives]"
+    epilog = None
+    if subcommands:  # named by the `postern` command, which reaches the toolkit
+        usage += "\n       postern {" + ",".join(subcommands) + "} ..."
+        epilog = "subcommands (postern SUBCOMMAND --help for each):\n" + "".join(
+            f"  {name:<12} {text}\n" for name, text in subcommands.items())
+    p = argparse.ArgumentParser(prog="postern", add_help=False, usage=usage, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-?", "-h", "--help", action="help", help="this help")
     p.add_argument("-v", "--version", action="store_true", dest="v",
                    help="show version and exit")
@@ -73,13 +55,10 @@ def _emerg(message: str) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, subcommands: Mapping[str, str] | None = None) -> int:
+    """The proxy's command line; `subcommands` (name: one line) only feed --help."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SUBCOMMANDS:
-        module, func = SUBCOMMANDS[argv[0]].split(":")
-        mod = __import__(module, fromlist=[func])
-        return getattr(mod, func)(argv[1:]) or 0
-    args = _parser().parse_args(argv)
+    args = _parser(subcommands or {}).parse_args(argv)
     if args.v or args.V:
         print(f"postern version: postern/{__version__}", file=sys.stderr)
         if args.V:
@@ -88,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.t or args.T):
             return 0
 
-    from proxy.conf import ConfigError, dump_config, load_config
+    from postern.proxy.conf import ConfigError, dump_config, load_config
 
     prefix = os.path.abspath(args.p or os.getcwd())
     prefix = prefix.rstrip("/") + "/"
@@ -153,8 +132,8 @@ def _send_signal(settings, name: str) -> int:
 
 def make_logs(settings, errlog: str | None = None):
     """The main error log and each server's own, as ErrorLog objects."""
-    from proxy.conf.settings import LogTarget
-    from proxy.log import ErrorLog
+    from postern.proxy.conf.settings import LogTarget
+    from postern.proxy.log import ErrorLog
 
     targets = settings.error_logs
     if not targets:
@@ -165,11 +144,11 @@ def make_logs(settings, errlog: str | None = None):
 
 
 def _serve(settings, load, errlog: str | None) -> int:
-    from proxy.master import BindError, Master, daemonize
+    from postern.proxy.master import BindError, Master, daemonize
 
     log, _ = make_logs(settings, errlog)
     master = Master(settings, log, load, lambda s: make_logs(s, errlog))
-    from proxy.tls import TlsSetupError
+    from postern.proxy.tls import TlsSetupError
 
     try:
         master.bind()

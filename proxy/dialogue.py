@@ -58,7 +58,7 @@ class CommandBuffer:
     """nginx's per-session client buffer: fixed size, rewound only when fully consumed.
 
     Bytes the client sent beyond the free space wait in `backlog`, as they would in the
-    kernel's socket buffer, so "too long command" and the pipelining quirks of spec §5.1
+    kernel's socket buffer, so "too long command" and the pipelining quirks of docs/behaviour.md §5.1
     come out exactly as nginx produces them.
     """
 

@@ -13,9 +13,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from proxy.conf.settings import Listen, MainSettings, ServerSettings
-from proxy.log import ErrorLog
-from proxy.worker import Binding, Worker, run
+from postern.proxy.conf.settings import Listen, MainSettings, ServerSettings
+from postern.proxy.log import ErrorLog
+from postern.proxy.worker import Binding, Worker, run
 
 WILDCARDS = ("0.0.0.0", "::")
 MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,

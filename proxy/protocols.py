@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from proxy.imap import IMAP
-from proxy.pop3 import POP3
-from proxy.protocol import MailProtocol
-from proxy.smtp import SMTP
+from postern.proxy.imap import IMAP
+from postern.proxy.pop3 import POP3
+from postern.proxy.protocol import MailProtocol
+from postern.proxy.smtp import SMTP
 
 PROTOCOLS: dict[str, MailProtocol] = {p.name: p for p in (IMAP, POP3, SMTP)}

@@ -1,5 +1,5 @@
 """PROXY protocol v1/v2: reading the header a load balancer puts in front of a client
-(`listen ... proxy_protocol`, spec §4.2) and writing one to the backend (§11.5). Sans-IO.
+(`listen ... proxy_protocol`, docs/behaviour.md §4.2) and writing one to the backend (§11.5). Sans-IO.
 
 nginx peeks at the first read only: the whole header must be in it, or the header is
 "broken" and the connection is closed without a word. read_header() has the same contract:

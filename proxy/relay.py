@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy import auth_http, proxy_protocol
-from proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
-from proxy.phases import CLOSED, LOGIN, PROXYING, READING_UPSTREAM, RELAY
-from proxy.session_log import conn_ids, guarded
+from postern.proxy import auth_http, proxy_protocol
+from postern.proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
+from postern.proxy.phases import CLOSED, LOGIN, PROXYING, READING_UPSTREAM, RELAY
+from postern.proxy.session_log import conn_ids, guarded
 
 
 class BackendSide:

@@ -1,4 +1,4 @@
-"""The SMTP client's host name, found the way nginx finds it (spec §4.5).
+"""The SMTP client's host name, found the way nginx finds it (docs/behaviour.md §4.5).
 
 PTR lookup of the client address, an RFC 1034 check of the name (nginx 1.29.7,
 CVE-2026-28753), then a forward lookup (A and/or AAAA per the `resolver` directive's
@@ -27,8 +27,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
-
-from proxy.conf.settings import Resolver
+from postern.proxy.conf.settings import Resolver
 
 UNAVAILABLE = "[UNAVAILABLE]"
 TEMPUNAVAIL = "[TEMPUNAVAIL]"

@@ -10,14 +10,14 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from proxy.conf.settings import Listen, ServerSettings
-from proxy.log import ErrorLog
-from proxy.protocol import MailProtocol
-from proxy.protocols import PROTOCOLS
+from postern.proxy.conf.settings import Listen, ServerSettings
+from postern.proxy.log import ErrorLog
+from postern.proxy.protocol import MailProtocol
+from postern.proxy.protocols import PROTOCOLS
 
 if TYPE_CHECKING:
-    from proxy.resolver import HostResolver
-    from proxy.tls import TlsServer
+    from postern.proxy.resolver import HostResolver
+    from postern.proxy.tls import TlsServer
 
 
 @dataclass

@@ -18,11 +18,11 @@ import select
 import traceback
 from typing import TYPE_CHECKING
 
-from proxy import auth_http, proxy_protocol
-from proxy import dialogue as dlg
-from proxy.auth_exchange import AuthExchange, Fail, InternalError, Retry
-from proxy.log import masked_header_lines
-from proxy.phases import (
+from postern.proxy import auth_http, proxy_protocol
+from postern.proxy import dialogue as dlg
+from postern.proxy.auth_exchange import AuthExchange, Fail, InternalError, Retry
+from postern.proxy.log import masked_header_lines
+from postern.proxy.phases import (
     ACCEPTED,
     ACTION,
     AUTH,
@@ -37,13 +37,13 @@ from proxy.phases import (
     RESOLVING,
     PhaseError,
 )
-from proxy.relay import BackendSide
-from proxy.session_log import SessionLog, conn_ids, guarded
-from proxy.session_tls import ClientTls
+from postern.proxy.relay import BackendSide
+from postern.proxy.session_log import SessionLog, conn_ids, guarded
+from postern.proxy.session_tls import ClientTls
 
 if TYPE_CHECKING:
-    from proxy.runtime import ServerRuntime
-    from proxy.tls import TlsConnection
+    from postern.proxy.runtime import ServerRuntime
+    from postern.proxy.tls import TlsConnection
 
 # While an auth reply or Auth-Wait is awaited the client is not read (as nginx); this often
 # the socket is polled for the client's departure instead.

@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 import itertools
 
-from proxy.log import MASK
-from proxy.phases import DIALOGUE
+from postern.proxy.log import MASK
+from postern.proxy.phases import DIALOGUE
 
 # nginx's connection numbers (the *N of a log line); the auth request and the backend
 # connection take one each, as in nginx

@@ -7,8 +7,8 @@ client goes through _write() on the way out.
 
 from __future__ import annotations
 
-from proxy.phases import CLOSED, DIALOGUE, HANDSHAKE, STARTTLS
-from proxy.tls import TlsError
+from postern.proxy.phases import CLOSED, DIALOGUE, HANDSHAKE, STARTTLS
+from postern.proxy.tls import TlsError
 
 
 class ClientTls:

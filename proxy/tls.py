@@ -1,4 +1,4 @@
-"""TLS towards clients, as nginx's ngx_mail_ssl_module does it (spec §2.7, §4.4).
+"""TLS towards clients, as nginx's ngx_mail_ssl_module does it (docs/behaviour.md §2.7, §4.4).
 
 Two pieces:
 
@@ -30,11 +30,10 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
-
-from proxy.conf.settings import ServerSettings, SslSettings
-from proxy.protocols import PROTOCOLS
-from proxy.tls_conf import ConfCommands
-from proxy.tls_headers import auth_ssl_headers, verify_error_text
+from postern.proxy.conf.settings import ServerSettings, SslSettings
+from postern.proxy.protocols import PROTOCOLS
+from postern.proxy.tls_conf import ConfCommands
+from postern.proxy.tls_headers import auth_ssl_headers, verify_error_text
 
 # ngx_ssl_verify_error_optional(): what `optional_no_ca` tolerates
 _OPTIONAL_NO_CA = frozenset({
@@ -354,7 +353,7 @@ class TlsConnection:
         return None
 
     def auth_headers(self) -> list[tuple[str, bytes]]:
-        """The Auth-SSL-* lines of the auth request (spec §10.1)."""
+        """The Auth-SSL-* lines of the auth request (docs/behaviour.md §10.1)."""
         return auth_ssl_headers(self)
 
 

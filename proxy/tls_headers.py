@@ -1,4 +1,4 @@
-"""The Auth-SSL-* headers of the auth request, byte for byte as nginx writes them (spec §10.1).
+"""The Auth-SSL-* headers of the auth request, byte for byte as nginx writes them (docs/behaviour.md §10.1).
 
 nginx takes each value from OpenSSL: the protocol and cipher names, the verify result text
 (X509_verify_cert_error_string), the subject and issuer through X509_NAME_print_ex with
@@ -24,8 +24,7 @@ from typing import Any, Protocol
 from OpenSSL import crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
-
-from proxy.auth_http import AuthServerError, escape
+from postern.proxy.auth_http import AuthServerError, escape
 
 
 class EstablishedTls(Protocol):

@@ -11,13 +11,13 @@ import signal
 import socket
 from dataclasses import dataclass, field
 
-from proxy.conf.settings import Listen, MainSettings, ServerSettings
-from proxy.log import ErrorLog
-from proxy.protocols import PROTOCOLS
-from proxy.resolver import HostResolver
-from proxy.runtime import ServerRuntime
-from proxy.session import Session
-from proxy.tls import server_tls, uses_tls
+from postern.proxy.conf.settings import Listen, MainSettings, ServerSettings
+from postern.proxy.log import ErrorLog
+from postern.proxy.protocols import PROTOCOLS
+from postern.proxy.resolver import HostResolver
+from postern.proxy.runtime import ServerRuntime
+from postern.proxy.session import Session
+from postern.proxy.tls import server_tls, uses_tls
 
 
 @dataclass

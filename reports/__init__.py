@@ -1,5 +1,5 @@
-"""One self-contained HTML report from the latest results: `python -m reports`."""
+"""One self-contained HTML report from the latest results: `python -m postern.reports`."""
 
-from reports.render import Inputs, render_report
+from postern.reports.render import Inputs, render_report
 
 __all__ = ["Inputs", "render_report"]

@@ -1,4 +1,4 @@
-"""`python -m reports [--out results/report.html]`: render the latest results into one HTML
+"""`python -m postern.reports [--out results/report.html]`: render the latest results into one HTML
 file and print its path. Each input defaults to the newest of its kind under --results;
 name one explicitly to pick another run, or pass "" to leave it out."""
 
@@ -8,11 +8,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from reports.render import RESULTS, Inputs, render_report
+from postern.reports.render import RESULTS, Inputs, render_report
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reports", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m postern.reports", description=__doc__.split("\n")[0])
     p.add_argument("--results", type=Path, default=RESULTS,
                    help="where to look for the latest results (default: results/)")
     p.add_argument("--out", type=Path, default=None,

@@ -1,7 +1,7 @@
 """Open a report in a real headless Chromium and look at it: what each section rendered,
 what the console said, and a screenshot of each section.
 
-    python -m reports.browser results/report.html --screenshots docs/
+    python -m postern.reports.browser results/report.html --screenshots docs/
 
 Chromium (Debian's ``chromium`` package) is driven over the DevTools protocol on a pipe
 (``--remote-debugging-pipe``: JSON messages ending in NUL, commands on fd 3, answers and
@@ -228,9 +228,9 @@ def _inspect(cdp: _Pipe, url: str, ids: list[str], screenshots: bool,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from reports.render import SECTIONS
+    from postern.reports.render import SECTIONS
 
-    p = argparse.ArgumentParser(prog="python -m reports.browser",
+    p = argparse.ArgumentParser(prog="python -m postern.reports.browser",
                                 description=__doc__.split("\n")[0])
     p.add_argument("page", type=Path, help="the report's HTML file")
     p.add_argument("--screenshots", type=Path, help="write report-<section>.png here")

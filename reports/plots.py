@@ -15,8 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-from reports.sources import JunitRun, LocustRun
+from postern.reports.sources import JunitRun, LocustRun
 
 plt.rcParams.update({
     "svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "axes.grid": True,

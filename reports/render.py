@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-
-from reports import plots
-from reports.sources import (
+from postern.reports import plots
+from postern.reports.sources import (
     CheckAuthRun,
     JunitRun,
     LocustRun,
@@ -22,7 +21,7 @@ from reports.sources import (
     load_locust,
     load_scenarios,
 )
-from reports.template import PAGE
+from postern.reports.template import PAGE
 
 RESULTS = Path("results")
 # (id, title) of the page's sections, in page order (the browser test walks them)
@@ -73,7 +72,7 @@ class Inputs:
     @classmethod
     def latest(cls, results: Path = RESULTS) -> Inputs:
         """The newest of each kind under ``results`` (missing kinds stay None)."""
-        from reports.sources import find_locust_prefix
+        from postern.reports.sources import find_locust_prefix
 
         found = sorted(results.glob("check-auth*.json"), key=lambda p: p.stat().st_mtime) \
             if results.is_dir() else []
@@ -121,7 +120,7 @@ def _hdr_ms(value: float | None) -> str:
 def session_order(run: LocustRun) -> list[str]:
     """Phase names in the order sessions run them (from the clients' record), protocol by
     protocol; phases the record does not know keep locust's order after them."""
-    from loadtest._clients import merge_order
+    from postern.loadtest._clients import merge_order
 
     order: list[str] = []
     sessions = (run.clients or {}).get("sessions", {})

@@ -4,7 +4,7 @@
   ``_target.json`` when present), as written by ``locust --csv PREFIX [--csv-full-history]``,
   and ``PREFIX_clients.json``: the clients' own HdrHistograms of every phase and session
   (loadtest/_clients.py);
-- bench: ``results/bench.json`` from ``python -m loadtest.bench``;
+- bench: ``results/bench.json`` from ``python -m postern.loadtest.bench``;
 - junit: pytest's ``--junitxml`` file of a scenario run (ids like ``test_x[postern]``);
 - scenarios: ``results/scenarios.json`` of the scenario runner (scenarios/kit/results.py): the
   same cases as the JUnit file plus what each names (RFC / nginx behaviour), its grammar
@@ -180,7 +180,7 @@ class Case:
     message: str = ""
     text: str = ""     # failure text: the transcript
     seconds: float = 0.0
-    references: list[str] = field(default_factory=list)   # "RFC 3501 §6.1.1", "spec §7.5"
+    references: list[str] = field(default_factory=list)   # "RFC 3501 §6.1.1", "docs/behaviour.md §7.5"
     grammar: str = ""  # the RFC grammar check: passed | failed | known deviations | ...
 
 

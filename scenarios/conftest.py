@@ -14,16 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from fakes.auth import MockAuthServer
-from fakes.imap import FakeImapServer, Faults
-from fakes.pop3 import FakePop3Server
-from fakes.smtp import FakeSmtpServer
-from fakes.stack import Stack, default_script
-from scenarios.kit import external, plugin
-from scenarios.kit.client import Client
-from scenarios.kit.real.common import free_port, require
-from scenarios.kit.targets import target_class, version_of
+from postern.fakes.auth import MockAuthServer
+from postern.fakes.imap import FakeImapServer, Faults
+from postern.fakes.pop3 import FakePop3Server
+from postern.fakes.smtp import FakeSmtpServer
+from postern.fakes.stack import Stack, default_script
+from postern.scenarios.kit import external, plugin
+from postern.scenarios.kit.client import Client
+from postern.scenarios.kit.real.common import free_port, require
+from postern.scenarios.kit.targets import target_class, version_of
 
 TARGETS = ("postern", "nginx", "external")
 USERS = {"alice": "secret", "bob": "hunter2", "us er": "p w"}
@@ -141,7 +140,7 @@ class Lab:
 
     def ok(self, protocol: str = "imap", **kw) -> None:
         """Script the next auth reply: success towards the protocol's fake upstream."""
-        from fakes.auth import Reply
+        from postern.fakes.auth import Reply
         self.auth.push(Reply.ok("127.0.0.1", getattr(self, protocol).port, **kw))
 
     def login(self, client: Client, tag: bytes = b"a1", user: bytes = b"alice",

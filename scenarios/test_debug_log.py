@@ -11,8 +11,8 @@ import ssl
 import time
 from pathlib import Path
 
-from fakes.auth import User
-from scenarios.kit.tls_support import client_context, pki, tls_connect
+from postern.fakes.auth import User
+from postern.scenarios.kit.tls_support import client_context, pki, tls_connect
 
 __all__ = ["pki"]
 

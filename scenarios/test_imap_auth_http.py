@@ -1,4 +1,4 @@
-"""IMAP through every auth_http outcome (spec §10), on every target, exact bytes.
+"""IMAP through every auth_http outcome (docs/behaviour.md §10), on every target, exact bytes.
 
 Each scenario scripts the mock auth server's next reply (lab.auth.push) and checks what the
 IMAP client sees, what the auth server was asked and, where nginx words it, the error log.
@@ -11,18 +11,17 @@ import socket
 import time
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.client import Client
-from scenarios.kit.imap_support import (
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.client import Client
+from postern.scenarios.kit.imap_support import (
     GREETING,
     INTERNAL_ERROR,
     auth_request,
     expect_internal_error,
     login,
 )
-from scenarios.kit.real.common import free_port
-from scenarios.kit.support import LogWatch, OneShotAuth, auth_peer, upstream_bytes
+from postern.scenarios.kit.real.common import free_port
+from postern.scenarios.kit.support import LogWatch, OneShotAuth, auth_peer, upstream_bytes
 
 LOGGED_IN = b"a1 OK Logged in\r\n"  # the fake upstream's tagged LOGIN reply, relayed
 SECRET_PASSWORD = b"Never-In-Log-7f3a"

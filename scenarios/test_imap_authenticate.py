@@ -1,5 +1,5 @@
 """IMAP AUTHENTICATE before authentication: PLAIN, LOGIN, CRAM-MD5 and EXTERNAL, their enabled
-and disabled forms, malformed data and nginx's quirks (spec §5.5, §7.6; RFC 3501 §6.2.2,
+and disabled forms, malformed data and nginx's quirks (docs/behaviour.md §5.5, §7.6; RFC 3501 §6.2.2,
 RFC 4422, RFC 4616, RFC 2195).
 """
 
@@ -10,7 +10,13 @@ import hashlib
 import hmac
 import re
 
-from scenarios.kit.imap_support import INVALID, LOGGED_IN, auth_request, backend_login, greeted
+from postern.scenarios.kit.imap_support import (
+    INVALID,
+    LOGGED_IN,
+    auth_request,
+    backend_login,
+    greeted,
+)
 
 PLAIN_ALICE = base64.b64encode(b"\0alice\0secret")  # AGFsaWNlAHNlY3JldA==
 USER_CHALLENGE = b"+ VXNlcm5hbWU6\r\n"  # base64("Username:")
@@ -39,7 +45,7 @@ def test_plain_two_steps(lab):
 
 def test_plain_authzid_ignored_and_lenient_base64(lab):
     """RFC 4616 §2: the authzid is not used (nginx drops it); nginx's base64 decoder accepts a
-    response without padding and stops at the first `=` (spec §5.5)."""
+    response without padding and stops at the first `=` (docs/behaviour.md §5.5)."""
     blob = base64.b64encode(b"admin\0alice\0secret").rstrip(b"=")
     with greeted(lab) as c:
         c.send(b"a1 AUTHENTICATE PLAIN " + blob + b"\r\n").expect(b"a1 " + LOGGED_IN)
@@ -54,7 +60,7 @@ def test_plain_authzid_ignored_and_lenient_base64(lab):
 
 def test_plain_malformed_blob(lab):
     """RFC 4616 §2 message syntax: a decoded response without the NUL separators is refused
-    with a tagged BAD, back to the initial state (spec §5.5)."""
+    with a tagged BAD, back to the initial state (docs/behaviour.md §5.5)."""
     with greeted(lab) as c:
         c.send(b"a1 AUTHENTICATE PLAIN " + base64.b64encode(b"alice secret") + b"\r\n")
         c.expect(b"a1 " + INVALID)
@@ -67,7 +73,7 @@ def test_plain_malformed_blob(lab):
 def test_sasl_response_line_is_a_bare_argument(lab):
     """RFC 3501 §6.2.2: a SASL response line is base64 alone, not an IMAP string — nginx reads
     it up to the first space (trailing words ignored), and quotes are data, so a quoted
-    response is invalid base64 (spec §7.6)."""
+    response is invalid base64 (docs/behaviour.md §7.6)."""
     with greeted(lab) as c:
         c.send(b"a1 AUTHENTICATE PLAIN\r\n").expect(b"+ \r\n")
         c.send(b'"' + PLAIN_ALICE + b'"\r\n').expect(b"a1 " + INVALID)
@@ -112,7 +118,7 @@ def test_login_mechanism_with_initial_username(lab):
 
 
 def test_login_mechanism_bad_username_is_untagged(lab):
-    """nginx QUIRK (spec §7.6): bad base64 answering the Username: challenge gets an untagged
+    """nginx QUIRK (docs/behaviour.md §7.6): bad base64 answering the Username: challenge gets an untagged
     `BAD invalid command` (no tag, no `* `); the session is back in the initial state."""
     with greeted(lab) as c:
         c.send(b"a1 AUTHENTICATE LOGIN\r\n").expect(USER_CHALLENGE)
@@ -151,7 +157,7 @@ def test_unknown_mechanism_and_bad_argument_counts(lab):
 def test_cram_md5_enabled(lab):
     """RFC 2195 CRAM-MD5: the challenge decodes to `<R.T@server_name>`; the response is
     `user hex(HMAC-MD5(password, challenge))`; the auth request carries method cram-md5, the
-    digest as Auth-Pass and the challenge as Auth-Salt (spec §10.1), and the upstream login
+    digest as Auth-Pass and the challenge as Auth-Salt (docs/behaviour.md §10.1), and the upstream login
     uses the Auth-Pass the auth server returns."""
     with greeted(lab, "imap_auth plain cram-md5;") as c:
         c.send(b"a1 AUTHENTICATE CRAM-MD5\r\n")
@@ -185,7 +191,7 @@ def test_cram_md5_disabled_or_malformed(lab):
 
 def test_cram_md5_salt_kept_for_the_session(lab):
     """nginx: the CRAM-MD5 salt is created on the first AUTHENTICATE CRAM-MD5 and kept for the
-    whole session, so a second exchange shows the same challenge (spec §5.5)."""
+    whole session, so a second exchange shows the same challenge (docs/behaviour.md §5.5)."""
     with greeted(lab, "imap_auth plain cram-md5;") as c:
         c.send(b"a1 AUTHENTICATE CRAM-MD5\r\n")
         first = c.readline()
@@ -213,7 +219,7 @@ def test_external_disabled(lab):
 
 
 def test_external_initial_response_even_when_disabled(lab):
-    """nginx QUIRK (spec §7.6): `AUTHENTICATE EXTERNAL <b64>` is accepted although external is
+    """nginx QUIRK (docs/behaviour.md §7.6): `AUTHENTICATE EXTERNAL <b64>` is accepted although external is
     not in imap_auth (only the challenge form checks it)."""
     with greeted(lab) as c:
         c.send(b"a1 AUTHENTICATE EXTERNAL " + base64.b64encode(b"alice") + b"\r\n")

@@ -1,4 +1,4 @@
-"""IMAP after the auth server said yes: the backend login (spec §11.1, §11.3, §11.6) and the
+"""IMAP after the auth server said yes: the backend login (docs/behaviour.md §11.1, §11.3, §11.6) and the
 relay (§12), on every target, exact bytes.
 
 The session's fake upstream (lab.imap, its faults reset per scenario) plays the backend; a
@@ -14,11 +14,10 @@ import time
 import uuid
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.imap_support import GREETING, INTERNAL_ERROR, login
-from scenarios.kit.real.common import free_port
-from scenarios.kit.support import LogWatch, ScriptedBackend, upstream_bytes, wait_until
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.imap_support import GREETING, INTERNAL_ERROR, login
+from postern.scenarios.kit.real.common import free_port
+from postern.scenarios.kit.support import LogWatch, ScriptedBackend, upstream_bytes, wait_until
 
 LOGGED_IN = b"a1 OK Logged in\r\n"
 FAKE_GREETING_START = b"* OK [CAPABILITY "

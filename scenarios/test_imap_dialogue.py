@@ -1,5 +1,5 @@
 """The IMAP client dialogue before authentication: greeting, CAPABILITY, NOOP, LOGOUT, tags,
-unknown commands, pipelining and STARTTLS where it is not configured (spec §7, RFC 3501).
+unknown commands, pipelining and STARTTLS where it is not configured (docs/behaviour.md §7, RFC 3501).
 
 Every scenario runs on each target and asserts the exact bytes the client sees;
 the helpers it shares with the other IMAP scenarios are in scenarios/kit/imap_support.py.
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
-from fakes.auth import Reply
-from scenarios.kit.client import Client, Closed
-from scenarios.kit.imap_support import (
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.client import Client, Closed
+from postern.scenarios.kit.imap_support import (
     CAPS,
     INVALID,
     LOGGED_IN,
@@ -63,7 +63,7 @@ def test_capability_custom_list(lab):
 
 def test_capability_server_list_replaces_mail_list(lab):
     """nginx: list directives inherit by replacement — a server-level imap_capabilities
-    hides the mail-level one entirely (spec §1)."""
+    hides the mail-level one entirely (docs/behaviour.md §1)."""
     with greeted(lab, "imap_capabilities IMAP4rev1;", mail="imap_capabilities QUOTA IDLE;") as c:
         c.send(b"a1 CAPABILITY\r\n")
         c.expect(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\na1 OK completed\r\n")
@@ -143,7 +143,7 @@ def test_tag_with_invalid_characters(lab):
 
 
 def test_empty_tag_from_a_leading_space(lab):
-    """nginx QUIRK (spec §7.2): a line starting with a space has the empty tag and is valid,
+    """nginx QUIRK (docs/behaviour.md §7.2): a line starting with a space has the empty tag and is valid,
     so ` NOOP` is answered ` OK completed` (a leading space, no tag)."""
     with greeted(lab) as c:
         c.send(b" NOOP\r\n").expect(b" OK completed\r\n")
@@ -160,11 +160,11 @@ def test_spaces_between_tag_and_command_are_skipped(lab):
 
 
 def test_stale_tag_after_a_waited_failure(lab):
-    """nginx QUIRK (spec §7.3): after an auth failure with Auth-Wait the old tag is still
+    """nginx QUIRK (docs/behaviour.md §7.3): after an auth failure with Auth-Wait the old tag is still
     stored — as a place and length in the command buffer, which the auth request rewound — so
     a next line that is invalid before its tag completes is answered with whatever bytes sit
     there now: its own first bytes when the old tag was at the buffer start, the old tag when
-    it lay further in. The session goes on; logins count up (spec §10.4)."""
+    it lay further in. The session goes on; logins count up (docs/behaviour.md §10.4)."""
     lab.auth.push(Reply.fail("Nope", wait=1), Reply.fail("Nope", wait=1))
     with greeted(lab) as c:
         c.send(b"a1 LOGIN alice wrong\r\n")
@@ -195,7 +195,7 @@ def test_unknown_commands_before_auth(lab):
 
 def test_malformed_command_words(lab):
     """nginx: the verb is letters only and must be complete; an empty line, a verb with a
-    digit or a prefix of a known verb are parser errors (spec §7.2)."""
+    digit or a prefix of a known verb are parser errors (docs/behaviour.md §7.2)."""
     with greeted(lab) as c:
         c.send(b"\r\n").expect(b"* " + INVALID)
         c.send(b"a1 NOOP1\r\n").expect(b"a1 " + INVALID)
@@ -260,7 +260,7 @@ def test_pipelined_authenticate_exchange(lab):
 
 
 def test_preauth_timeout_is_a_total_deadline(lab):
-    """nginx: pre-auth timeout is a total deadline (spec §5.4) — armed at the greeting and
+    """nginx: pre-auth timeout is a total deadline (docs/behaviour.md §5.4) — armed at the greeting and
     not re-armed by commands; with `timeout 2s` a client sending NOOP every 0.5 s is closed
     silently about 2 s after the greeting."""
     with greeted(lab, "timeout 2s;") as c:

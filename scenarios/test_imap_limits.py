@@ -1,23 +1,23 @@
 """IMAP pre-auth limits: the fixed client buffer (too long commands, the straddling pipeline),
-max_errors counting and the close after a `{n+}` announcement on an invalid line (spec §5.1,
+max_errors counting and the close after a `{n+}` announcement on an invalid line (docs/behaviour.md §5.1,
 §5.3, §7.2).
 
 Where nginx closes with unread client bytes still queued, the kernel resets the connection
 and replies after the first may be lost: those checks accept a prefix of the expected bytes
-that holds at least the reply nginx always delivers, and require the close (spec §5.1).
+that holds at least the reply nginx always delivers, and require the close (docs/behaviour.md §5.1).
 """
 
 from __future__ import annotations
 
-from scenarios.kit.imap_support import INVALID, greeted
-from scenarios.kit.support import expect_prefix_then_close
+from postern.scenarios.kit.imap_support import INVALID, greeted
+from postern.scenarios.kit.support import expect_prefix_then_close
 
 SMALL_BUFFER = "imap_client_buffer 64;"
 
 
 def test_too_long_command_exactly_fills_the_buffer(lab):
     """nginx: a command that fills imap_client_buffer without ending is "too long": tagged
-    BAD (the tag was complete), then close; no auth request (spec §5.1)."""
+    BAD (the tag was complete), then close; no auth request (docs/behaviour.md §5.1)."""
     with greeted(lab, SMALL_BUFFER) as c:
         line = b"a1 LOGIN alice " + b"x" * 49
         assert len(line) == 64
@@ -48,7 +48,7 @@ def test_command_just_fitting_the_buffer(lab):
 
 def test_literal_must_fit_the_buffer(lab):
     """nginx: a literal is read into the same command buffer, so one that cannot fit gets its
-    `+ OK` but ends as a too long command once the buffer is full (spec §7.2)."""
+    `+ OK` but ends as a too long command once the buffer is full (docs/behaviour.md §7.2)."""
     with greeted(lab, SMALL_BUFFER) as c:
         c.send(b"a1 LOGIN alice {80}\r\n").expect(b"+ OK\r\n")  # 21 bytes of 64 used
         c.send(b"x" * 43).expect(b"a1 " + INVALID).expect_closed()
@@ -56,7 +56,7 @@ def test_literal_must_fit_the_buffer(lab):
 
 
 def test_pipelined_command_straddling_a_full_buffer(lab):
-    """nginx QUIRK (spec §5.1): no buffer compaction — pipelined commands are answered until
+    """nginx QUIRK (docs/behaviour.md §5.1): no buffer compaction — pipelined commands are answered until
     one straddles the end of the full buffer, which is then "too long" (untagged, its tag not
     yet complete) and the connection closes."""
     with greeted(lab, SMALL_BUFFER) as c:
@@ -70,7 +70,7 @@ def test_pipelined_command_straddling_a_full_buffer(lab):
 
 def test_max_errors_counts_parser_errors(lab):
     """nginx max_errors (1.21.0): parser-level errors are counted; the reply to the one that
-    reaches the limit is still sent, then the connection closes (spec §5.3)."""
+    reaches the limit is still sent, then the connection closes (docs/behaviour.md §5.3)."""
     with greeted(lab, "max_errors 3;") as c:
         c.send(b"a1 FOO\r\n").expect(b"a1 " + INVALID)
         c.send(b"a2 NOOP\r\n").expect(b"a2 OK completed\r\n")  # a success resets nothing
@@ -81,7 +81,7 @@ def test_max_errors_counts_parser_errors(lab):
 def test_max_errors_ignores_handler_errors(lab):
     """nginx: handler-level errors (a known verb used wrongly, STARTTLS unavailable, disabled
     or malformed SASL) are not counted — even with max_errors 1 — while the first parser-level
-    error closes (spec §5.3)."""
+    error closes (docs/behaviour.md §5.3)."""
     with greeted(lab, "max_errors 1;") as c:
         for line in (b"a LOGIN onlyone\r\n", b'a LOGIN "" x\r\n', b"a STARTTLS\r\n",
                      b"a AUTHENTICATE CRAM-MD5\r\n", b"a AUTHENTICATE PLAIN !\r\n",
@@ -95,7 +95,7 @@ def test_max_errors_ignores_handler_errors(lab):
 
 
 def test_max_errors_zero_behaves_like_one(lab):
-    """nginx: `max_errors 0` does not disable the limit; it behaves like 1 (spec §2.1)."""
+    """nginx: `max_errors 0` does not disable the limit; it behaves like 1 (docs/behaviour.md §2.1)."""
     with greeted(lab, "max_errors 0;") as c:
         c.send(b"a1 NOOP\r\n").expect(b"a1 OK completed\r\n")
         c.send(b"a2 ID NIL\r\n").expect(b"a2 " + INVALID).expect_closed()

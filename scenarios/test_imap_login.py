@@ -1,19 +1,24 @@
 """IMAP LOGIN before authentication: atoms, quoted strings, literals and their quirks, with the
-exact auth request and what the upstream receives (spec §7.2, §7.4, §10.1; RFC 3501 §6.2.3,
+exact auth request and what the upstream receives (docs/behaviour.md §7.2, §7.4, §10.1; RFC 3501 §6.2.3,
 §4.3 strings, RFC 7888 LITERAL+).
 """
 
 from __future__ import annotations
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.imap_support import INVALID, LOGGED_IN, auth_request, backend_login, greeted
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.imap_support import (
+    INVALID,
+    LOGGED_IN,
+    auth_request,
+    backend_login,
+    greeted,
+)
 
 
 def ok_as_alice(lab) -> None:
     """Script a success that rewrites the upstream credentials to alice/secret, so odd client
-    credentials can still complete a login on the fake upstream (spec §10.3 Auth-User/Pass)."""
+    credentials can still complete a login on the fake upstream (docs/behaviour.md §10.3 Auth-User/Pass)."""
     lab.auth.push(Reply.ok("127.0.0.1", lab.imap.port, user="alice", password="secret"))
 
 
@@ -29,7 +34,7 @@ def test_login_with_atoms(lab):
 
 def test_login_quoted_strings_with_escapes(lab):
     """RFC 3501 §4.3 quoted strings: `\\"` and `\\\\` unescape, spaces stay; the auth request
-    then %-escapes space and `%` only (spec §10.2, captured exchange of §18)."""
+    then %-escapes space and `%` only (docs/behaviour.md §10.2, captured exchange of §18)."""
     ok_as_alice(lab)
     with greeted(lab) as c:
         c.send(b'a1 LOGIN "us er%\\"x" "p\\\\w"\r\n').expect(b"a1 " + LOGGED_IN)
@@ -62,7 +67,7 @@ def test_login_quoted_adjacent_and_empty_strings(lab):
 
 def test_login_empty_password_is_accepted(lab):
     """nginx: LOGIN needs a non-empty user but the password may be empty; it goes to auth_http
-    as `Auth-Pass: ` and a failure without Auth-Wait closes after the tagged NO (spec §10.4)."""
+    as `Auth-Pass: ` and a failure without Auth-Wait closes after the tagged NO (docs/behaviour.md §10.4)."""
     with greeted(lab) as c:
         c.send(b'a1 LOGIN alice ""\r\n')
         c.expect(b"a1 NO Invalid login or password\r\n").expect_closed()
@@ -144,7 +149,7 @@ def test_literal_line_end_variants(lab):
 
 
 def test_zero_length_literal_takes_one_byte(lab):
-    """nginx QUIRK (spec §7.2): `{0}` behaves like `{1}` — after `+ OK` one byte is consumed
+    """nginx QUIRK (docs/behaviour.md §7.2): `{0}` behaves like `{1}` — after `+ OK` one byte is consumed
     as the argument, so `{0}` then `X` makes the password `X`."""
     with greeted(lab) as c:
         c.send(b"a1 NOOP {0}\r\n").expect(b"+ OK\r\n")
@@ -167,7 +172,7 @@ def test_literal_followed_by_a_non_space(lab):
 
 
 def test_unterminated_quote_leaks_into_next_command(lab):
-    """nginx QUIRK (spec §7.2): an unterminated quoted string is ended by the line end, and
+    """nginx QUIRK (docs/behaviour.md §7.2): an unterminated quoted string is ended by the line end, and
     the inside-quotes flag survives into the next command until a `"` is seen — so a
     following `LOGIN alice secret` is one argument (BAD) until a quote resets it. An
     unterminated last argument is simply accepted."""

@@ -1,5 +1,5 @@
 """A real Dovecot behind the proxy, driven by real clients (Python's imaplib and curl), on
-every target (spec §11.3 backend login against a real IMAP server, §12 relay, RFC 3501).
+every target (docs/behaviour.md §11.3 backend login against a real IMAP server, §12 relay, RFC 3501).
 
 The mock auth server sends the test user to Dovecot; everything else is the real thing.
 Without Dovecot the scenarios are skipped, except under CI, where that is a failure.
@@ -13,11 +13,10 @@ import subprocess
 import time
 
 import pytest
-
-from fakes.auth import User
-from scenarios.kit.real.common import available, require
-from scenarios.kit.real.dovecot import DovecotInstance
-from scenarios.kit.support import LogWatch
+from postern.fakes.auth import User
+from postern.scenarios.kit.real.common import available, require
+from postern.scenarios.kit.real.dovecot import DovecotInstance
+from postern.scenarios.kit.support import LogWatch
 
 USER, PASSWORD = "carol", "c4rol pw"  # the space makes LOGIN quote it
 MESSAGE = (b"From: Dave <dave@example.com>\r\nTo: Carol <carol@example.com>\r\n"

@@ -11,7 +11,7 @@ def test_greeting_and_capability(lab):
 
 
 def test_login_is_proxied_with_exact_auth_request(lab):
-    """RFC 3501 §6.2.3 LOGIN through the proxy; the auth request is nginx's (spec §10.1)."""
+    """RFC 3501 §6.2.3 LOGIN through the proxy; the auth request is nginx's (docs/behaviour.md §10.1)."""
     with lab.proxy().connect() as c:
         lab.login(c)
         c.send(b"a2 SELECT INBOX\r\n")

@@ -1,4 +1,4 @@
-"""POP3 through every auth_http outcome (spec §10), on every target, exact bytes.
+"""POP3 through every auth_http outcome (docs/behaviour.md §10), on every target, exact bytes.
 
 Each scenario scripts the mock auth server's next reply (lab.auth.push) and checks what the
 POP3 client sees, what the auth server was asked and, where nginx words it, the error log.
@@ -11,9 +11,8 @@ import hashlib
 import time
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.pop3_support import (
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.pop3_support import (
     GREETING,
     INTERNAL_ERROR,
     INVALID,
@@ -26,8 +25,8 @@ from scenarios.kit.pop3_support import (
     login,
     pop3,
 )
-from scenarios.kit.real.common import free_port
-from scenarios.kit.support import LogWatch, OneShotAuth, auth_peer
+from postern.scenarios.kit.real.common import free_port
+from postern.scenarios.kit.support import LogWatch, OneShotAuth, auth_peer
 
 # -- success ----------------------------------------------------------------------------------
 
@@ -112,7 +111,7 @@ def test_failure_with_auth_wait_zero_closes(lab):
 def test_failure_with_wait_continues_and_user_must_be_repeated(lab):
     """§10.4.1: with `Auth-Wait: 1` the `-ERR` comes after ~1 s and the session continues in
     the initial state: a pipelined NOOP is answered, a pipelined PASS is refused (USER must be
-    repeated, spec §8.3); the next login says Auth-Login-Attempt 2."""
+    repeated, docs/behaviour.md §8.3); the next login says Auth-Login-Attempt 2."""
     proxy = pop3(lab)
     lab.auth.push(Reply.fail("Try again", wait=1))
     with proxy.connect() as c:

@@ -1,4 +1,4 @@
-"""POP3 after the auth server said yes: the backend login (spec §11.1, §11.2, §11.6) and the
+"""POP3 after the auth server said yes: the backend login (docs/behaviour.md §11.1, §11.2, §11.6) and the
 relay (§12), on every target, exact bytes.
 
 The session's fake upstream (lab.pop3, its faults reset per scenario) plays the backend; a
@@ -12,9 +12,8 @@ import socket
 import time
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.pop3_support import (
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.pop3_support import (
     GREETING,
     INTERNAL_ERROR,
     OK,
@@ -25,8 +24,8 @@ from scenarios.kit.pop3_support import (
     login,
     pop3,
 )
-from scenarios.kit.real.common import free_port
-from scenarios.kit.support import LogWatch, ScriptedBackend, upstream_bytes, wait_until
+from postern.scenarios.kit.real.common import free_port
+from postern.scenarios.kit.support import LogWatch, ScriptedBackend, upstream_bytes, wait_until
 
 PASS_ERROR = "proxy_pass_error_message on;"
 
@@ -89,7 +88,7 @@ def test_login_reply_split_across_packets(lab):
 
 
 def test_credentials_reach_the_backend_raw(lab):
-    """§11.2: login and password are sent raw — spaces (USER/PASS keep them, spec §8.2), `%`,
+    """§11.2: login and password are sent raw — spaces (USER/PASS keep them, docs/behaviour.md §8.2), `%`,
     quotes and backslashes — while the auth request has them %-escaped (§10.2)."""
     proxy = pop3(lab)
     user, password = b'a b%"c', b'p\\w %d '

@@ -1,6 +1,6 @@
 """The POP3 client dialogue before authentication: greeting (with and without the APOP salt),
 CAPA, the AUTH listing, NOOP, QUIT, unknown verbs, the USER state, pipelining, STLS where it is
-not configured and the pre-auth deadline (spec §8, RFC 1939, RFC 2449, RFC 1734/5034).
+not configured and the pre-auth deadline (docs/behaviour.md §8, RFC 1939, RFC 2449, RFC 1734/5034).
 
 Every scenario runs on each target and asserts the exact bytes the client sees;
 the helpers it shares with the other POP3 scenarios are in scenarios/kit/pop3_support.py.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 import time
 
-from scenarios.kit.client import Closed
-from scenarios.kit.pop3_support import (
+from postern.scenarios.kit.client import Closed
+from postern.scenarios.kit.pop3_support import (
     AUTH_LIST,
     CAPA,
     CAPA_HEAD,
@@ -62,7 +62,7 @@ def test_greeting_with_salt_for_cram_md5_only(lab):
 
 
 def test_salt_names_the_servers_server_name(lab):
-    """nginx server_name (spec §2.1): the salt's domain is the server's own server_name, which
+    """nginx server_name (docs/behaviour.md §2.1): the salt's domain is the server's own server_name, which
     replaces the mail-level one."""
     with pop3(lab, "pop3_auth apop;\nserver_name pop.example.org;").connect() as c:
         line = c.readline()
@@ -90,7 +90,7 @@ def test_capa_custom_capabilities(lab):
 
 
 def test_capa_server_list_replaces_mail_list(lab):
-    """nginx: list directives inherit by replacement (spec §1): a server-level
+    """nginx: list directives inherit by replacement (docs/behaviour.md §1): a server-level
     pop3_capabilities hides the mail-level one."""
     with greeted(lab, "pop3_capabilities UIDL;", mail="pop3_capabilities TOP USER;") as c:
         c.send(b"CAPA\r\n").expect(CAPA_HEAD + b"UIDL\r\nSASL PLAIN LOGIN\r\n.\r\n")
@@ -110,7 +110,7 @@ def test_capa_sasl_line_follows_pop3_auth(lab):
 
 
 def test_capa_bare_sasl_line_with_apop_only(lab):
-    """nginx QUIRK (spec §8.4): with no SASL mechanism enabled (pop3_auth apop) the SASL line
+    """nginx QUIRK (docs/behaviour.md §8.4): with no SASL mechanism enabled (pop3_auth apop) the SASL line
     is still there, bare — although RFC 2449 §6.3 wants at least one mechanism."""
     c, _ = greeted_with_salt(lab, "pop3_auth apop;")
     with c:
@@ -118,7 +118,7 @@ def test_capa_bare_sasl_line_with_apop_only(lab):
 
 
 def test_capa_with_apop_and_sasl_mechanisms(lab):
-    """nginx: apop between plain and cram-md5 adds nothing to the SASL line (spec §8.4)."""
+    """nginx: apop between plain and cram-md5 adds nothing to the SASL line (docs/behaviour.md §8.4)."""
     c, _ = greeted_with_salt(lab, SALTED)
     with c:
         c.send(b"CAPA\r\n").expect(CAPA_HEAD + b"TOP\r\nUSER\r\nUIDL\r\n"
@@ -195,7 +195,7 @@ def test_transaction_commands_before_auth_are_invalid(lab):
 
 
 def test_malformed_command_words(lab):
-    """nginx (spec §8.2): the verb is exactly 4 letters; an empty line, a leading space, a
+    """nginx (docs/behaviour.md §8.2): the verb is exactly 4 letters; an empty line, a leading space, a
     digit, a 3- or 5-letter word are all parser errors."""
     with greeted(lab, "max_errors 20;") as c:
         for line in (b"\r\n", b" NOOP\r\n", b"NOO1\r\n", b"NOO\r\n", b"NOOPS\r\n",
@@ -235,7 +235,7 @@ def test_stls_without_tls_configured(lab):
         c.send(b"CAPA\r\n").expect(CAPA)
 
 
-# -- the USER state (spec §8.3) --------------------------------------------------------------
+# -- the USER state (docs/behaviour.md §8.3) --------------------------------------------------------------
 
 def test_pass_before_user_is_invalid(lab):
     """RFC 1939 §7 PASS is only valid right after USER; nginx refuses it in the initial state
@@ -260,7 +260,7 @@ def test_user_needs_an_argument(lab):
 
 
 def test_any_other_command_after_user_resets_to_start(lab):
-    """nginx (spec §8.3): in the USER state anything but PASS, CAPA, NOOP, QUIT — a second
+    """nginx (docs/behaviour.md §8.3): in the USER state anything but PASS, CAPA, NOOP, QUIT — a second
     USER, AUTH, APOP, STLS — is `-ERR invalid command` and drops back to the initial state,
     so a following PASS is refused and USER must be repeated."""
     for intruder in (b"USER bob", b"AUTH", b"AUTH PLAIN", b"STLS", b"APOP alice x"):
@@ -286,7 +286,7 @@ def test_unknown_command_after_user_resets_and_counts(lab):
 
 
 def test_captured_exchange_of_spec_18(lab):
-    """The spec §18 capture with `pop3_auth plain apop cram-md5; starttls on;` minus STLS
+    """The docs/behaviour.md §18 capture with `pop3_auth plain apop cram-md5; starttls on;` minus STLS
     (no certificate here, so `starttls off`): CAPA, AUTH, `USER  a b ` (two spaces, trailing
     space), CAPA in the USER state, STAT → invalid and back to the start, PASS → invalid."""
     c, _ = greeted_with_salt(lab, SALTED)
@@ -333,7 +333,7 @@ def test_pipelining_across_packets(lab):
 # -- the pre-auth deadline -------------------------------------------------------------------
 
 def test_preauth_timeout_is_a_total_deadline(lab):
-    """nginx: the pre-auth timeout is a total deadline (spec §5.4) — armed at the greeting and
+    """nginx: the pre-auth timeout is a total deadline (docs/behaviour.md §5.4) — armed at the greeting and
     not re-armed by commands; with `timeout 2s` a client sending NOOP every 0.5 s is closed
     silently about 2 s after the greeting."""
     with greeted(lab, "timeout 2s;") as c:

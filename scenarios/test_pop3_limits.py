@@ -1,9 +1,9 @@
 """POP3 pre-auth limits: the fixed 128-byte command buffer (too long commands, long AUTH PLAIN
-blobs, the straddling pipeline) and max_errors counting (spec §5.1, §5.3, §8.2, §16 items 2-4).
+blobs, the straddling pipeline) and max_errors counting (docs/behaviour.md §5.1, §5.3, §8.2, §16 items 2-4).
 
 Where nginx closes with unread client bytes still queued, the kernel resets the connection
 and replies after the first may be lost: those checks accept a prefix of the expected bytes
-that holds at least the reply nginx always delivers, and require the close (spec §5.1). The strict variants send exactly 128 bytes so nothing is left
+that holds at least the reply nginx always delivers, and require the close (docs/behaviour.md §5.1). The strict variants send exactly 128 bytes so nothing is left
 unread.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import base64
 
-from fakes.auth import Reply
-from scenarios.kit.pop3_support import (
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.pop3_support import (
     CAPA,
     GREETING,
     INVALID,
@@ -22,7 +22,7 @@ from scenarios.kit.pop3_support import (
     logged_in,
     pop3,
 )
-from scenarios.kit.support import LogWatch, expect_prefix_then_close
+from postern.scenarios.kit.support import LogWatch, expect_prefix_then_close
 
 BUFFER = 128  # nginx's POP3 command buffer, fixed (no pop3_client_buffer)
 
@@ -54,9 +54,9 @@ def test_complete_line_of_128_bytes_fits(lab):
 
 
 def test_long_auth_plain_blob_fails_and_closes(lab):
-    """nginx QUIRK (spec §16 item 4): a realistic AUTH PLAIN initial response longer than the
+    """nginx QUIRK (docs/behaviour.md §16 item 4): a realistic AUTH PLAIN initial response longer than the
     128-byte buffer cannot be read: `-ERR invalid command` and close, no auth request (a reset
-    follows the reply, spec §5.1)."""
+    follows the reply, docs/behaviour.md §5.1)."""
     blob = base64.b64encode(b"\0" + b"a" * 60 + b"@example.com\0" + b"p" * 40)
     with greeted(lab) as c:
         c.send(b"AUTH PLAIN " + blob + b"\r\n")
@@ -74,7 +74,7 @@ def test_long_sasl_response_line_fails_and_closes(lab):
 
 
 def test_pipelined_command_straddling_a_full_buffer(lab):
-    """nginx QUIRK (spec §5.1): no buffer compaction — 21 pipelined NOOPs (126 bytes) are
+    """nginx QUIRK (docs/behaviour.md §5.1): no buffer compaction — 21 pipelined NOOPs (126 bytes) are
     answered, the 22nd straddles the end of the full buffer and is "too long": invalid reply,
     then close. Exactly 128 bytes are sent, so nothing is left unread."""
     data = b"NOOP\r\n" * 21 + b"NO"
@@ -84,7 +84,7 @@ def test_pipelined_command_straddling_a_full_buffer(lab):
 
 
 def test_pipeline_longer_than_the_buffer(lab):
-    """nginx QUIRK (spec §5.1): with more than 128 bytes pipelined, the command crossing byte
+    """nginx QUIRK (docs/behaviour.md §5.1): with more than 128 bytes pipelined, the command crossing byte
     128 is "too long" even though it is short; the connection closes (leniently compared: the
     rest was never read)."""
     with greeted(lab) as c:
@@ -107,7 +107,7 @@ def test_pipeline_ending_exactly_at_the_buffer_end(lab):
 
 def test_max_errors_counts_unknown_verbs(lab):
     """nginx max_errors: STAT/LIST/RETR before authentication are parser-level errors and
-    counted; the reply to the one reaching the limit is still sent, then close (spec §5.3)."""
+    counted; the reply to the one reaching the limit is still sent, then close (docs/behaviour.md §5.3)."""
     with greeted(lab, "max_errors 3;") as c:
         c.send(b"STAT\r\n").expect(INVALID)
         c.send(b"NOOP\r\n").expect(OK)  # a success resets nothing
@@ -135,7 +135,7 @@ def test_max_errors_ignores_handler_errors(lab):
 
 
 def test_max_errors_zero_behaves_like_one(lab):
-    """nginx: `max_errors 0` does not disable the limit; it behaves like 1 (spec §2.1)."""
+    """nginx: `max_errors 0` does not disable the limit; it behaves like 1 (docs/behaviour.md §2.1)."""
     with greeted(lab, "max_errors 0;") as c:
         c.send(b"NOOP\r\n").expect(OK)
         c.send(b"STAT\r\n").expect(INVALID).expect_closed()
@@ -162,7 +162,7 @@ def test_max_errors_reached_with_pipelined_input(lab):
 # -- what nginx logs ---------------------------------------------------------------------------
 
 def test_limit_and_decoding_errors_are_logged(lab):
-    """spec §14: nginx logs at info level `client sent too long command "..."`, `client sent
+    """docs/behaviour.md §14: nginx logs at info level `client sent too long command "..."`, `client sent
     too many invalid commands` and the SASL decoding errors, each `while in auth state` with
     the client and server; the client sees only `-ERR invalid command`. nginx's too-long line
     shows the whole buffer; Postern shows only a known verb, so a PASS line that overflows

@@ -1,5 +1,5 @@
 """POP3 logins before authentication: USER/PASS, APOP and AUTH with PLAIN, LOGIN, CRAM-MD5 and
-EXTERNAL, with the exact auth request and what the upstream receives (spec §5.5, §8.3, §10.1;
+EXTERNAL, with the exact auth request and what the upstream receives (docs/behaviour.md §5.5, §8.3, §10.1;
 RFC 1939 §7, RFC 1734, RFC 5034, RFC 4616, RFC 2195, RFC 4422).
 """
 
@@ -9,8 +9,8 @@ import base64
 import hashlib
 import hmac
 
-from fakes.auth import Reply
-from scenarios.kit.pop3_support import (
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.pop3_support import (
     INVALID,
     OK,
     SALTED,
@@ -32,7 +32,7 @@ def b64(data: bytes) -> bytes:
 
 def ok_as_alice(lab) -> None:
     """Script a success that rewrites the upstream credentials to alice/secret, so odd client
-    credentials still complete a login on the fake upstream (spec §10.3 Auth-User/Pass)."""
+    credentials still complete a login on the fake upstream (docs/behaviour.md §10.3 Auth-User/Pass)."""
     lab.auth.push(Reply.ok("127.0.0.1", lab.pop3.port, user="alice", password="secret"))
 
 
@@ -56,9 +56,9 @@ def test_user_pass_login(lab):
 
 
 def test_user_and_pass_keep_spaces(lab):
-    """nginx (spec §8.2): USER and PASS take the rest of the line as one argument, inner and
+    """nginx (docs/behaviour.md §8.2): USER and PASS take the rest of the line as one argument, inner and
     trailing spaces included (leading spaces skipped); the auth request %-escapes the spaces
-    (spec §10.2) and the upstream gets them raw."""
+    (docs/behaviour.md §10.2) and the upstream gets them raw."""
     with greeted(lab) as c:
         c.send(b"USER   us er\r\n").expect(OK)
         c.send(b"PASS p w\r\n").expect(logged_in(lab, "us er"))
@@ -67,7 +67,7 @@ def test_user_and_pass_keep_spaces(lab):
 
 
 def test_trailing_spaces_are_part_of_the_credentials(lab):
-    """nginx (spec §8.2): `PASS x ` keeps its trailing space, and so does USER; both reach the
+    """nginx (docs/behaviour.md §8.2): `PASS x ` keeps its trailing space, and so does USER; both reach the
     auth server escaped (`%20`)."""
     lab.auth.push(Reply.fail("No"))
     with greeted(lab) as c:
@@ -87,7 +87,7 @@ def test_pass_with_only_spaces_is_invalid(lab):
 
 
 def test_credentials_escaping_in_the_auth_request(lab):
-    """nginx (spec §10.2): `%`, space and control bytes are %XX-escaped with uppercase hex;
+    """nginx (docs/behaviour.md §10.2): `%`, space and control bytes are %XX-escaped with uppercase hex;
     `+`, `"`, `\\` and bytes >= 0x80 go as they are."""
     ok_as_alice(lab)
     with greeted(lab) as c:
@@ -99,7 +99,7 @@ def test_credentials_escaping_in_the_auth_request(lab):
 
 
 def test_no_auth_salt_for_plain_even_with_apop_enabled(lab):
-    """nginx (spec §10.1): Auth-Salt never goes with method plain — before 1.29.1 every other
+    """nginx (docs/behaviour.md §10.1): Auth-Salt never goes with method plain — before 1.29.1 every other
     method sent it, since then only apop and cram-md5 do — so a USER/PASS login has no salt
     even when the greeting carried one, and the upstream gets the client's password."""
     c, _ = greeted_with_salt(lab, SALTED)
@@ -116,7 +116,7 @@ def test_apop_login(lab):
     """RFC 1939 §7 APOP name digest: the auth request has method apop, the digest as Auth-Pass
     and the greeting's salt as Auth-Salt (after Auth-Pass); the mock checks
     md5(salt + password) and returns the plaintext Auth-Pass, which the upstream gets with
-    USER/PASS (nginx never uses APOP upstream, spec §11.2)."""
+    USER/PASS (nginx never uses APOP upstream, docs/behaviour.md §11.2)."""
     c, salt = greeted_with_salt(lab, "pop3_auth plain apop;")
     digest = apop_digest(salt, b"secret")
     with c:
@@ -130,7 +130,7 @@ def test_apop_login(lab):
 
 def test_apop_wrong_digest_fails(lab):
     """RFC 1939 §7: a wrong digest is refused by the auth server; nginx answers
-    `-ERR <Auth-Status>` and closes (spec §10.4)."""
+    `-ERR <Auth-Status>` and closes (docs/behaviour.md §10.4)."""
     c, salt = greeted_with_salt(lab, "pop3_auth plain apop;")
     with c:
         c.send(b"APOP alice " + apop_digest(salt, b"wrong") + b"\r\n")
@@ -201,7 +201,7 @@ def test_auth_plain_malformed(lab):
 def test_bad_base64_and_cancel(lab):
     """RFC 5034 §4 / RFC 4422 §3.5: a `*` line cancels; nginx answers it like any invalid
     base64 — `-ERR invalid command` — and is back in the initial state; a length of 1 mod 4
-    and a non-alphabet byte before `=` are invalid too (spec §5.5)."""
+    and a non-alphabet byte before `=` are invalid too (docs/behaviour.md §5.5)."""
     with greeted(lab, "max_errors 1;") as c:
         c.send(b"AUTH PLAIN\r\n").expect(b"+ \r\n")
         c.send(b"*\r\n").expect(INVALID)
@@ -215,7 +215,7 @@ def test_bad_base64_and_cancel(lab):
 
 def test_sasl_response_is_read_up_to_the_first_space(lab):
     """nginx: during an AUTH exchange the next line is a bare argument; words after the first
-    space are ignored, and anything after the first `=` too (spec §5.5)."""
+    space are ignored, and anything after the first `=` too (docs/behaviour.md §5.5)."""
     with greeted(lab) as c:
         c.send(b"AUTH PLAIN\r\n").expect(b"+ \r\n")
         c.send(PLAIN_ALICE + b"junk! more words\r\n").expect(logged_in(lab))
@@ -321,7 +321,7 @@ def test_auth_external_disabled(lab):
 
 
 def test_auth_external_initial_response_even_when_disabled(lab):
-    """nginx QUIRK (spec §8.3): `AUTH EXTERNAL <b64>` is accepted although external is not in
+    """nginx QUIRK (docs/behaviour.md §8.3): `AUTH EXTERNAL <b64>` is accepted although external is not in
     pop3_auth (only the challenge form checks it)."""
     with greeted(lab) as c:
         c.send(b"AUTH EXTERNAL " + b64(b"alice") + b"\r\n").expect(logged_in(lab))

@@ -1,5 +1,5 @@
 """A real Dovecot POP3 backend behind the proxy, driven by real clients (Python's poplib and
-curl), on every target (spec §11.2 backend login against a real POP3 server, §12 relay,
+curl), on every target (docs/behaviour.md §11.2 backend login against a real POP3 server, §12 relay,
 RFC 1939, RFC 2449, RFC 5034).
 
 The mock auth server sends the test user to Dovecot's POP3 port; everything else is the real
@@ -15,13 +15,12 @@ import subprocess
 import time
 
 import pytest
+from postern.fakes.auth import User
+from postern.scenarios.kit.real.common import available, require
+from postern.scenarios.kit.real.dovecot import DovecotInstance
+from postern.scenarios.kit.support import LogWatch
 
-from fakes.auth import User
-from scenarios.kit.real.common import available, require
-from scenarios.kit.real.dovecot import DovecotInstance
-from scenarios.kit.support import LogWatch
-
-USER, PASSWORD = "dora", "d0ra pw"  # the space is kept by USER/PASS (spec §8.2)
+USER, PASSWORD = "dora", "d0ra pw"  # the space is kept by USER/PASS (docs/behaviour.md §8.2)
 MESSAGE = (b"From: Erin <erin@example.com>\r\nTo: Dora <dora@example.com>\r\n"
            b"Subject: POP3 through the proxy\r\nMessage-ID: <real-pop3-1@example.com>\r\n"
            b"Date: Thu, 01 Jan 2026 12:00:00 +0000\r\n\r\n"

@@ -1,5 +1,5 @@
 """POP3 STLS (RFC 2595 §4) with `starttls on|only`: the CAPA variants, the handshake, what is
-discarded and what changes inside TLS (spec §8.3, §8.4, §4.4, §5.2; the §18 capture).
+discarded and what changes inside TLS (docs/behaviour.md §8.3, §8.4, §4.4, §5.2; the §18 capture).
 
 Both targets read the same throwaway certificate, made once per run.
 """
@@ -9,9 +9,8 @@ from __future__ import annotations
 import ssl
 
 import pytest
-
-from scenarios.kit.client import tls_client_context
-from scenarios.kit.pop3_support import (
+from postern.scenarios.kit.client import tls_client_context
+from postern.scenarios.kit.pop3_support import (
     CAPA,
     CAPA_HEAD,
     INVALID,
@@ -20,7 +19,7 @@ from scenarios.kit.pop3_support import (
     greeted_with_salt,
     logged_in,
 )
-from scenarios.kit.tls_support import throwaway_certificate
+from postern.scenarios.kit.tls_support import throwaway_certificate
 
 CAPA_STLS = CAPA[:-3] + b"STLS\r\n.\r\n"
 CAPA_ONLY = CAPA_HEAD + b"TOP\r\nUIDL\r\nSTLS\r\n.\r\n"
@@ -40,7 +39,7 @@ def client_tls() -> ssl.SSLContext:
 
 
 def test_captured_exchange_of_spec_18_with_stls(lab, tls_directives):
-    """The spec §18 capture, `pop3_auth plain apop cram-md5; starttls on;`: CAPA with STLS,
+    """The docs/behaviour.md §18 capture, `pop3_auth plain apop cram-md5; starttls on;`: CAPA with STLS,
     the AUTH listing, `USER  a b `, CAPA in the USER state without STLS, STAT → invalid and
     back to the start, PASS → invalid."""
     c, _ = greeted_with_salt(lab, "pop3_auth plain apop cram-md5;\nstarttls on;\n"
@@ -58,7 +57,7 @@ def test_captured_exchange_of_spec_18_with_stls(lab, tls_directives):
 
 
 def test_starttls_only_capa_and_refused_logins(lab, tls_directives):
-    """spec §8.4 + §18: with `starttls only` CAPA lists the capabilities except USER (matched
+    """docs/behaviour.md §8.4 + §18: with `starttls only` CAPA lists the capabilities except USER (matched
     case-insensitively) and STLS, no SASL line; USER, APOP and AUTH are refused until TLS
     (handler level, not counted), while CAPA, NOOP and QUIT still work."""
     conf = ('pop3_capabilities TOP user "SASL-IR" UIDL;\npop3_auth plain apop;\n'
@@ -75,7 +74,7 @@ def test_starttls_only_capa_and_refused_logins(lab, tls_directives):
 
 
 def test_stls_then_login_inside_tls(lab, tls_directives):
-    """RFC 2595 §4: `+OK`, the TLS handshake, and no new greeting (spec §4.4); inside TLS CAPA
+    """RFC 2595 §4: `+OK`, the TLS handshake, and no new greeting (docs/behaviour.md §4.4); inside TLS CAPA
     has no STLS, a second STLS is invalid, and USER/PASS log in through the TLS connection,
     the auth request saying so with the Auth-SSL headers (1.21.2)."""
     with greeted(lab, "starttls on;\n" + tls_directives) as c:
@@ -90,7 +89,7 @@ def test_stls_then_login_inside_tls(lab, tls_directives):
     [req] = lab.auth.requests
     assert (req.header("Auth-Method"), req.header("Auth-User"), req.header("Auth-Pass"),
             req.header("Auth-Protocol")) == ("plain", "alice", "secret", "pop3")
-    # spec §10.1: a TLS client connection adds Auth-SSL (the protocol and cipher headers
+    # docs/behaviour.md §10.1: a TLS client connection adds Auth-SSL (the protocol and cipher headers
     # depend on the build's defaults: nginx 1.22 picks TLSv1.2 where mainline has TLSv1.3)
     assert req.header("Auth-SSL") == "on", req.raw
     assert req.header("Auth-SSL-Protocol", "").startswith("TLSv1."), req.raw
@@ -98,7 +97,7 @@ def test_stls_then_login_inside_tls(lab, tls_directives):
 
 
 def test_starttls_only_allows_logins_after_stls(lab, tls_directives):
-    """spec §8.4: once TLS is up under `starttls only`, CAPA is the full list (USER and the
+    """docs/behaviour.md §8.4: once TLS is up under `starttls only`, CAPA is the full list (USER and the
     SASL line back, no STLS) and AUTH PLAIN works."""
     with greeted(lab, "starttls only;\n" + tls_directives) as c:
         c.send(b"CAPA\r\n").expect(CAPA_ONLY)
@@ -110,7 +109,7 @@ def test_starttls_only_allows_logins_after_stls(lab, tls_directives):
 
 
 def test_commands_pipelined_after_stls_are_discarded(lab, tls_directives):
-    """nginx 1.7.4 (CVE-2014-3556, spec §5.2): plaintext pipelined after STLS is dropped, so
+    """nginx 1.7.4 (CVE-2014-3556, docs/behaviour.md §5.2): plaintext pipelined after STLS is dropped, so
     an injected USER/PASS never logs in; the TLS session starts clean."""
     with greeted(lab, "starttls on;\n" + tls_directives) as c:
         c.send(b"STLS\r\nUSER alice\r\nPASS secret\r\n").expect(OK)
@@ -121,7 +120,7 @@ def test_commands_pipelined_after_stls_are_discarded(lab, tls_directives):
 
 
 def test_stls_in_user_state_resets(lab, tls_directives):
-    """spec §8.3: after USER, STLS is like any other intruder — `-ERR invalid command` and
+    """docs/behaviour.md §8.3: after USER, STLS is like any other intruder — `-ERR invalid command` and
     back to the initial state, even with `starttls on`; the connection stays plaintext."""
     with greeted(lab, "starttls on;\n" + tls_directives) as c:
         c.send(b"USER alice\r\n").expect(OK)

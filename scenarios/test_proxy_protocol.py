@@ -1,5 +1,5 @@
 """PROXY protocol in front of the proxy and towards the backend (nginx: `listen ...
-proxy_protocol`, `set_real_ip_from`, `proxy_protocol on`; spec §4.2, §4.3, §11.5)."""
+proxy_protocol`, `set_real_ip_from`, `proxy_protocol on`; docs/behaviour.md §4.2, §4.3, §11.5)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import socket
 import threading
 
 import pytest
-
-from proxy.proxy_protocol import v2_header
+from postern.proxy.proxy_protocol import v2_header
 
 
 def _proxy(lab, server: str = ""):
@@ -49,7 +48,7 @@ def test_v1_header_without_realip_keeps_peer_address(lab):
 
 
 def test_v2_header_is_read(lab):
-    """nginx listen proxy_protocol (spec §4.2): PROXY protocol v2 (binary) with a TCP4
+    """nginx listen proxy_protocol (docs/behaviour.md §4.2): PROXY protocol v2 (binary) with a TCP4
     address block."""
     proxy = _proxy(lab, "set_real_ip_from 127.0.0.0/8;")
     with proxy.connect() as c:
@@ -60,7 +59,7 @@ def test_v2_header_is_read(lab):
 
 
 def test_unknown_header_records_nothing(lab):
-    """spec §4.2: `PROXY UNKNOWN` is skipped to CRLF, no Proxy-Protocol-* headers, no realip."""
+    """docs/behaviour.md §4.2: `PROXY UNKNOWN` is skipped to CRLF, no Proxy-Protocol-* headers, no realip."""
     proxy = _proxy(lab, "set_real_ip_from 127.0.0.1;")
     with proxy.connect() as c:
         c.send(b"PROXY UNKNOWN\r\n")
@@ -115,7 +114,7 @@ def test_proxy_protocol_on_sends_v1_to_backend(lab):
     """nginx `proxy_protocol on`: `PROXY TCP4 <client> <proxy's listen address> <client port>
     <listen port>` before anything else, with the realip-substituted client."""
     backend = _RecordingBackend()
-    from fakes.auth import Reply
+    from postern.fakes.auth import Reply
     lab.auth.push(Reply.ok("127.0.0.1", backend.port))
     proxy = _proxy(lab, "set_real_ip_from 127.0.0.1; proxy_protocol on;")
     with proxy.connect() as c:
@@ -153,8 +152,8 @@ class _RawRecordingBackend(_RecordingBackend):
 @pytest.mark.nginx_min("1.31.4", "proxy_protocol v2 towards the backend")
 def test_proxy_protocol_v2_to_backend(lab):
     """nginx `proxy_protocol v2`: the binary v2 header with the realip client and the
-    proxy's listening address (spec §11.5)."""
-    from fakes.auth import Reply
+    proxy's listening address (docs/behaviour.md §11.5)."""
+    from postern.fakes.auth import Reply
     expected_len = 16 + 12  # signature, version/family/length, two IPv4 addresses and ports
     backend = _RawRecordingBackend(expected_len)
     lab.auth.push(Reply.ok("127.0.0.1", backend.port))

@@ -7,8 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from fakes.auth import Reply
+from postern.fakes.auth import Reply
 
 GREETING = b"* OK IMAP4 ready\r\n"
 INTERNAL_ERROR = b"* BAD internal server error\r\n"

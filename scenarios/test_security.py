@@ -3,9 +3,9 @@
 - STARTTLS command injection: plaintext pipelined behind STARTTLS/STLS is discarded
   (RFC 3207 §4.2, RFC 2595 §3.1; CVE-2011-0411 class, nginx CVE-2014-3556);
 - auth-request header injection: CR/LF in a login or password reaches the auth server as
-  %0D%0A and never as a header of its own (spec §10.2), whatever the way in (IMAP literal
+  %0D%0A and never as a header of its own (docs/behaviour.md §10.2), whatever the way in (IMAP literal
   and quoted LOGIN, AUTHENTICATE, POP3 USER and AUTH, SMTP AUTH PLAIN/LOGIN, SMTP none-mode
-  text), and never as a command to the upstream (XCLIENT LOGIN=, spec §11.4);
+  text), and never as a command to the upstream (XCLIENT LOGIN=, docs/behaviour.md §11.4);
 - memory disclosure with `smtp_auth none` (CVE-2025-53859 class): a failed AUTH decode,
   then MAIL/RCPT, must not send stale or foreign credentials;
 - oversize and pipelined abuse: a 1 MiB line, 10,000 pipelined NOOPs, a literal announcing
@@ -13,7 +13,7 @@
   without bound, and another session is served while the abuse goes on.
 
 The exact replies asserted are nginx's; where nginx allows more than one outcome (an RST
-eating the last reply, spec §5.1), the check is on what must never happen.
+eating the last reply, docs/behaviour.md §5.1), the check is on what must never happen.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.client import Client, Closed
-from scenarios.kit.tls_support import throwaway_certificate
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.client import Client, Closed
+from postern.scenarios.kit.tls_support import throwaway_certificate
 
 GREETING = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
             "smtp": b"220 mx.test ESMTP ready\r\n"}
@@ -90,7 +89,7 @@ STARTTLS = {
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_starttls_injection_is_discarded(lab, tls, protocol):
-    """RFC 3207 §4.2 / RFC 2595 §3.1 (CVE-2011-0411 class; nginx CVE-2014-3556, spec §5.2):
+    """RFC 3207 §4.2 / RFC 2595 §3.1 (CVE-2011-0411 class; nginx CVE-2014-3556, docs/behaviour.md §5.2):
     commands pipelined in the same packet as STARTTLS/STLS are discarded, not run inside
     TLS: the first reply inside TLS answers the probe, and the injected login never reaches
     the auth server (for POP3 the probe is PASS, which without the injected USER is
@@ -125,7 +124,7 @@ def test_starttls_injection_split_from_the_handshake(lab, tls, protocol):
 def check_escaped(lab, protocol: str, user: str | None = ESCAPED,
                   password: str | None = None) -> None:
     """Exactly one request, with nginx's header list (nothing injected) and the CR/LF of
-    the login (or password) %-escaped (spec §10.1-§10.2)."""
+    the login (or password) %-escaped (docs/behaviour.md §10.1-§10.2)."""
     assert len(lab.auth.requests) == 1, lab.auth.requests
     req = lab.auth.requests[0]
     expected = BASE_HEADERS + (["Client-Host"] if protocol == "smtp" else [])
@@ -138,7 +137,7 @@ def check_escaped(lab, protocol: str, user: str | None = ESCAPED,
 
 
 def test_imap_literal_login_with_crlf_is_escaped(lab):
-    """spec §10.2 (RFC 3501 §4.3 literals carry any byte): a LOGIN user name sent as a
+    """docs/behaviour.md §10.2 (RFC 3501 §4.3 literals carry any byte): a LOGIN user name sent as a
     literal with CR/LF and header-looking text reaches the auth server %0D%0A-escaped in
     Auth-User, and no header of its own appears."""
     lab.auth.push(Reply.fail("Nope"))
@@ -151,7 +150,7 @@ def test_imap_literal_login_with_crlf_is_escaped(lab):
 
 
 def test_imap_literal_password_with_crlf_is_escaped(lab):
-    """spec §10.2: the same for the password literal (Auth-Pass)."""
+    """docs/behaviour.md §10.2: the same for the password literal (Auth-Pass)."""
     lab.auth.push(Reply.fail("Nope"))
     with greeted(lab, "imap") as c:
         c.send(b"a1 LOGIN alice {%d}\r\n" % len(INJECTED)).expect(b"+ OK\r\n")
@@ -171,7 +170,7 @@ def test_imap_quoted_login_cannot_carry_crlf(lab):
 
 
 def test_imap_authenticate_plain_with_crlf_is_escaped(lab):
-    """RFC 4616 §2 (authcid is UTF-8 without NUL, CR/LF allowed by SASL) and spec §10.2:
+    """RFC 4616 §2 (authcid is UTF-8 without NUL, CR/LF allowed by SASL) and docs/behaviour.md §10.2:
     AUTHENTICATE PLAIN with CR/LF inside the decoded user name is %-escaped too."""
     lab.auth.push(Reply.fail("Nope"))
     with greeted(lab, "imap") as c:
@@ -200,7 +199,7 @@ def test_pop3_user_with_bare_cr_is_invalid(lab):
 
 
 def test_pop3_auth_plain_with_crlf_is_escaped(lab):
-    """RFC 5034 §4 / RFC 4616 and spec §10.2: AUTH PLAIN whose decoded user name holds
+    """RFC 5034 §4 / RFC 4616 and docs/behaviour.md §10.2: AUTH PLAIN whose decoded user name holds
     CR/LF (short enough for POP3's 128-byte buffer) is %-escaped in Auth-User."""
     injected = b"x\r\nAuth-Status: OK"
     lab.auth.push(Reply.fail("Nope"))
@@ -211,7 +210,7 @@ def test_pop3_auth_plain_with_crlf_is_escaped(lab):
 
 
 def test_smtp_auth_plain_with_crlf_is_escaped(lab):
-    """RFC 4954 §4 / RFC 4616 and spec §10.2: SMTP AUTH PLAIN with CR/LF inside the user
+    """RFC 4954 §4 / RFC 4616 and docs/behaviour.md §10.2: SMTP AUTH PLAIN with CR/LF inside the user
     name and the password: both %-escaped, no extra header."""
     lab.auth.push(Reply.fail("Nope"))
     with greeted(lab, "smtp") as c:
@@ -222,7 +221,7 @@ def test_smtp_auth_plain_with_crlf_is_escaped(lab):
 
 
 def test_smtp_auth_login_with_crlf_is_escaped(lab):
-    """RFC 4954 §4 (AUTH LOGIN, draft-murchison-sasl-login) and spec §10.2: a base64 user
+    """RFC 4954 §4 (AUTH LOGIN, draft-murchison-sasl-login) and docs/behaviour.md §10.2: a base64 user
     name decoding to CR/LF and header text is %-escaped."""
     lab.auth.push(Reply.fail("Nope"))
     with greeted(lab, "smtp") as c:
@@ -233,7 +232,7 @@ def test_smtp_auth_login_with_crlf_is_escaped(lab):
 
 
 def test_smtp_none_mode_text_cannot_carry_cr(lab):
-    """RFC 5321 §2.3.8 (CR only in CRLF) and spec §10.1 (Auth-SMTP-* are sent unescaped,
+    """RFC 5321 §2.3.8 (CR only in CRLF) and docs/behaviour.md §10.1 (Auth-SMTP-* are sent unescaped,
     safe only because a bare CR is a syntax error): HELO and MAIL with a bare CR are
     refused, and the clean MAIL/RCPT that follow make a request with nginx's header list."""
     lab.auth.push(Reply.fail("Nope"))
@@ -252,7 +251,7 @@ def test_smtp_none_mode_text_cannot_carry_cr(lab):
 
 @pytest.mark.nginx_min("1.29.2", "XCLIENT LOGIN= is xtext-encoded")
 def test_smtp_login_with_crlf_is_no_upstream_command(lab):
-    """spec §11.4 (XCLIENT LOGIN= xtext, 1.29.2; Postfix XCLIENT_README) : an auth server
+    """docs/behaviour.md §11.4 (XCLIENT LOGIN= xtext, 1.29.2; Postfix XCLIENT_README) : an auth server
     that accepts a login holding CRLF and an SMTP command must not let that command reach
     the upstream: XCLIENT carries LOGIN= xtext-encoded, and the upstream sees no RCPT."""
     lab.smtp.clear()
@@ -280,7 +279,7 @@ NONE_SERVER = "smtp_auth none plain login;"
 
 
 def test_none_request_carries_only_what_this_client_typed(lab):
-    """CVE-2025-53859 (memory disclosure to the auth server, spec §15): long logins, then
+    """CVE-2025-53859 (memory disclosure to the auth server, docs/behaviour.md §15): long logins, then
     failed decodes, then MAIL/RCPT. Whatever a target keeps, the none request's Auth-User
     is empty or exactly a login this client typed, and Auth-Pass is empty — never bytes of
     the buffer that a stale length would reach (a later command, another password)."""
@@ -303,7 +302,7 @@ def test_none_request_carries_only_what_this_client_typed(lab):
 
 @pytest.mark.nginx_min("1.29.1", "MAIL FROM clears the stored login/password")
 def test_none_request_after_failed_auth_has_no_credentials(lab):
-    """CVE-2025-53859 fix (1.29.1, spec §9.4): MAIL FROM clears login and password, so a
+    """CVE-2025-53859 fix (1.29.1, docs/behaviour.md §9.4): MAIL FROM clears login and password, so a
     half-entered AUTH LOGIN (user name given, password not base64) leaves nothing: empty
     Auth-User and Auth-Pass."""
     lab.auth.push(Reply.fail("Nope"))
@@ -470,7 +469,7 @@ def test_literal_announcing_huge_length(lab, length):
 
 BIG_CAPS = " ".join(f"X-CAPABILITY-{i:04d}" for i in range(60))  # ~1.2 KiB per reply
 # Commands whose lengths add up to the client buffer exactly, so nginx never sees one
-# straddle its end ("too long", spec §5.1) and keeps answering while it can write.
+# straddle its end ("too long", docs/behaviour.md §5.1) and keeps answering while it can write.
 SLOW = {
     "imap": (f"imap_client_buffer 64k; imap_capabilities IMAP4rev1 {BIG_CAPS};",
              b"c12 CAPABILITY\r\n" * 4096),

@@ -1,4 +1,4 @@
-"""SMTP AUTH through the proxy (RFC 4954, spec §9.4, §5.5, §10), on every target, exact bytes.
+"""SMTP AUTH through the proxy (RFC 4954, docs/behaviour.md §9.4, §5.5, §10), on every target, exact bytes.
 
 Every SASL form nginx accepts: PLAIN (RFC 4616) with and without an initial response, LOGIN
 in both forms, CRAM-MD5 (RFC 2195), EXTERNAL (RFC 4422 App. A) and its quirk; the malformed
@@ -16,9 +16,8 @@ import re
 import time
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     AUTH_OK,
     EHLO_DEFAULT,
     GREETING,
@@ -38,7 +37,7 @@ from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     plain,
     smtp_request,
 )
-from scenarios.kit.support import LogWatch
+from postern.scenarios.kit.support import LogWatch
 
 ALL_METHODS = "smtp_auth plain login cram-md5 external;"
 XCLIENT_ALICE = b"XCLIENT ADDR=127.0.0.1 LOGIN=alice NAME=[UNAVAILABLE]"

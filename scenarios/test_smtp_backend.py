@@ -1,4 +1,4 @@
-"""Logging into the SMTP upstream for the client (spec §11.1, §11.4, §11.6) and the relay
+"""Logging into the SMTP upstream for the client (docs/behaviour.md §11.1, §11.4, §11.6) and the relay
 after it (§12), on every target, exact bytes.
 
 Every row of the §11.4 sequence table (xclient on/off × proxy_smtp_auth on/off, HELO or EHLO
@@ -13,10 +13,9 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.real.common import free_port
-from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.real.common import free_port
+from postern.scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     AUTH_OK,
     EHLO_DEFAULT,
     HELO_REPLY,
@@ -29,7 +28,7 @@ from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     plain,
     read_reply,
 )
-from scenarios.kit.support import LogWatch
+from postern.scenarios.kit.support import LogWatch
 
 XCLIENT_LOGIN = b"XCLIENT ADDR=127.0.0.1 LOGIN=alice NAME=[UNAVAILABLE]"
 XCLIENT_NO_LOGIN = b"XCLIENT ADDR=127.0.0.1 NAME=[UNAVAILABLE]"

@@ -1,4 +1,4 @@
-"""The SMTP dialogue before authentication (spec §9, §5), on every target, exact bytes.
+"""The SMTP dialogue before authentication (docs/behaviour.md §9, §5), on every target, exact bytes.
 
 Greeting, HELO/EHLO and the EHLO block (RFC 5321 §4.1.1.1, RFC 4954 §3 AUTH keyword), the
 commands nginx answers itself (RSET, NOOP, QUIT, RFC 5321 §4.1.1.5-10), the ones it refuses
@@ -12,8 +12,7 @@ import socket
 import time
 
 import pytest
-
-from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
+from postern.scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     AUTH_REQUIRED,
     BAD_SEQUENCE,
     BYE,
@@ -27,7 +26,7 @@ from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     fresh_smtp_fixture,
     greet,
 )
-from scenarios.kit.support import LogWatch
+from postern.scenarios.kit.support import LogWatch
 
 NONE = "smtp_auth plain login none;"
 

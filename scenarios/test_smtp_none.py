@@ -1,4 +1,4 @@
-"""`smtp_auth none`: unauthenticated senders relayed by MAIL/RCPT (spec §9.4, §10.1, §11.4,
+"""`smtp_auth none`: unauthenticated senders relayed by MAIL/RCPT (docs/behaviour.md §9.4, §10.1, §11.4,
 §18), on every target, exact bytes.
 
 The RCPT TO completes the "credentials": nginx asks the auth server with Auth-Method none and
@@ -11,9 +11,8 @@ with Auth-Method none.
 from __future__ import annotations
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     BAD_SEQUENCE,
     HELO_REPLY,
     INTERNAL_ERROR,

@@ -1,5 +1,5 @@
 """A real Postfix behind the proxy, driven by real clients (Python's smtplib, swaks, curl), on
-every target (spec §11.4 XCLIENT login against a real MTA, §12 relay; RFC 5321, RFC 4954,
+every target (docs/behaviour.md §11.4 XCLIENT login against a real MTA, §12 relay; RFC 5321, RFC 4954,
 RFC 2920, Postfix XCLIENT).
 
 Postfix trusts XCLIENT from 127.0.0.0/8 and delivers example.com into a maildir; with
@@ -17,10 +17,9 @@ import subprocess
 import uuid
 
 import pytest
-
-from fakes.auth import User
-from scenarios.kit.real.common import available, require
-from scenarios.kit.real.postfix import PostfixInstance
+from postern.fakes.auth import User
+from postern.scenarios.kit.real.common import available, require
+from postern.scenarios.kit.real.postfix import PostfixInstance
 
 USER, PASSWORD = "carol", "c4rol pw"
 SENDER, RECIPIENT = "carol@example.com", "dave@example.com"

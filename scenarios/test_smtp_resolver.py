@@ -1,4 +1,4 @@
-"""The SMTP client's host name through the proxy (spec §4.5): `resolver` pointing at a
+"""The SMTP client's host name through the proxy (docs/behaviour.md §4.5): `resolver` pointing at a
 scripted DNS server on 127.0.0.1, on every target.
 
 nginx looks the client address up (PTR), checks the name (RFC 1034 characters, CVE-2026-28753)
@@ -13,11 +13,10 @@ import time
 
 import dns.rcode
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.client import Client
-from scenarios.kit.scripted_dns import DnsServer, ptr_name
-from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.client import Client
+from postern.scenarios.kit.scripted_dns import DnsServer, ptr_name
+from postern.scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     AUTH_OK,
     GREETING,
     OK,
@@ -29,7 +28,7 @@ from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures
     plain,
     smtp_request,
 )
-from scenarios.kit.support import LogWatch
+from postern.scenarios.kit.support import LogWatch
 
 HOST = "mail.example.test"
 PTR = ptr_name("127.0.0.1")

@@ -5,7 +5,7 @@ import smtplib
 
 
 def test_auth_plain_then_submit_with_xclient(lab):
-    """RFC 4954 §4 AUTH PLAIN, then the upstream sees nginx's XCLIENT login (spec §11.4)."""
+    """RFC 4954 §4 AUTH PLAIN, then the upstream sees nginx's XCLIENT login (docs/behaviour.md §11.4)."""
     proxy = lab.proxy(protocol="smtp")
     with proxy.connect() as c:
         c.expect(b"220 mx.test ESMTP ready\r\n")

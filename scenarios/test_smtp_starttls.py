@@ -1,5 +1,5 @@
 """SMTP over TLS: STARTTLS (RFC 3207) with `starttls on` and `only`, and implicit TLS
-(`listen ... ssl`, RFC 8314), on every target (spec §2.7, §4.4, §9.4, §9.5, §18).
+(`listen ... ssl`, RFC 8314), on every target (docs/behaviour.md §2.7, §4.4, §9.4, §9.5, §18).
 
 Both targets read the same throwaway certificate (trustme), passed as ssl_certificate paths
 in the server block.
@@ -8,9 +8,8 @@ in the server block.
 from __future__ import annotations
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures are used by name
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures are used by name
     AUTH_OK,
     BAD_SEQUENCE,
     GREETING,

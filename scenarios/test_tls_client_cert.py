@@ -1,7 +1,7 @@
 """Client certificates: ssl_verify_client on|optional|optional_no_ca with
 ssl_client_certificate / ssl_trusted_certificate, ssl_verify_depth and ssl_crl; the
-certificate error lines of spec §3 inside TLS; the Auth-SSL-* headers with the values nginx
-takes from OpenSSL (spec §2.7, §4.4, §10.1, §10.2).
+certificate error lines of docs/behaviour.md §3 inside TLS; the Auth-SSL-* headers with the values nginx
+takes from OpenSSL (docs/behaviour.md §2.7, §4.4, §10.1, §10.2).
 
 The expected header values come from the `openssl` command line tool for the same files
 (`x509 -subject -nameopt RFC2253`, `-serial`), so both targets are held to OpenSSL's text.
@@ -15,9 +15,8 @@ import subprocess
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
-
-from proxy.auth_http import escape
-from scenarios.kit.tls_support import (
+from postern.proxy.auth_http import escape
+from postern.scenarios.kit.tls_support import (
     CERT_ERROR,
     GREETINGS,
     NO_CERT,

@@ -11,8 +11,13 @@ import subprocess
 from dataclasses import dataclass
 
 import pytest
-
-from scenarios.kit.tls_support import GREETINGS, client_context, handshake_fails, pki, tls_connect
+from postern.scenarios.kit.tls_support import (
+    GREETINGS,
+    client_context,
+    handshake_fails,
+    pki,
+    tls_connect,
+)
 
 __all__ = ["pki"]
 

@@ -1,6 +1,6 @@
 """Implicit TLS (`listen ... ssl`): the greeting inside TLS, the certificate served, ALPN,
 TLS after a PROXY header, the Auth-SSL headers, the relay through TLS, and how the proxy ends
-TLS (spec §2.7, §4.1, §4.4, §10.1, §13; RFC 8314 implicit TLS, RFC 7301 ALPN).
+TLS (docs/behaviour.md §2.7, §4.1, §4.4, §10.1, §13; RFC 8314 implicit TLS, RFC 7301 ALPN).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import ssl
 import time
 
 import pytest
-
-from scenarios.kit.tls_support import (
+from postern.scenarios.kit.tls_support import (
     GREETINGS,
     client_context,
     ends_with_close_notify,
@@ -42,7 +41,7 @@ def test_greeting_inside_tls_with_the_configured_certificate(lab, pki, protocol)
 
 @pytest.mark.nginx_min("1.23.4", "TLSv1.3 joined the default ssl_protocols")
 def test_default_protocols_include_tls13(lab, pki):
-    """spec §2.7: the default ssl_protocols is `TLSv1.2 TLSv1.3` (1.23.4+)."""
+    """docs/behaviour.md §2.7: the default ssl_protocols is `TLSv1.2 TLSv1.3` (1.23.4+)."""
     proxy = lab.proxy(server=pki.server(protocols=None), listen_params="ssl")
     with tls_connect(proxy) as c:
         c.expect(GREETINGS["imap"])
@@ -72,7 +71,7 @@ def test_login_and_relay_through_tls(lab, pki):
 
 
 def test_tls12_cipher_names_are_openssl_names(lab, pki):
-    """spec §10.1: SSL_get_version / SSL_get_cipher_name, e.g. TLSv1.2 and
+    """docs/behaviour.md §10.1: SSL_get_version / SSL_get_cipher_name, e.g. TLSv1.2 and
     ECDHE-ECDSA-AES256-GCM-SHA384."""
     proxy = _proxy(lab, pki)
     ctx = client_context(version=ssl.TLSVersion.TLSv1_2, ciphers="ECDHE-ECDSA-AES256-GCM-SHA384")
@@ -93,7 +92,7 @@ def _fetch_all(c, tag: bytes) -> bytes:
 
 
 def test_large_relay_both_ways(lab, pki):
-    """spec §12 over TLS: a literal bigger than several TLS records reaches the backend
+    """docs/behaviour.md §12 over TLS: a literal bigger than several TLS records reaches the backend
     whole, and a FETCH of every message comes back byte for byte as the backend sends it."""
     proxy = _proxy(lab, pki)
     blob = bytes(range(256)) * 400  # 100 KiB: several TLS records each way
@@ -106,7 +105,7 @@ def test_large_relay_both_ways(lab, pki):
         c.send(b"a4 FETCH 1:* BODY.PEEK[]\r\n")
         through_proxy = _fetch_all(c, b"a4")
     assert any(blob in cmd for cmd in lab.imap.commands)
-    from scenarios.kit.client import Client
+    from postern.scenarios.kit.client import Client
     with Client("127.0.0.1", lab.imap.port) as direct:
         direct.readline()
         direct.send(b"a1 LOGIN alice secret\r\n")
@@ -130,7 +129,7 @@ def test_alpn_protocol_is_selected(lab, pki, protocol):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_alpn_without_our_protocol_is_refused(lab, pki, protocol):
-    """RFC 7301 §3.2 / spec §2.7: an ALPN list without the server's protocol ends the
+    """RFC 7301 §3.2 / docs/behaviour.md §2.7: an ALPN list without the server's protocol ends the
     handshake with a fatal no_application_protocol alert; no greeting."""
     proxy = _proxy(lab, pki, protocol)
     others = [p for p in PROTOCOLS if p != protocol] + ["http/1.1"]
@@ -148,7 +147,7 @@ def test_no_alpn_is_fine(lab, pki):
 
 
 def test_plaintext_on_a_tls_port_is_dropped(lab, pki):
-    """spec §4.4: a handshake failure closes the connection without a protocol word (OpenSSL
+    """docs/behaviour.md §4.4: a handshake failure closes the connection without a protocol word (OpenSSL
     may answer with an alert record, never with the greeting)."""
     proxy = _proxy(lab, pki)
     with proxy.connect() as c:
@@ -168,8 +167,8 @@ def test_logout_ends_tls_with_close_notify(lab, pki):
 
 
 def test_auth_failure_line_inside_tls(lab, pki):
-    """spec §10.4: the failure line goes out encrypted, then close_notify."""
-    from fakes.auth import Reply
+    """docs/behaviour.md §10.4: the failure line goes out encrypted, then close_notify."""
+    from postern.fakes.auth import Reply
     proxy = _proxy(lab, pki)
     lab.auth.push(Reply.fail("nope"))
     with tls_connect(proxy) as c:
@@ -179,12 +178,12 @@ def test_auth_failure_line_inside_tls(lab, pki):
 
 
 def test_tls_after_proxy_protocol_header(lab, pki):
-    """spec §4.1: PROXY header first, then the handshake, then the greeting; realip and the
+    """docs/behaviour.md §4.1: PROXY header first, then the handshake, then the greeting; realip and the
     TLS headers both reach the auth request."""
     proxy = _proxy(lab, pki, extra="set_real_ip_from 127.0.0.1;\n", listen="ssl proxy_protocol")
     c = proxy.connect()
     c.send(b"PROXY TCP4 192.0.2.9 192.0.2.10 4000 993\r\n")
-    from scenarios.kit.tls_support import start_tls
+    from postern.scenarios.kit.tls_support import start_tls
     with start_tls(c) as c:
         lab.login(c)
     req = lab.auth.requests[0]

@@ -1,7 +1,7 @@
 """Real clients over TLS through the proxy to real servers: `openssl s_client -starttls
 imap|pop3|smtp` and curl with --ssl-reqd (STARTTLS) and imaps:// (implicit TLS), verifying the
 proxy's certificate against the test CA, to Dovecot (IMAP, POP3) and Postfix (SMTP)
-(spec §2.7, §4.4, §11, §12; RFC 2595, RFC 3207, RFC 8314).
+(docs/behaviour.md §2.7, §4.4, §11, §12; RFC 2595, RFC 3207, RFC 8314).
 
 Without Dovecot, Postfix, curl or openssl the scenarios are skipped, except under CI, where
 that is a failure.
@@ -16,12 +16,11 @@ import subprocess
 import uuid
 
 import pytest
-
-from fakes.auth import User
-from scenarios.kit.real.common import available, require
-from scenarios.kit.real.dovecot import DovecotInstance
-from scenarios.kit.real.postfix import PostfixInstance
-from scenarios.kit.tls_support import pki
+from postern.fakes.auth import User
+from postern.scenarios.kit.real.common import available, require
+from postern.scenarios.kit.real.dovecot import DovecotInstance
+from postern.scenarios.kit.real.postfix import PostfixInstance
+from postern.scenarios.kit.tls_support import pki
 
 __all__ = ["pki"]
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 import ssl
 
 import pytest
-
-from fakes.auth import MockAuthServer, User
-from fakes.imap import FakeImapServer
-from fakes.pop3 import FakePop3Server
-from fakes.smtp import FakeSmtpServer
-from scenarios.kit.client import Client
-from scenarios.kit.real.common import free_ports
-from scenarios.kit.targets import target_class
-from scenarios.kit.tls_support import client_context, make_pki, start_tls
+from postern.fakes.auth import MockAuthServer, User
+from postern.fakes.imap import FakeImapServer
+from postern.fakes.pop3 import FakePop3Server
+from postern.fakes.smtp import FakeSmtpServer
+from postern.scenarios.kit.client import Client
+from postern.scenarios.kit.real.common import free_ports
+from postern.scenarios.kit.targets import target_class
+from postern.scenarios.kit.tls_support import client_context, make_pki, start_tls
 
 # The guide's text, indentation and all; {placeholders} are the only changes.
 COMPLETE_EXAMPLE = """\

@@ -1,7 +1,7 @@
 """The ssl_* directives that shape the handshake: several certificates chosen by key type,
 ssl_password_file, ssl_protocols, ssl_ciphers, ssl_prefer_server_ciphers, ssl_ecdh_curve,
 ssl_dhparam, and session resumption under ssl_session_cache / ssl_session_tickets /
-ssl_session_timeout (spec §2.7; RFC 5246 §7.4.1, RFC 8446 §2.2, RFC 5077).
+ssl_session_timeout (docs/behaviour.md §2.7; RFC 5246 §7.4.1, RFC 8446 §2.2, RFC 5077).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import time
 import warnings
 
 import pytest
-
-from scenarios.kit.tls_support import (
+from postern.scenarios.kit.tls_support import (
     GREETINGS,
     client_context,
     handshake_fails,
@@ -195,7 +194,7 @@ def test_resumption_with_tickets(lab, pki, cache, version):
     ("shared:SSL:1m", True), ("builtin:1000 shared:SSL:1m", True)])
 def test_resumption_without_tickets(lab, pki, cache, resumed, version):
     """ssl_session_tickets off: only a server-side cache can resume; `none` hands out
-    session ids but never stores them; `off` refuses caching (spec §2.7)."""
+    session ids but never stores them; `off` refuses caching (docs/behaviour.md §2.7)."""
     proxy = _proxy(lab, pki.server() + f"ssl_session_cache {cache};\n"
                    "ssl_session_tickets off;")
     assert _resumed(proxy, version) is resumed

@@ -1,7 +1,7 @@
 """STARTTLS (IMAP, SMTP) and STLS (POP3) with `starttls on|only|off`: capabilities before and
 after TLS, what `only` refuses, STARTTLS inside TLS, the command-injection case (plaintext
 pipelined behind STARTTLS is discarded), and login through the upgraded connection
-(spec §2.7, §4.4, §5.2, §7.4-7.5, §8.3-8.4, §9.4-9.5, §18; RFC 3501 §6.2.1, RFC 2595 §4,
+(docs/behaviour.md §2.7, §4.4, §5.2, §7.4-7.5, §8.3-8.4, §9.4-9.5, §18; RFC 3501 §6.2.1, RFC 2595 §4,
 RFC 3207 §4; CVE-2011-0411 / CVE-2014-3556).
 """
 
@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from fakes.auth import Reply
-from scenarios.kit.tls_support import (
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.tls_support import (
     CERT_ERROR,
     GREETINGS,
     NO_CERT,
@@ -113,7 +112,7 @@ def test_implicit_tls_does_not_offer_starttls(lab, pki):
     """§7.5: on a TLS connection (`listen ... ssl` with `starttls on`) CAPABILITY has no
     STARTTLS and STARTTLS is invalid."""
     proxy = lab.proxy(server=pki.server() + "starttls on;", listen_params="ssl")
-    from scenarios.kit.tls_support import tls_connect
+    from postern.scenarios.kit.tls_support import tls_connect
     with tls_connect(proxy) as c:
         c.expect(GREETINGS["imap"])
         c.send(b"a1 CAPABILITY\r\n").expect(IMAP_CAPS + b"\r\na1 OK completed\r\n")

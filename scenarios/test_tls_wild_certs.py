@@ -10,9 +10,8 @@ import shutil
 import subprocess
 
 import pytest
-
-from scenarios.kit.tls_support import CERT_ERROR, client_context, pki, tls_connect
-from scenarios.kit.wild_certs import WILD, write
+from postern.scenarios.kit.tls_support import CERT_ERROR, client_context, pki, tls_connect
+from postern.scenarios.kit.wild_certs import WILD, write
 
 __all__ = ["pki"]
 

@@ -3,8 +3,8 @@ protocol, and a machine driven with bytes until it has no more actions."""
 
 from __future__ import annotations
 
-from proxy.conf.settings import AuthHttp, Listen, ServerSettings
-from proxy.dialogue import Log, Send
+from postern.proxy.conf.settings import AuthHttp, Listen, ServerSettings
+from postern.proxy.dialogue import Log, Send
 
 
 def server_settings(protocol: str, port: int, **extra) -> ServerSettings:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-
-from proxy.auth_exchange import (
+from postern.proxy.auth_exchange import (
     WAIT_REPEATS_AT_ONCE,
     AuthExchange,
     Fail,
@@ -15,12 +14,12 @@ from proxy.auth_exchange import (
     Proceed,
     Retry,
 )
-from proxy.conf.settings import AuthHttp, Listen, ServerSettings
-from proxy.dialogue import Authenticate
-from proxy.imap.dialogue import ImapDialogue
-from proxy.pop3.dialogue import Pop3Dialogue
-from proxy.protocols import PROTOCOLS
-from proxy.smtp.dialogue import SmtpDialogue
+from postern.proxy.conf.settings import AuthHttp, Listen, ServerSettings
+from postern.proxy.dialogue import Authenticate
+from postern.proxy.imap.dialogue import ImapDialogue
+from postern.proxy.pop3.dialogue import Pop3Dialogue
+from postern.proxy.protocols import PROTOCOLS
+from postern.proxy.smtp.dialogue import SmtpDialogue
 
 AUTH = AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1", uri="/auth",
                 addr="127.0.0.1", port=9000)

@@ -1,9 +1,14 @@
-"""auth_http request bytes and nginx's reading of replies (spec §10)."""
+"""auth_http request bytes and nginx's reading of replies (docs/behaviour.md §10)."""
 
 import pytest
-
-from proxy.auth_http import AuthRequest, AuthServerError, build_request, escape, parse_response
-from proxy.conf.settings import AuthHttp
+from postern.proxy.auth_http import (
+    AuthRequest,
+    AuthServerError,
+    build_request,
+    escape,
+    parse_response,
+)
+from postern.proxy.conf.settings import AuthHttp
 
 CONF = AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1", uri="/auth",
                 addr="127.0.0.1", port=9000)
@@ -76,7 +81,7 @@ def test_wait_and_name_without_colon():
     assert r.wait_status and r.wait == 0 and r.error is None
 
 
-# -- query(): the I/O failures and nginx's log lines for them (spec §10.6) -------------------
+# -- query(): the I/O failures and nginx's log lines for them (docs/behaviour.md §10.6) -------------------
 
 def _serve_once(reply: bytes | None, delay: float = 0.0):
     """A one-shot auth server on a free loopback port; returns (conf, server)."""
@@ -102,7 +107,7 @@ def _serve_once(reply: bytes | None, delay: float = 0.0):
 def _query(reply: bytes | None, delay: float = 0.0, timeout: float = 2.0):
     import asyncio
 
-    from proxy.auth_http import query
+    from postern.proxy.auth_http import query
 
     async def main():
         conf, server = await _serve_once(reply, delay)()
@@ -140,7 +145,7 @@ def test_query_refused_logs_like_nginx_recv():
     import asyncio
     import socket
 
-    from proxy.auth_http import query
+    from postern.proxy.auth_http import query
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -9,8 +9,7 @@ import pytest
 from auth_zoo import BROKEN, CORRECT, ZooServer
 from auth_zoo.directory import PASSWORD, USER
 from auth_zoo.serve import Serving
-
-from proxy.check_auth import main
+from postern.checkauth import main
 
 CATCH_RATE = 0.9
 _results: dict[str, dict] = {}

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from loadtest import bench
-from scenarios.kit.real.nginx import NginxInstance
+from postern.loadtest import bench
+from postern.scenarios.kit.real.nginx import NginxInstance
 
 ROOT = Path(__file__).resolve().parent.parent
 FETCH_MIB = 2
@@ -22,7 +21,7 @@ FETCH_MIB = 2
 def test_tiny_run_writes_results(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "loadtest.bench", "--quick", "--duration", "0.5", "--warmup",
+        [sys.executable, "-m", "postern.loadtest.bench", "--quick", "--duration", "0.5", "--warmup",
          "0.1", "--clients", "4", "--fetch-mib", str(FETCH_MIB), "--idle-sessions", "20",
          "--output", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)

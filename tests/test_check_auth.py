@@ -9,15 +9,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from fakes.auth import MockAuthServer, Reply, User
-from proxy.auth_http import escape
-from proxy.check_auth import auth_http_conf, main
-from proxy.check_auth.cases import Case, CaseFileError, Settings, build, cram_md5_digest, load_cases
-from proxy.check_auth.report import mask
-from proxy.check_auth.wire import explain_invalid, header_block_size
-from scenarios.kit.real.common import LOOPBACK, free_ports, require
-from scenarios.kit.real.nginx import NginxInstance
+from postern.checkauth import auth_http_conf, main
+from postern.checkauth.cases import (
+    Case,
+    CaseFileError,
+    Settings,
+    build,
+    cram_md5_digest,
+    load_cases,
+)
+from postern.checkauth.report import mask
+from postern.checkauth.wire import explain_invalid, header_block_size
+from postern.fakes.auth import MockAuthServer, Reply, User
+from postern.proxy.auth_http import escape
+from postern.scenarios.kit.real.common import LOOPBACK, free_ports, require
+from postern.scenarios.kit.real.nginx import NginxInstance
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAP, POP3, SMTP = ("127.0.0.1", 1143), ("127.0.0.1", 1110), ("127.0.0.1", 1025)
@@ -563,7 +569,7 @@ def test_wait_status_is_followed(capsys):
         srv.push(Reply.retry(wait=0), Reply.ok(*IMAP, wait=1), Reply.ok(*IMAP))
         _, checks = check(srv, capsys)
         requests = list(srv.requests)
-    # WAIT with a zero delay sticks until an answer carries a delay (spec §10.4): three
+    # WAIT with a zero delay sticks until an answer carries a delay (docs/behaviour.md §10.4): three
     # requests, the same each time, before nginx takes the success.
     assert checks["imap.plain.right"]["verdict"] == "pass"
     assert len(checks["imap.plain.right"]["exchanges"]) == 3
@@ -683,7 +689,7 @@ def test_shared_secret_header_and_proxy_protocol_are_sent_and_masked(capsys):
 
 
 def test_json_feeds_the_html_report(tmp_path, capsys):
-    from reports.sources import load_check_auth
+    from postern.reports.sources import load_check_auth
 
     with correct_server() as srv:
         main([srv.url, "--user", "alice", "--password", "secret", "--protocol", "pop3",
@@ -952,7 +958,7 @@ def test_ctrl_c_prints_a_partial_report(tmp_path):
 
     # SIGINT may be ignored where the test runs in the background; the child restores it
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "from proxy.check_auth import main; sys.exit(main(sys.argv[1:]))")
+            "from checkauth import main; sys.exit(main(sys.argv[1:]))")
     seen = []
 
     def slow(req):
@@ -1004,9 +1010,8 @@ def test_failures_with_one_cause_are_said_once_first(capsys):
 
 def test_html_report_lists_the_causes(tmp_path, capsys):
     from auth_zoo.serve import Serving
-
-    from reports.render import checks_section
-    from reports.sources import load_check_auth
+    from postern.reports.render import checks_section
+    from postern.reports.sources import load_check_auth
 
     raw = b"HTTP/1.0 200 OK\r\nAuth-Status: OK\r\nAuth-Server: localhost\r\nAuth-Port: 143\r\n\r\n"
     with Serving(lambda req: raw) as srv:

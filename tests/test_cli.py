@@ -9,16 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from proxy.cli import SUBCOMMANDS
-from scenarios.kit.real.common import free_port
+from postern.cli import SUBCOMMANDS
+from postern.scenarios.kit.real.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEBIAN = Path(__file__).resolve().parent / "fixtures" / "debian-nginx"
 
 
 def postern(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "postern", *args], capture_output=True,
                           check=False, text=True, timeout=60, cwd=ROOT, **kw)
 
 
@@ -62,7 +61,7 @@ def test_subcommand_help_names_the_postern_command(name):
 
 def test_fake_smtp_subcommand_serves(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "fake-smtp", "--listen",
+    proc = subprocess.Popen([sys.executable, "-m", "postern", "fake-smtp", "--listen",
                              f"127.0.0.1:{port}", "--user", "alice:secret", "--quiet"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -8,11 +8,11 @@ import socket
 import textwrap
 
 import pytest
+from postern.proxy.conf import ConfigError, dump_config, load_config
+from postern.proxy.conf.lexer import BLOCK_DONE, BLOCK_START, FILE_DONE, OK, Reader
+from postern.proxy.conf.settings import AuthHttp, Listen, LogTarget, Resolver
+from postern.proxy.conf.values import parse_size, parse_time
 
-from proxy.conf import ConfigError, dump_config, load_config
-from proxy.conf.lexer import BLOCK_DONE, BLOCK_START, FILE_DONE, OK, Reader
-from proxy.conf.settings import AuthHttp, Listen, LogTarget, Resolver
-from proxy.conf.values import parse_size, parse_time
 from tests.conf_support import write_certificate
 
 HOST = socket.gethostname().lower()

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from postern.scenarios.kit.real.common import free_port
 
-from scenarios.kit.real.common import free_port
 from tests.conf_support import MODULE, NGINX, outcome, require_nginx, tls_files
 
 __all__ = ["tls_files"]
@@ -54,7 +54,7 @@ def test_postern_t_answers_as_nginx_t(name, tmp_path, tls_files):
     conf.write_bytes(b"load_module %s;\n" % MODULE.encode() + text + b"\n")
     common = ["-t", "-q", "-p", f"{tmp_path}/", "-c", str(conf)]
     nginx = _run([NGINX, *common, "-e", str(tmp_path / "nginx-error.log")])
-    ours = _run([sys.executable, "-m", "proxy", *common, "-e", str(tmp_path / "p-error.log")])
+    ours = _run([sys.executable, "-m", "postern", *common, "-e", str(tmp_path / "p-error.log")])
     assert not any("Traceback" in line for line in ours), ours
     ours = [line.replace("postern: ", "nginx: ", 1) for line in ours]
     assert outcome(ours) == outcome(nginx)
@@ -63,8 +63,8 @@ def test_postern_t_answers_as_nginx_t(name, tmp_path, tls_files):
 def test_bind_failure_names_the_address():
     import socket
 
-    from proxy.conf.settings import Listen
-    from proxy.master import _new_socket
+    from postern.proxy.conf.settings import Listen
+    from postern.proxy.master import _new_socket
     holder = socket.create_server(("127.0.0.1", 0))
     port = holder.getsockname()[1]
     try:

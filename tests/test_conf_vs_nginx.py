@@ -16,9 +16,9 @@ import shutil
 import subprocess
 
 import pytest
+from postern.proxy.conf import ConfigError, load_config
+from postern.scenarios.kit.real.common import free_port
 
-from proxy.conf import ConfigError, load_config
-from scenarios.kit.real.common import free_port
 from tests.conf_support import MODULE, NGINX, outcome, require_nginx, tls_files
 
 __all__ = ["tls_files"]
@@ -370,7 +370,7 @@ def test_prefix_and_conf_dir_differ(tmp_path, tls_files):
 
 
 def test_dump_same_as_nginx(tmp_path, tls_files):
-    from proxy.conf import dump_config
+    from postern.proxy.conf import dump_config
 
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "a.conf").write_text("env A;")  # no final newline

@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from scenarios.kit.real.common import free_ports, is_listening, require
-from scenarios.kit.real.nginx import NginxInstance, nginx_binary, nginx_version
+from postern.scenarios.kit.real.common import free_ports, is_listening, require
+from postern.scenarios.kit.real.nginx import NginxInstance, nginx_binary, nginx_version
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "### Your own proxy: `--target external`"

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fakes.auth import AuthRequest, MockAuthServer, Reply, User, unescape
+from postern.fakes.auth import AuthRequest, MockAuthServer, Reply, User, unescape
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAP = ("127.0.0.1", 1143)
@@ -36,7 +35,7 @@ def nginx_escape(value: str) -> str:
 def nginx_request(user: str = "alice", password: str = "secret", method: str = "plain",
                   protocol: str = "imap", attempt: int = 1, salt: str | None = None,
                   extra: tuple[str, ...] = ()) -> bytes:
-    """The request exactly as nginx writes it (spec §10.1 order)."""
+    """The request exactly as nginx writes it (docs/behaviour.md §10.1 order)."""
     lines = ["GET /auth HTTP/1.0", "Host: localhost", f"Auth-Method: {method}",
              f"Auth-User: {nginx_escape(user)}", f"Auth-Pass: {nginx_escape(password)}"]
     if salt is not None:
@@ -283,7 +282,7 @@ def test_wait_requests_times_out(auth):
 
 def test_requests_log_masks_password_and_logs_never_show_it(tmp_path, caplog):
     path = tmp_path / "requests.jsonl"
-    caplog.set_level(logging.DEBUG, logger="fakes.auth")
+    caplog.set_level(logging.DEBUG, logger="postern.fakes.auth")
     with MockAuthServer(users={"alice": User("s3cr3t!", backends={"imap": IMAP})},
                         requests_log=path) as auth:
         ask(auth, nginx_request(password="s3cr3t!"))
@@ -316,7 +315,7 @@ def test_async_start_stop_in_running_loop():
 def test_cli(tmp_path):
     log = tmp_path / "req.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakes.auth", "--listen", "127.0.0.1:0", "--user", "alice:pa:ss",
+        [sys.executable, "-m", "postern.fakes.auth", "--listen", "127.0.0.1:0", "--user", "alice:pa:ss",
          "--backend", "imap=127.0.0.1:1143", "--requests-log", str(log), "--fail-wait", "2"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fakes.imap import FakeImapServer, Faults
-from fakes.imap_proto import CommandReader, ParseError, parse_seqset, tokenize
-from fakes.mailbox import MailStore
+from postern.fakes.imap import FakeImapServer, Faults
+from postern.fakes.imap_proto import CommandReader, ParseError, parse_seqset, tokenize
+from postern.fakes.mailbox import MailStore
 
 ROOT = Path(__file__).resolve().parents[1]
 GREETING = b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN IDLE] Fake IMAP4rev1 ready\r\n"
@@ -191,7 +190,7 @@ def test_literal_login_with_imaplib(imap):
 
 
 def test_nginx_style_literal_login_exact_bytes(imap, raw):
-    """spec §11.3: TAG LOGIN {n}, continuation, login {m}, continuation, password."""
+    """docs/behaviour.md §11.3: TAG LOGIN {n}, continuation, login {m}, continuation, password."""
     assert raw.line() == GREETING
     raw.send(b"a1 LOGIN {5}\r\n")
     assert raw.line() == b"+ Ready for literal data\r\n"
@@ -459,7 +458,7 @@ def test_async_start_stop_in_running_loop():
 
 def test_cli():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakes.imap", "--listen", "127.0.0.1:0", "--user", "alice:secret",
+        [sys.executable, "-m", "postern.fakes.imap", "--listen", "127.0.0.1:0", "--user", "alice:secret",
          "--seed", "1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -511,7 +510,7 @@ def test_id_enable_namespace_for_client_profiles():
     """What the load profiles' desktop and phone clients send (RFC 2971, 5161, 2342)."""
     import imaplib
 
-    from fakes.imap import CLIENT_CAPABILITIES
+    from postern.fakes.imap import CLIENT_CAPABILITIES
 
     with FakeImapServer({"a": "b"}, capabilities=CLIENT_CAPABILITIES) as srv:
         m = imaplib.IMAP4(srv.host, srv.port)

@@ -13,8 +13,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-
-from fakes.mailbox import (
+from postern.fakes.mailbox import (
     DATE_END,
     DATE_START,
     DEFAULT_COUNTS,

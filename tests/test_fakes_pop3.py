@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fakes.mailbox import MailStore, StoredMessage
-from fakes.pop3 import FakePop3Server, Faults, dot_stuffed, top_chunks
+from postern.fakes.mailbox import MailStore, StoredMessage
+from postern.fakes.pop3 import FakePop3Server, Faults, dot_stuffed, top_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -385,7 +384,7 @@ def test_async_start_stop_in_running_loop():
 
 def test_cli():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakes.pop3", "--listen", "127.0.0.1:0", "--user", "alice:secret",
+        [sys.executable, "-m", "postern.fakes.pop3", "--listen", "127.0.0.1:0", "--user", "alice:secret",
          "--seed", "1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

@@ -22,17 +22,22 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from fakes import script as script_module
-from fakes import stack as stack_module
-from fakes.auth import MockAuthServer, Reply
-from fakes.auth import cli as auth_module
-from fakes.script import ScriptError, build_auth, load_script, parse_script
-from fakes.stack import FakeStack
-from proxy.auth_http import AuthRequest, AuthServerError, build_request, parse_response, query
-from proxy.conf.settings import AuthHttp
-from scenarios.kit.real.common import free_ports
-from scenarios.kit.real.nginx import NginxInstance
+from postern.fakes import script as script_module
+from postern.fakes import stack as stack_module
+from postern.fakes.auth import MockAuthServer, Reply
+from postern.fakes.auth import cli as auth_module
+from postern.fakes.script import ScriptError, build_auth, load_script, parse_script
+from postern.fakes.stack import FakeStack
+from postern.proxy.auth_http import (
+    AuthRequest,
+    AuthServerError,
+    build_request,
+    parse_response,
+    query,
+)
+from postern.proxy.conf.settings import AuthHttp
+from postern.scenarios.kit.real.common import free_ports
+from postern.scenarios.kit.real.nginx import NginxInstance
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -125,7 +130,7 @@ def test_requests_log_is_what_the_proxy_sent_with_the_password_masked(mock, tmp_
 def test_auth_mock_cli_runs_a_script(tmp_path):
     log = tmp_path / "req.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "auth-mock", "--script",
+        [sys.executable, "-m", "postern", "auth-mock", "--script",
          str(EXAMPLES / "auth-mock.toml"), "--listen", "127.0.0.1:0", "--requests-log",
          str(log), "--quiet"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -249,7 +254,7 @@ def test_postern_runs_the_printed_snippet(basic, tmp_path):
     conf.write_text(f"daemon off;\nworker_processes 1;\npid {tmp_path}/postern.pid;\n"
                     f"error_log {tmp_path}/error.log info;\nevents {{}}\n"
                     f"mail {{\n{_mail_block(basic, ports)}}}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "-p", f"{tmp_path}/", "-c",
+    proc = subprocess.Popen([sys.executable, "-m", "postern", "-p", f"{tmp_path}/", "-c",
                              str(conf)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
@@ -278,7 +283,7 @@ def test_postern_runs_the_printed_snippet(basic, tmp_path):
 
 
 def test_fakes_cli_prints_the_table_and_stops_on_sigterm(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "fakes.stack", "--script",
+    proc = subprocess.Popen([sys.executable, "-m", "postern.fakes.stack", "--script",
                              str(EXAMPLES / "fakes-basic.toml"), "--quiet", "--mail-dir",
                              str(tmp_path / "mail")], cwd=ROOT,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

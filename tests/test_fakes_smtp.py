@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fakes.smtp import XCLIENT_EHLO, FakeSmtpServer, Faults, xtext_decode
+from postern.fakes.smtp import XCLIENT_EHLO, FakeSmtpServer, Faults, xtext_decode
 
 ROOT = Path(__file__).resolve().parents[1]
 GREETING = b"220 upstream.test ESMTP FakeSMTP\r\n"
@@ -352,7 +351,7 @@ def test_stop_with_clients_still_connected():
 
 def test_cli():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fakes.smtp", "--listen", "127.0.0.1:0", "--user",
+        [sys.executable, "-m", "postern.fakes.smtp", "--listen", "127.0.0.1:0", "--user",
          "alice:secret", "--reject-rcpt", "550 5.1.1 nobody here"], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -373,7 +372,7 @@ def test_cli():
 
 
 def test_cli_rejects_a_bad_reply_option():
-    done = subprocess.run([sys.executable, "-m", "fakes.smtp", "--reply", "nonsense"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "postern.fakes.smtp", "--reply", "nonsense"], cwd=ROOT,
                           capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           timeout=30, check=False)
     assert done.returncode == 2 and b"VERB=REPLY" in done.stderr

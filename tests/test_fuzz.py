@@ -16,14 +16,14 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from postern.proxy import auth_http, proxy_protocol, sasl, tls_headers
+from postern.proxy.conf import ConfigError, load_config
+from postern.proxy.dialogue import Authenticate, Close
+from postern.proxy.imap.dialogue import ImapDialogue
+from postern.proxy.pop3.dialogue import Pop3Dialogue
+from postern.proxy.smtp.dialogue import SmtpDialogue
+from postern.scenarios.kit.wild_certs import WILD
 
-from proxy import auth_http, proxy_protocol, sasl, tls_headers
-from proxy.conf import ConfigError, load_config
-from proxy.dialogue import Authenticate, Close
-from proxy.imap.dialogue import ImapDialogue
-from proxy.pop3.dialogue import Pop3Dialogue
-from proxy.smtp.dialogue import SmtpDialogue
-from scenarios.kit.wild_certs import WILD
 from tests.dialogue_support import IMAP_CONF as IMAP
 from tests.dialogue_support import POP3_CONF as POP3
 from tests.dialogue_support import SMTP_CONF as SMTP

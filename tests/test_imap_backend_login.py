@@ -1,9 +1,8 @@
-"""The IMAP backend login machine, bytes in and outcomes out (spec §11.1, §11.3)."""
+"""The IMAP backend login machine, bytes in and outcomes out (docs/behaviour.md §11.1, §11.3)."""
 
 import pytest
-
-from proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
-from proxy.imap.backend_login import ImapBackendLogin
+from postern.proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
+from postern.proxy.imap.backend_login import ImapBackendLogin
 
 
 def machine(pass_error_message=False, proxy_buffer=4096, tolerate_untagged=True):

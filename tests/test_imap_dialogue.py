@@ -1,13 +1,13 @@
-"""The IMAP pre-auth machine, bytes in and actions out (spec §7)."""
+"""The IMAP pre-auth machine, bytes in and actions out (docs/behaviour.md §7)."""
 
 from dataclasses import replace
 
 import pytest
+from postern.proxy.auth_http import AuthResponse
+from postern.proxy.conf.settings import SslSettings
+from postern.proxy.dialogue import Authenticate, Close, Log, StartTls
+from postern.proxy.imap.dialogue import ImapDialogue
 
-from proxy.auth_http import AuthResponse
-from proxy.conf.settings import SslSettings
-from proxy.dialogue import Authenticate, Close, Log, StartTls
-from proxy.imap.dialogue import ImapDialogue
 from tests.dialogue_support import IMAP_CONF, runner, sent
 
 CONF = IMAP_CONF

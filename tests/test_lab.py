@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from scenarios.kit.real.common import free_port, free_ports, require
+from postern.scenarios.kit.real.common import free_port, free_ports, require
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("imap", "pop3", "smtp", "imaps", "pop3s", "smtps")
@@ -31,7 +30,7 @@ def start_lab(workdir: Path, *extra: str, ports: dict[str, int] | None = None,
     ports = ports or dict(zip(NAMES, free_ports(6)))
     args = [f"--{name}-port={port}" for name, port in ports.items()]
 
-    argv = [sys.executable, "-m", "proxy", "lab", "--dir", str(workdir), *args, *extra]
+    argv = [sys.executable, "-m", "postern", "lab", "--dir", str(workdir), *args, *extra]
     if ignore_sigint:  # as a background job of a non-interactive shell starts it: SIG_IGN
         # survives exec (no preexec_fn: this test process may run threads)
         ignore = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
@@ -199,7 +198,7 @@ def test_a_port_in_use_is_named_with_the_option_that_moves_it(tmp_path):
         busy = holder.getsockname()[1]
         ports = dict(zip(NAMES, free_ports(6)))
         ports["pop3"] = busy
-        proc = subprocess.run([sys.executable, "-m", "proxy", "lab", "--dir", str(tmp_path),
+        proc = subprocess.run([sys.executable, "-m", "postern", "lab", "--dir", str(tmp_path),
                                *[f"--{n}-port={p}" for n, p in ports.items()]],
                               cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1
@@ -210,10 +209,10 @@ def test_a_port_in_use_is_named_with_the_option_that_moves_it(tmp_path):
 
 
 def test_port_base_moves_every_port(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "proxy", "lab", "--help"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "postern", "lab", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0 and "--port-base" in out.stdout
-    from fakes.lab import _args
+    from postern.fakes.lab import _args
     args = _args(["--port-base", "30000", "--smtp-port", "2525"])
     assert (args.imap_port, args.pop3_port, args.smtp_port, args.imaps_port,
             args.pop3s_port, args.smtps_port) == (30143, 30110, 2525, 30993, 30995, 30465)
@@ -257,14 +256,14 @@ def test_written_config_runs_by_hand_as_its_header_says(tmp_path):
     commands = [line for line in header if line.startswith("postern ")]
     assert commands == [f"postern lab --no-proxy --dir {tmp_path} --auth-port {auth_port}",
                         f"postern -p {tmp_path}/ -c {conf}"]
-    fakes = subprocess.Popen([sys.executable, "-m", "proxy", *shlex.split(commands[0])[1:]],
+    fakes = subprocess.Popen([sys.executable, "-m", "postern", *shlex.split(commands[0])[1:]],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     proxy = None
     try:
         out = read_until(fakes, f"postern -p {tmp_path}/ -c {conf}")
         assert f"127.0.0.1:{auth_port}" in out
-        proxy = subprocess.Popen([sys.executable, "-m", "proxy", *shlex.split(commands[1])[1:]],
+        proxy = subprocess.Popen([sys.executable, "-m", "postern", *shlex.split(commands[1])[1:]],
                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  text=True)
         deadline = time.monotonic() + 30
@@ -284,7 +283,7 @@ def test_written_config_runs_by_hand_as_its_header_says(tmp_path):
 def test_readme_quickstart_shows_the_banner_commands():
     """The Quickstart's stdlib lines are the banner's for the default ports (which the tests
     above run), and it says what to install for the others."""
-    from fakes.lab import PORT_BASE, SERVICES, try_commands
+    from postern.fakes.lab import PORT_BASE, SERVICES, try_commands
     readme = (ROOT / "README.md").read_text()
     quickstart = readme[readme.index("## Quickstart"):readme.index("## Running Postern")]
     shown = [line for line in quickstart.splitlines() if line.startswith("python3 -c")]

@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fakes.imap import FakeImapServer
-from fakes.smtp import FakeSmtpServer
-from loadtest._lab import fake_available
-from loadtest._target import Target, external_target, read_users
+from postern.fakes.imap import FakeImapServer
+from postern.fakes.smtp import FakeSmtpServer
+from postern.loadtest._lab import fake_available
+from postern.loadtest._target import Target, external_target, read_users
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = {  # what the default profile mix sends (loadtest/profiles.toml)
@@ -127,7 +126,7 @@ def test_target_round_trip_and_users_file(tmp_path):
 
 
 def test_clients_record_merges_across_processes_and_keeps_session_order():
-    from loadtest._clients import Recorder, merge_order
+    from postern.loadtest._clients import Recorder, merge_order
 
     order = []
     merge_order(order, ["connect", "capa", "login", "stat"])
@@ -153,7 +152,7 @@ def test_clients_record_merges_across_processes_and_keeps_session_order():
 
 
 def test_profile_mix_file(tmp_path):
-    from loadtest import _profiles
+    from postern.loadtest import _profiles
 
     mix = _profiles.load()
     assert [p.kind for p in mix["imap"]] == ["thunderbird", "apple_mail", "poller"]
@@ -181,8 +180,7 @@ def test_imaplib2_enable_keeps_its_lock():
     import threading
 
     import imaplib2
-
-    from fakes.imap import CLIENT_CAPABILITIES
+    from postern.fakes.imap import CLIENT_CAPABILITIES
 
     with FakeImapServer({"a": "b"}, capabilities=CLIENT_CAPABILITIES, record=True) as srv:
         for release in (False, True):

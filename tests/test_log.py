@@ -10,18 +10,17 @@ import subprocess
 import threading
 import time
 
+import postern.proxy.log as proxy_log
 import pytest
-
-import proxy.log
-from proxy.conf.settings import LogTarget
-from proxy.log import ErrorLog
+from postern.proxy.conf.settings import LogTarget
+from postern.proxy.log import ErrorLog
 
 T0 = time.mktime((2024, 5, 1, 12, 0, 7, 0, 0, -1))  # local time, as nginx logs
 
 
 @pytest.fixture
 def ident(monkeypatch):
-    monkeypatch.setattr(proxy.log, "_ident", lambda: "4242#4242")
+    monkeypatch.setattr(proxy_log, "_ident", lambda: "4242#4242")
 
 
 def file_log(tmp_path, level="info"):
@@ -49,7 +48,7 @@ def test_real_pid_and_thread_id(tmp_path):
 
 def test_level_filter(tmp_path, ident):
     path, log = file_log(tmp_path, level="warn")
-    for level in proxy.log.LEVELS:
+    for level in proxy_log.LEVELS:
         log.log(level, level)
     assert [ln.split("] ")[0].split("[")[1] for ln in path.read_text().splitlines()] == [
         "emerg", "alert", "crit", "error", "warn"]
@@ -235,7 +234,7 @@ def test_same_bytes_as_nginx(tmp_path, monkeypatch):
                  their_file_line)
     assert m, their_file_line
     stamp = time.mktime(tuple(int(x) for x in m.groups()[:6]) + (0, 0, -1))
-    monkeypatch.setattr(proxy.log, "_ident", lambda: m.group(7).decode())
+    monkeypatch.setattr(proxy_log, "_ident", lambda: m.group(7).decode())
     host = syslog_host(theirs1)  # nginx's own (lowercased) host name
 
     ours_file = tmp_path / "ours.log"
@@ -257,7 +256,7 @@ def test_same_bytes_as_nginx(tmp_path, monkeypatch):
 
 
 def test_masked_header_lines_hide_auth_pass():
-    from proxy.log import masked_header_lines
+    from postern.proxy.log import masked_header_lines
 
     block = (b"GET /auth HTTP/1.0\r\nAuth-User: carol\r\nauth-pass: correct%20horse\r\n"
              b"Auth-Salt: <1.2@mx>\r\n\r\n")

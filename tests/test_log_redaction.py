@@ -4,10 +4,10 @@ command" and "client was rejected" lines show only what cannot be a credential."
 from __future__ import annotations
 
 import pytest
+from postern.proxy.dialogue import Log
+from postern.proxy.imap.dialogue import ImapDialogue
+from postern.proxy.smtp.dialogue import loggable
 
-from proxy.dialogue import Log
-from proxy.imap.dialogue import ImapDialogue
-from proxy.smtp.dialogue import loggable
 from tests.dialogue_support import IMAP_CONF as CONF
 
 SECRET = b"Sekr1tPassw0rd"

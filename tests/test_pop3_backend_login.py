@@ -1,9 +1,8 @@
-"""Logging into a POP3 backend for the client, bytes in and outcomes out (spec §11.1, §11.2)."""
+"""Logging into a POP3 backend for the client, bytes in and outcomes out (docs/behaviour.md §11.1, §11.2)."""
 
 import pytest
-
-from proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
-from proxy.pop3.backend_login import Pop3BackendLogin
+from postern.proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
+from postern.proxy.pop3.backend_login import Pop3BackendLogin
 
 
 def machine(login=b"user", password=b"secret", proxy_buffer=4096, pass_error_message=False):
@@ -68,7 +67,7 @@ def test_rejection_without_pass_error_message_is_an_internal_error(step):
 
 
 def test_rejection_with_pass_error_message_is_relayed():
-    # spec §18: the client got exactly the backend's PASS reply, then EOF
+    # docs/behaviour.md §18: the client got exactly the backend's PASS reply, then EOF
     m = machine(b"user", b"bad", pass_error_message=True)
     assert m.receive_data(b"+OK POP3 ready\r\n") == SendToBackend(b"USER user\r\n")
     assert m.receive_data(b"+OK\r\n") == SendToBackend(b"PASS bad\r\n")

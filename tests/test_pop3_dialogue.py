@@ -1,4 +1,4 @@
-"""The POP3 pre-auth machine, bytes in and actions out (spec §8, §5, §16 items 4, 5, 6, 8).
+"""The POP3 pre-auth machine, bytes in and actions out (docs/behaviour.md §8, §5, §16 items 4, 5, 6, 8).
 
 Expected bytes come from the spec's captured exchanges (§18) and were re-checked against
 Debian's nginx 1.22.1 (the oracle) where marked "oracle".
@@ -9,12 +9,12 @@ import re
 from dataclasses import replace
 
 import pytest
+from postern.proxy.auth_http import AuthResponse
+from postern.proxy.conf.settings import SslSettings
+from postern.proxy.dialogue import Authenticate, Close, Send, StartTls
+from postern.proxy.pop3.backend_login import Pop3BackendLogin
+from postern.proxy.pop3.dialogue import Pop3Dialogue
 
-from proxy.auth_http import AuthResponse
-from proxy.conf.settings import SslSettings
-from proxy.dialogue import Authenticate, Close, Send, StartTls
-from proxy.pop3.backend_login import Pop3BackendLogin
-from proxy.pop3.dialogue import Pop3Dialogue
 from tests.dialogue_support import POP3_CONF, logs, runner, sent
 
 CONF = POP3_CONF
@@ -48,7 +48,7 @@ def test_greeting_carries_the_salt_when_apop_or_cram_md5(methods):
     assert greeting == b"+OK POP3 ready " + m.creds.salt  # the salt keeps its CRLF
 
 
-# -- spec §18 captured exchange -------------------------------------------------------------
+# -- docs/behaviour.md §18 captured exchange -------------------------------------------------------------
 
 def test_captured_exchange_with_apop_cram_md5_and_starttls_on():
     m = Pop3Dialogue(SALTED)
@@ -181,7 +181,7 @@ def test_line_split_across_reads():
 
 @pytest.mark.parametrize("data,login,password", [
     (b"USER alice\r\nPASS secret\r\n", b"alice", b"secret"),
-    (b"USER  a b\r\nPASS  x \r\n", b"a b", b"x "),  # spec §8.2: spaces are data
+    (b"USER  a b\r\nPASS  x \r\n", b"a b", b"x "),  # docs/behaviour.md §8.2: spaces are data
     (b"user al ice \nPass p a s s\n", b"al ice ", b"p a s s"),
     (b"USER u\r\nPASS %\"\\\t\r\n", b"u", b"%\"\\\t"),  # no quoting, tabs are data
 ])
@@ -483,7 +483,7 @@ def test_failed_auth_with_wait_answers_then_processes_pipelined_input():
     assert isinstance(actions[-1], Authenticate) and m.creds.attempt == 1
     m.auth_failed(b"-ERR denied\r\n")
     _, actions = run(b"", machine=m)
-    # back to the initial state: PASS without a new USER is refused (spec §10.4)
+    # back to the initial state: PASS without a new USER is refused (docs/behaviour.md §10.4)
     assert sent(actions) == b"-ERR denied\r\n+OK\r\n" + INVALID
     m, actions = run(b"USER a\r\nPASS d\r\n", machine=m)
     assert isinstance(actions[-1], Authenticate) and m.creds.attempt == 2

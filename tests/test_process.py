@@ -11,16 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fakes.auth import MockAuthServer, User
-from fakes.imap import FakeImapServer
-from scenarios.kit.real.common import free_port
+from postern.fakes.auth import MockAuthServer, User
+from postern.fakes.imap import FakeImapServer
+from postern.scenarios.kit.real.common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def postern(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, check=False,
+    return subprocess.run([sys.executable, "-m", "postern", *args], capture_output=True, check=False,
                           text=True, timeout=30, cwd=ROOT, **kw)
 
 
@@ -79,7 +78,7 @@ class Running:
     def __init__(self, conf: Path) -> None:
         self.conf = conf
         self.pid_file = conf.parent / "postern.pid"
-        self.proc = subprocess.Popen([sys.executable, "-m", "proxy", "-p", f"{conf.parent}/",
+        self.proc = subprocess.Popen([sys.executable, "-m", "postern", "-p", f"{conf.parent}/",
                                       "-c", str(conf)], cwd=ROOT, stderr=subprocess.PIPE,
                                      text=True)
         wait_for(lambda: self.pid_file.exists() or self.proc.poll() is not None)

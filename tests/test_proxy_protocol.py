@@ -1,10 +1,9 @@
-"""PROXY protocol v1/v2 reading and writing (spec §4.2, §11.5)."""
+"""PROXY protocol v1/v2 reading and writing (docs/behaviour.md §4.2, §11.5)."""
 
 import ipaddress
 
 import pytest
-
-from proxy.proxy_protocol import (
+from postern.proxy.proxy_protocol import (
     V2_SIGNATURE,
     BrokenHeader,
     ProxyInfo,

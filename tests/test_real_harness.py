@@ -12,10 +12,10 @@ import smtplib
 import socket
 from email import message_from_bytes
 
-from scenarios.kit.real.common import LOOPBACK, free_ports, pid_alive, require
-from scenarios.kit.real.dovecot import DovecotInstance
-from scenarios.kit.real.nginx import NginxInstance
-from scenarios.kit.real.postfix import PostfixInstance
+from postern.scenarios.kit.real.common import LOOPBACK, free_ports, pid_alive, require
+from postern.scenarios.kit.real.dovecot import DovecotInstance
+from postern.scenarios.kit.real.nginx import NginxInstance
+from postern.scenarios.kit.real.postfix import PostfixInstance
 
 MESSAGE = (
     b"From: sender@example.org\r\n"

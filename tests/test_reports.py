@@ -10,10 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from reports import Inputs, render_report
-from reports.__main__ import main as reports_main
-from reports.sources import _split_id, load_check_auth, load_junit, load_locust
+from postern.reports import Inputs, render_report
+from postern.reports.__main__ import main as reports_main
+from postern.reports.sources import _split_id, load_check_auth, load_junit, load_locust
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reports"
 
@@ -200,7 +199,7 @@ def test_readers():
 
 
 def test_check_auth_schema_1(tmp_path):
-    """The document `postern check-auth --json` writes (proxy/check_auth/report.py)."""
+    """The document `postern check-auth --json` writes (checkauth/report.py)."""
     path = tmp_path / "check-auth.json"
     path.write_text(json.dumps({
         "schema": 1, "url": "http://127.0.0.1:9000/auth",
@@ -241,7 +240,7 @@ def test_command_prints_the_path(tmp_path, capsys):
 
 
 def _need_chromium() -> None:
-    from reports.browser import chromium_path
+    from postern.reports.browser import chromium_path
 
     if chromium_path() is None:
         if os.environ.get("CI"):
@@ -253,8 +252,8 @@ def _need_chromium() -> None:
 def test_report_in_a_real_browser(page, tmp_path):
     """Chromium renders every section, with figures and tables, and says nothing on its
     console; a screenshot of each section is taken (docs/ keeps a set)."""
-    from reports.browser import check_page
-    from reports.render import SECTIONS
+    from postern.reports.browser import check_page
+    from postern.reports.render import SECTIONS
 
     _need_chromium()
     path = tmp_path / "report.html"
@@ -273,7 +272,7 @@ def test_report_in_a_real_browser(page, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_browser_check_sees_console_errors_and_missing_sections(tmp_path):
-    from reports.browser import check_page
+    from postern.reports.browser import check_page
 
     _need_chromium()
     path = tmp_path / "broken.html"

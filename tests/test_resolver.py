@@ -1,4 +1,4 @@
-"""Client-host resolution (spec §4.5) against a scripted DNS server on 127.0.0.1."""
+"""Client-host resolution (docs/behaviour.md §4.5) against a scripted DNS server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-
-from proxy.conf.settings import Resolver
-from proxy.resolver import TEMPUNAVAIL, UNAVAILABLE, HostResolver, valid_host_name
-from scenarios.kit.scripted_dns import ScriptedDns
+from postern.proxy.conf.settings import Resolver
+from postern.proxy.resolver import TEMPUNAVAIL, UNAVAILABLE, HostResolver, valid_host_name
+from postern.scenarios.kit.scripted_dns import ScriptedDns
 
 PTR4 = "1.0.0.127.in-addr.arpa."
 PTR6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."

@@ -11,11 +11,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from scenarios.kit import external, grammar
-from scenarios.kit.differential import Side, compare, normalise_line, pair_key
-from scenarios.kit.references import MISSING, references
-from scenarios.kit.results import Record, summarise
+from postern.scenarios.kit import external, grammar
+from postern.scenarios.kit.differential import Side, compare, normalise_line, pair_key
+from postern.scenarios.kit.references import MISSING, references
+from postern.scenarios.kit.results import Record, summarise
 
 
 def violations(protocol, *events, eof=True):
@@ -158,8 +157,8 @@ def test_references_read_rfcs_spec_sections_and_named_behaviours():
     refs = references("RFC 3501 §6.2.3 LOGIN, §6.3.1 SELECT through the proxy (nginx logs "
                       "in with literals, §11.3); CVE-2014-3556")
     assert refs.rfcs == ["RFC 3501 §6.2.3", "RFC 3501 §6.3.1"]
-    assert refs.nginx == ["spec §11.3"] and refs.cves == ["CVE-2014-3556"]
-    assert refs.groups == ["RFC 3501", "CVE-2014-3556", "nginx spec §11"]
+    assert refs.nginx == ["docs/behaviour.md §11.3"] and refs.cves == ["CVE-2014-3556"]
+    assert refs.groups == ["RFC 3501", "CVE-2014-3556", "nginx docs/behaviour.md §11"]
     assert references("nginx imap_auth login: only AUTH=LOGIN").nginx == ["nginx imap_auth login"]
     assert references("ssl_crl: a revoked certificate").nginx == ["nginx ssl_crl"]
     assert not references("Postfix XCLIENT: the upstream takes ADDR")
@@ -246,7 +245,7 @@ def test_declared_blocks_match_scenario_directives():
 
 
 def test_plan_writes_one_config_the_runner_reads_back(tmp_path):
-    from scenarios.kit import external_plan
+    from postern.scenarios.kit import external_plan
 
     (tmp_path / "mail-2").mkdir()  # an earlier plan's output goes
     (tmp_path / "mail-2" / "nginx.conf").write_text("stale")
@@ -280,8 +279,8 @@ def test_plan_writes_one_config_the_runner_reads_back(tmp_path):
 
 
 def test_plan_records_blocks_the_declared_nginx_refuses(tmp_path):
-    from scenarios.kit import external_plan
-    from scenarios.kit.real.nginx import NginxInstance, nginx_version
+    from postern.scenarios.kit import external_plan
+    from postern.scenarios.kit.real.nginx import NginxInstance, nginx_version
 
     if NginxInstance.unavailable_reason():
         pytest.skip(NginxInstance.unavailable_reason())
@@ -307,7 +306,7 @@ def report(when, outcome, **extra):
 
 
 def test_records_fold_phases_and_summarise_by_protocol_and_reference():
-    refs = references("RFC 3501 §6.1.1 and spec §7.5")
+    refs = references("RFC 3501 §6.1.1 and docs/behaviour.md §7.5")
     ok = Record.new("t[postern]", "t", "postern", "imap", refs, "title")
     for when in ("setup", "call", "teardown"):
         ok.add_report(report(when, "passed"))
@@ -322,14 +321,14 @@ def test_records_fold_phases_and_summarise_by_protocol_and_reference():
     assert summary["by_protocol"] == {"imap": {"passed": 1, "failed": 1},
                                       "smtp": {"xfailed": 1}}
     assert summary["by_reference"]["RFC 3501"] == {"passed": 1, "failed": 1}
-    assert summary["by_reference"]["nginx spec §7"] == {"passed": 1, "failed": 1}
+    assert summary["by_reference"]["nginx docs/behaviour.md §7"] == {"passed": 1, "failed": 1}
 
 
 def test_reports_read_scenarios_json(tmp_path):
-    from reports.sources import load_scenarios
-    from scenarios.kit.results import write
+    from postern.reports.sources import load_scenarios
+    from postern.scenarios.kit.results import write
 
-    refs = references("RFC 3501 §6.1.1; spec §7.5")
+    refs = references("RFC 3501 §6.1.1; docs/behaviour.md §7.5")
     rec = Record.new("scenarios/test_imap_x.py::test_y[imap-nginx]",
                      "scenarios/test_imap_x.py::test_y", "nginx", "imap", refs, "t")
     rec.add_report(report("call", "failed"))
@@ -338,7 +337,7 @@ def test_reports_read_scenarios_json(tmp_path):
     case = run.cases[0]
     assert (case.module, case.test, case.target, case.outcome, case.grammar) == \
         ("scenarios.test_imap_x", "test_y[imap]", "nginx", "failed", "failed")
-    assert case.references == ["RFC 3501 §6.1.1", "spec §7.5"]
+    assert case.references == ["RFC 3501 §6.1.1", "docs/behaviour.md §7.5"]
     assert run.summary["by_reference"]["RFC 3501"] == {"failed": 1}
     assert load_scenarios(tmp_path / "missing.json") is None
 
@@ -352,10 +351,9 @@ def test_scenario_tls_clients_see_an_eof_without_close_notify():
     import threading
 
     import trustme
-
-    from scenarios.kit import smtp_support
-    from scenarios.kit.client import is_unclean_eof, tls_client_context
-    from scenarios.kit.tls_support import client_context
+    from postern.scenarios.kit import smtp_support
+    from postern.scenarios.kit.client import is_unclean_eof, tls_client_context
+    from postern.scenarios.kit.tls_support import client_context
 
     flag = getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     for ctx in (tls_client_context(), client_context(), smtp_support.client_tls()):

@@ -8,12 +8,11 @@ import asyncio
 import socket
 
 import pytest
-
-from proxy.conf.settings import AuthHttp, Listen, LogTarget, ServerSettings
-from proxy.imap.dialogue import ImapDialogue
-from proxy.log import ErrorLog
-from proxy.runtime import ServerRuntime
-from proxy.session import Session
+from postern.proxy.conf.settings import AuthHttp, Listen, LogTarget, ServerSettings
+from postern.proxy.imap.dialogue import ImapDialogue
+from postern.proxy.log import ErrorLog
+from postern.proxy.runtime import ServerRuntime
+from postern.proxy.session import Session
 
 
 def _runtime(loop, log_path, **kw) -> ServerRuntime:

@@ -1,13 +1,12 @@
-"""Logging into the SMTP backend (spec §11.4): every row of the sequence table, every failure."""
+"""Logging into the SMTP backend (docs/behaviour.md §11.4): every row of the sequence table, every failure."""
 
 from __future__ import annotations
 
 import base64
 
 import pytest
-
-from proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
-from proxy.smtp.backend_login import AUTH_OK, SmtpBackendLogin, xtext
+from postern.proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
+from postern.proxy.smtp.backend_login import AUTH_OK, SmtpBackendLogin, xtext
 
 GREETING = b"220 backend.test ESMTP\r\n"
 EHLO_REPLY = b"250-backend.test\r\n250-XCLIENT NAME ADDR LOGIN\r\n250 8BITMIME\r\n"

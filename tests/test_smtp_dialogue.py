@@ -1,14 +1,14 @@
-"""The SMTP pre-auth machine, bytes in and actions out (spec §9, §5, §6, §18)."""
+"""The SMTP pre-auth machine, bytes in and actions out (docs/behaviour.md §9, §5, §6, §18)."""
 
 from dataclasses import replace
 
 import pytest
+from postern.proxy.auth_http import AuthRequest, AuthResponse, build_request
+from postern.proxy.conf.settings import LogTarget, SslSettings
+from postern.proxy.dialogue import Authenticate, Close, Log, Send, StartTls
+from postern.proxy.smtp.backend_login import SmtpBackendLogin
+from postern.proxy.smtp.dialogue import SmtpDialogue, ehlo_replies, loggable
 
-from proxy.auth_http import AuthRequest, AuthResponse, build_request
-from proxy.conf.settings import LogTarget, SslSettings
-from proxy.dialogue import Authenticate, Close, Log, Send, StartTls
-from proxy.smtp.backend_login import SmtpBackendLogin
-from proxy.smtp.dialogue import SmtpDialogue, ehlo_replies, loggable
 from tests.dialogue_support import SMTP_CONF, logs, runner, sent
 
 CONF = SMTP_CONF
@@ -170,7 +170,7 @@ def test_cram_md5_salt_is_kept_for_the_session():
 
 
 def test_auth_external_quirk():
-    # the initial-response form works even when `external` is not enabled (spec §9.4)
+    # the initial-response form works even when `external` is not enabled (docs/behaviour.md §9.4)
     m, actions = run(b"AUTH EXTERNAL dXNlcg==\r\n")
     assert actions == [Authenticate()]
     assert (m.creds.login, m.creds.password, m.creds.method) == (b"user", None, "external")

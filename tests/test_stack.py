@@ -8,11 +8,10 @@ import smtplib
 import ssl
 
 import pytest
-
-from fakes.auth import Reply
-from fakes.stack import Stack
-from scenarios.kit.real.common import free_port
-from scenarios.kit.targets import target_class
+from postern.fakes.auth import Reply
+from postern.fakes.stack import Stack
+from postern.scenarios.kit.real.common import free_port
+from postern.scenarios.kit.targets import target_class
 
 USERS = {"alice": "secret", "bob": "hunter2"}
 

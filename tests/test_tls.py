@@ -15,12 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 from OpenSSL import SSL
-
-from proxy.conf.settings import AuthHttp, ServerSettings, SslSettings
-from proxy.protocols import PROTOCOLS
-from proxy.tls import TlsError, TlsServer, server_tls
-from proxy.tls_headers import auth_ssl_headers, parse_name, rfc2253, serial_text
-from scenarios.kit.tls_support import client_context, make_pki
+from postern.proxy.conf.settings import AuthHttp, ServerSettings, SslSettings
+from postern.proxy.protocols import PROTOCOLS
+from postern.proxy.tls import TlsError, TlsServer, server_tls
+from postern.proxy.tls_headers import auth_ssl_headers, parse_name, rfc2253, serial_text
+from postern.scenarios.kit.tls_support import client_context, make_pki
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +168,7 @@ def test_server_tls_is_one_context_per_settings_object(pki):
 
 
 def test_unknown_curve_is_a_setup_error(pki):
-    from proxy.tls import TlsSetupError
+    from postern.proxy.tls import TlsSetupError
     with pytest.raises(TlsSetupError, match="SSL_CTX_set1_curves_list"):
         TlsServer(_server(pki, ecdh_curve="nosuchcurve"))
 

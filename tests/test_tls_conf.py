@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 from OpenSSL import SSL
-
-from proxy.tls_conf import (
+from postern.proxy.tls_conf import (
     OP_CIPHER_SERVER_PREFERENCE,
     OP_NO_TICKET,
     OP_PRIORITIZE_CHACHA,

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 from OpenSSL import crypto
-
-from proxy.tls_headers import certificate_fields, rfc2253, serial_text
-from scenarios.kit.wild_certs import WILD, write
+from postern.proxy.tls_headers import certificate_fields, rfc2253, serial_text
+from postern.scenarios.kit.wild_certs import WILD, write
 
 
 def _openssl(path: str, *what: str) -> list[str]:

@@ -1,7 +1,7 @@
 """The scriptable mock auth_http server (``fakes.auth.server``) and its command line
-(``fakes.auth.cli``, ``python -m fakes.auth``); the names tests use are here."""
+(``fakes.auth.cli``, ``python -m postern.fakes.auth``); the names tests use are here."""
 
-from fakes.auth.server import (
+from postern.fakes.auth.server import (
     DEFAULT_FAIL,
     MASK,
     AuthRequest,

@@ -1,5 +1,5 @@
 import sys
 
-from fakes.auth.cli import main
+from postern.fakes.auth.cli import main
 
 sys.exit(main())

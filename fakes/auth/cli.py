@@ -1,4 +1,4 @@
-"""``postern auth-mock`` (``python -m fakes.auth``): the mock auth_http server from the command
+"""``postern auth-mock`` (``python -m postern.fakes.auth``): the mock auth_http server from the command
 line, optionally from a script (``fakes.script``)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from fakes._runner import hostport, login_password, run_server
-from fakes.auth.server import DEFAULT_FAIL, Backend, MockAuthServer
-from fakes.script import build_auth, load_script
+from postern.fakes._runner import hostport, login_password, run_server
+from postern.fakes.auth.server import DEFAULT_FAIL, Backend, MockAuthServer
+from postern.fakes.script import build_auth, load_script
 
 
 def _backend(text: str) -> tuple[str, Backend]:

@@ -11,11 +11,11 @@ or ``await srv.start()`` / ``await srv.stop()`` inside a running loop.
 
 Every request is recorded byte for byte. The answer comes, in order of precedence, from the
 global ``script`` queue, the ``handler`` callable, the user's ``by_attempt`` / ``replies``
-scripts, or the default decision (credentials checked per Auth-Method, see spec §10).
+scripts, or the default decision (credentials checked per Auth-Method, see docs/behaviour.md §10).
 A ``Reply`` describes both what to say and how to say it (delay, trickle, drop, ...);
 ``faults`` (a ``Faults``) misdelivers every answer, or every Nth, whatever decided it.
 ``fakes.script`` loads all of this from a TOML file; ``fakes.auth.cli`` is the command
-line (``postern auth-mock``, ``python -m fakes.auth``).
+line (``postern auth-mock``, ``python -m postern.fakes.auth``).
 Passwords never appear in what this module logs or prints.
 """
 
@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from fakes._runner import BackgroundServer
+from postern.fakes._runner import BackgroundServer
 
-log = logging.getLogger("fakes.auth")
+log = logging.getLogger("postern.fakes.auth")
 
 Backend = tuple[str, int]
 DEFAULT_FAIL = "Invalid login or password"

@@ -111,7 +111,7 @@ def _check_tls(parser: Parser, mail: Level, srv: Level, m: dict[str, Any],
 
 def _conf_commands(parser: Parser, m: dict[str, Any]) -> list[tuple[str, str]]:
     """ssl_conf_command values; file and directory names made absolute as nginx does."""
-    from proxy.tls_conf import takes_path  # pyOpenSSL only for configurations that use it
+    from postern.proxy.tls_conf import takes_path  # pyOpenSSL only for configurations that use it
 
     return [(name, parser.full_name(value, conf_prefix=True) if takes_path(name) else value)
             for name, value in m["ssl.conf_commands"] or ()]

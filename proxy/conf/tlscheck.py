@@ -151,8 +151,7 @@ def check_conf_commands(commands: list[tuple[str, str]], certs: list[str], verif
     """ngx_ssl_conf_commands() at -t: each command on a context holding the server's
     certificates (so a PrivateKey that does not match one is caught as nginx catches it)."""
     from OpenSSL import SSL
-
-    from proxy.tls_conf import ConfCommandError, ConfCommands
+    from postern.proxy.tls_conf import ConfCommandError, ConfCommands
 
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """IMAP: the client dialogue before authentication and the login to the backend server."""
 
-from proxy.imap.dialogue import INTERNAL_ERROR, ImapDialogue, failure_line
-from proxy.protocol import MailProtocol
+from postern.proxy.imap.dialogue import INTERNAL_ERROR, ImapDialogue, failure_line
+from postern.proxy.protocol import MailProtocol
 
 
 def _open(conf, tls: bool, client_host: str, log_info: bool) -> ImapDialogue:

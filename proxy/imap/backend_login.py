@@ -1,4 +1,4 @@
-"""Logging into the IMAP backend for the client (spec §11.3).
+"""Logging into the IMAP backend for the client (docs/behaviour.md §11.3).
 
 Always synchronising literals, so any byte in a login or password is safe; the client's own
 tag is reused so the backend's tagged OK answers the client's LOGIN/AUTHENTICATE.
@@ -6,7 +6,7 @@ tag is reused so the backend's tagged OK answers the client's LOGIN/AUTHENTICATE
 
 from __future__ import annotations
 
-from proxy.backend_login import ACCEPT, AGAIN, REJECT, BackendLogin, LoggedIn, Outcome
+from postern.proxy.backend_login import ACCEPT, AGAIN, REJECT, BackendLogin, LoggedIn, Outcome
 
 
 class ImapBackendLogin(BackendLogin):

@@ -1,6 +1,6 @@
 """The IMAP client dialogue before authentication, byte for byte as nginx speaks it.
 
-Theory of operation (spec §7): one nginx-style command buffer, a resumable parser that
+Theory of operation (docs/behaviour.md §7): one nginx-style command buffer, a resumable parser that
 mirrors ngx_mail_imap_parse_command state by state (so its quirks come along: the empty tag
 of a line starting with a space, `{0}` eating one byte, the leaking quote flag), and a
 handler that mirrors ngx_mail_imap_auth_state. Session-level parser fields (quoted,
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 
-from proxy import sasl
-from proxy.conf.settings import ServerSettings
-from proxy.dialogue import (
+from postern.proxy import sasl
+from postern.proxy.conf.settings import ServerSettings
+from postern.proxy.dialogue import (
     AGAIN,
     LITERAL_NEXT,
     PARSE_INVALID,
@@ -26,7 +26,7 @@ from proxy.dialogue import (
     Send,
     StartTls,
 )
-from proxy.imap.backend_login import ImapBackendLogin
+from postern.proxy.imap.backend_login import ImapBackendLogin
 
 GREETING = b"* OK IMAP4 ready\r\n"
 OK = b"OK completed\r\n"
@@ -263,7 +263,7 @@ class ImapDialogue(Dialogue):
                 self.mail_state = "external"
                 return R_OK, USERNAME
             if mech == b"EXTERNAL" and n == 2:
-                # nginx checks `external` only for the challenge form (spec §7.6 QUIRK)
+                # nginx checks `external` only for the challenge form (docs/behaviour.md §7.6 QUIRK)
                 self.creds.login = sasl.external(args[1])
                 self.creds.method = "external"
                 return R_DONE, OK

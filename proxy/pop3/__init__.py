@@ -1,7 +1,7 @@
 """POP3: the client dialogue before authentication and the login to the backend server."""
 
-from proxy.pop3.dialogue import INTERNAL_ERROR, Pop3Dialogue, failure_line
-from proxy.protocol import MailProtocol
+from postern.proxy.pop3.dialogue import INTERNAL_ERROR, Pop3Dialogue, failure_line
+from postern.proxy.protocol import MailProtocol
 
 
 def _open(conf, tls: bool, client_host: str, log_info: bool) -> Pop3Dialogue:

@@ -1,4 +1,4 @@
-"""Logging into the POP3 backend for the client (spec §11.2).
+"""Logging into the POP3 backend for the client (docs/behaviour.md §11.2).
 
 USER then PASS with the session's login and password sent raw; APOP is never used towards
 the backend. The backend's final `+OK` line is what the client gets as the answer to its
@@ -7,7 +7,7 @@ PASS/APOP/AUTH.
 
 from __future__ import annotations
 
-from proxy.backend_login import ACCEPT, REJECT, BackendLogin, LoggedIn, Outcome
+from postern.proxy.backend_login import ACCEPT, REJECT, BackendLogin, LoggedIn, Outcome
 
 
 class Pop3BackendLogin(BackendLogin):

@@ -1,6 +1,6 @@
 """The POP3 client dialogue before authentication, byte for byte as nginx speaks it.
 
-Theory of operation (spec §8): one fixed 128-byte nginx-style command buffer (there is no
+Theory of operation (docs/behaviour.md §8): one fixed 128-byte nginx-style command buffer (there is no
 pop3_client_buffer), a resumable parser that mirrors ngx_mail_pop3_parse_command state by
 state, and a handler that mirrors ngx_mail_pop3_auth_state. Two session states matter:
 `start` and `user` (after USER); anything but PASS/CAPA/NOOP/QUIT in `user` is an error
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proxy import sasl
-from proxy.conf.settings import ServerSettings
-from proxy.dialogue import (
+from postern.proxy import sasl
+from postern.proxy.conf.settings import ServerSettings
+from postern.proxy.dialogue import (
     AGAIN,
     PARSE_INVALID,
     PARSED,
@@ -28,10 +28,10 @@ from proxy.dialogue import (
     Send,
     StartTls,
 )
-from proxy.pop3.backend_login import Pop3BackendLogin
+from postern.proxy.pop3.backend_login import Pop3BackendLogin
 
 if TYPE_CHECKING:
-    from proxy.auth_http import AuthResponse
+    from postern.proxy.auth_http import AuthResponse
 
 BUFFER_SIZE = 128  # fixed in nginx (ngx_mail_pop3_init_protocol)
 
@@ -264,7 +264,7 @@ class Pop3Dialogue(Dialogue):
                 self.mail_state = "auth_external"
                 return R_OK, USERNAME
             if mech == b"EXTERNAL" and n == 2:
-                # nginx checks `external` only for the challenge form (spec §8.3 QUIRK)
+                # nginx checks `external` only for the challenge form (docs/behaviour.md §8.3 QUIRK)
                 self._external(args[1])
                 return R_DONE, OK
         except sasl.SaslError as err:

@@ -1,7 +1,12 @@
 """SMTP: the client dialogue before authentication and the login to the backend MTA."""
 
-from proxy.protocol import MailProtocol
-from proxy.smtp.dialogue import DEFAULT_ERROR_CODE, INTERNAL_ERROR, SmtpDialogue, failure_line
+from postern.proxy.protocol import MailProtocol
+from postern.proxy.smtp.dialogue import (
+    DEFAULT_ERROR_CODE,
+    INTERNAL_ERROR,
+    SmtpDialogue,
+    failure_line,
+)
 
 
 def _open(conf, tls: bool, client_host: str, log_info: bool) -> SmtpDialogue:

@@ -1,4 +1,4 @@
-"""Logging into the SMTP backend for the client (spec §11.4), as ngx_mail_proxy_smtp_handler.
+"""Logging into the SMTP backend for the client (docs/behaviour.md §11.4), as ngx_mail_proxy_smtp_handler.
 
 The state names are nginx's: each says what was just sent, and so which reply code it waits
 for. Greeting, then our own HELO/EHLO, then XCLIENT (client address, login, host name) and the
@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import base64
 
-from proxy.backend_login import ACCEPT, AGAIN, REJECT, BackendLogin, LoggedIn, LoginFailed, Outcome
+from postern.proxy.backend_login import (
+    ACCEPT,
+    AGAIN,
+    REJECT,
+    BackendLogin,
+    LoggedIn,
+    LoginFailed,
+    Outcome,
+)
 
 AUTH_OK = b"235 2.0.0 OK\r\n"
 

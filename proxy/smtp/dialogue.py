@@ -1,6 +1,6 @@
 """The SMTP client dialogue before authentication, byte for byte as nginx speaks it.
 
-Theory of operation (spec §9, §5, §6): one nginx-style command buffer; a resumable parser that
+Theory of operation (docs/behaviour.md §9, §5, §6): one nginx-style command buffer; a resumable parser that
 mirrors ngx_mail_smtp_parse_command state by state (4-letter verbs and STARTTLS, at most 11
 space-separated arguments, CRLF or bare LF; after an AUTH line the next line is read as one bare
 SASL argument); and a handler that mirrors ngx_mail_smtp_auth_state. Session fields (HELO
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 
-from proxy import sasl
-from proxy.conf.settings import ServerSettings
-from proxy.dialogue import (
+from postern.proxy import sasl
+from postern.proxy.conf.settings import ServerSettings
+from postern.proxy.dialogue import (
     AGAIN,
     PARSE_INVALID,
     PARSED,
@@ -26,7 +26,7 @@ from proxy.dialogue import (
     Send,
     StartTls,
 )
-from proxy.smtp.backend_login import SmtpBackendLogin
+from postern.proxy.smtp.backend_login import SmtpBackendLogin
 
 OK = b"250 2.0.0 OK\r\n"
 BYE = b"221 2.0.0 Bye\r\n"
@@ -64,7 +64,7 @@ _FIRST_WORD = re.compile(rb"[A-Za-z]+")
 
 
 def ehlo_replies(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
-    """(plain, starttls on, starttls only) EHLO replies, built once per server (spec §9.5)."""
+    """(plain, starttls on, starttls only) EHLO replies, built once per server (docs/behaviour.md §9.5)."""
     lines = [conf.server_name.encode()] + [c.encode() for c in conf.smtp_capabilities]
     methods = [m.upper().encode() for m in ("plain", "login", "cram-md5", "external")
                if m in conf.smtp_auth]
@@ -115,7 +115,7 @@ class SmtpDialogue(Dialogue):
     def __init__(self, conf: ServerSettings, tls: bool = False,
                  client_host: str = UNAVAILABLE, log_info: bool | None = None) -> None:
         super().__init__(conf, tls, conf.smtp_client_buffer)
-        self.client_host = client_host  # Client-Host / XCLIENT NAME (spec §4.5)
+        self.client_host = client_host  # Client-Host / XCLIENT NAME (docs/behaviour.md §4.5)
         # whether the session's error log takes info lines: nginx's rejection logging then
         # rewrites the buffer (see _mail); unknown here means the server's own error_log
         # decides, else info is assumed (as a mail proxy's log is usually run)
@@ -142,7 +142,7 @@ class SmtpDialogue(Dialogue):
         return b"220 %s ESMTP ready\r\n" % self.conf.server_name.encode()
 
     def reject_early(self, data: bytes) -> list[Action]:
-        """Data arrived during smtp_greeting_delay: nginx refuses the client (spec §9.2)."""
+        """Data arrived during smtp_greeting_delay: nginx refuses the client (docs/behaviour.md §9.2)."""
         self.quit = self._paused = True
         seen = data[:self.conf.smtp_client_buffer]
         return [Log("info", f'client was rejected before greeting: "{loggable(seen)}"'),
@@ -153,7 +153,7 @@ class SmtpDialogue(Dialogue):
 
     def auth_failed(self, error_line: bytes) -> None:
         """After an Auth-Wait delay: answer and go back to the start. The stored MAIL/RCPT
-        stay (spec §9.4): a new MAIL gets 503, a new RCPT asks again with the old MAIL."""
+        stay (docs/behaviour.md §9.4): a new MAIL gets 503, a new RCPT asks again with the old MAIL."""
         super().auth_failed(error_line)
 
     def auth_request_extra(self, req) -> None:
@@ -306,7 +306,7 @@ class SmtpDialogue(Dialogue):
                 self.mail_state = "external"
                 return R_OK, USERNAME
             if mech == b"EXTERNAL" and n == 2:
-                # nginx checks `external` only for the challenge form (spec §9.4 QUIRK)
+                # nginx checks `external` only for the challenge form (docs/behaviour.md §9.4 QUIRK)
                 creds.login = sasl.external(args[1])
                 creds.method = "external"
                 return R_DONE, OK

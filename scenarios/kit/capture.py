@@ -4,7 +4,7 @@ The grammar check, the differential comparison and the JSON results all look at 
 connections of one scenario after it ran. Scenarios create clients freely (`proxy.connect()`,
 `Client(...)` with a source address, helpers), so the recorder wraps `Client.__init__` for
 the run instead of asking every scenario to register them; `expect_closed(lenient=True)`
-is noted too, since an RST may then have swallowed the last reply (spec §5.1), and so is a
+is noted too, since an RST may then have swallowed the last reply (docs/behaviour.md §5.1), and so is a
 connection reset seen while reading (the same loss, wherever the scenario read).
 """
 
@@ -15,7 +15,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 
-from scenarios.kit.client import Client
+from postern.scenarios.kit.client import Client
 
 
 class TimedTranscript(list):

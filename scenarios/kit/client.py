@@ -133,7 +133,7 @@ class Client:
 
     def expect_closed(self, timeout: float | None = None, lenient: bool = False) -> Client:
         """The server closes with nothing more to say. `lenient` tolerates an RST that
-        swallowed bytes (nginx closing with unread input, spec §5.1)."""
+        swallowed bytes (nginx closing with unread input, docs/behaviour.md §5.1)."""
         rest = self.read_all(timeout)
         if not lenient:
             assert rest == b"", f"expected close, got {rest!r}\n{self.dump()}"

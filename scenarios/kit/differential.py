@@ -9,7 +9,7 @@ client computes from it, port numbers, and per-run values a scenario or a fake m
 bytes, all server bytes, whether the server closed), so that how replies were split into
 TCP reads does not matter; the diff shown is the interleaved C:/S: transcript (difflib).
 A connection closed with `expect_closed(lenient=True)`, or one that saw a reset, may have
-lost its last replies to the RST nginx sends when it closes with unread input (spec §5.1),
+lost its last replies to the RST nginx sends when it closes with unread input (docs/behaviour.md §5.1),
 so there a shorter tail of server lines is accepted.
 
 Scenarios marked `nginx_min` for a newer nginx than the one compared, or that are an

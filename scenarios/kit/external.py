@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from scenarios.kit.real.common import LOOPBACK, is_listening
+from postern.scenarios.kit.real.common import LOOPBACK, is_listening
 
 PORT_NAMES = ("auth", "imap", "pop3", "smtp")
 DEFAULT_PORTS = {"auth": 19080, "imap": 19143, "pop3": 19110, "smtp": 19025}

@@ -24,9 +24,9 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-from scenarios.kit.external import External, describe, normalise, per_run_reason
-from scenarios.kit.real.common import is_listening
-from scenarios.kit.real.nginx import NginxInstance, nginx_version
+from postern.scenarios.kit.external import External, describe, normalise, per_run_reason
+from postern.scenarios.kit.real.common import is_listening
+from postern.scenarios.kit.real.nginx import NginxInstance, nginx_version
 
 # Everything a plan writes (and what earlier versions wrote: main/, mail-N/, certs/).
 OUTPUT = ("external.toml", "nginx.conf", "mail.conf", "error.log", "nginx.pid", "pki",

@@ -59,20 +59,20 @@ KNOWN_DEVIATIONS: list[tuple[str, re.Pattern[bytes], str, str]] = [
      "nginx: LOGOUT answers a bare `* BYE` without resp-text"),
     ("imap", re.compile(rb"BAD invalid command"), "response-tagged",
      ("nginx QUIRK: untagged `BAD invalid command` after a bad AUTHENTICATE LOGIN user name "
-     "(spec §7.6)")),
+     "(docs/behaviour.md §7.6)")),
     ("imap", re.compile(rb" (OK|NO|BAD) .*"), "tag",
      ("nginx QUIRK: a command line starting with a space has the empty tag, echoed in the "
-     "reply (spec §7.2)")),
+     "reply (docs/behaviour.md §7.2)")),
     ("imap", re.compile(rb".+BAD invalid command"), "RFC 3501",
      ("nginx QUIRK: a stale tag after a waited auth failure, taken from the rewound command "
-     "buffer (spec §7.3)")),
+     "buffer (docs/behaviour.md §7.3)")),
     ("imap", re.compile(rb"\S+ NO "), "resp-text",
-     "nginx: the auth server's Auth-Status text is passed on as is, here empty (spec §10.4)"),
+     "nginx: the auth server's Auth-Status text is passed on as is, here empty (docs/behaviour.md §10.4)"),
     ("imap", re.compile(rb"\* CAPABILITY.*", re.DOTALL), "capability-data",
      "configuration: imap_capabilities does not list IMAP4rev1"),
     ("smtp", re.compile(rb"503 5\.5\.0 Improper use of SMTP command pipelining"), "Greeting",
      ("nginx smtp_greeting_delay: a client talking early gets 503 instead of a greeting "
-     "(spec §9.2)")),
+     "(docs/behaviour.md §9.2)")),
 ]
 
 

@@ -3,7 +3,7 @@ exact bytes the auth server and the upstream receive for a login."""
 
 from __future__ import annotations
 
-from scenarios.kit.client import Client
+from postern.scenarios.kit.client import Client
 
 GREETING = b"* OK IMAP4 ready\r\n"
 CAPS = b"* CAPABILITY IMAP4 IMAP4rev1 UIDPLUS"

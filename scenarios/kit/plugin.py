@@ -20,12 +20,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from scenarios.kit import external, external_plan, grammar
-from scenarios.kit.capture import Connection, Recorder
-from scenarios.kit.differential import DifferentialItem, Side, add_items, pair_key
-from scenarios.kit.references import MISSING, References, first_line, references
-from scenarios.kit.results import DEFAULT_PATH, Record, write
+from postern.scenarios.kit import external, external_plan, grammar
+from postern.scenarios.kit.capture import Connection, Recorder
+from postern.scenarios.kit.differential import DifferentialItem, Side, add_items, pair_key
+from postern.scenarios.kit.references import MISSING, References, first_line, references
+from postern.scenarios.kit.results import DEFAULT_PATH, Record, write
 
 SCENARIOS = Path(__file__).resolve().parent.parent
 PROTOCOLS = ("imap", "pop3", "smtp")
@@ -185,7 +184,7 @@ class ScenarioPlugin:
                             else pytest.mark.xfail(strict=True, reason=why))
 
     def _expected_difference(self, item: pytest.Item) -> str | None:
-        from scenarios.kit.targets import version_of
+        from postern.scenarios.kit.targets import version_of
 
         marker = item.get_closest_marker("nginx_min")
         if marker is None:
@@ -293,7 +292,7 @@ class ScenarioPlugin:
         path = self.config.getoption("scenario_json")
         ran = [r for r in self.records.values() if r.outcome != "not run"]
         if path and ran and not (state is not None and state.plan):
-            from scenarios.kit.targets import version_of
+            from postern.scenarios.kit.targets import version_of
             nginx = version_of("nginx")
             meta = {"targets": self.config.getoption("target") or ["postern"],
                     "differential": list(self.pair) if self.pair else None,
@@ -320,7 +319,7 @@ class ScenarioPlugin:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
-        from scenarios.kit.summary import summary_sections
+        from postern.scenarios.kit.summary import summary_sections
 
         for title, lines in summary_sections(self, config):
             terminalreporter.write_sep("=", title)

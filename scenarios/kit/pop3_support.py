@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from scenarios.kit.client import Client
+from postern.scenarios.kit.client import Client
 
 GREETING = b"+OK POP3 ready\r\n"
 OK = b"+OK\r\n"

@@ -2,7 +2,7 @@
 
 Every scenario names an RFC ("RFC 3501 §6.1.1") or a named nginx behaviour: "nginx: ...",
 "nginx <directive>: ...", a CVE, or a section of the behavioural spec
-(nginx-mail.md, cited as "§10.4" or "spec §10.4"), which is nginx's
+(docs/behaviour.md, cited as "§10.4" or "docs/behaviour.md §10.4"), which is nginx's
 behaviour written down. Results are grouped by these names.
 """
 
@@ -22,7 +22,7 @@ CVE = re.compile(r"\bCVE-\d{4}-\d{4,}\b")
 @dataclass
 class References:
     rfcs: list[str] = field(default_factory=list)       # "RFC 3501 §6.1.1"
-    nginx: list[str] = field(default_factory=list)      # "spec §10.4", "nginx imap_auth"
+    nginx: list[str] = field(default_factory=list)      # "docs/behaviour.md §10.4", "nginx imap_auth"
     cves: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -34,11 +34,11 @@ class References:
 
     @property
     def groups(self) -> list[str]:
-        """Coarse groups for reports: "RFC 3501", "nginx spec §10", "CVE-...", "nginx"."""
+        """Coarse groups for reports: "RFC 3501", "nginx docs/behaviour.md §10", "CVE-...", "nginx"."""
         out = self.rfc_numbers + self.cves
         for name in self.nginx:
-            if name.startswith("spec §"):
-                out.append("nginx spec §" + name[6:].split(".")[0])
+            if name.startswith("docs/behaviour.md §"):
+                out.append("nginx docs/behaviour.md §" + name[6:].split(".")[0])
             else:
                 out.append("nginx")
         return list(dict.fromkeys(out))
@@ -66,7 +66,7 @@ def references(doc: str | None) -> References:
             refs.rfcs.append(f"RFC {rfc} §{m.group('sec')}")
         else:
             rfc = None
-            refs.nginx.append(f"spec §{m.group('sec')}")
+            refs.nginx.append(f"docs/behaviour.md §{m.group('sec')}")
     for m in NGINX.finditer(doc):
         name = "nginx QUIRK" if m.group(0).endswith("QUIRK") else \
             " ".join(f"nginx {(m.group(1) or '').strip(' `()')}".split())
@@ -82,13 +82,13 @@ def references(doc: str | None) -> References:
 
 
 _TOKENS = re.compile(r"\bRFC\s?(?P<rfc>\d{3,5})(?:\s?§\s?(?P<rsec>\d+(?:\.\d+)*))?"
-                     r"|(?<![\w§])(?P<spec>spec\s)?§\s?(?P<sec>\d+(?:\.\d+)*)")
-_SAME_CLAUSE = re.compile(r"(?!.*\b(?:nginx|spec)\b)[^;:()]{0,40}", re.DOTALL)
+                     r"|(?<![\w§])(?P<spec>(?:spec|docs/behaviour\.md)\s)?§\s?(?P<sec>\d+(?:\.\d+)*)")
+_SAME_CLAUSE = re.compile(r"(?!.*\b(?:nginx|spec|behaviour)\b)[^;:()]{0,40}", re.DOTALL)
 
 
 @cache
 def mail_directives() -> frozenset[str]:
-    from proxy.conf.table import TABLE
+    from postern.proxy.conf.table import TABLE
     return frozenset(name for name, row in TABLE.items() if row.contexts & {"mail", "server"})
 
 

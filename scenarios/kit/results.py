@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from scenarios.kit.references import References
+from postern.scenarios.kit.references import References
 
 SCHEMA = 1
 DEFAULT_PATH = Path("results/scenarios.json")

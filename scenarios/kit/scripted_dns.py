@@ -1,4 +1,4 @@
-"""A scripted DNS server on 127.0.0.1 for client-host resolution checks (spec §4.5).
+"""A scripted DNS server on 127.0.0.1 for client-host resolution checks (docs/behaviour.md §4.5).
 
 The script maps (name, type) questions to an answer: a list of RRset texts
 `(owner, ttl, type, data...)`, an rcode (int, e.g. dns.rcode.SERVFAIL) or "drop" (no reply,

@@ -13,9 +13,8 @@ import base64
 import ssl
 
 import pytest
-
-from scenarios.kit.client import Client, tls_client_context
-from scenarios.kit.tls_support import throwaway_certificate
+from postern.scenarios.kit.client import Client, tls_client_context
+from postern.scenarios.kit.tls_support import throwaway_certificate
 
 GREETING = b"220 mx.test ESMTP ready\r\n"
 HELO_REPLY = b"250 mx.test\r\n"
@@ -72,7 +71,7 @@ def read_reply(c: Client) -> bytes:
 def smtp_request(method: bytes = b"plain", user: bytes = b"alice", password: bytes = b"secret",
                  attempt: int = 1, host: bytes = b"[UNAVAILABLE]", salt: bytes = b"",
                  tail: bytes = b"") -> bytes:
-    """The auth_http request nginx sends for an SMTP client on 127.0.0.1 (spec §10.1)."""
+    """The auth_http request nginx sends for an SMTP client on 127.0.0.1 (docs/behaviour.md §10.1)."""
     return (b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: " + method + b"\r\n"
             b"Auth-User: " + user + b"\r\nAuth-Pass: " + password + b"\r\n" + salt +
             b"Auth-Protocol: smtp\r\nAuth-Login-Attempt: %d\r\n" % attempt +
@@ -81,7 +80,7 @@ def smtp_request(method: bytes = b"plain", user: bytes = b"alice", password: byt
 
 def none_request(helo: bytes, mail: bytes, rcpt: bytes, attempt: int = 1,
                  host: bytes = b"[UNAVAILABLE]", tail: bytes = b"") -> bytes:
-    """The request of an unauthenticated (`smtp_auth none`) sender (spec §10.1, §18)."""
+    """The request of an unauthenticated (`smtp_auth none`) sender (docs/behaviour.md §10.1, §18)."""
     return smtp_request(b"none", b"", b"", attempt, host, tail=b"Auth-SMTP-Helo: " + helo +
                         b"\r\nAuth-SMTP-From: " + mail + b"\r\nAuth-SMTP-To: " + rcpt +
                         b"\r\n" + tail)

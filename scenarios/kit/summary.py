@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from scenarios.kit import external
+from postern.scenarios.kit import external
 
 
 def summary_sections(plugin, config) -> list[tuple[str, list[str]]]:

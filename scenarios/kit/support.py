@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from scenarios.kit.client import Client
+from postern.scenarios.kit.client import Client
 
 
 class LogWatch:

@@ -9,7 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from scenarios.kit.real.nginx import NginxInstance, nginx_version
+from postern.scenarios.kit.real.nginx import NginxInstance, nginx_version
+
+from postern import import_root
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,11 +30,11 @@ class PosternInstance(NginxInstance):
         return None
 
     def _command(self, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "proxy", "-p", f"{self.workdir}/",
+        return [sys.executable, "-m", "postern", "-p", f"{self.workdir}/",
                 "-c", str(self.conf_path), "-e", str(self.error_log_path), *extra]
 
     def start(self) -> PosternInstance:
-        os.environ.setdefault("PYTHONPATH", str(ROOT))
+        os.environ.setdefault("PYTHONPATH", import_root())
         # the worker reports any session that is neither relaying, timed nor closed
         os.environ.setdefault("POSTERN_CHECK_INVARIANTS", "1")
         super().start()

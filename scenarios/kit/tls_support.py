@@ -31,8 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from scenarios.kit.client import Client, is_unclean_eof, tls_client_context
+from postern.scenarios.kit.client import Client, is_unclean_eof, tls_client_context
 
 GREETINGS = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
              "smtp": b"220 mx.test ESMTP ready\r\n"}
@@ -215,7 +214,7 @@ def external_pki(d: Path, plan: bool) -> Pki:
         pytest.fail(f"external target: {d} holds no {PKI_INDEX}; write the plan again "
                     "(--external-plan)", pytrace=False)
     d.mkdir(parents=True, exist_ok=True)
-    from scenarios.kit.external_plan import PKI_DAYS
+    from postern.scenarios.kit.external_plan import PKI_DAYS
     return save_pki(make_pki(d, days=PKI_DAYS))
 
 
@@ -224,7 +223,7 @@ def throwaway_certificate(tmp_path_factory, name: str) -> tuple[Path, Path]:
     targets read; under the external target the plan's, kept next to its PKI, so a declared
     block names the same files."""
     trustme = pytest.importorskip("trustme")
-    from scenarios.kit import external
+    from postern.scenarios.kit import external
 
     state = external.STATE
     if state is not None and state.pki is not None:
@@ -246,7 +245,7 @@ def throwaway_certificate(tmp_path_factory, name: str) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> Pki:
-    from scenarios.kit import external
+    from postern.scenarios.kit import external
 
     state = external.STATE
     if state is not None and state.pki is not None:

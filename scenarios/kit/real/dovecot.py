@@ -20,7 +20,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from scenarios.kit.real.common import (
+from postern.scenarios.kit.real.common import (
     LOOPBACK,
     Instance,
     ServerStartError,

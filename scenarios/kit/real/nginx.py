@@ -20,7 +20,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from scenarios.kit.real.common import (
+from postern.scenarios.kit.real.common import (
     Instance,
     ServerStartError,
     stop_process_group,

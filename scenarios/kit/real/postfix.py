@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from scenarios.kit.real.common import (
+from postern.scenarios.kit.real.common import (
     LOOPBACK,
     Instance,
     ServerStartError,

@@ -10,8 +10,8 @@ credentials and cases given, reads every answer with nginx's own parser
         --protocol imap --methods plain,cram-md5 --timeout 5s --json
 
 Exit status: 0 when nothing failed (warnings allowed), 1 on any fail, 2 on a usage error.
-The JSON schema is documented in proxy/check_auth/report.py; the case file format in
-proxy/check_auth/cases.py. The modules: wire (one exchange, as nginx does it), cases (what
+The JSON schema is documented in checkauth/report.py; the case file format in
+checkauth/cases.py. The modules: wire (one exchange, as nginx does it), cases (what
 to ask), judge (what nginx does with an answer), summary (checks over many answers), run
 (the order), report (table and JSON).
 """
@@ -25,10 +25,10 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from proxy.auth_http import escape
-from proxy.conf.addr import UrlError, parse_url
-from proxy.conf.settings import AuthHttp
-from proxy.conf.values import parse_time
+from postern.proxy.auth_http import escape
+from postern.proxy.conf.addr import UrlError, parse_url
+from postern.proxy.conf.settings import AuthHttp
+from postern.proxy.conf.values import parse_time
 
 from .cases import METHODS, PROTOCOLS, CaseFileError, Settings, load_cases, parse_backend
 from .report import exit_status, to_json, to_table
@@ -136,7 +136,7 @@ def auth_http_conf(url: str) -> AuthHttp:
 
 
 def _certificate(path: str, pass_cert: bool) -> tuple[tuple[str, bytes], ...]:
-    """The headers nginx sends for a verified client certificate (spec §10.1)."""
+    """The headers nginx sends for a verified client certificate (docs/behaviour.md §10.1)."""
     try:
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import Encoding

@@ -1,7 +1,7 @@
 """What check-auth asks: the built-in cases and the cases of a TOML file, as nginx requests.
 
 Every request goes through proxy.auth_http.build_request(), so header order and %XX escaping
-are nginx's own (spec §10.1-10.2). APOP and CRAM-MD5 get a fresh `<R.T@server_name>` salt
+are nginx's own (docs/behaviour.md §10.1-10.2). APOP and CRAM-MD5 get a fresh `<R.T@server_name>` salt
 and a real digest of the password, as a mail client would compute it.
 
 Case file format (``--cases FILE.toml``; see examples/check-auth/cases.toml)::
@@ -36,14 +36,14 @@ import re
 import tomllib
 from dataclasses import dataclass, field, replace
 
-from proxy.auth_http import AuthRequest, build_request
-from proxy.conf.settings import AuthHttp
-from proxy.sasl import make_salt
+from postern.proxy.auth_http import AuthRequest, build_request
+from postern.proxy.conf.settings import AuthHttp
+from postern.proxy.sasl import make_salt
 
 PROTOCOLS = ("imap", "pop3", "smtp")
 METHODS = ("plain", "apop", "cram-md5", "external", "none")
 EXPECTS = ("ok", "refused", "wait", "any")
-# Which Auth-Method nginx can send for which protocol (spec §7-9): APOP is POP3's,
+# Which Auth-Method nginx can send for which protocol (docs/behaviour.md §7-9): APOP is POP3's,
 # "none" is SMTP's MAIL/RCPT without authentication.
 METHOD_PROTOCOLS = {"plain": PROTOCOLS, "apop": ("pop3",), "cram-md5": PROTOCOLS,
                     "external": PROTOCOLS, "none": ("smtp",)}

@@ -15,14 +15,14 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from proxy.auth_http import (
+from postern.proxy.auth_http import (
     RESPONSE_LIMIT,
     AuthResponse,
     AuthServerError,
     errno_text,
     parse_response,
 )
-from proxy.conf.settings import AuthHttp
+from postern.proxy.conf.settings import AuthHttp
 
 MEASURE_LIMIT = 65536  # how far past nginx's buffer we read to tell the real header size
 MEASURE_TIME = 1.0

@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from proxy.auth_http import RESPONSE_LIMIT
+from postern.proxy.auth_http import RESPONSE_LIMIT
 
 from .cases import Case, Probe, Sent, Settings
 from .judge import FAIL, PASS, WARN, Outcome, Row, worst

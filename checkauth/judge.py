@@ -1,6 +1,6 @@
 """What nginx does with an answer, what the mail client sees, and whether that is right.
 
-outcome() follows nginx's decision after the reply (spec §10.4, the same steps as
+outcome() follows nginx's decision after the reply (docs/behaviour.md §10.4, the same steps as
 proxy.session): a failure status, a WAIT, or a success that AuthResponse.backend() and the
 password rule must still accept. Everything nginx turns into "internal error" becomes the
 protocol's internal-error line and a close. judge_case() then compares that with what a
@@ -12,8 +12,8 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass, field
 
-from proxy.auth_http import AuthResponse, AuthServerError, escape
-from proxy.protocols import PROTOCOLS
+from postern.proxy.auth_http import AuthResponse, AuthServerError, escape
+from postern.proxy.protocols import PROTOCOLS
 
 from .cases import Case, Sent, Settings
 from .wire import Exchange, explain_invalid, header_fields, show

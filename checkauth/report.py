@@ -71,7 +71,7 @@ import shutil
 import textwrap
 from collections.abc import Sequence
 
-from proxy.auth_http import escape
+from postern.proxy.auth_http import escape
 
 from .cases import Settings
 from .judge import FAIL, PASS, WARN, Row

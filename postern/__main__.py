@@ -1,0 +1,5 @@
+import sys
+
+from postern.cli import main
+
+sys.exit(main())
