@@ -183,7 +183,7 @@ class LineConnection(LineOutput, asyncio.Protocol):
     hands them in order to one task that greets (after ``faults.greeting_delay``) and then
     ``handle``s each unit. A bug in a handler drops that client, never the server."""
 
-    log = logging.getLogger("fakes")
+    log = logging.getLogger("postern.fakes")
 
     def __init__(self, server: FakeServer) -> None:
         self.server = server

@@ -29,7 +29,7 @@ from postern.loadtest._target import PROTOCOLS, TLS_MODES, Target, external_targ
 from postern import import_root
 
 ROOT = Path(__file__).resolve().parent.parent
-log = logging.getLogger("loadtest")
+log = logging.getLogger("postern.loadtest")
 _installed = False
 _lab: subprocess.Popen | None = None
 _environment: Environment | None = None

@@ -29,7 +29,7 @@ from postern.fakes.script import Script
 from postern.loadtest._target import PROTOCOLS, TLS_MODES, Endpoint, Target
 
 ROOT = Path(__file__).resolve().parent.parent
-log = logging.getLogger("loadtest.lab")
+log = logging.getLogger("postern.loadtest.lab")
 
 SERVERS = {
     "imap": ["imap_auth plain;", "imap_capabilities IMAP4rev1 IDLE LITERAL+ UIDPLUS;"],

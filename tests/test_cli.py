@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from postern.cli import SUBCOMMANDS
 from postern.scenarios.kit.real.common import free_port
+
+from postern.cli import SUBCOMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEBIAN = Path(__file__).resolve().parent / "fixtures" / "debian-nginx"

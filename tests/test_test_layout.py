@@ -57,5 +57,5 @@ def test_the_rule_sees_an_import():
     source = ("from tests.test_conf import load\nfrom scenarios import test_imap_smoke\n"
               "import tests.test_cli\nfrom .test_pop3_login import OK\n")
     names = {n for n in modules_named(source, "scenarios") if is_test_module(n)}
-    assert names == {"tests.test_conf", "postern.scenarios.test_imap_smoke", "tests.test_cli",
-                     "postern.scenarios.test_pop3_login"}
+    assert names == {"tests.test_conf", "scenarios.test_imap_smoke", "tests.test_cli",
+                     "scenarios.test_pop3_login"}

@@ -38,7 +38,7 @@ class References:
         out = self.rfc_numbers + self.cves
         for name in self.nginx:
             if name.startswith("docs/behaviour.md §"):
-                out.append("nginx docs/behaviour.md §" + name[6:].split(".")[0])
+                out.append("nginx docs/behaviour.md §" + name.partition("§")[2].split(".")[0])
             else:
                 out.append("nginx")
         return list(dict.fromkeys(out))
