@@ -134,6 +134,11 @@ class Dialogue:
         self._paused = False  # waiting for the driver (auth, TLS handshake, close)
         self._starttls = False
 
+    @classmethod
+    def open(cls, conf, tls: bool, client_host: str, log_info: bool) -> Dialogue:
+        """The driver's constructor; the client's host name and the log level matter to SMTP only."""
+        return cls(conf, tls=tls)
+
     def receive_data(self, data: bytes) -> None:
         self.buffer.feed(data)
 

@@ -79,6 +79,7 @@ def failure_line(status: bytes, error_code: bytes | None = None, tag: bytes = b"
 class ImapDialogue(Dialogue):
     protocol = "imap"
     internal_error = INTERNAL_ERROR
+    failure_line = staticmethod(failure_line)
     sasl_prefix = b"+ "
 
     def __init__(self, conf: ServerSettings, tls: bool = False) -> None:

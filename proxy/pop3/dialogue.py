@@ -78,6 +78,7 @@ def failure_line(status: bytes, error_code: bytes | None = None, tag: bytes = b"
 class Pop3Dialogue(UntaggedDialogue):
     protocol = "pop3"
     internal_error = INTERNAL_ERROR
+    failure_line = staticmethod(failure_line)
     invalid_reply = INVALID
     sasl_prefix = b"+ "
 

@@ -110,6 +110,7 @@ def failure_line(status: bytes, error_code: bytes | None = None,
 class SmtpDialogue(UntaggedDialogue):
     protocol = "smtp"
     internal_error = INTERNAL_ERROR
+    failure_line = staticmethod(failure_line)
     invalid_reply = INVALID
     sasl_prefix = b"334 "
 
@@ -137,6 +138,11 @@ class SmtpDialogue(UntaggedDialogue):
         self._cmd_start = 0
         self._arg_start = 0
         self._arg_end = 0
+
+    @classmethod
+    def open(cls, conf: ServerSettings, tls: bool, client_host: str,
+             log_info: bool) -> SmtpDialogue:
+        return cls(conf, tls=tls, client_host=client_host, log_info=log_info)
 
     # -- driver interface -------------------------------------------------------------
     def greeting(self) -> bytes:
