@@ -33,22 +33,21 @@ def flag(key: str, after: Handler | None = None) -> Handler:
 
 
 def msec(key: str) -> Handler:
-    def handler(parser: Parser, level: Level, stmt: Stmt) -> None:
-        _check_dup(level, key, stmt)
-        value = parse_time(stmt.args[0], is_sec=False)
-        if value is None:
-            raise stmt.error(f'"{stmt.name}" directive invalid value')
-        level.values[key] = value / 1000.0
-    return handler
+    return _time(key, is_sec=False, unit=1000.0)
 
 
 def sec(key: str) -> Handler:
+    return _time(key, is_sec=True, unit=1.0)
+
+
+def _time(key: str, is_sec: bool, unit: float) -> Handler:
+    """A time slot kept in seconds; `unit` is what parse_time's number is per second."""
     def handler(parser: Parser, level: Level, stmt: Stmt) -> None:
         _check_dup(level, key, stmt)
-        value = parse_time(stmt.args[0], is_sec=True)
+        value = parse_time(stmt.args[0], is_sec=is_sec)
         if value is None:
             raise stmt.error(f'"{stmt.name}" directive invalid value')
-        level.values[key] = float(value)
+        level.values[key] = value / unit
     return handler
 
 
