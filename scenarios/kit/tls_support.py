@@ -19,10 +19,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from postern.fakes.pki import dhparam
 from postern.scenarios.kit.client import Client, is_unclean_eof, tls_client_context
 
 GREETINGS = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
@@ -119,15 +118,6 @@ def _crl(ca, revoked_serials: list[int], days: int = 30) -> bytes:
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
-def _dhparam(path: Path) -> str | None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        return None
-    done = subprocess.run([openssl, "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt",
-                           "group:ffdhe2048"], capture_output=True, timeout=60, check=False)
-    return _write(path, done.stdout) if done.returncode == 0 else None
-
-
 def make_pki(d: Path, days: int = 30) -> Pki:
     """The PKI in directory d; the client certificates and the CRL last `days`."""
     trustme = pytest.importorskip("trustme")
@@ -185,7 +175,7 @@ def make_pki(d: Path, days: int = 30) -> Pki:
         client_ca=_write(d / "client-ca.pem", client_ca.cert_pem.bytes()),
         other_ca=_write(d / "other-ca.pem", other_ca.cert_pem.bytes()),
         crl=_write(d / "crl.pem", _crl(client_ca, [revoked_serial], days)),
-        dhparam=_dhparam(d / "dhparam.pem"),
+        dhparam=dhparam(d / "dhparam.pem"),
         clients=clients,
     )
 
