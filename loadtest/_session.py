@@ -180,6 +180,13 @@ class MailUser(User):
             raise StopUser()
         return self.endpoint
 
+    def run_session(self, body) -> None:
+        """One task: the endpoint (or the end of this user), then ``body(endpoint)`` as one
+        session named after the profile (the protocol's name where the mix has none)."""
+        endpoint = self.require_endpoint()
+        with self.session(self.profile.label if self.profile else self.protocol):
+            body(endpoint)
+
     def step(self, phase: str) -> Step:
         name = f"{self.protocol} {phase}"
         return Step(self.environment.events, self.protocol.upper(), name,

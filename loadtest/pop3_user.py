@@ -37,9 +37,7 @@ class Pop3User(MailUser):
     @tag("pop3")
     @task
     def download(self) -> None:
-        endpoint = self.require_endpoint()
-        with self.session(self.profile.label if self.profile else "pop3"):
-            self._run(endpoint)
+        self.run_session(self._run)
 
     def _run(self, endpoint) -> None:
         p = None
