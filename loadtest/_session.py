@@ -223,8 +223,12 @@ class MailUser(User):
                 recorder.session(profile, self.protocol, time.perf_counter() - started,
                                  self._failure, self._sequence)
 
-    def choose(self, methods: list[str]) -> str:
-        """The next of the offered login methods: each user rotates through all of them."""
+    def choose(self, methods: list[str], offered: str = "") -> str:
+        """The next of the usable login methods (each user rotates through all of them), or
+        a failed "login" step naming what the server offered when there is none."""
+        if not methods:
+            with self.step("login"):
+                raise PhaseFailed(f"no usable login method in {offered}")
         self._turn += 1
         return methods[self._turn % len(methods)]
 
