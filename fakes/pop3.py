@@ -29,7 +29,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from postern.fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
@@ -297,24 +297,24 @@ class Pop3Connection(LineConnection):
         self.line(f"+OK {len(live)} {sum(e.message.size for _, e in live)}")
 
     async def cmd_list(self, rest: bytes) -> None:
-        args = rest.split()
-        if args:
-            n, entry = self._message(args[0])
-            self.line(f"+OK {n} {entry.message.size}")
-            return
-        live = self._live()
-        self.line(f"+OK {len(live)} messages ({sum(e.message.size for _, e in live)} octets)")
-        self.send(b"".join(b"%d %d\r\n" % (n, e.message.size) for n, e in live) + b".\r\n")
+        self._scan(rest, lambda e: e.message.size, lambda live: (
+            f"+OK {len(live)} messages ({sum(e.message.size for _, e in live)} octets)"))
 
     async def cmd_uidl(self, rest: bytes) -> None:
+        self._scan(rest, self.uid, lambda live: "+OK")
+
+    def _scan(self, rest: bytes, value: Callable[[Entry], object],
+              head: Callable[[list[tuple[int, Entry]]], str]) -> None:
+        """LIST and UIDL (RFC 1939): one message's `n value` after +OK, or a head line and
+        one `n value` line per live message."""
         args = rest.split()
         if args:
             n, entry = self._message(args[0])
-            self.line(f"+OK {n} {self.uid(entry)}")
+            self.line(f"+OK {n} {value(entry)}")
             return
-        self.line("+OK")
-        self.send(b"".join(f"{n} {self.uid(e)}\r\n".encode() for n, e in self._live())
-                  + b".\r\n")
+        live = self._live()
+        self.line(head(live))
+        self.send(b"".join(f"{n} {value(e)}\r\n".encode() for n, e in live) + b".\r\n")
 
     async def cmd_retr(self, rest: bytes) -> None:
         args = rest.split()

@@ -180,6 +180,13 @@ class MailUser(User):
             raise StopUser()
         return self.endpoint
 
+    def run_session(self, body) -> None:
+        """One task: the endpoint (or the end of this user), then ``body(endpoint)`` as one
+        session named after the profile (the protocol's name where the mix has none)."""
+        endpoint = self.require_endpoint()
+        with self.session(self.profile.label if self.profile else self.protocol):
+            body(endpoint)
+
     def step(self, phase: str) -> Step:
         name = f"{self.protocol} {phase}"
         return Step(self.environment.events, self.protocol.upper(), name,
@@ -216,8 +223,12 @@ class MailUser(User):
                 recorder.session(profile, self.protocol, time.perf_counter() - started,
                                  self._failure, self._sequence)
 
-    def choose(self, methods: list[str]) -> str:
-        """The next of the offered login methods: each user rotates through all of them."""
+    def choose(self, methods: list[str], offered: str = "") -> str:
+        """The next of the usable login methods (each user rotates through all of them), or
+        a failed "login" step naming what the server offered when there is none."""
+        if not methods:
+            with self.step("login"):
+                raise PhaseFailed(f"no usable login method in {offered}")
         self._turn += 1
         return methods[self._turn % len(methods)]
 

@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # loaded by `locust -f loadtest/` as a top-level 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from postern.loadtest._corpus import DOMAIN
-from postern.loadtest._session import MailUser, PhaseFailed, expect, no_delay, words
+from postern.loadtest._session import MailUser, expect, no_delay, words
 
 HEADERS = "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])"
 HEADER_WINDOW = 20
@@ -103,112 +103,98 @@ class ImapUser(MailUser):
     def client_session(self) -> None:
         endpoint = self.require_endpoint()
         with self.session(self.profile.label):
-            getattr(self, f"_{self.profile.kind}")(endpoint)
+            m = self._open(endpoint)
+            try:
+                getattr(self, f"_{self.profile.kind}")(m)
+                self._logout(m)
+                m = None
+            finally:
+                if m is not None:
+                    m.shutdown()
 
     # -- the profiles ---------------------------------------------------------------------
 
-    def _thunderbird(self, endpoint) -> None:
+    def _thunderbird(self, m: imaplib2.IMAP4) -> None:
         p = self.profile
-        m = self._open(endpoint)
-        try:
-            self._id(m, "thunderbird")
-            self._login(m)
-            caps = self._capability(m)
-            if "ENABLE" in caps:
-                with self.step("enable"):
-                    try:
-                        _ok(*m.enable("CONDSTORE"), "ENABLE")
-                    finally:
-                        # imaplib2 3.6's enable() keeps the lock of a state-changing command,
-                        # and every later command waits for it forever: release it here
-                        m._release_state_change()
-            if "NAMESPACE" in caps:
-                with self.step("namespace"):
-                    _ok(*m.namespace(), "NAMESPACE")
-            with self.step("list") as s:
-                typ, data = m.list('""', "*")
-                _ok(typ, data, "LIST")
+        self._id(m, "thunderbird")
+        self._login(m)
+        caps = self._capability(m)
+        if "ENABLE" in caps:
+            with self.step("enable"):
+                try:
+                    _ok(*m.enable("CONDSTORE"), "ENABLE")
+                finally:
+                    # imaplib2 3.6's enable() keeps the lock of a state-changing command,
+                    # and every later command waits for it forever: release it here
+                    m._release_state_change()
+        if "NAMESPACE" in caps:
+            with self.step("namespace"):
+                _ok(*m.namespace(), "NAMESPACE")
+        with self.step("list") as s:
+            typ, data = m.list('""', "*")
+            _ok(typ, data, "LIST")
+            s.size = _size(data)
+        folders = [f for f in _names(data) if f.upper() != "INBOX"]
+        self.think()
+        with self.step("status") as s:  # every folder but the one it selects
+            for folder in folders[:int(p.options.get("status_max", 20))]:
+                typ, data = m.status(_quote(folder), "(UIDNEXT MESSAGES UNSEEN RECENT)")
+                _ok(typ, data, f"STATUS {folder}")
+                s.size += _size(data)
+        exists = self._select(m)
+        with self.step("uid fetch flags") as s:
+            if exists:
+                typ, data = m.uid("FETCH", "1:*", "(FLAGS)")
+                _ok(typ, data, "UID FETCH flags")
                 s.size = _size(data)
-            folders = [f for f in _names(data) if f.upper() != "INBOX"]
+        if exists:
             self.think()
-            with self.step("status") as s:  # every folder but the one it selects
-                for folder in folders[:int(p.options.get("status_max", 20))]:
-                    typ, data = m.status(_quote(folder), "(UIDNEXT MESSAGES UNSEEN RECENT)")
-                    _ok(typ, data, f"STATUS {folder}")
-                    s.size += _size(data)
-            exists = self._select(m)
+            self._fetch_headers(m, exists)
+        self._idle(m)
+        sent = next((f for f in folders if f.lower() in ("sent", "sent items")), None)
+        every = int(p.options.get("append_every", 0))
+        if sent and every and self.sessions % every == 1 % every:
+            self._append(m, _quote(sent))
+
+    def _apple_mail(self, m: imaplib2.IMAP4) -> None:
+        self._id(m, "apple_mail")
+        self._login(m)
+        self._capability(m)
+        with self.step("list") as s:
+            typ, data = m.list('""', "*")
+            _ok(typ, data, "LIST")
+            s.size = _size(data)
+        exists = self._select(m)
+        if exists:
+            window = int(self.profile.options.get("window", 50))
+            with self.step("uid search") as s:
+                typ, data = m.uid("SEARCH", f"{max(1, exists - window + 1)}:*")
+                _ok(typ, data, "UID SEARCH")
+                s.size = _size(data)
             with self.step("uid fetch flags") as s:
-                if exists:
-                    typ, data = m.uid("FETCH", "1:*", "(FLAGS)")
-                    _ok(typ, data, "UID FETCH flags")
-                    s.size = _size(data)
-            if exists:
-                self.think()
-                self._fetch_headers(m, exists)
-            self._idle(m)
-            sent = next((f for f in folders if f.lower() in ("sent", "sent items")), None)
-            every = int(p.options.get("append_every", 0))
-            if sent and every and self.sessions % every == 1 % every:
-                self._append(m, _quote(sent))
-            self._logout(m)
-            m = None
-        finally:
-            if m is not None:
-                m.shutdown()
-
-    def _apple_mail(self, endpoint) -> None:
-        m = self._open(endpoint)
-        try:
-            self._id(m, "apple_mail")
-            self._login(m)
-            self._capability(m)
-            with self.step("list") as s:
-                typ, data = m.list('""', "*")
-                _ok(typ, data, "LIST")
+                typ, data = m.uid("FETCH", f"{max(1, exists - window + 1)}:*", "(FLAGS)")
+                _ok(typ, data, "UID FETCH flags")
                 s.size = _size(data)
-            exists = self._select(m)
-            if exists:
-                window = int(self.profile.options.get("window", 50))
-                with self.step("uid search") as s:
-                    typ, data = m.uid("SEARCH", f"{max(1, exists - window + 1)}:*")
-                    _ok(typ, data, "UID SEARCH")
-                    s.size = _size(data)
-                with self.step("uid fetch flags") as s:
-                    typ, data = m.uid("FETCH", f"{max(1, exists - window + 1)}:*", "(FLAGS)")
-                    _ok(typ, data, "UID FETCH flags")
-                    s.size = _size(data)
-                self.think()
-                self._fetch_headers(m, exists)
-            self._idle(m)
-            self._logout(m)
-            m = None
-        finally:
-            if m is not None:
-                m.shutdown()
+            self.think()
+            self._fetch_headers(m, exists)
+        self._idle(m)
 
-    def _poller(self, endpoint) -> None:
-        m = self._open(endpoint)
-        try:
-            self._login(m)
-            exists = self._select(m)
-            with self.step("search") as s:
-                typ, data = m.search(None, "UNSEEN")
-                _ok(typ, data, "SEARCH UNSEEN")
-                unseen = data[0].split() if data and data[0] else []
-                s.size = _size(data)
-            if exists:
-                with self.step("fetch body") as s:
-                    wanted = unseen[:2] or [str(exists).encode()]
-                    for n in wanted:
-                        typ, data = m.fetch(n.decode(), "(RFC822.SIZE BODY.PEEK[])")
-                        _ok(typ, data, "FETCH body")
-                        expect(any(isinstance(x, tuple) for x in data), "FETCH body: no literal")
-                        s.size += _size(data)
-            self._logout(m)
-            m = None
-        finally:
-            if m is not None:
-                m.shutdown()
+    def _poller(self, m: imaplib2.IMAP4) -> None:
+        self._login(m)
+        exists = self._select(m)
+        with self.step("search") as s:
+            typ, data = m.search(None, "UNSEEN")
+            _ok(typ, data, "SEARCH UNSEEN")
+            unseen = data[0].split() if data and data[0] else []
+            s.size = _size(data)
+        if exists:
+            with self.step("fetch body") as s:
+                wanted = unseen[:2] or [str(exists).encode()]
+                for n in wanted:
+                    typ, data = m.fetch(n.decode(), "(RFC822.SIZE BODY.PEEK[])")
+                    _ok(typ, data, "FETCH body")
+                    expect(any(isinstance(x, tuple) for x in data), "FETCH body: no literal")
+                    s.size += _size(data)
 
     # -- the commands ---------------------------------------------------------------------
 
@@ -263,10 +249,7 @@ class ImapUser(MailUser):
         methods = [] if "LOGINDISABLED" in caps else ["login"]
         if "AUTH=PLAIN" in caps:
             methods.append("auth plain")
-        if not methods:
-            with self.step("login"):
-                raise PhaseFailed(f"no usable login method in {' '.join(caps)}")
-        method = self.choose(methods)
+        method = self.choose(methods, " ".join(caps))
         with self.step(method):
             if method == "login":
                 typ, data = m.login(self.login, self.password)

@@ -19,7 +19,7 @@ from locust import tag, task
 if __package__ in (None, ""):  # loaded by `locust -f loadtest/` as a top-level module
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from postern.loadtest._session import MailUser, PhaseFailed, expect, no_delay, words
+from postern.loadtest._session import MailUser, expect, no_delay, words
 
 
 def _ok(resp: bytes, what: str) -> None:
@@ -37,9 +37,7 @@ class Pop3User(MailUser):
     @tag("pop3")
     @task
     def download(self) -> None:
-        endpoint = self.require_endpoint()
-        with self.session(self.profile.label if self.profile else "pop3"):
-            self._run(endpoint)
+        self.run_session(self._run)
 
     def _run(self, endpoint) -> None:
         p = None
@@ -109,10 +107,7 @@ class Pop3User(MailUser):
         methods = ["login"] if "USER" in caps else []
         if "PLAIN" in [m.upper() for m in caps.get("SASL", [])]:
             methods.append("auth plain")
-        if not methods:
-            with self.step("login"):
-                raise PhaseFailed(f"no usable login method in CAPA {' '.join(caps)}")
-        method = self.choose(methods)
+        method = self.choose(methods, f"CAPA {' '.join(caps)}")
         with self.step(method):
             if method == "login":
                 _ok(p.user(self.login), "USER")

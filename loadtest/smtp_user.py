@@ -63,9 +63,7 @@ class SmtpUser(MailUser):
     @tag("smtp")
     @task
     def submit(self) -> None:
-        endpoint = self.require_endpoint()
-        with self.session(self.profile.label if self.profile else "smtp"):
-            self._run(endpoint)
+        self.run_session(self._run)
 
     def _run(self, endpoint) -> None:
         s = None

@@ -82,5 +82,9 @@ class BackendLogin:
         """(AGAIN|ACCEPT|REJECT, offset of the line shown in a rejection log)."""
         raise NotImplementedError
 
+    def start(self) -> Outcome:
+        """What to do once connected: nothing, the backend speaks first in all three."""
+        return None
+
     def advance(self) -> Outcome:
         raise NotImplementedError

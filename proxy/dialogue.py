@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from postern.proxy import sasl
+
 
 @dataclass(frozen=True)
 class Send:
@@ -107,6 +109,8 @@ class CommandBuffer:
 
 # What a protocol parser returns for one attempt at the buffer.
 AGAIN, PARSED, PARSE_INVALID, LITERAL_NEXT = range(4)
+# What a protocol's handler decides for one command (R_ERROR: IMAP only).
+R_OK, R_DONE, R_INVALID, R_ERROR = range(4)
 
 
 class Dialogue:
@@ -116,6 +120,7 @@ class Dialogue:
 
     protocol: str
     internal_error: bytes
+    sasl_prefix: bytes  # what starts a SASL challenge line: b"+ " or b"334 "
 
     def __init__(self, conf, tls: bool, buffer_size: int) -> None:
         self.conf = conf
@@ -128,6 +133,11 @@ class Dialogue:
         self._actions: deque[Action] = deque()
         self._paused = False  # waiting for the driver (auth, TLS handshake, close)
         self._starttls = False
+
+    @classmethod
+    def open(cls, conf, tls: bool, client_host: str, log_info: bool) -> Dialogue:
+        """The driver's constructor; the client's host name and the log level matter to SMTP only."""
+        return cls(conf, tls=tls)
 
     def receive_data(self, data: bytes) -> None:
         self.buffer.feed(data)
@@ -164,6 +174,90 @@ class Dialogue:
         self.creds.attempt += 1
         self._actions.append(Authenticate())
         self._paused = True
+
+    def _auth_parse(self, args: list[bytes], enabled: frozenset[str]) -> tuple[int, bytes]:
+        """ngx_mail_auth_parse and the first step of the mechanism it names, for an AUTH or
+        AUTHENTICATE command with at least one argument; `enabled` is the server's
+        *_auth set. Returns (rc, challenge line); the line matters only with R_OK."""
+        mech, n = args[0].upper(), len(args)
+        creds = self.creds
+        prefix = self.sasl_prefix
+        try:
+            if mech == b"LOGIN" and n == 1:
+                self.mail_state = "login_username"
+                return R_OK, prefix + sasl.USERNAME_CHALLENGE + b"\r\n"
+            if mech == b"LOGIN" and n == 2:  # MS "AUTH LOGIN with user name"
+                creds.login = sasl.login_username(args[1])
+                self.mail_state = "login_password"
+                return R_OK, prefix + sasl.PASSWORD_CHALLENGE + b"\r\n"
+            if mech == b"PLAIN" and n == 1:
+                self.mail_state = "plain"
+                return R_OK, prefix + b"\r\n"
+            if mech == b"PLAIN" and n == 2:
+                creds.login, creds.password = sasl.plain(args[1])
+                return R_DONE, b""
+            if mech == b"CRAM-MD5" and n == 1:
+                if "cram-md5" not in enabled:
+                    return R_INVALID, b""
+                if creds.salt is None:  # POP3 made it with the greeting
+                    creds.salt = sasl.make_salt(self.conf.server_name)
+                self.mail_state = "cram_md5"
+                return R_OK, sasl.cram_md5_challenge(prefix, creds.salt)
+            if mech == b"EXTERNAL" and n == 1:
+                if "external" not in enabled:
+                    return R_INVALID, b""
+                self.mail_state = "external"
+                return R_OK, prefix + sasl.USERNAME_CHALLENGE + b"\r\n"
+            if mech == b"EXTERNAL" and n == 2:
+                # QUIRK: nginx checks `external` only for the challenge form
+                # (docs/behaviour.md §7.6, §8.3, §9.4)
+                creds.login = sasl.external(args[1])
+                creds.method = "external"
+                return R_DONE, b""
+        except sasl.SaslError as err:
+            self._actions.append(Log("info", err.log))
+        return R_INVALID, b""
+
+    def _sasl_step(self, arg: bytes) -> tuple[int, bytes]:
+        """One client line of a SASL exchange, in the state _auth_parse left
+        (ngx_mail_auth_login_username, _plain, _cram_md5, _external). Returns (rc, the
+        password challenge line); the line matters only with R_OK."""
+        state = self.mail_state
+        creds = self.creds
+        try:
+            if state == "login_username":
+                creds.login = sasl.login_username(arg)
+                self.mail_state = "login_password"
+                return R_OK, self.sasl_prefix + sasl.PASSWORD_CHALLENGE + b"\r\n"
+            if state == "login_password":
+                creds.password = sasl.login_password(arg)
+            elif state == "plain":
+                creds.login, creds.password = sasl.plain(arg)
+            elif state == "cram_md5":
+                creds.login, creds.password = sasl.cram_md5(arg)
+                creds.method = "cram-md5"
+            elif state == "external":
+                # ngx_mail_auth_external sets the login only: a password kept from an
+                # earlier, waited-out attempt stays and goes out as Auth-Pass (and to the
+                # backend)
+                creds.login = sasl.external(arg)
+                creds.method = "external"
+        except sasl.SaslError as err:
+            self._actions.append(Log("info", err.log))
+            return R_INVALID, b""
+        return R_DONE, b""
+
+    def _after_reply(self) -> None:
+        """The end of every handler: close after QUIT or too many errors, or hand over to
+        the TLS handshake once the STARTTLS reply is queued."""
+        if self.quit:
+            self._actions.append(Close())
+            self._paused = True
+        elif self._starttls:
+            self._starttls = False
+            self.buffer.discard()  # CVE-2014-3556: pipelined plaintext never reaches TLS
+            self._actions.append(StartTls())
+            self._paused = True
 
     def _step(self) -> bool:
         """Parse and handle at most one command; False when more input is needed."""

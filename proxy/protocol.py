@@ -19,14 +19,9 @@ def _no_delay(conf: Any) -> float:
 @dataclass(frozen=True)
 class MailProtocol:
     name: str  # Auth-Protocol, the ALPN name, the word in debug lines
-    # the sans-IO dialogue before authentication: open(conf, tls, client_host, log_info)
-    open: Callable[..., Any]
-    # (machine, conf, client_ip) -> the sans-IO backend login machine
-    backend_login: Callable[..., Any]
-    # (Auth-Status text, Auth-Error-Code or None, the client's tag) -> the line a failed
-    # Auth-Status becomes, or None where the protocol does not take the status as a failure
-    failure_line: Callable[[bytes, bytes | None, bytes], bytes | None]
-    internal_error: bytes  # nginx's reply when the session ends on an internal error
+    # the sans-IO dialogue class before authentication; its open(), backend_login(),
+    # failure_line() and internal_error are the protocol's (see the properties below)
+    dialogue: type
     cert_error: bytes  # ngx_mail_verify_cert(): the client certificate failed verification
     no_cert: bytes  # ngx_mail_verify_cert(): ssl_verify_client on and no certificate sent
     default_error_code: bytes | None = None  # the code before a failure without Auth-Error-Code
@@ -40,3 +35,25 @@ class MailProtocol:
     greeting_delay: Callable[[Any], float] = _no_delay
     # debug words of ngx_mail_proxy_<protocol>_handler, by backend login action
     login_debug: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def open(self) -> Callable[..., Any]:
+        """(conf, tls, client_host, log_info) -> the dialogue machine."""
+        return self.dialogue.open
+
+    @property
+    def backend_login(self) -> Callable[..., Any]:
+        """(machine, conf, client_ip) -> the sans-IO backend login machine."""
+        return self.dialogue.backend_login
+
+    @property
+    def failure_line(self) -> Callable[[bytes, bytes | None, bytes], bytes | None]:
+        """(Auth-Status text, Auth-Error-Code or None, the client's tag) -> the line a
+        failed Auth-Status becomes, or None where the protocol does not take the status
+        as a failure."""
+        return self.dialogue.failure_line
+
+    @property
+    def internal_error(self) -> bytes:
+        """nginx's reply when the session ends on an internal error."""
+        return self.dialogue.internal_error

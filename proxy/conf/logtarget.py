@@ -58,18 +58,13 @@ def _syslog(spec: str, level: str) -> LogTarget:
                 fields["syslog_unix_path"] = addr.unix_path
             else:
                 fields.update(syslog_host=addr.ip, syslog_port=addr.port)
-        elif part.startswith("facility="):
-            if "syslog_facility" in fields:
-                raise LogTargetError('duplicate syslog "facility"')
-            if part[9:] not in FACILITIES:
-                raise LogTargetError(f'unknown syslog facility "{part[9:]}"')
-            fields["syslog_facility"] = part[9:]
-        elif part.startswith("severity="):
-            if "syslog_severity" in fields:
-                raise LogTargetError('duplicate syslog "severity"')
-            if part[9:] not in SEVERITIES:
-                raise LogTargetError(f'unknown syslog severity "{part[9:]}"')
-            fields["syslog_severity"] = part[9:]
+        elif part.startswith(("facility=", "severity=")):
+            name, value = part[:8], part[9:]
+            if "syslog_" + name in fields:
+                raise LogTargetError(f'duplicate syslog "{name}"')
+            if value not in (FACILITIES if name == "facility" else SEVERITIES):
+                raise LogTargetError(f'unknown syslog {name} "{value}"')
+            fields["syslog_" + name] = value
         elif part.startswith("tag="):
             if "syslog_tag" in fields:
                 raise LogTargetError('duplicate syslog "tag"')

@@ -32,46 +32,38 @@ def flag(key: str, after: Handler | None = None) -> Handler:
     return handler
 
 
-def msec(key: str) -> Handler:
-    def handler(parser: Parser, level: Level, stmt: Stmt) -> None:
-        _check_dup(level, key, stmt)
-        value = parse_time(stmt.args[0], is_sec=False)
-        if value is None:
-            raise stmt.error(f'"{stmt.name}" directive invalid value')
-        level.values[key] = value / 1000.0
-    return handler
-
-
-def sec(key: str) -> Handler:
-    def handler(parser: Parser, level: Level, stmt: Stmt) -> None:
-        _check_dup(level, key, stmt)
-        value = parse_time(stmt.args[0], is_sec=True)
-        if value is None:
-            raise stmt.error(f'"{stmt.name}" directive invalid value')
-        level.values[key] = float(value)
-    return handler
-
-
-def num(key: str) -> Handler:
-    def handler(parser: Parser, level: Level, stmt: Stmt) -> None:
-        _check_dup(level, key, stmt)
-        value = atoi(stmt.args[0])
-        if value is None:
-            raise stmt.error(f'"{stmt.name}" directive invalid number')
-        level.values[key] = value
-    return handler
-
-
-def size(key: str, offset: bool = False) -> Handler:
-    parse = parse_offset if offset else parse_size
-
+def _parsed(key: str, parse: Callable[[str], object | None], invalid: str) -> Handler:
+    """A one-argument slot: `parse` returns the stored value, None for nginx's `invalid`."""
     def handler(parser: Parser, level: Level, stmt: Stmt) -> None:
         _check_dup(level, key, stmt)
         value = parse(stmt.args[0])
         if value is None:
-            raise stmt.error(f'"{stmt.name}" directive invalid value')
+            raise stmt.error(f'"{stmt.name}" directive {invalid}')
         level.values[key] = value
     return handler
+
+
+def _seconds(text: str, is_sec: bool) -> float | None:
+    value = parse_time(text, is_sec=is_sec)
+    if value is None:
+        return None
+    return float(value) if is_sec else value / 1000.0
+
+
+def msec(key: str) -> Handler:
+    return _parsed(key, lambda text: _seconds(text, is_sec=False), "invalid value")
+
+
+def sec(key: str) -> Handler:
+    return _parsed(key, lambda text: _seconds(text, is_sec=True), "invalid value")
+
+
+def num(key: str) -> Handler:
+    return _parsed(key, atoi, "invalid number")
+
+
+def size(key: str, offset: bool = False) -> Handler:
+    return _parsed(key, parse_offset if offset else parse_size, "invalid value")
 
 
 def string(key: str) -> Handler:

@@ -64,28 +64,28 @@ def _text(pointer) -> str:
     return "" if pointer == _ffi.NULL else _ffi.string(pointer).decode("latin-1")
 
 
+def _pem(path: str, what: str) -> bytes:
+    """The PEM text named by a directive: inline `data:` material or a file's content."""
+    pem = _material(path)
+    if pem is None:
+        try:
+            pem = read_file(path)
+        except OSError as e:
+            raise ConfigError(f'cannot load {what} "{path}": BIO_new_file() failed '
+                              f"(SSL: {_openssl_sys_error(path, e)})") from None
+    return pem
+
+
 def check_certificate(cert: str, key: str, passwords: list[bytes]) -> None:
     """ngx_ssl_certificate(): the certificate, then its key, then that they match."""
-    cert_pem = _material(cert)
-    if cert_pem is None:
-        try:
-            cert_pem = read_file(cert)
-        except OSError as e:
-            raise ConfigError(f'cannot load certificate "{cert}": BIO_new_file() failed '
-                              f"(SSL: {_openssl_sys_error(cert, e)})") from None
+    cert_pem = _pem(cert, "certificate")
     if not any(m in cert_pem for m in _CERT_MARKERS):
         raise ConfigError(f'cannot load certificate "{cert}": PEM_read_bio_X509_AUX() failed '
                           "(SSL: error:0480006C:PEM routines::no start line:Expecting: "
                           "TRUSTED CERTIFICATE)")
     if key.startswith(("engine:", "store:")):
         return  # keys held by an engine or provider cannot be checked from here
-    key_pem = _material(key)
-    if key_pem is None:
-        try:
-            key_pem = read_file(key)
-        except OSError as e:
-            raise ConfigError(f'cannot load certificate key "{key}": BIO_new_file() failed '
-                              f"(SSL: {_openssl_sys_error(key, e)})") from None
+    key_pem = _pem(key, "certificate key")
     if _KEY_MARKER not in key_pem:
         raise ConfigError(f'cannot load certificate key "{key}": PEM_read_bio_PrivateKey() '
                           f"failed (SSL: {_NO_DECODER})")

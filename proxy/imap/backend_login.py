@@ -39,9 +39,6 @@ class ImapBackendLogin(BackendLogin):
             return (ACCEPT if reply.startswith(b"OK", p) else REJECT), p
         return REJECT, p
 
-    def start(self) -> Outcome:
-        return None  # the backend speaks first
-
     def advance(self) -> Outcome:
         if self.state == "start":
             self.state = "login"

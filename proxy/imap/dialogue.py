@@ -13,27 +13,25 @@ from __future__ import annotations
 
 import re
 
-from postern.proxy import sasl
 from postern.proxy.conf.settings import ServerSettings
 from postern.proxy.dialogue import (
     AGAIN,
     LITERAL_NEXT,
     PARSE_INVALID,
     PARSED,
+    R_DONE,
+    R_ERROR,
+    R_INVALID,
+    R_OK,
     Close,
     Dialogue,
-    Log,
     Send,
-    StartTls,
 )
 from postern.proxy.imap.backend_login import ImapBackendLogin
 
 GREETING = b"* OK IMAP4 ready\r\n"
 OK = b"OK completed\r\n"
 NEXT = b"+ OK\r\n"
-PLAIN_NEXT = b"+ \r\n"
-USERNAME = b"+ " + sasl.USERNAME_CHALLENGE + b"\r\n"
-PASSWORD = b"+ " + sasl.PASSWORD_CHALLENGE + b"\r\n"
 INVALID = b"BAD invalid command\r\n"
 BYE = b"* BYE\r\n"
 INTERNAL_ERROR = b"* BAD internal server error\r\n"
@@ -43,10 +41,6 @@ STAR = b"* "
 (S_START, S_TAG, S_INVALID, S_SPACES_BEFORE_COMMAND, S_COMMAND, S_SPACES_BEFORE_ARGUMENT,
  S_ARGUMENT, S_BACKSLASH, S_LITERAL, S_NO_SYNC_LITERAL, S_START_LITERAL, S_LITERAL_ARGUMENT,
  S_END_LITERAL, S_ALMOST_DONE) = range(14)
-
-# parse results
-# handler results
-R_OK, R_DONE, R_INVALID, R_ERROR = range(4)
 
 # a tag (printable, no space) and a command word, as "too long command" may show them
 _LOGGABLE_START = re.compile(rb"([!-~]+) ([A-Za-z]+)(?=[ \r\n]|$)")
@@ -85,6 +79,8 @@ def failure_line(status: bytes, error_code: bytes | None = None, tag: bytes = b"
 class ImapDialogue(Dialogue):
     protocol = "imap"
     internal_error = INTERNAL_ERROR
+    failure_line = staticmethod(failure_line)
+    sasl_prefix = b"+ "
 
     def __init__(self, conf: ServerSettings, tls: bool = False) -> None:
         super().__init__(conf, tls, conf.imap_client_buffer)
@@ -167,14 +163,7 @@ class ImapDialogue(Dialogue):
         if self.state == S_START:
             self.buffer.rewind_if_consumed()
             self.tag = b""
-        if self.quit:
-            self._actions.append(Close())
-            self._paused = True
-        elif self._starttls:
-            self._starttls = False
-            self.buffer.discard()
-            self._actions.append(StartTls())
-            self._paused = True
+        self._after_reply()
 
     def _dispatch(self) -> tuple[int, bytes, bytes, bool]:
         """ngx_mail_imap_auth_state's switch: returns (rc, untagged text, out, tagged)."""
@@ -203,26 +192,9 @@ class ImapDialogue(Dialogue):
                 self._starttls = not self.tls and self.conf.ssl.starttls in ("on", "only")
                 return (R_OK if self._starttls else R_INVALID), b"", OK, True
             return R_INVALID, b"", OK, True
-        arg = self.args[0] if self.args else b""
-        try:
-            if state == "login_username":
-                self.creds.login = sasl.login_username(arg)
-                self.mail_state = "login_password"
-                return R_OK, b"", PASSWORD, False
-            if state == "login_password":
-                self.creds.password = sasl.login_password(arg)
-            elif state == "plain":
-                self.creds.login, self.creds.password = sasl.plain(arg)
-            elif state == "cram_md5":
-                self.creds.login, self.creds.password = sasl.cram_md5(arg)
-                self.creds.method = "cram-md5"
-            elif state == "external":
-                self.creds.login = sasl.external(arg)  # the password is left as it was
-                self.creds.method = "external"
-        except sasl.SaslError as err:
-            self._actions.append(Log("info", err.log))
-            return R_INVALID, b"", OK, state != "login_username"
-        return R_DONE, b"", OK, True
+        rc, out = self._sasl_step(self.args[0] if self.args else b"")
+        # the password challenge and a bad user name are answered untagged
+        return rc, b"", out, state != "login_username"
 
     def _login(self) -> int:
         if self._starttls_only() or len(self.args) != 2 or not self.args[0]:
@@ -235,41 +207,7 @@ class ImapDialogue(Dialogue):
         args = self.args
         if self._starttls_only() or not args:
             return R_INVALID, OK
-        mech, n = args[0].upper(), len(args)
-        try:
-            if mech == b"LOGIN" and n == 1:
-                self.mail_state = "login_username"
-                return R_OK, USERNAME
-            if mech == b"LOGIN" and n == 2:
-                self.creds.login = sasl.login_username(args[1])
-                self.mail_state = "login_password"
-                return R_OK, PASSWORD
-            if mech == b"PLAIN" and n == 1:
-                self.mail_state = "plain"
-                return R_OK, PLAIN_NEXT
-            if mech == b"PLAIN" and n == 2:
-                self.creds.login, self.creds.password = sasl.plain(args[1])
-                return R_DONE, OK
-            if mech == b"CRAM-MD5" and n == 1:
-                if "cram-md5" not in self.conf.imap_auth:
-                    return R_INVALID, OK
-                if self.creds.salt is None:
-                    self.creds.salt = sasl.make_salt(self.conf.server_name)
-                self.mail_state = "cram_md5"
-                return R_OK, sasl.cram_md5_challenge(b"+ ", self.creds.salt)
-            if mech == b"EXTERNAL" and n == 1:
-                if "external" not in self.conf.imap_auth:
-                    return R_INVALID, OK
-                self.mail_state = "external"
-                return R_OK, USERNAME
-            if mech == b"EXTERNAL" and n == 2:
-                # nginx checks `external` only for the challenge form (docs/behaviour.md §7.6 QUIRK)
-                self.creds.login = sasl.external(args[1])
-                self.creds.method = "external"
-                return R_DONE, OK
-        except sasl.SaslError as err:
-            self._actions.append(Log("info", err.log))
-        return R_INVALID, OK
+        return self._auth_parse(args, self.conf.imap_auth)
 
     # -- the parser ----------------------------------------------------------------------
     def _parse(self) -> int:

@@ -23,9 +23,6 @@ class Pop3BackendLogin(BackendLogin):
         # nginx looks at the first three bytes only: "+OKAY" passes, "+ok" does not
         return (ACCEPT if reply.startswith(b"+OK") else REJECT), 0
 
-    def start(self) -> Outcome:
-        return None  # the backend speaks first
-
     def advance(self) -> Outcome:
         if self.state == "start":
             self.state = "user"

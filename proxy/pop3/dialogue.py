@@ -20,15 +20,20 @@ from postern.proxy import sasl
 from postern.proxy.conf.settings import ServerSettings
 from postern.proxy.dialogue import (
     AGAIN,
-    PARSE_INVALID,
-    PARSED,
-    Close,
-    Dialogue,
-    Log,
-    Send,
-    StartTls,
+    R_DONE,
+    R_INVALID,
+    R_OK,
 )
 from postern.proxy.pop3.backend_login import Pop3BackendLogin
+from postern.proxy.untagged import (
+    S_ALMOST_DONE,
+    S_ARGUMENT,
+    S_COMMAND,
+    S_INVALID,
+    S_SPACES_BEFORE_ARGUMENT,
+    S_START,
+    UntaggedDialogue,
+)
 
 if TYPE_CHECKING:
     from postern.proxy.auth_http import AuthResponse
@@ -37,19 +42,8 @@ BUFFER_SIZE = 128  # fixed in nginx (ngx_mail_pop3_init_protocol)
 
 GREETING = b"+OK POP3 ready"
 OK = b"+OK\r\n"
-PLAIN_NEXT = b"+ \r\n"
-USERNAME = b"+ " + sasl.USERNAME_CHALLENGE + b"\r\n"
-PASSWORD = b"+ " + sasl.PASSWORD_CHALLENGE + b"\r\n"
 INVALID = b"-ERR invalid command\r\n"
 INTERNAL_ERROR = b"-ERR internal server error\r\n"
-
-# parser states (ngx_mail_pop3_parse_command)
-(S_START, S_COMMAND, S_INVALID, S_SPACES_BEFORE_ARGUMENT, S_ARGUMENT,
- S_ALMOST_DONE) = range(6)
-
-# parse results
-# handler results
-R_OK, R_DONE, R_INVALID = range(3)
 
 COMMANDS = frozenset((b"USER", b"PASS", b"APOP", b"QUIT", b"CAPA", b"AUTH", b"NOOP", b"STLS"))
 LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -81,9 +75,12 @@ def failure_line(status: bytes, error_code: bytes | None = None, tag: bytes = b"
     return b"-ERR " + status + b"\r\n"
 
 
-class Pop3Dialogue(Dialogue):
+class Pop3Dialogue(UntaggedDialogue):
     protocol = "pop3"
     internal_error = INTERNAL_ERROR
+    failure_line = staticmethod(failure_line)
+    invalid_reply = INVALID
+    sasl_prefix = b"+ "
 
     def __init__(self, conf: ServerSettings, tls: bool = False) -> None:
         super().__init__(conf, tls, BUFFER_SIZE)
@@ -120,33 +117,6 @@ class Pop3Dialogue(Dialogue):
             return data[:4].decode("ascii") + " ..."
         return "..."
 
-    def _handle(self, rc: int) -> None:
-        out = OK
-        if rc == PARSED:
-            hrc, out = self._dispatch()
-        else:
-            hrc = R_INVALID
-        if hrc == R_DONE:
-            self._start_auth()
-            return
-        if hrc == R_INVALID:
-            self.mail_state = "start"
-            self.state = S_START
-            out = INVALID
-        self.args = []
-        self.buffer.rewind_if_consumed()
-        if self.state != S_START:
-            self._arg_start = self.buffer.pos  # an AUTH exchange: the next line is SASL data
-        self._actions.append(Send(out))
-        if self.quit:
-            self._actions.append(Close())
-            self._paused = True
-        elif self._starttls:
-            self._starttls = False
-            self.buffer.discard()
-            self._actions.append(StartTls())
-            self._paused = True
-
     def _dispatch(self) -> tuple[int, bytes]:
         """ngx_mail_pop3_auth_state's switch: returns (rc, reply)."""
         state, cmd = self.mail_state, self.command
@@ -182,28 +152,7 @@ class Pop3Dialogue(Dialogue):
             if cmd == b"NOOP":
                 return R_OK, OK
             return R_INVALID, OK
-        return self._sasl_step(state, self.args[0] if self.args else b"")
-
-    def _sasl_step(self, state: str, arg: bytes) -> tuple[int, bytes]:
-        """One line of an AUTH exchange (ngx_mail_auth_* called from the pop3 states)."""
-        try:
-            if state == "auth_login_username":
-                self.creds.login = sasl.login_username(arg)
-                self.mail_state = "auth_login_password"
-                return R_OK, PASSWORD
-            if state == "auth_login_password":
-                self.creds.password = sasl.login_password(arg)
-            elif state == "auth_plain":
-                self.creds.login, self.creds.password = sasl.plain(arg)
-            elif state == "auth_cram_md5":
-                self.creds.login, self.creds.password = sasl.cram_md5(arg)
-                self.creds.method = "cram-md5"
-            elif state == "auth_external":
-                self._external(arg)
-        except sasl.SaslError as err:
-            self._actions.append(Log("info", err.log))
-            return R_INVALID, OK
-        return R_DONE, OK
+        return self._sasl_step(self.args[0] if self.args else b"")
 
     def _capa(self, stls: bool) -> bytes:
         plain, on, only, _ = self._replies
@@ -235,47 +184,7 @@ class Pop3Dialogue(Dialogue):
         if not args:
             self.state = S_START  # a listing, not an exchange
             return R_OK, self._replies[3]
-        mech, n = args[0].upper(), len(args)
-        try:
-            if mech == b"LOGIN" and n == 1:
-                self.mail_state = "auth_login_username"
-                return R_OK, USERNAME
-            if mech == b"LOGIN" and n == 2:
-                # MS "AUTH LOGIN with user name"
-                self.mail_state = "auth_login_password"
-                self.creds.login = sasl.login_username(args[1])
-                return R_OK, PASSWORD
-            if mech == b"PLAIN" and n == 1:
-                self.mail_state = "auth_plain"
-                return R_OK, PLAIN_NEXT
-            if mech == b"PLAIN" and n == 2:
-                self.creds.login, self.creds.password = sasl.plain(args[1])
-                return R_DONE, OK
-            if mech == b"CRAM-MD5" and n == 1:
-                if "cram-md5" not in self.conf.pop3_auth:
-                    return R_INVALID, OK
-                if self.creds.salt is None:  # greeting() not called (unit use)
-                    self.creds.salt = sasl.make_salt(self.conf.server_name)
-                self.mail_state = "auth_cram_md5"
-                return R_OK, sasl.cram_md5_challenge(b"+ ", self.creds.salt)
-            if mech == b"EXTERNAL" and n == 1:
-                if "external" not in self.conf.pop3_auth:
-                    return R_INVALID, OK
-                self.mail_state = "auth_external"
-                return R_OK, USERNAME
-            if mech == b"EXTERNAL" and n == 2:
-                # nginx checks `external` only for the challenge form (docs/behaviour.md §8.3 QUIRK)
-                self._external(args[1])
-                return R_DONE, OK
-        except sasl.SaslError as err:
-            self._actions.append(Log("info", err.log))
-        return R_INVALID, OK
-
-    def _external(self, arg: bytes) -> None:
-        """ngx_mail_auth_external sets the login only: a password kept from an earlier,
-        waited-out attempt stays and goes out as Auth-Pass (and to the backend)."""
-        self.creds.login = sasl.external(arg)
-        self.creds.method = "external"
+        return self._auth_parse(args, self.conf.pop3_auth)
 
     # -- the parser ----------------------------------------------------------------------
     def _parse(self) -> int:
@@ -338,21 +247,3 @@ class Pop3Dialogue(Dialogue):
         buf.pos = p
         self.state = state
         return AGAIN
-
-    def _done(self, p: int) -> int:
-        self.buffer.pos = p + 1
-        # inside AUTH the next line is read as a bare argument (no command)
-        self.state = S_ARGUMENT if self.command == b"AUTH" else S_START
-        return PARSED
-
-    def _invalid(self, p: int) -> int:
-        """Skip the rest of the line (it may arrive later)."""
-        self.state = S_INVALID
-        buf = self.buffer
-        lf = buf.data.find(b"\n", p)
-        if lf < 0:
-            buf.pos = len(buf.data)
-            return AGAIN
-        self.state = S_START
-        buf.pos = lf + 1
-        return PARSE_INVALID

@@ -1,16 +1,7 @@
 """SMTP: the client dialogue before authentication and the login to the backend MTA."""
 
 from postern.proxy.protocol import MailProtocol
-from postern.proxy.smtp.dialogue import (
-    DEFAULT_ERROR_CODE,
-    INTERNAL_ERROR,
-    SmtpDialogue,
-    failure_line,
-)
-
-
-def _open(conf, tls: bool, client_host: str, log_info: bool) -> SmtpDialogue:
-    return SmtpDialogue(conf, tls=tls, client_host=client_host, log_info=log_info)
+from postern.proxy.smtp.dialogue import DEFAULT_ERROR_CODE, SmtpDialogue
 
 
 def _greeting_delay(conf) -> float:
@@ -19,10 +10,7 @@ def _greeting_delay(conf) -> float:
 
 SMTP = MailProtocol(
     name="smtp",
-    open=_open,
-    backend_login=SmtpDialogue.backend_login,
-    failure_line=failure_line,
-    internal_error=INTERNAL_ERROR,
+    dialogue=SmtpDialogue,
     cert_error=b"421 4.7.1 SSL certificate error\r\n",
     no_cert=b"421 4.7.1 No required SSL certificate\r\n",
     default_error_code=DEFAULT_ERROR_CODE,

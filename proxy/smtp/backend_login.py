@@ -59,9 +59,6 @@ class SmtpBackendLogin(BackendLogin):
         self.state = "start"
         self.action = "reading response from upstream"
 
-    def start(self) -> Outcome:
-        return None  # the backend speaks first
-
     def receive_data(self, data: bytes) -> Outcome:
         self.action = "reading response from upstream"
         return super().receive_data(data)

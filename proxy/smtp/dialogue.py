@@ -13,27 +13,30 @@ from __future__ import annotations
 
 import re
 
-from postern.proxy import sasl
 from postern.proxy.conf.settings import ServerSettings
 from postern.proxy.dialogue import (
     AGAIN,
-    PARSE_INVALID,
-    PARSED,
+    R_DONE,
+    R_INVALID,
+    R_OK,
     Action,
     Close,
-    Dialogue,
     Log,
     Send,
-    StartTls,
 )
 from postern.proxy.smtp.backend_login import SmtpBackendLogin
+from postern.proxy.untagged import (
+    S_ALMOST_DONE,
+    S_ARGUMENT,
+    S_COMMAND,
+    S_SPACES_BEFORE_ARGUMENT,
+    S_START,
+    UntaggedDialogue,
+)
 
 OK = b"250 2.0.0 OK\r\n"
 BYE = b"221 2.0.0 Bye\r\n"
 START_TLS = b"220 2.0.0 Start TLS\r\n"
-NEXT = b"334 \r\n"
-USERNAME = b"334 " + sasl.USERNAME_CHALLENGE + b"\r\n"
-PASSWORD = b"334 " + sasl.PASSWORD_CHALLENGE + b"\r\n"
 INVALID = b"500 5.5.1 Invalid command\r\n"
 INVALID_PIPELINING = b"503 5.5.0 Improper use of SMTP command pipelining\r\n"
 INVALID_ARGUMENT = b"501 5.5.4 Invalid argument\r\n"
@@ -45,10 +48,6 @@ DEFAULT_ERROR_CODE = b"535 5.7.0"
 UNAVAILABLE = "[UNAVAILABLE]"
 TEMPUNAVAIL = "[TEMPUNAVAIL]"
 
-# parser states (ngx_mail_smtp_parse_command)
-S_START, S_COMMAND, S_INVALID, S_SPACES_BEFORE_ARGUMENT, S_ARGUMENT, S_ALMOST_DONE = range(6)
-# handler results
-R_OK, R_DONE, R_INVALID = range(3)
 
 VERBS = frozenset({b"HELO", b"EHLO", b"QUIT", b"AUTH", b"NOOP", b"MAIL", b"RSET", b"RCPT",
                    b"VRFY", b"EXPN", b"HELP"})
@@ -108,9 +107,12 @@ def failure_line(status: bytes, error_code: bytes | None = None,
     return (error_code or DEFAULT_ERROR_CODE) + b" " + status + b"\r\n"
 
 
-class SmtpDialogue(Dialogue):
+class SmtpDialogue(UntaggedDialogue):
     protocol = "smtp"
     internal_error = INTERNAL_ERROR
+    failure_line = staticmethod(failure_line)
+    invalid_reply = INVALID
+    sasl_prefix = b"334 "
 
     def __init__(self, conf: ServerSettings, tls: bool = False,
                  client_host: str = UNAVAILABLE, log_info: bool | None = None) -> None:
@@ -136,6 +138,11 @@ class SmtpDialogue(Dialogue):
         self._cmd_start = 0
         self._arg_start = 0
         self._arg_end = 0
+
+    @classmethod
+    def open(cls, conf: ServerSettings, tls: bool, client_host: str,
+             log_info: bool) -> SmtpDialogue:
+        return cls(conf, tls=tls, client_host=client_host, log_info=log_info)
 
     # -- driver interface -------------------------------------------------------------
     def greeting(self) -> bytes:
@@ -181,33 +188,6 @@ class SmtpDialogue(Dialogue):
             return "..."
         return word.group().decode() + " ..."
 
-    def _handle(self, rc: int) -> None:
-        out = OK
-        if rc == PARSED:
-            hrc, out = self._dispatch()
-        else:
-            hrc = R_INVALID
-        if hrc == R_DONE:
-            self._start_auth()
-            return
-        if hrc == R_INVALID:
-            self.mail_state = "start"
-            self.state = S_START
-            out = INVALID
-        self.args = []
-        buf = self.buffer
-        buf.rewind_if_consumed()
-        if self.state != S_START:
-            self._arg_start = buf.pos  # the next line is a bare SASL argument
-        self._actions.append(Send(out))
-        if self.quit:
-            self._actions.append(Close())
-            self._paused = True
-        elif self._starttls:
-            self._starttls = False
-            self._actions.append(StartTls())
-            self._paused = True
-
     def _dispatch(self) -> tuple[int, bytes]:
         """ngx_mail_smtp_auth_state's switch: returns (rc, reply)."""
         state = self.mail_state
@@ -232,27 +212,7 @@ class SmtpDialogue(Dialogue):
             if cmd == b"STARTTLS":
                 return self._starttls_command()
             return R_INVALID, OK  # VRFY, EXPN, HELP: handler-level, not counted
-        arg = self.args[0] if self.args else b""
-        creds = self.creds
-        try:
-            if state == "login_username":
-                creds.login = sasl.login_username(arg)
-                self.mail_state = "login_password"
-                return R_OK, PASSWORD
-            if state == "login_password":
-                creds.password = sasl.login_password(arg)
-            elif state == "plain":
-                creds.login, creds.password = sasl.plain(arg)
-            elif state == "cram_md5":
-                creds.login, creds.password = sasl.cram_md5(arg)
-                creds.method = "cram-md5"
-            elif state == "external":
-                creds.login = sasl.external(arg)  # the password is left as it was
-                creds.method = "external"
-        except sasl.SaslError as err:
-            self._actions.append(Log("info", err.log))
-            return R_INVALID, OK
-        return R_DONE, OK
+        return self._sasl_step(self.args[0] if self.args else b"")
 
     def _helo(self) -> tuple[int, bytes]:
         if len(self.args) != 1:
@@ -277,42 +237,7 @@ class SmtpDialogue(Dialogue):
         if not args:
             self.state = S_START
             return R_OK, INVALID_ARGUMENT
-        mech, n = args[0].upper(), len(args)
-        creds = self.creds
-        try:
-            if mech == b"LOGIN" and n == 1:
-                self.mail_state = "login_username"
-                return R_OK, USERNAME
-            if mech == b"LOGIN" and n == 2:
-                creds.login = sasl.login_username(args[1])
-                self.mail_state = "login_password"
-                return R_OK, PASSWORD
-            if mech == b"PLAIN" and n == 1:
-                self.mail_state = "plain"
-                return R_OK, NEXT
-            if mech == b"PLAIN" and n == 2:
-                creds.login, creds.password = sasl.plain(args[1])
-                return R_DONE, OK
-            if mech == b"CRAM-MD5" and n == 1:
-                if "cram-md5" not in self.conf.smtp_auth:
-                    return R_INVALID, OK
-                if creds.salt is None:
-                    creds.salt = sasl.make_salt(self.conf.server_name)
-                self.mail_state = "cram_md5"
-                return R_OK, sasl.cram_md5_challenge(b"334 ", creds.salt)
-            if mech == b"EXTERNAL" and n == 1:
-                if "external" not in self.conf.smtp_auth:
-                    return R_INVALID, OK
-                self.mail_state = "external"
-                return R_OK, USERNAME
-            if mech == b"EXTERNAL" and n == 2:
-                # nginx checks `external` only for the challenge form (docs/behaviour.md §9.4 QUIRK)
-                creds.login = sasl.external(args[1])
-                creds.method = "external"
-                return R_DONE, OK
-        except sasl.SaslError as err:
-            self._actions.append(Log("info", err.log))
-        return R_INVALID, OK
+        return self._auth_parse(args, self.conf.smtp_auth)
 
     def _command_text(self) -> bytes:
         """From the verb to the end of the last argument, original case and spacing."""
@@ -354,8 +279,7 @@ class SmtpDialogue(Dialogue):
             return R_INVALID, OK
         # RFC 3207: forget what the client said before; the ESMTP flag stays (nginx QUIRK)
         self.helo = self.smtp_from = self.smtp_to = b""
-        self.buffer.discard()  # CVE-2014-3556: pipelined plaintext never reaches TLS
-        self._starttls = True
+        self._starttls = True  # the buffer is discarded once the reply is queued
         return R_OK, START_TLS
 
     # -- the parser ----------------------------------------------------------------------
@@ -417,21 +341,3 @@ class SmtpDialogue(Dialogue):
         buf.pos = p
         self.state = state
         return AGAIN
-
-    def _done(self, p: int) -> int:
-        self.buffer.pos = p + 1
-        # inside AUTH the next line is read as a bare argument (no verb)
-        self.state = S_ARGUMENT if self.command == b"AUTH" else S_START
-        return PARSED
-
-    def _invalid(self, p: int) -> int:
-        """Skip the rest of the line (nginx's sw_invalid)."""
-        self.state = S_INVALID
-        buf = self.buffer
-        lf = buf.data.find(b"\n", p)
-        if lf < 0:
-            buf.pos = len(buf.data)
-            return AGAIN
-        self.state = S_START
-        buf.pos = lf + 1
-        return PARSE_INVALID

@@ -17,20 +17,17 @@ external.toml), so the declared blocks name the very files the scenarios trust. 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from postern.fakes.pki import Authority, dhparam, self_signed_client
 from postern.scenarios.kit.client import Client, is_unclean_eof, tls_client_context
 
 GREETINGS = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
@@ -83,51 +80,6 @@ def _write(path: Path, data: bytes) -> str:
     return str(path)
 
 
-def _issue(ca, subject: x509.Name, *, self_signed: bool = False,
-           not_after: datetime.datetime | None = None, days: int = 30):
-    """A client certificate with a subject trustme cannot make."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    if self_signed:
-        issuer_name, signing_key = subject, key
-    else:
-        ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
-        issuer_name = ca_cert.subject
-        signing_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(not_after or now + datetime.timedelta(days=days))
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
-            .sign(signing_key, hashes.SHA256()))
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), pem_key
-
-
-def _crl(ca, revoked_serials: list[int], days: int = 30) -> bytes:
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
-    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
-               .last_update(now - datetime.timedelta(hours=1))
-               .next_update(now + datetime.timedelta(days=days)))
-    for serial in revoked_serials:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial)
-            .revocation_date(now - datetime.timedelta(minutes=30)).build())
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
-def _dhparam(path: Path) -> str | None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        return None
-    done = subprocess.run([openssl, "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt",
-                           "group:ffdhe2048"], capture_output=True, timeout=60, check=False)
-    return _write(path, done.stdout) if done.returncode == 0 else None
-
-
 def make_pki(d: Path, days: int = 30) -> Pki:
     """The PKI in directory d; the client certificates and the CRL last `days`."""
     trustme = pytest.importorskip("trustme")
@@ -167,9 +119,9 @@ def make_pki(d: Path, days: int = 30) -> Pki:
         x509.NameAttribute(NameOID.COMMON_NAME, "#odd=name\\x"),
         x509.NameAttribute(NameOID.EMAIL_ADDRESS, "odd@example.com"),
     ])
-    leaf("odd", *_issue(client_ca, odd_subject, days=days))
+    leaf("odd", *Authority(ca=client_ca).issue_with_subject(odd_subject, days))
     self_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "self.example")])
-    leaf("self", *_issue(None, self_subject, self_signed=True, days=days))
+    leaf("self", *self_signed_client(self_subject, days))
 
     revoked_serial = x509.load_pem_x509_certificate(
         revoked.cert_chain_pems[0].bytes()).serial_number
@@ -184,8 +136,8 @@ def make_pki(d: Path, days: int = 30) -> Pki:
         password_file=_write(d / "passwords", f"wrong one\n{PASSWORD}\n".encode()),
         client_ca=_write(d / "client-ca.pem", client_ca.cert_pem.bytes()),
         other_ca=_write(d / "other-ca.pem", other_ca.cert_pem.bytes()),
-        crl=_write(d / "crl.pem", _crl(client_ca, [revoked_serial], days)),
-        dhparam=_dhparam(d / "dhparam.pem"),
+        crl=_write(d / "crl.pem", Authority(ca=client_ca).crl([revoked_serial], days)),
+        dhparam=dhparam(d / "dhparam.pem"),
         clients=clients,
     )
 
