@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from postern.scenarios.kit.client import Client
 
+PROTOCOL = "imap"
 GREETING = b"* OK IMAP4 ready\r\n"
 CAPS = b"* CAPABILITY IMAP4 IMAP4rev1 UIDPLUS"
 INVALID = b"BAD invalid command\r\n"
