@@ -6,6 +6,10 @@ from __future__ import annotations
 from postern.proxy.conf.settings import AuthHttp, Listen, ServerSettings
 from postern.proxy.dialogue import Log, Send
 
+# auth_http 127.0.0.1:9000/auth
+AUTH_HTTP = AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1", uri="/auth",
+                     addr="127.0.0.1", port=9000)
+
 
 def server_settings(protocol: str, port: int, **extra) -> ServerSettings:
     """One `server {}` on 127.0.0.1:`port` named mx.test, auth_http on 127.0.0.1:9000."""
@@ -13,9 +17,7 @@ def server_settings(protocol: str, port: int, **extra) -> ServerSettings:
                           listens=(Listen(text=f"127.0.0.1:{port}", host="127.0.0.1",
                                           port=port),),
                           protocol=protocol, server_name="mx.test",
-                          auth_http=AuthHttp(text="127.0.0.1:9000/auth",
-                                             host_header="127.0.0.1", uri="/auth",
-                                             addr="127.0.0.1", port=9000),
+                          auth_http=AUTH_HTTP,
                           **extra)
 
 

@@ -110,3 +110,13 @@ def in_running_loop(srv, request: bytes, commands: int) -> tuple[bytes, bytes]:
             await srv.stop()
 
     return asyncio.run(session())
+
+
+def ask(auth, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send `data` to a mock auth server and read its answer up to its close."""
+    with socket.create_connection((auth.host, auth.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)

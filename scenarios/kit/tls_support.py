@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from postern.fakes.pki import dhparam, write
 from postern.scenarios.kit.client import Client, is_unclean_eof, tls_client_context
 
 GREETINGS = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
@@ -77,12 +78,6 @@ class Pki:
         return x509.load_pem_x509_certificate(Path(self.clients[name][0]).read_bytes())
 
 
-def _write(path: Path, data: bytes) -> str:
-    path.write_bytes(data)
-    path.chmod(0o644)
-    return str(path)
-
-
 def _issue(ca, subject: x509.Name, *, self_signed: bool = False,
            not_after: datetime.datetime | None = None, days: int = 30):
     """A client certificate with a subject trustme cannot make."""
@@ -119,14 +114,6 @@ def _crl(ca, revoked_serials: list[int], days: int = 30) -> bytes:
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
-def _dhparam(path: Path) -> str | None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        return None
-    done = subprocess.run([openssl, "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt",
-                           "group:ffdhe2048"], capture_output=True, timeout=60, check=False)
-    return _write(path, done.stdout) if done.returncode == 0 else None
-
 
 def make_pki(d: Path, days: int = 30) -> Pki:
     """The PKI in directory d; the client certificates and the CRL last `days`."""
@@ -147,8 +134,8 @@ def make_pki(d: Path, days: int = 30) -> Pki:
     clients = {}
 
     def leaf(name: str, cert_pem: bytes, key_pem: bytes) -> None:
-        clients[name] = (_write(d / f"client-{name}.pem", cert_pem),
-                         _write(d / f"client-{name}.key", key_pem))
+        clients[name] = (write(d / f"client-{name}.pem", cert_pem),
+                         write(d / f"client-{name}.key", key_pem))
 
     plain = client_ca.issue_cert("client.example", common_name="client.example",
                                  organization_name="Example Org",
@@ -175,17 +162,17 @@ def make_pki(d: Path, days: int = 30) -> Pki:
         revoked.cert_chain_pems[0].bytes()).serial_number
     return Pki(
         dir=d,
-        ca_file=_write(d / "server-cas.pem", ecdsa_ca.cert_pem.bytes() + rsa_ca.cert_pem.bytes()),
-        ecdsa_cert=_write(d / "server-ecdsa.pem", ecdsa.cert_chain_pems[0].bytes()),
-        ecdsa_key=_write(d / "server-ecdsa.key", ecdsa.private_key_pem.bytes()),
-        rsa_cert=_write(d / "server-rsa.pem", rsa.cert_chain_pems[0].bytes()),
-        rsa_key=_write(d / "server-rsa.key", rsa.private_key_pem.bytes()),
-        rsa_key_encrypted=_write(d / "server-rsa-encrypted.key", encrypted),
-        password_file=_write(d / "passwords", f"wrong one\n{PASSWORD}\n".encode()),
-        client_ca=_write(d / "client-ca.pem", client_ca.cert_pem.bytes()),
-        other_ca=_write(d / "other-ca.pem", other_ca.cert_pem.bytes()),
-        crl=_write(d / "crl.pem", _crl(client_ca, [revoked_serial], days)),
-        dhparam=_dhparam(d / "dhparam.pem"),
+        ca_file=write(d / "server-cas.pem", ecdsa_ca.cert_pem.bytes() + rsa_ca.cert_pem.bytes()),
+        ecdsa_cert=write(d / "server-ecdsa.pem", ecdsa.cert_chain_pems[0].bytes()),
+        ecdsa_key=write(d / "server-ecdsa.key", ecdsa.private_key_pem.bytes()),
+        rsa_cert=write(d / "server-rsa.pem", rsa.cert_chain_pems[0].bytes()),
+        rsa_key=write(d / "server-rsa.key", rsa.private_key_pem.bytes()),
+        rsa_key_encrypted=write(d / "server-rsa-encrypted.key", encrypted),
+        password_file=write(d / "passwords", f"wrong one\n{PASSWORD}\n".encode()),
+        client_ca=write(d / "client-ca.pem", client_ca.cert_pem.bytes()),
+        other_ca=write(d / "other-ca.pem", other_ca.cert_pem.bytes()),
+        crl=write(d / "crl.pem", _crl(client_ca, [revoked_serial], days)),
+        dhparam=dhparam(d / "dhparam.pem"),
         clients=clients,
     )
 
@@ -313,3 +300,22 @@ def handshake_fails(proxy, ctx: ssl.SSLContext) -> str:
     finally:
         sock.close()
     raise AssertionError("the handshake succeeded")
+
+
+TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+
+
+def implicit_tls_proxy(lab, server: str, protocol: str = "imap"):
+    """A proxy whose listener speaks TLS from the first byte (`listen ... ssl`)."""
+    return lab.proxy(server=server, protocol=protocol, listen_params="ssl")
+
+
+def s_client(proxy, *args: str) -> str:
+    """What `openssl s_client -connect <proxy> <args>` prints (stdout and stderr) with no
+    input; skips the scenario where the openssl command is missing."""
+    binary = shutil.which("openssl")
+    if binary is None:
+        pytest.skip("the openssl command is not installed")
+    done = subprocess.run([binary, "s_client", "-connect", f"{proxy.host}:{proxy.port}", *args],
+                          input="", capture_output=True, text=True, timeout=30, check=False)
+    return done.stdout + done.stderr
