@@ -14,18 +14,12 @@ import uuid
 import pytest
 from postern.fakes.auth import Reply
 from postern.scenarios.kit import imap_support, login_support
-from postern.scenarios.kit.imap_support import GREETING, INTERNAL_ERROR, login
+from postern.scenarios.kit.imap_support import GREETING, INTERNAL_ERROR, login, read_tagged
 from postern.scenarios.kit.support import LogWatch, ScriptedBackend, upstream_bytes, wait_until
 
 LOGGED_IN = b"a1 OK Logged in\r\n"
 FAKE_GREETING_START = b"* OK [CAPABILITY "
 
-
-def read_tagged(c, tag: bytes) -> list[bytes]:
-    lines = []
-    while not (line := c.readline()).startswith(tag + b" "):
-        lines.append(line)
-    return lines + [line]
 
 
 # -- the login sequence ---------------------------------------------------------------------

@@ -4,7 +4,7 @@ protocol, and a machine driven with bytes until it has no more actions."""
 from __future__ import annotations
 
 from postern.proxy.conf.settings import AuthHttp, Listen, ServerSettings
-from postern.proxy.dialogue import Log, Send
+from postern.proxy.dialogue import Authenticate, Log, Send
 
 # auth_http 127.0.0.1:9000/auth
 AUTH_HTTP = AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1", uri="/auth",
@@ -45,3 +45,15 @@ def sent(actions) -> bytes:
 
 def logs(actions) -> list[str]:
     return [a.message for a in actions if isinstance(a, Log)]
+
+
+def until_authenticate(machine, data: bytes):
+    """Feed the client's lines (after the greeting, where the protocol has one) until the
+    machine asks for authentication; returns the machine."""
+    if hasattr(machine, "greeting"):
+        machine.greeting()
+    machine.receive_data(data)
+    while (act := machine.next_action()) is not None:
+        if isinstance(act, Authenticate):
+            return machine
+    raise AssertionError("no Authenticate")

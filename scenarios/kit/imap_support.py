@@ -51,3 +51,13 @@ def backend_login(tag: bytes, user: bytes, password: bytes) -> bytes:
     and synchronising literals, recorded by the fake as one command."""
     return (tag + b" LOGIN {%d}\r\n" % len(user) + user + b" {%d}\r\n" % len(password)
             + password)
+
+
+def read_tagged(client: Client, tag: bytes) -> bytes:
+    """Lines up to and including the one tagged `tag` (after login, in relay)."""
+    out = b""
+    while True:
+        line = client.readline()
+        out += line
+        if line.startswith(tag + b" "):
+            return out
