@@ -12,10 +12,10 @@ import time
 
 import pytest
 from postern.fakes.auth import Reply
+from postern.scenarios.kit import imap_support, login_support
 from postern.scenarios.kit.client import Client
 from postern.scenarios.kit.imap_support import (
     GREETING,
-    INTERNAL_ERROR,
     auth_request,
     expect_internal_error,
     login,
@@ -186,13 +186,10 @@ def test_failure_during_sticky_wait_repeats_the_request(lab):
 def test_invalid_header_name_is_an_internal_error(lab):
     """§10.3 + §18 [verified]: `Auth_Status` (underscore) → "sent invalid header in
     response" → `* BAD internal server error`, close."""
-    proxy = lab.proxy()
-    log = LogWatch(proxy)
-    lab.auth.push(Reply(headers=["Auth_Status: OK"], server="127.0.0.1", port=lab.imap.port))
-    with login(proxy) as c:
-        expect_internal_error(c)
-    line = log.line(f"auth http server {auth_peer(lab)} sent invalid header in response "
-                    "while in http auth state, client: 127.0.0.1")
+    reply = Reply(headers=["Auth_Status: OK"], server="127.0.0.1", port=lab.imap.port)
+    line = login_support.auth_reply_is_an_internal_error(
+        lab, imap_support, reply, "auth http server {auth} sent invalid header in response while in "
+        "http auth state, client: 127.0.0.1")
     assert "[error]" in line, line
 
 
@@ -221,28 +218,16 @@ def test_header_block_just_under_1024_bytes_works(lab):
 
 def test_auth_http_timeout_is_an_internal_error(lab):
     """§10.6: the reply must arrive within auth_http_timeout (1 s here; it comes after 3 s)."""
-    proxy = lab.proxy(server="auth_http_timeout 1s;")
-    log = LogWatch(proxy)
-    lab.auth.push(Reply.default(delay=3))
-    with login(proxy) as c:
-        start = time.monotonic()
-        c.expect(INTERNAL_ERROR, timeout=5)
-        assert 0.7 <= time.monotonic() - start <= 2.8
-        c.expect_closed()
-    line = log.line(f"auth http server {auth_peer(lab)} timed out (110: Connection timed out) "
-                    "while in http auth state")
+    line = login_support.auth_timeout_is_an_internal_error(lab, imap_support)
     assert "[error]" in line, line
 
 
 def test_auth_server_down_is_an_internal_error(lab):
     """§10.6: connecting to the auth server fails (nothing listens) → internal error."""
-    closed = free_port()
-    proxy = lab.proxy(server=f"auth_http 127.0.0.1:{closed}/auth;")
-    log = LogWatch(proxy)
-    with login(proxy) as c:
-        expect_internal_error(c)
-    log.wait_for("recv() failed (111: Connection refused) while in http auth state, "
-                 f'client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, login: "alice"')
+    login_support.auth_reply_is_an_internal_error(
+        lab, imap_support, None, "recv() failed (111: Connection refused) while in http auth state, "
+        'client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, login: "alice"',
+        server=f"auth_http 127.0.0.1:{free_port()}/auth;")
 
 
 def test_auth_server_closing_without_reply_is_an_internal_error(lab):
@@ -272,33 +257,24 @@ def test_truncated_reply_is_an_internal_error(lab):
 def test_auth_server_hostname_is_an_internal_error(lab):
     """§10.3 + §18 [verified] (QUIRK 16): Auth-Server must be a literal IP; a host name is
     "sent invalid server address" → internal error."""
-    proxy = lab.proxy()
-    log = LogWatch(proxy)
-    lab.auth.push(Reply.ok("localhost", lab.imap.port))
-    with login(proxy) as c:
-        expect_internal_error(c)
-    log.wait_for(f'auth http server {auth_peer(lab)} sent invalid server address:"localhost"')
+    login_support.auth_reply_is_an_internal_error(
+        lab, imap_support, Reply.ok("localhost", lab.imap.port),
+        'auth http server {auth} sent invalid server address:"localhost"')
 
 
 @pytest.mark.parametrize("port", ["0", "65536", "14x3"])
 def test_bad_auth_port_is_an_internal_error(lab, port):
     """§10.3: Auth-Port must be decimal 1-65535, else "sent invalid server port"."""
-    proxy = lab.proxy()
-    log = LogWatch(proxy)
-    lab.auth.push(Reply.ok("127.0.0.1", port))
-    with login(proxy) as c:
-        expect_internal_error(c)
-    log.wait_for(f'auth http server {auth_peer(lab)} sent invalid server port:"{port}"')
+    login_support.auth_reply_is_an_internal_error(
+        lab, imap_support, Reply.ok("127.0.0.1", port),
+        f'auth http server {{auth}} sent invalid server port:"{port}"')
 
 
 def test_ok_without_server_is_an_internal_error(lab):
     """§10.4.3: success needs Auth-Server and Auth-Port ("did not send server or port")."""
-    proxy = lab.proxy()
-    log = LogWatch(proxy)
-    lab.auth.push(Reply(status="OK", port=lab.imap.port))
-    with login(proxy) as c:
-        expect_internal_error(c)
-    log.wait_for(f"auth http server {auth_peer(lab)} did not send server or port")
+    login_support.auth_reply_is_an_internal_error(
+        lab, imap_support, Reply(status="OK", port=lab.imap.port),
+        "auth http server {auth} did not send server or port")
 
 
 def test_cram_md5_success_without_auth_pass_is_an_internal_error(lab):

@@ -1,9 +1,7 @@
 """IMAP after the auth server said yes: the backend login (docs/behaviour.md §11.1, §11.3, §11.6) and the
 relay (§12), on every target, exact bytes.
 
-The session's fake upstream (lab.imap, its faults reset per scenario) plays the backend; a
-few scenarios need byte-level control of the backend's side and use a one-connection
-ScriptedBackend instead.
+The upstream is lab.imap or a ScriptedBackend (see scenarios/kit/login_support.py).
 """
 
 from __future__ import annotations
@@ -15,19 +13,13 @@ import uuid
 
 import pytest
 from postern.fakes.auth import Reply
-from postern.scenarios.kit.imap_support import GREETING, INTERNAL_ERROR, login
-from postern.scenarios.kit.real.common import free_port
+from postern.scenarios.kit import imap_support, login_support
+from postern.scenarios.kit.imap_support import GREETING, INTERNAL_ERROR, login, read_tagged
 from postern.scenarios.kit.support import LogWatch, ScriptedBackend, upstream_bytes, wait_until
 
 LOGGED_IN = b"a1 OK Logged in\r\n"
 FAKE_GREETING_START = b"* OK [CAPABILITY "
 
-
-def read_tagged(c, tag: bytes) -> list[bytes]:
-    lines = []
-    while not (line := c.readline()).startswith(tag + b" "):
-        lines.append(line)
-    return lines + [line]
 
 
 # -- the login sequence ---------------------------------------------------------------------
@@ -98,33 +90,13 @@ def test_pipelined_commands_follow_the_login(lab):
 def test_backend_without_greeting_times_out(lab):
     """§11.1: one `timeout` (1 s here) covers the whole backend login; a silent backend →
     "upstream timed out" → internal error."""
-    proxy = lab.proxy(server="timeout 1s;")
-    log = LogWatch(proxy)
-    lab.imap.faults.greeting = None
-    with login(proxy) as c:
-        start = time.monotonic()
-        c.expect(INTERNAL_ERROR, timeout=5)
-        assert 0.7 <= time.monotonic() - start <= 2.8
-        c.expect_closed()
-    line = log.line("upstream timed out (110: Connection timed out) while connecting to "
-                    f'upstream, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, '
-                    f'login: "alice", upstream: 127.0.0.1:{lab.imap.port}')
-    assert "[info]" in line, line
+    login_support.silent_backend_times_out(lab, imap_support)
 
 
 def test_backend_stalling_mid_login_times_out(lab):
     """§11.1: the login timer is not re-armed per reply; a backend that greets but never
     answers the LOGIN literal is cut off after `timeout`."""
-    proxy = lab.proxy(server="timeout 1s;")
-    log = LogWatch(proxy)
-    lab.imap.faults.stall = True
-    with login(proxy) as c:
-        start = time.monotonic()
-        c.expect(INTERNAL_ERROR, timeout=5)
-        assert 0.7 <= time.monotonic() - start <= 2.8
-        c.expect_closed()
-    log.wait_for("upstream timed out (110: Connection timed out) while sending LOGIN command "
-                 "to upstream")
+    login_support.stalling_backend_times_out(lab, imap_support, "LOGIN command")
 
 
 def test_preauth_greeting_is_an_error(lab):
@@ -156,8 +128,7 @@ def test_rejected_login_is_an_internal_error(lab):
     with login(proxy) as c:
         c.expect(INTERNAL_ERROR).expect_closed()
     line = log.line('upstream sent invalid response: "NO no entry" while reading response '
-                    f'from upstream, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, '
-                    f'login: "alice", upstream: 127.0.0.1:{lab.imap.port}')
+                    "from upstream, " + login_support.session_context(proxy, lab.imap.port))
     assert "[error]" in line, line
 
 
@@ -213,27 +184,13 @@ def test_backend_closing_during_login_is_an_internal_error(lab):
 
 def test_backend_port_closed_is_an_internal_error(lab):
     """§11.1: connecting to the backend fails → internal error."""
-    proxy = lab.proxy()
-    log = LogWatch(proxy)
-    closed = free_port()
-    lab.auth.push(Reply.ok("127.0.0.1", closed))
-    with login(proxy) as c:
-        c.expect(INTERNAL_ERROR).expect_closed()
-    line = log.line("recv() failed (111: Connection refused) while reading response from "
-                    f'upstream, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, '
-                    f'login: "alice", upstream: 127.0.0.1:{closed}')
-    assert "[error]" in line, line
+    login_support.closed_port_is_an_internal_error(lab, imap_support)
 
 
 def test_too_long_backend_line_is_an_internal_error(lab):
     """§11.1: a reply line that fills proxy_buffer without CRLF → "upstream sent too long
     response line" → internal error."""
-    proxy = lab.proxy(server="proxy_buffer 128;")
-    log = LogWatch(proxy)
-    lab.imap.faults.greeting = b"* OK " + b"x" * 300
-    with login(proxy) as c:
-        c.expect(INTERNAL_ERROR).expect_closed()
-    log.wait_for('upstream sent too long response line: "* OK xxxx')
+    login_support.too_long_line_is_an_internal_error(lab, imap_support, b"* OK")
 
 
 def test_reply_filling_proxy_buffer_exactly_is_judged(lab):
@@ -254,8 +211,7 @@ def test_backend_close_flushes_then_closes(lab):
         c.expect(LOGGED_IN)
         c.send(b"a2 LOGOUT\r\n")
         assert c.read_all() == b"* BYE Logging out\r\na2 OK LOGOUT completed\r\n"
-    line = log.line(f"proxied session done, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, "
-                    f'login: "alice", upstream: 127.0.0.1:{lab.imap.port}')
+    line = log.line("proxied session done, " + login_support.session_context(proxy, lab.imap.port))
     assert "[info]" in line, line
 
 

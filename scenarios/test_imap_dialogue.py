@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from postern.fakes.auth import Reply
-from postern.scenarios.kit.client import Client, Closed
+from postern.scenarios.kit.client import Closed
 from postern.scenarios.kit.imap_support import (
     CAPS,
     INVALID,
@@ -18,18 +18,8 @@ from postern.scenarios.kit.imap_support import (
     auth_request,
     backend_login,
     greeted,
+    read_tagged,
 )
-
-
-def read_tagged(client: Client, tag: bytes) -> bytes:
-    """Lines up to and including the one tagged `tag` (after login, in relay)."""
-    out = b""
-    while True:
-        line = client.readline()
-        out += line
-        if line.startswith(tag + b" "):
-            return out
-
 
 # -- greeting and the simple commands ------------------------------------------------------
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 from postern.fakes.auth import Reply
+from postern.scenarios.kit import login_support, pop3_support
 from postern.scenarios.kit.pop3_support import (
     GREETING,
-    INTERNAL_ERROR,
     INVALID,
     OK,
     auth_request,
@@ -324,13 +324,10 @@ def test_empty_auth_pass_header_is_a_password(lab):
 
 def test_auth_server_down_is_an_internal_error(lab):
     """§10.6: connecting to the auth server fails → `-ERR internal server error`, close."""
-    closed = free_port()
-    proxy = pop3(lab, f"auth_http 127.0.0.1:{closed}/auth;")
-    log = LogWatch(proxy)
-    with login(proxy) as c:
-        expect_internal_error(c)
-    log.wait_for("recv() failed (111: Connection refused) while in http auth state, "
-                 f'client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, login: "alice"')
+    login_support.auth_reply_is_an_internal_error(
+        lab, pop3_support, None, "recv() failed (111: Connection refused) while in http auth state, "
+        'client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, login: "alice"',
+        server=f"auth_http 127.0.0.1:{free_port()}/auth;")
 
 
 def test_auth_server_closing_without_reply_is_an_internal_error(lab):
@@ -344,28 +341,17 @@ def test_auth_server_closing_without_reply_is_an_internal_error(lab):
 def test_invalid_header_name_is_an_internal_error(lab):
     """§18 capture [verified]: header name `Auth_Status` (POP3, after `+OK` for USER) →
     "sent invalid header in response" → `-ERR internal server error`, close."""
-    proxy = pop3(lab)
-    log = LogWatch(proxy)
-    lab.auth.push(Reply(headers=["Auth_Status: OK"], server="127.0.0.1", port=lab.pop3.port))
-    with login(proxy) as c:
-        expect_internal_error(c)
-    line = log.line(f"auth http server {auth_peer(lab)} sent invalid header in response "
-                    "while in http auth state, client: 127.0.0.1")
+    reply = Reply(headers=["Auth_Status: OK"], server="127.0.0.1", port=lab.pop3.port)
+    line = login_support.auth_reply_is_an_internal_error(
+        lab, pop3_support, reply, "auth http server {auth} sent invalid header in response while in "
+        "http auth state, client: 127.0.0.1")
     assert "[error]" in line, line
 
 
 def test_auth_http_timeout_is_an_internal_error(lab):
     """§10.6: the reply must arrive within auth_http_timeout (1 s here; it comes after 3 s)."""
-    proxy = pop3(lab, "auth_http_timeout 1s;")
-    log = LogWatch(proxy)
-    lab.auth.push(Reply.default(delay=3))
-    with login(proxy) as c:
-        start = time.monotonic()
-        c.expect(INTERNAL_ERROR, timeout=5)
-        assert 0.7 <= time.monotonic() - start <= 2.8
-        c.expect_closed()
-    log.wait_for(f"auth http server {auth_peer(lab)} timed out (110: Connection timed out) "
-                 "while in http auth state")
+    line = login_support.auth_timeout_is_an_internal_error(lab, pop3_support)
+    assert "[error]" in line, line
 
 
 def test_header_block_over_1024_bytes_is_an_internal_error(lab):
@@ -381,33 +367,24 @@ def test_header_block_over_1024_bytes_is_an_internal_error(lab):
 def test_auth_server_hostname_is_an_internal_error(lab):
     """§10.3 (QUIRK 16): Auth-Server must be a literal IP; a host name is "sent invalid
     server address" → internal error."""
-    proxy = pop3(lab)
-    log = LogWatch(proxy)
-    lab.auth.push(Reply.ok("localhost", lab.pop3.port))
-    with login(proxy) as c:
-        expect_internal_error(c)
-    log.wait_for(f'auth http server {auth_peer(lab)} sent invalid server address:"localhost"')
+    login_support.auth_reply_is_an_internal_error(
+        lab, pop3_support, Reply.ok("localhost", lab.pop3.port),
+        'auth http server {auth} sent invalid server address:"localhost"')
 
 
 @pytest.mark.parametrize("port", ["0", "65536", "11o"])
 def test_bad_auth_port_is_an_internal_error(lab, port):
     """§10.3: Auth-Port must be decimal 1-65535, else "sent invalid server port"."""
-    proxy = pop3(lab)
-    log = LogWatch(proxy)
-    lab.auth.push(Reply.ok("127.0.0.1", port))
-    with login(proxy) as c:
-        expect_internal_error(c)
-    log.wait_for(f'auth http server {auth_peer(lab)} sent invalid server port:"{port}"')
+    login_support.auth_reply_is_an_internal_error(
+        lab, pop3_support, Reply.ok("127.0.0.1", port),
+        f'auth http server {{auth}} sent invalid server port:"{port}"')
 
 
 def test_ok_without_server_is_an_internal_error(lab):
     """§10.4.3: success needs Auth-Server and Auth-Port ("did not send server or port")."""
-    proxy = pop3(lab)
-    log = LogWatch(proxy)
-    lab.auth.push(Reply(status="OK", port=lab.pop3.port))
-    with login(proxy) as c:
-        expect_internal_error(c)
-    log.wait_for(f"auth http server {auth_peer(lab)} did not send server or port")
+    login_support.auth_reply_is_an_internal_error(
+        lab, pop3_support, Reply(status="OK", port=lab.pop3.port),
+        "auth http server {auth} did not send server or port")
 
 
 def test_apop_success_without_auth_pass_is_an_internal_error(lab):

@@ -1,9 +1,7 @@
 """POP3 after the auth server said yes: the backend login (docs/behaviour.md §11.1, §11.2, §11.6) and the
 relay (§12), on every target, exact bytes.
 
-The session's fake upstream (lab.pop3, its faults reset per scenario) plays the backend; a
-few scenarios need byte-level control of the backend's side and use a one-connection
-ScriptedBackend instead.
+The upstream is lab.pop3 or a ScriptedBackend (see scenarios/kit/login_support.py).
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import time
 
 import pytest
 from postern.fakes.auth import Reply
+from postern.scenarios.kit import login_support, pop3_support
 from postern.scenarios.kit.pop3_support import (
     GREETING,
     INTERNAL_ERROR,
@@ -24,7 +23,6 @@ from postern.scenarios.kit.pop3_support import (
     login,
     pop3,
 )
-from postern.scenarios.kit.real.common import free_port
 from postern.scenarios.kit.support import LogWatch, ScriptedBackend, upstream_bytes, wait_until
 
 PASS_ERROR = "proxy_pass_error_message on;"
@@ -205,33 +203,13 @@ def test_bad_greeting(lab):
 def test_backend_without_greeting_times_out(lab):
     """§11.1: one `timeout` (1 s here) covers the whole backend login; a silent upstream →
     "upstream timed out" → internal error."""
-    proxy = pop3(lab, "timeout 1s;")
-    log = LogWatch(proxy)
-    lab.pop3.faults.greeting = None
-    with login(proxy) as c:
-        start = time.monotonic()
-        c.expect(INTERNAL_ERROR, timeout=5)
-        assert 0.7 <= time.monotonic() - start <= 2.8
-        c.expect_closed()
-    line = log.line("upstream timed out (110: Connection timed out) while connecting to "
-                    f'upstream, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, '
-                    f'login: "alice", upstream: 127.0.0.1:{lab.pop3.port}')
-    assert "[info]" in line, line
+    login_support.silent_backend_times_out(lab, pop3_support)
 
 
 def test_backend_stalling_after_user_times_out(lab):
     """§11.1: the login timer is not re-armed per reply; an upstream that greets but never
     answers USER is cut off after `timeout`."""
-    proxy = pop3(lab, "timeout 1s;")
-    log = LogWatch(proxy)
-    lab.pop3.faults.stall = True
-    with login(proxy) as c:
-        start = time.monotonic()
-        c.expect(INTERNAL_ERROR, timeout=5)
-        assert 0.7 <= time.monotonic() - start <= 2.8
-        c.expect_closed()
-    log.wait_for("upstream timed out (110: Connection timed out) while sending user name to "
-                 "upstream")
+    login_support.stalling_backend_times_out(lab, pop3_support, "user name")
     assert lab.pop3.commands == [b"USER alice"]
 
 
@@ -248,29 +226,15 @@ def test_backend_closing_during_login_is_an_internal_error(lab):
 
 def test_backend_port_closed_is_an_internal_error(lab):
     """§11.1: connecting to the upstream fails → internal error."""
-    proxy = pop3(lab)
-    log = LogWatch(proxy)
-    closed = free_port()
-    lab.auth.push(Reply.ok("127.0.0.1", closed))
-    with login(proxy) as c:
-        expect_internal_error(c)
-    line = log.line("recv() failed (111: Connection refused) while reading response from "
-                    f'upstream, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, '
-                    f'login: "alice", upstream: 127.0.0.1:{closed}')
-    assert "[error]" in line, line
+    login_support.closed_port_is_an_internal_error(lab, pop3_support)
 
 
 def test_too_long_backend_line_is_an_internal_error(lab):
     """§11.1: a reply line that fills proxy_buffer without CRLF → "upstream sent too long
     response line" → internal error; one that fills it exactly with CRLF is fine."""
-    proxy = pop3(lab, "proxy_buffer 128;")
-    log = LogWatch(proxy)
-    lab.pop3.faults.greeting = b"+OK " + b"x" * 300
-    with login(proxy) as c:
-        expect_internal_error(c)
-    log.wait_for('upstream sent too long response line: "+OK xxxx')
+    login_support.too_long_line_is_an_internal_error(lab, pop3_support, b"+OK")
     lab.pop3.faults.greeting = b"+OK " + b"x" * 122  # 128 bytes with CRLF
-    with login(proxy) as c:
+    with login(pop3(lab, "proxy_buffer 128;")) as c:
         c.expect(logged_in(lab))
 
 
@@ -329,8 +293,7 @@ def test_quit_through_the_relay_closes_after_the_upstream(lab):
         c.expect(logged_in(lab))
         c.send(b"QUIT\r\n")
         assert c.read_all() == b"+OK Logging out\r\n"
-    line = log.line(f"proxied session done, client: 127.0.0.1, server: 127.0.0.1:{proxy.port}, "
-                    f'login: "alice", upstream: 127.0.0.1:{lab.pop3.port}')
+    line = log.line("proxied session done, " + login_support.session_context(proxy, lab.pop3.port))
     assert "[info]" in line, line
 
 

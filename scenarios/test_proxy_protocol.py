@@ -99,7 +99,7 @@ class _RecordingBackend:
                 return
             with conn:
                 f = conn.makefile("rwb", buffering=0)
-                self.first_lines.append(f.readline())
+                self.first_lines.append(self._read_header(f))
                 f.write(b"* OK ready\r\n")
                 tag = f.readline().split(b" ")[0]
                 f.write(b"+ go\r\n")
@@ -108,6 +108,10 @@ class _RecordingBackend:
                 f.readline()
                 f.write(tag + b" OK logged in\r\n")
                 f.readline()
+
+    def _read_header(self, f) -> bytes:
+        """What the proxy sends first: the PROXY v1 line."""
+        return f.readline()
 
 
 def test_proxy_protocol_on_sends_v1_to_backend(lab):
@@ -131,22 +135,8 @@ class _RawRecordingBackend(_RecordingBackend):
         self.header_len = header_len
         super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                f = conn.makefile("rwb", buffering=0)
-                self.first_lines.append(f.read(self.header_len))
-                f.write(b"* OK ready\r\n")
-                tag = f.readline().split(b" ")[0]
-                for _ in range(2):
-                    f.write(b"+ go\r\n")
-                    f.readline()
-                f.write(tag + b" OK logged in\r\n")
-                f.readline()
+    def _read_header(self, f) -> bytes:
+        return f.read(self.header_len)
 
 
 @pytest.mark.nginx_min("1.31.4", "proxy_protocol v2 towards the backend")

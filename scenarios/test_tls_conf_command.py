@@ -5,27 +5,22 @@ real client (RFC 5077 tickets, RFC 8446 versions and suites).
 
 from __future__ import annotations
 
-import shutil
-import ssl
-import subprocess
 from dataclasses import dataclass
 
 import pytest
 from postern.scenarios.kit.tls_support import (
     GREETINGS,
+    TLS12,
+    TLS13,
     client_context,
     handshake_fails,
+    implicit_tls_proxy,
     pki,
+    s_client,
     tls_connect,
 )
 
 __all__ = ["pki"]
-
-TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
-
-
-def _proxy(lab, server: str):
-    return lab.proxy(server=server, protocol="imap", listen_params="ssl")
 
 
 @dataclass
@@ -46,14 +41,6 @@ def _greeted(proxy, ctx) -> Seen:
                     sock.getpeercert(binary_form=True))
 
 
-def _s_client(proxy, *args: str) -> str:
-    binary = shutil.which("openssl")
-    if binary is None:
-        pytest.skip("the openssl command is not installed")
-    done = subprocess.run([binary, "s_client", "-connect", f"{proxy.host}:{proxy.port}", *args],
-                          input="", capture_output=True, text=True, timeout=30, check=False)
-    return done.stdout + done.stderr
-
 
 @pytest.mark.parametrize("command,ticket", [("", True), ("Options -SessionTicket", False),
                                             ("Options SessionTicket", True)])
@@ -64,7 +51,7 @@ def test_session_ticket_option(lab, pki, command, ticket):
     conf = pki.server() + f"ssl_session_tickets {tickets};\n"
     if command:
         conf += f"ssl_conf_command {command};\n"
-    sock = _greeted(_proxy(lab, conf), client_context(version=TLS12))
+    sock = _greeted(implicit_tls_proxy(lab, conf), client_context(version=TLS12))
     assert sock.ticket is ticket
 
 
@@ -80,34 +67,34 @@ def test_server_preference_option(lab, pki, command, expected):
         conf += f"ssl_conf_command {command};\n"
     ctx = client_context(version=TLS12, ciphers="ECDHE-ECDSA-AES256-GCM-SHA384:"
                          "ECDHE-ECDSA-AES128-GCM-SHA256")
-    assert _greeted(_proxy(lab, conf), ctx).cipher == expected
+    assert _greeted(implicit_tls_proxy(lab, conf), ctx).cipher == expected
 
 
 def test_min_protocol(lab, pki):
     """nginx ssl_conf_command: MinProtocol TLSv1.3: a TLS 1.2 client is refused, a TLS 1.3 one
     served."""
-    proxy = _proxy(lab, pki.server() + "ssl_conf_command MinProtocol TLSv1.3;")
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_conf_command MinProtocol TLSv1.3;")
     assert "VERSION" in handshake_fails(proxy, client_context(version=TLS12)).upper()
     assert _greeted(proxy, client_context(version=TLS13)).version == "TLSv1.3"
 
 
 def test_max_protocol(lab, pki):
     """nginx ssl_conf_command: MaxProtocol TLSv1.2: a TLS 1.3-only client is refused."""
-    proxy = _proxy(lab, pki.server() + "ssl_conf_command MaxProtocol TLSv1.2;")
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_conf_command MaxProtocol TLSv1.2;")
     assert "VERSION" in handshake_fails(proxy, client_context(version=TLS13)).upper()
     assert _greeted(proxy, client_context()).version == "TLSv1.2"
 
 
 def test_protocol_list(lab, pki):
     """nginx ssl_conf_command: Protocol -TLSv1.3: the old list form of the same."""
-    proxy = _proxy(lab, pki.server() + "ssl_conf_command Protocol -TLSv1.3;")
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_conf_command Protocol -TLSv1.3;")
     assert _greeted(proxy, client_context()).version == "TLSv1.2"
 
 
 def test_certificate_and_private_key(lab, pki):
     """nginx ssl_conf_command: Certificate + PrivateKey: the RSA certificate is served besides
     ssl_certificate's ECDSA one (an RSA suite picks it)."""
-    proxy = _proxy(lab, pki.server() + f"ssl_conf_command Certificate {pki.rsa_cert};\n"
+    proxy = implicit_tls_proxy(lab, pki.server() + f"ssl_conf_command Certificate {pki.rsa_cert};\n"
                    f"ssl_conf_command PrivateKey {pki.rsa_key};")
     ctx = client_context(pki, version=TLS12, ciphers="ECDHE-RSA-AES128-GCM-SHA256")
     der = _greeted(proxy, ctx).cert
@@ -117,13 +104,13 @@ def test_certificate_and_private_key(lab, pki):
 @pytest.mark.parametrize("suite", ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"])
 def test_ciphersuites(lab, pki, suite):
     """nginx ssl_conf_command: Ciphersuites: only that TLS 1.3 suite is negotiated."""
-    proxy = _proxy(lab, pki.server() + f"ssl_conf_command Ciphersuites {suite};")
+    proxy = implicit_tls_proxy(lab, pki.server() + f"ssl_conf_command Ciphersuites {suite};")
     assert _greeted(proxy, client_context(version=TLS13)).cipher == suite
 
 
 def test_cipher_string(lab, pki):
     """nginx ssl_conf_command: CipherString replaces ssl_ciphers for TLS 1.2."""
-    proxy = _proxy(lab, pki.server() + "ssl_ciphers HIGH;\n"
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_ciphers HIGH;\n"
                    "ssl_conf_command CipherString ECDHE-ECDSA-AES256-GCM-SHA384;")
     ctx = client_context(version=TLS12)
     assert _greeted(proxy, ctx).cipher == "ECDHE-ECDSA-AES256-GCM-SHA384"
@@ -133,25 +120,25 @@ def test_cipher_string(lab, pki):
 def test_groups(lab, pki, name):
     """nginx ssl_conf_command: Groups (and its old name Curves): the key exchange uses the
     listed group."""
-    proxy = _proxy(lab, pki.server() + f"ssl_conf_command {name} secp384r1;")
-    assert "Server Temp Key: ECDH, secp384r1" in _s_client(proxy, "-groups",
+    proxy = implicit_tls_proxy(lab, pki.server() + f"ssl_conf_command {name} secp384r1;")
+    assert "Server Temp Key: ECDH, secp384r1" in s_client(proxy, "-groups",
                                                            "X25519:secp384r1")
 
 
 def test_signature_algorithms(lab, pki):
     """nginx ssl_conf_command: SignatureAlgorithms ECDSA+SHA384: the TLS 1.2 handshake is signed
     with SHA-384."""
-    proxy = _proxy(lab, pki.server() + "ssl_conf_command SignatureAlgorithms ECDSA+SHA384;")
-    out = _s_client(proxy, "-tls1_2")
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_conf_command SignatureAlgorithms ECDSA+SHA384;")
+    out = s_client(proxy, "-tls1_2")
     assert "Peer signing digest: SHA384" in out, out
 
 
 def test_request_ca_file(lab, pki):
     """nginx ssl_conf_command: RequestCAFile: its subjects are the CA names of the certificate
     request."""
-    proxy = _proxy(lab, pki.server() + "ssl_verify_client optional_no_ca;\n"
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_verify_client optional_no_ca;\n"
                    f"ssl_conf_command RequestCAFile {pki.client_ca};")
-    out = _s_client(proxy, "-tls1_2")
+    out = s_client(proxy, "-tls1_2")
     assert "Acceptable client certificate CA names" in out and "Postern Test Clients" in out
 
 
@@ -160,7 +147,7 @@ def test_dh_parameters(lab, pki):
     if pki.dhparam is None:
         pytest.skip("no DH parameters (openssl command missing)")
     suite = "DHE-RSA-AES256-GCM-SHA384"
-    proxy = _proxy(lab, pki.server("rsa", protocols="TLSv1.2") + f"ssl_ciphers {suite};\n"
+    proxy = implicit_tls_proxy(lab, pki.server("rsa", protocols="TLSv1.2") + f"ssl_ciphers {suite};\n"
                    f"ssl_conf_command DHParameters {pki.dhparam};")
     assert _greeted(proxy, client_context(version=TLS12, ciphers=suite)).cipher == suite
 
@@ -168,7 +155,7 @@ def test_dh_parameters(lab, pki):
 def test_verify_ca_file(lab, pki):
     """nginx ssl_conf_command: VerifyCAFile with ssl_verify_client optional_no_ca: the client
     certificate is verified against it (Auth-SSL-Verify: SUCCESS)."""
-    proxy = _proxy(lab, pki.server() + "ssl_verify_client optional_no_ca;\n"
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_verify_client optional_no_ca;\n"
                    f"ssl_conf_command VerifyCAFile {pki.client_ca};")
     with tls_connect(proxy, client_context(pki, cert="plain", version=TLS12)) as c:
         lab.login(c)
@@ -178,6 +165,6 @@ def test_verify_ca_file(lab, pki):
 def test_option_list_with_several_names(lab, pki):
     """nginx ssl_conf_command: Options with several comma-separated names, set and cleared, any
     case."""
-    proxy = _proxy(lab, pki.server() + "ssl_conf_command Options "
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_conf_command Options "
                    "\"-sessionticket, PrioritizeChaCha,NoRenegotiation,-EncryptThenMac\";")
     assert _greeted(proxy, client_context(version=TLS12)).ticket is False

@@ -10,6 +10,7 @@ import ssl
 import time
 
 import pytest
+from postern.scenarios.kit.imap_support import read_tagged
 from postern.scenarios.kit.tls_support import (
     GREETINGS,
     client_context,
@@ -82,14 +83,6 @@ def test_tls12_cipher_names_are_openssl_names(lab, pki):
         "TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384")
 
 
-def _fetch_all(c, tag: bytes) -> bytes:
-    out = b""
-    while True:
-        line = c.readline()
-        out += line
-        if line.startswith(tag + b" "):
-            return out
-
 
 def test_large_relay_both_ways(lab, pki):
     """docs/behaviour.md §12 over TLS: a literal bigger than several TLS records reaches the backend
@@ -101,19 +94,19 @@ def test_large_relay_both_ways(lab, pki):
         c.send(b"a2 NOOP {%d+}\r\n" % len(blob) + blob + b"\r\n")
         assert c.readline().startswith(b"a2 ")
         c.send(b"a3 SELECT INBOX\r\n")
-        _fetch_all(c, b"a3")
+        read_tagged(c, b"a3")
         c.send(b"a4 FETCH 1:* BODY.PEEK[]\r\n")
-        through_proxy = _fetch_all(c, b"a4")
+        through_proxy = read_tagged(c, b"a4")
     assert any(blob in cmd for cmd in lab.imap.commands)
     from postern.scenarios.kit.client import Client
     with Client("127.0.0.1", lab.imap.port) as direct:
         direct.readline()
         direct.send(b"a1 LOGIN alice secret\r\n")
-        _fetch_all(direct, b"a1")
+        read_tagged(direct, b"a1")
         direct.send(b"a3 SELECT INBOX\r\n")
-        _fetch_all(direct, b"a3")
+        read_tagged(direct, b"a3")
         direct.send(b"a4 FETCH 1:* BODY.PEEK[]\r\n")
-        assert _fetch_all(direct, b"a4") == through_proxy
+        assert read_tagged(direct, b"a4") == through_proxy
     assert len(through_proxy) > 3 * 16384
 
 

@@ -7,28 +7,24 @@ ssl_session_timeout (docs/behaviour.md §2.7; RFC 5246 §7.4.1, RFC 8446 §2.2, 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import ssl
-import subprocess
 import time
 import warnings
 
 import pytest
 from postern.scenarios.kit.tls_support import (
     GREETINGS,
+    TLS12,
+    TLS13,
     client_context,
     handshake_fails,
+    implicit_tls_proxy,
     pki,
+    s_client,
     tls_connect,
 )
 
 __all__ = ["pki"]
-
-TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
-
-
-def _proxy(lab, server, protocol="imap"):
-    return lab.proxy(server=server, protocol=protocol, listen_params="ssl")
 
 
 def _both_certs(pki) -> str:
@@ -48,14 +44,14 @@ def _peer_cert(proxy, ctx) -> bytes:
 def test_rsa_and_ecdsa_certificates_served_by_type(lab, pki, cipher, kind):
     """ssl_certificate repeated (1.11.0): the certificate whose key fits the negotiated
     cipher suite is served."""
-    proxy = _proxy(lab, _both_certs(pki))
+    proxy = implicit_tls_proxy(lab, _both_certs(pki))
     der = _peer_cert(proxy, client_context(pki, version=TLS12, ciphers=cipher))
     assert der == pki.der(pki.rsa_cert if kind == "rsa" else pki.ecdsa_cert)
 
 
 def test_encrypted_key_with_password_file(lab, pki):
     """ssl_password_file: each line is tried in turn (the first one here is wrong)."""
-    proxy = _proxy(lab, f"ssl_certificate {pki.rsa_cert};\n"
+    proxy = implicit_tls_proxy(lab, f"ssl_certificate {pki.rsa_cert};\n"
                         f"ssl_certificate_key {pki.rsa_key_encrypted};\n"
                         f"ssl_password_file {pki.password_file};\n"
                         "ssl_protocols TLSv1.2 TLSv1.3;")
@@ -68,7 +64,7 @@ def test_encrypted_key_with_password_file(lab, pki):
     ("TLSv1.2 TLSv1.3", TLS12, True)])
 def test_ssl_protocols(lab, pki, protocols, client, ok):
     """ssl_protocols: versions not listed are refused at the handshake."""
-    proxy = _proxy(lab, pki.server(protocols=protocols))
+    proxy = implicit_tls_proxy(lab, pki.server(protocols=protocols))
     ctx = client_context(version=client)
     if ok:
         with tls_connect(proxy, ctx) as c:
@@ -90,9 +86,9 @@ def test_tls1_needs_seclevel_0_in_the_ciphers(lab, pki):
     """ssl_protocols TLSv1 with OpenSSL 3: TLS 1.0 is refused at the default security level,
     even when listed (the seed's `TLSv1 TLSv1.1 TLSv1.2`); only ciphers with @SECLEVEL=0
     let it through. nginx adds nothing of its own; neither does Postern."""
-    plain = _proxy(lab, pki.server(protocols="TLSv1 TLSv1.1 TLSv1.2"))
+    plain = implicit_tls_proxy(lab, pki.server(protocols="TLSv1 TLSv1.1 TLSv1.2"))
     handshake_fails(plain, _tls1_client())
-    legacy = _proxy(lab, pki.server(protocols="TLSv1 TLSv1.1 TLSv1.2") +
+    legacy = implicit_tls_proxy(lab, pki.server(protocols="TLSv1 TLSv1.1 TLSv1.2") +
                     "ssl_ciphers HIGH:!aNULL:!MD5:@SECLEVEL=0;")
     with tls_connect(legacy, _tls1_client()) as c:
         c.expect(GREETINGS["imap"])
@@ -102,7 +98,7 @@ def test_tls1_needs_seclevel_0_in_the_ciphers(lab, pki):
 def test_ssl_ciphers_restricts_tls12(lab, pki):
     """ssl_ciphers: only the listed TLS 1.2 suites are negotiated; a client with none of them
     gets no handshake."""
-    proxy = _proxy(lab, pki.server() + "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256;")
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256;")
     with tls_connect(proxy, client_context(version=TLS12)) as c:
         c.expect(GREETINGS["imap"])
         assert c.sock.cipher()[0] == "ECDHE-ECDSA-AES128-GCM-SHA256"
@@ -114,7 +110,7 @@ def test_ssl_ciphers_restricts_tls12(lab, pki):
                                              ("off", "ECDHE-ECDSA-AES256-GCM-SHA384")])
 def test_prefer_server_ciphers(lab, pki, prefer, expected):
     """ssl_prefer_server_ciphers: on → the server's order wins, off → the client's."""
-    proxy = _proxy(lab, pki.server() + "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:"
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:"
                    f"ECDHE-ECDSA-AES256-GCM-SHA384;\nssl_prefer_server_ciphers {prefer};")
     ctx = client_context(version=TLS12, ciphers="ECDHE-ECDSA-AES256-GCM-SHA384:"
                          "ECDHE-ECDSA-AES128-GCM-SHA256")
@@ -123,22 +119,14 @@ def test_prefer_server_ciphers(lab, pki, prefer, expected):
         assert c.sock.cipher()[0] == expected
 
 
-def _s_client(proxy, *args: str) -> str:
-    binary = shutil.which("openssl")
-    if binary is None:
-        pytest.skip("the openssl command is not installed")
-    done = subprocess.run([binary, "s_client", "-connect", f"{proxy.host}:{proxy.port}", *args],
-                          input="", capture_output=True, text=True, timeout=30, check=False)
-    return done.stdout + done.stderr
-
 
 def test_ecdh_curve(lab, pki):
     """ssl_ecdh_curve secp384r1: the key exchange uses that group; a client offering only
     X25519 gets no handshake."""
-    proxy = _proxy(lab, pki.server() + "ssl_ecdh_curve secp384r1;")
-    assert "Server Temp Key: ECDH, secp384r1" in _s_client(proxy, "-groups",
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_ecdh_curve secp384r1;")
+    assert "Server Temp Key: ECDH, secp384r1" in s_client(proxy, "-groups",
                                                            "X25519:secp384r1")
-    assert "Server Temp Key" not in _s_client(proxy, "-groups", "X25519")
+    assert "Server Temp Key" not in s_client(proxy, "-groups", "X25519")
 
 
 def test_dhparam_enables_dhe(lab, pki):
@@ -147,9 +135,9 @@ def test_dhparam_enables_dhe(lab, pki):
         pytest.skip("no DH parameters (openssl command missing)")
     suite = "DHE-RSA-AES256-GCM-SHA384"
     base = pki.server("rsa", protocols="TLSv1.2") + f"ssl_ciphers {suite};\n"
-    without = _proxy(lab, base)
+    without = implicit_tls_proxy(lab, base)
     handshake_fails(without, client_context(version=TLS12, ciphers=suite))
-    with_dh = _proxy(lab, base + f"ssl_dhparam {pki.dhparam};")
+    with_dh = implicit_tls_proxy(lab, base + f"ssl_dhparam {pki.dhparam};")
     with tls_connect(with_dh, client_context(version=TLS12, ciphers=suite)) as c:
         c.expect(GREETINGS["imap"])
         assert c.sock.cipher()[0] == suite
@@ -184,7 +172,7 @@ CACHES = ["off", "none", "builtin", "builtin:1000", "shared:SSL:1m",
 def test_resumption_with_tickets(lab, pki, cache, version):
     """ssl_session_tickets on (default): a ticket resumes the session whatever the cache
     mode; the ticket keys live in the context, not in the cache."""
-    proxy = _proxy(lab, pki.server() + f"ssl_session_cache {cache};")
+    proxy = implicit_tls_proxy(lab, pki.server() + f"ssl_session_cache {cache};")
     assert _resumed(proxy, version)
 
 
@@ -195,7 +183,7 @@ def test_resumption_with_tickets(lab, pki, cache, version):
 def test_resumption_without_tickets(lab, pki, cache, resumed, version):
     """ssl_session_tickets off: only a server-side cache can resume; `none` hands out
     session ids but never stores them; `off` refuses caching (docs/behaviour.md §2.7)."""
-    proxy = _proxy(lab, pki.server() + f"ssl_session_cache {cache};\n"
+    proxy = implicit_tls_proxy(lab, pki.server() + f"ssl_session_cache {cache};\n"
                    "ssl_session_tickets off;")
     assert _resumed(proxy, version) is resumed
 
@@ -204,7 +192,7 @@ def test_resumption_without_tickets(lab, pki, cache, resumed, version):
 def test_session_timeout(lab, pki, tickets):
     """ssl_session_timeout: a session older than the timeout is not resumed (cache entry and
     ticket alike)."""
-    proxy = _proxy(lab, pki.server() + "ssl_session_cache builtin;\n"
+    proxy = implicit_tls_proxy(lab, pki.server() + "ssl_session_cache builtin;\n"
                    f"ssl_session_timeout 1s;\nssl_session_tickets {tickets};")
     assert _resumed(proxy, TLS12, wait=2.5) is False
     assert _resumed(proxy, TLS12) is True
@@ -213,7 +201,7 @@ def test_session_timeout(lab, pki, tickets):
 def test_resumed_session_keeps_the_client_certificate(lab, pki):
     """§10.1: a resumed session carries the client certificate and its verify result: the auth
     request says SUCCESS and names the certificate as after the full handshake."""
-    proxy = _proxy(lab, pki.server() + f"ssl_verify_client on;\n"
+    proxy = implicit_tls_proxy(lab, pki.server() + f"ssl_verify_client on;\n"
                    f"ssl_client_certificate {pki.client_ca};\nssl_session_cache builtin;")
     ctx = client_context(pki, cert="plain", version=TLS12)
     with tls_connect(proxy, ctx) as c:
@@ -238,5 +226,5 @@ def test_session_ticket_key_file_is_accepted(lab, pki, tmp_path_factory, version
     key.write_bytes(bytes(range(80)))
     key.chmod(0o644)
     key.parent.chmod(0o755)
-    proxy = _proxy(lab, pki.server() + f"ssl_session_ticket_key {key};")
+    proxy = implicit_tls_proxy(lab, pki.server() + f"ssl_session_ticket_key {key};")
     assert _resumed(proxy, version)

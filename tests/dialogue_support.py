@@ -4,7 +4,11 @@ protocol, and a machine driven with bytes until it has no more actions."""
 from __future__ import annotations
 
 from postern.proxy.conf.settings import AuthHttp, Listen, ServerSettings
-from postern.proxy.dialogue import Log, Send
+from postern.proxy.dialogue import Authenticate, Log, Send
+
+# auth_http 127.0.0.1:9000/auth
+AUTH_HTTP = AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1", uri="/auth",
+                     addr="127.0.0.1", port=9000)
 
 
 def server_settings(protocol: str, port: int, **extra) -> ServerSettings:
@@ -13,9 +17,7 @@ def server_settings(protocol: str, port: int, **extra) -> ServerSettings:
                           listens=(Listen(text=f"127.0.0.1:{port}", host="127.0.0.1",
                                           port=port),),
                           protocol=protocol, server_name="mx.test",
-                          auth_http=AuthHttp(text="127.0.0.1:9000/auth",
-                                             host_header="127.0.0.1", uri="/auth",
-                                             addr="127.0.0.1", port=9000),
+                          auth_http=AUTH_HTTP,
                           **extra)
 
 
@@ -43,3 +45,15 @@ def sent(actions) -> bytes:
 
 def logs(actions) -> list[str]:
     return [a.message for a in actions if isinstance(a, Log)]
+
+
+def until_authenticate(machine, data: bytes):
+    """Feed the client's lines (after the greeting, where the protocol has one) until the
+    machine asks for authentication; returns the machine."""
+    if hasattr(machine, "greeting"):
+        machine.greeting()
+    machine.receive_data(data)
+    while (act := machine.next_action()) is not None:
+        if isinstance(act, Authenticate):
+            return machine
+    raise AssertionError("no Authenticate")

@@ -14,40 +14,27 @@ from postern.proxy.auth_exchange import (
     Proceed,
     Retry,
 )
-from postern.proxy.conf.settings import AuthHttp, Listen, ServerSettings
-from postern.proxy.dialogue import Authenticate
+from postern.proxy.conf.settings import ServerSettings
 from postern.proxy.imap.dialogue import ImapDialogue
 from postern.proxy.pop3.dialogue import Pop3Dialogue
 from postern.proxy.protocols import PROTOCOLS
 from postern.proxy.smtp.dialogue import SmtpDialogue
 
-AUTH = AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1", uri="/auth",
-                addr="127.0.0.1", port=9000)
+from tests.dialogue_support import AUTH_HTTP, server_settings, until_authenticate
+
 PEER = "127.0.0.1:9000"
 
 
 def _conf(protocol: str, **kw) -> ServerSettings:
-    return ServerSettings(file="t.conf", line=1,
-                          listens=(Listen(text="127.0.0.1:1000", host="127.0.0.1", port=1000),),
-                          protocol=protocol, server_name="mx.test", auth_http=AUTH, **kw)
+    return server_settings(protocol, 1000, **kw)
 
-
-def _logged(machine, data: bytes):
-    """Feed the client's lines until the machine asks for authentication."""
-    if hasattr(machine, "greeting"):
-        machine.greeting()
-    machine.receive_data(data)
-    while (act := machine.next_action()) is not None:
-        if isinstance(act, Authenticate):
-            return machine
-    raise AssertionError("no Authenticate")
 
 
 def _exchange(protocol: str = "imap", data: bytes = b"a1 LOGIN alice secret\r\n",
               timeout: float = 60.0, **conf) -> AuthExchange:
     cls = {"imap": ImapDialogue, "pop3": Pop3Dialogue, "smtp": SmtpDialogue}[protocol]
-    machine = _logged(cls(_conf(protocol, **conf)), data)
-    return AuthExchange(AUTH, (), PROTOCOLS[protocol], machine, "192.0.2.7", None, timeout)
+    machine = until_authenticate(cls(_conf(protocol, **conf)), data)
+    return AuthExchange(AUTH_HTTP, (), PROTOCOLS[protocol], machine, "192.0.2.7", None, timeout)
 
 
 def _reply(*headers: str) -> bytes:
@@ -221,8 +208,8 @@ def test_overflow_and_eof_end_without_a_log_line():
 
 
 def test_proxy_protocol_and_ssl_headers_go_into_the_request():
-    machine = _logged(ImapDialogue(_conf("imap")), b"a1 LOGIN alice secret\r\n")
-    ex = AuthExchange(AUTH, (("X-Extra", "1"),), PROTOCOLS["imap"], machine, "192.0.2.7",
+    machine = until_authenticate(ImapDialogue(_conf("imap")), b"a1 LOGIN alice secret\r\n")
+    ex = AuthExchange(AUTH_HTTP, (("X-Extra", "1"),), PROTOCOLS["imap"], machine, "192.0.2.7",
                       ("198.51.100.1", 5000, "203.0.113.2", 143), 60.0)
     request = ex.request([("Auth-SSL", b"on")])
     assert request.endswith(

@@ -10,8 +10,9 @@ from postern.proxy.auth_http import (
 )
 from postern.proxy.conf.settings import AuthHttp
 
-CONF = AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1", uri="/auth",
-                addr="127.0.0.1", port=9000)
+from tests.dialogue_support import AUTH_HTTP
+
+CONF = AUTH_HTTP
 
 
 def test_escaping_only_controls_space_and_percent():

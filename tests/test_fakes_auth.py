@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from postern.fakes.auth import AuthRequest, MockAuthServer, Reply, User, unescape
 
+from tests.fake_support import ask
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAP = ("127.0.0.1", 1143)
 POP3 = ("127.0.0.1", 1110)
@@ -44,14 +46,6 @@ def nginx_request(user: str = "alice", password: str = "secret", method: str = "
               "Client-IP: 127.0.0.1", *extra]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
-
-def ask(auth: MockAuthServer, request: bytes, timeout: float = 5.0) -> bytes:
-    with socket.create_connection((auth.host, auth.port), timeout=timeout) as sock:
-        sock.sendall(request)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @pytest.fixture

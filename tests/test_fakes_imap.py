@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import imaplib
-import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from postern.fakes.imap import FakeImapServer, Faults
 from postern.fakes.imap_proto import CommandReader, ParseError, parse_seqset, tokenize
 from postern.fakes.mailbox import MailStore
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fake_support import LOOPS, RawClient, cli_fake, in_running_loop, stalls
+
 GREETING = b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN IDLE] Fake IMAP4rev1 ready\r\n"
 
 
-class Raw:
-    """A line-oriented raw client for byte-exact assertions."""
-
-    def __init__(self, srv: FakeImapServer, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
-        self.file = self.sock.makefile("rb")
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        return self.file.readline()
+class Raw(RawClient):
+    """The raw client, reading up to a tagged reply."""
 
     def until(self, tag: bytes) -> list[bytes]:
         lines = []
@@ -42,18 +28,9 @@ class Raw:
             if line.startswith(tag + b" "):
                 return lines
 
-    def read(self, n: int) -> bytes:
-        return self.file.read(n)
-
-    def eof(self) -> bool:
-        return self.file.read(1) == b""
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
-@pytest.fixture(params=[True, False], ids=["uvloop", "asyncio"])
+@pytest.fixture(**LOOPS)
 def imap(request):
     with FakeImapServer(users={"alice": "secret", "bob": "pa ss"}, seed=7,
                         use_uvloop=request.param) as srv:
@@ -321,10 +298,7 @@ def test_no_greeting_and_greeting_delay():
         client.close()
     with FakeImapServer(users={"alice": "secret"}, greeting_delay=0.2) as imap:
         client = Raw(imap)
-        client.sock.settimeout(0.05)
-        with pytest.raises((TimeoutError, socket.timeout)):
-            client.sock.recv(1)
-        client.sock.settimeout(5)
+        assert client.silent(0.05)
         assert client.line() == GREETING
         client.close()
 
@@ -402,21 +376,11 @@ def test_stall_and_stall_after(imap):
     client = Raw(imap)
     login(client)
     imap.faults.stall = True
-    client.send(b"a2 NOOP\r\n")
-    imap.wait_commands(2)
-    client.sock.settimeout(0.3)
-    with pytest.raises((TimeoutError, socket.timeout)):
-        client.sock.recv(1)
-    client.close()
+    stalls(client, b"a2 NOOP\r\n", imap, 2)
     imap.faults.stall, imap.faults.stall_after = False, 1
     client = Raw(imap)
     login(client)
-    client.send(b"a2 NOOP\r\n")
-    imap.wait_commands(4)
-    client.sock.settimeout(0.3)
-    with pytest.raises((TimeoutError, socket.timeout)):
-        client.sock.recv(1)
-    client.close()
+    stalls(client, b"a2 NOOP\r\n", imap, 4)
 
 
 def test_chatter_after_login():
@@ -438,40 +402,17 @@ def test_unknown_fault_is_an_error():
 
 
 def test_async_start_stop_in_running_loop():
-    async def scenario() -> bytes:
-        srv = FakeImapServer(users={"alice": "secret"}, store=MailStore(seed=2, shared=True))
-        await srv.start()
-        try:
-            reader, writer = await asyncio.open_connection(srv.host, srv.port)
-            assert await reader.readline() == GREETING
-            writer.write(b"a1 LOGIN alice secret\r\na2 LOGOUT\r\n")
-            reply = await reader.read()
-            writer.close()
-            await srv.async_wait_commands(2)
-            return reply
-        finally:
-            await srv.stop()
-
-    assert asyncio.run(scenario()) == (b"a1 OK Logged in\r\n* BYE Logging out\r\n"
-                                       b"a2 OK LOGOUT completed\r\n")
+    srv = FakeImapServer(users={"alice": "secret"}, store=MailStore(seed=2, shared=True))
+    assert in_running_loop(srv, b"a1 LOGIN alice secret\r\na2 LOGOUT\r\n", 2) == (
+        GREETING, b"a1 OK Logged in\r\n* BYE Logging out\r\na2 OK LOGOUT completed\r\n")
 
 
 def test_cli():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "postern.fakes.imap", "--listen", "127.0.0.1:0", "--user", "alice:secret",
-         "--seed", "1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        banner = proc.stdout.readline().decode()
-        assert banner.startswith("imap listening on 127.0.0.1:")
-        m = imaplib.IMAP4("127.0.0.1", int(banner.rsplit(":", 1)[1]), timeout=5)
+    with cli_fake("imap", "--user", "alice:secret", "--seed", "1") as run:
+        m = imaplib.IMAP4("127.0.0.1", run.port, timeout=5)
         m.login("alice", "secret")
         assert m.select("INBOX")[0] == "OK"
         m.logout()
-    finally:
-        proc.terminate()
-        out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0 and b"secret" not in out + err
 
 
 # -- parser units -----------------------------------------------------------------------------

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
-import os
 import poplib
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from postern.fakes.mailbox import MailStore, StoredMessage
 from postern.fakes.pop3 import FakePop3Server, Faults, dot_stuffed, top_chunks
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fake_support import LOOPS, RawClient, cli_fake, in_running_loop, stalls
 
 
-class Raw:
-    """A line-oriented raw client for byte-exact assertions."""
-
-    def __init__(self, srv: FakePop3Server, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
-        self.file = self.sock.makefile("rb")
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        return self.file.readline()
+class Raw(RawClient):
+    """The raw client, reading multi-line replies."""
 
     def multiline(self) -> list[bytes]:
         lines = []
@@ -39,26 +24,9 @@ class Raw:
             lines.append(line)
         return lines
 
-    def eof(self) -> bool:
-        return self.file.read(1) == b""
-
-    def silent(self, seconds: float = 0.3) -> bool:
-        """True when nothing (not even EOF) arrives within ``seconds``."""
-        self.sock.settimeout(seconds)
-        try:
-            self.sock.recv(1)
-        except TimeoutError:
-            return True
-        finally:
-            self.sock.settimeout(5)
-        return False
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
-@pytest.fixture(params=[True, False], ids=["uvloop", "asyncio"])
+@pytest.fixture(**LOOPS)
 def pop(request):
     with FakePop3Server(users={"alice": "secret", "bob": "p w "}, seed=7,
                         use_uvloop=request.param) as srv:
@@ -318,17 +286,11 @@ def test_stall_and_stall_after(pop):
     client = Raw(pop)
     login(client)
     pop.faults.stall = True
-    client.send(b"STAT\r\n")
-    pop.wait_commands(3)
-    assert client.silent()
-    client.close()
+    stalls(client, b"STAT\r\n", pop, 3)
     pop.faults.stall, pop.faults.stall_after = False, 2
     client = Raw(pop)
     login(client)
-    client.send(b"STAT\r\n")
-    pop.wait_commands(6)
-    assert client.silent()
-    client.close()
+    stalls(client, b"STAT\r\n", pop, 6)
 
 
 def test_unknown_fault_is_an_error():
@@ -365,37 +327,16 @@ def test_store_shared_with_another_fake():
 
 
 def test_async_start_stop_in_running_loop():
-    async def scenario() -> bytes:
-        srv = FakePop3Server(users={"alice": "secret"}, store=MailStore(seed=2, shared=True))
-        await srv.start()
-        try:
-            reader, writer = await asyncio.open_connection(srv.host, srv.port)
-            assert (await reader.readline()).startswith(b"+OK Fake POP3 ready <")
-            writer.write(b"USER alice\r\nPASS secret\r\nQUIT\r\n")
-            reply = await reader.read()
-            writer.close()
-            await srv.async_wait_commands(3)
-            return reply
-        finally:
-            await srv.stop()
-
-    assert asyncio.run(scenario()) == b"+OK\r\n+OK Logged in (12 messages)\r\n+OK Logging out\r\n"
+    srv = FakePop3Server(users={"alice": "secret"}, store=MailStore(seed=2, shared=True))
+    greeting, reply = in_running_loop(srv, b"USER alice\r\nPASS secret\r\nQUIT\r\n", 3)
+    assert greeting.startswith(b"+OK Fake POP3 ready <")
+    assert reply == b"+OK\r\n+OK Logged in (12 messages)\r\n+OK Logging out\r\n"
 
 
 def test_cli():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "postern.fakes.pop3", "--listen", "127.0.0.1:0", "--user", "alice:secret",
-         "--seed", "1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        banner = proc.stdout.readline().decode()
-        assert banner.startswith("pop3 listening on 127.0.0.1:")
-        m = poplib.POP3("127.0.0.1", int(banner.rsplit(":", 1)[1]), timeout=5)
+    with cli_fake("pop3", "--user", "alice:secret", "--seed", "1") as run:
+        m = poplib.POP3("127.0.0.1", run.port, timeout=5)
         m.user("alice")
         m.pass_("secret")
         assert m.stat()[0] == 12
         m.quit()
-    finally:
-        proc.terminate()
-        out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0 and b"secret" not in out + err

@@ -39,6 +39,8 @@ from postern.proxy.conf.settings import AuthHttp
 from postern.scenarios.kit.real.common import free_ports
 from postern.scenarios.kit.real.nginx import NginxInstance
 
+from tests.fake_support import ask as ask_raw
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -65,14 +67,6 @@ def ask(auth: MockAuthServer, *args, timeout: float = 10.0, **kw):
     """Send one request the way the proxy does and read the answer with its parser."""
     return asyncio.run(query(conf_for(auth), request(auth, *args, **kw), timeout))
 
-
-def ask_raw(auth: MockAuthServer, data: bytes, timeout: float = 10.0) -> bytes:
-    with socket.create_connection((auth.host, auth.port), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # -- examples/auth-mock.toml ----------------------------------------------------------------------

@@ -7,32 +7,21 @@ import base64
 import json
 import os
 import smtplib
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from postern.fakes.smtp import XCLIENT_EHLO, FakeSmtpServer, Faults, xtext_decode
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fake_support import LOOPS, ROOT, RawClient, cli_fake
+
 GREETING = b"220 upstream.test ESMTP FakeSMTP\r\n"
 MESSAGE = "Subject: hi\r\n\r\nbody\r\n"
 
 
-class Raw:
-    """A line-oriented raw client for byte-exact assertions."""
-
-    def __init__(self, srv: FakeSmtpServer, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((srv.host, srv.port), timeout=timeout)
-        self.file = self.sock.makefile("rb")
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        return self.file.readline()
+class Raw(RawClient):
+    """The raw client, reading (multi-line) replies."""
 
     def reply(self) -> list[bytes]:
         """One (possibly multi-line) reply."""
@@ -45,15 +34,9 @@ class Raw:
         self.send(line + b"\r\n")
         return self.reply()
 
-    def eof(self) -> bool:
-        return self.file.read(1) == b""
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
-@pytest.fixture(params=[True, False], ids=["uvloop", "asyncio"])
+@pytest.fixture(**LOOPS)
 def smtp(request):
     with FakeSmtpServer(users={"alice": "secret", "bob": "pa ss"},
                         use_uvloop=request.param) as srv:
@@ -350,25 +333,14 @@ def test_stop_with_clients_still_connected():
 
 
 def test_cli():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "postern.fakes.smtp", "--listen", "127.0.0.1:0", "--user",
-         "alice:secret", "--reject-rcpt", "550 5.1.1 nobody here"], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        banner = proc.stdout.readline().decode()
-        assert banner.startswith("smtp listening on 127.0.0.1:")
-        with smtplib.SMTP("127.0.0.1", int(banner.rsplit(":", 1)[1]), timeout=5) as c:
-            c.ehlo()
-            c.login("alice", "secret")
-            with pytest.raises(smtplib.SMTPRecipientsRefused):
-                c.sendmail("a@b.test", ["c@d.test"], MESSAGE)
-    finally:
-        proc.terminate()
-        out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0
-    assert b"secret" not in out + err
-    assert base64.b64encode(b"\0alice\0secret") not in out + err
+    with (cli_fake("smtp", "--user", "alice:secret", "--reject-rcpt",
+                   "550 5.1.1 nobody here") as run,
+          smtplib.SMTP("127.0.0.1", run.port, timeout=5) as c):
+        c.ehlo()
+        c.login("alice", "secret")
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            c.sendmail("a@b.test", ["c@d.test"], MESSAGE)
+    assert base64.b64encode(b"\0alice\0secret") not in run.output
 
 
 def test_cli_rejects_a_bad_reply_option():

@@ -27,6 +27,7 @@ from postern.scenarios.kit.wild_certs import WILD
 from tests.dialogue_support import IMAP_CONF as IMAP
 from tests.dialogue_support import POP3_CONF as POP3
 from tests.dialogue_support import SMTP_CONF as SMTP
+from tests.dialogue_support import until_authenticate
 
 settings.register_profile("ci", max_examples=150, deadline=2000, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)
@@ -98,15 +99,6 @@ REPLIES = [b"* OK ready\r\n", b"+ OK\r\n", b"+ go\r\n", b"220 x\r\n", b"250-x\r\
 replies = st.lists(st.one_of(st.sampled_from(REPLIES), st.binary(max_size=40)), max_size=12)
 
 
-def _logged_in(cls, conf, line: bytes):
-    m = cls(conf)
-    m.greeting()
-    m.receive_data(line)
-    while (act := m.next_action()) is not None:
-        if isinstance(act, Authenticate):
-            return m
-    raise AssertionError("no login")
-
 
 @given(st.sampled_from(["imap", "pop3", "smtp"]), replies)
 def test_backend_logins(protocol, chunks):
@@ -116,7 +108,7 @@ def test_backend_logins(protocol, chunks):
         "pop3": (Pop3Dialogue, POP3, b"USER user\r\nPASS pass\r\n"),
         "smtp": (SmtpDialogue, SMTP, b"EHLO x\r\nAUTH PLAIN AHVzZXIAcGFzcw==\r\n"),
     }[protocol]
-    login = _logged_in(cls, conf, line).backend_login(conf, "127.0.0.1")
+    login = until_authenticate(cls(conf), line).backend_login(conf, "127.0.0.1")
     login.start()
     for data in chunks:
         login.receive_data(data)

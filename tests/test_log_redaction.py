@@ -14,13 +14,7 @@ SECRET = b"Sekr1tPassw0rd"
 
 
 def _imap_log(data: bytes) -> str:
-    m = ImapDialogue(CONF)
-    m.receive_data(data)
-    lines = []
-    while (a := m.next_action()) is not None:
-        if isinstance(a, Log):
-            lines.append(a.message)
-    return "\n".join(lines)
+    return _imap_log_of(ImapDialogue(CONF), data)
 
 
 @pytest.mark.parametrize("line", [

@@ -43,6 +43,14 @@ mail {{
     return conf
 
 
+def edited(conf: Path, old: str, new: str) -> Path:
+    """`conf` with the first `old` (which must be there) replaced by `new`."""
+    text = conf.read_text()
+    assert old in text, old
+    conf.write_text(text.replace(old, new, 1))
+    return conf
+
+
 def greeting(port: int, timeout: float = 5.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         return s.recv(100)
@@ -158,9 +166,8 @@ def test_serve_stop_signal_and_nothing_left(tmp_path, auth):
 
 def test_worker_processes(tmp_path, auth):
     port = free_port()
-    conf = config(tmp_path, auth.port, [port])
-    conf.write_text(conf.read_text().replace("worker_processes 1;", "worker_processes 2;"))
-    run = Running(conf)
+    run = Running(edited(config(tmp_path, auth.port, [port]),
+                         "worker_processes 1;", "worker_processes 2;"))
     try:
         wait_for(lambda: len(run.workers()) == 2)
         assert greeting(port) == b"* OK IMAP4 ready\r\n"
@@ -181,7 +188,7 @@ def test_reload_adds_listener_and_bad_config_keeps_old(tmp_path, auth):
         assert greeting(p1) == b"* OK IMAP4 ready\r\n"
         assert greeting(p2) == b"* OK IMAP4 ready\r\n"
         workers = run.workers()
-        conf.write_text(conf.read_text().replace("protocol imap;", "protocol imap; nope 1;", 1))
+        edited(conf, "protocol imap;", "protocol imap; nope 1;")
         run.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: 'unknown directive "nope"' in (tmp_path / "error.log").read_text())
         assert run.workers() == workers
@@ -229,8 +236,7 @@ def test_usr1_reopens_logs(tmp_path, auth):
 
 def test_daemon_on_detaches_and_quits_on_signal(tmp_path):
     port = free_port()
-    conf = config(tmp_path, 9, [port])
-    conf.write_text(conf.read_text().replace("daemon off;", "daemon on;"))
+    conf = edited(config(tmp_path, 9, [port]), "daemon off;", "daemon on;")
     out = postern("-c", str(conf))
     assert out.returncode == 0  # the foreground process returns once the master detached
     pid_file = tmp_path / "postern.pid"
@@ -249,9 +255,8 @@ def test_daemon_on_detaches_and_quits_on_signal(tmp_path):
 
 def test_worker_connections_bound_sessions(tmp_path, auth):
     port = free_port()
-    conf = config(tmp_path, auth.port, [port])
-    conf.write_text(conf.read_text().replace("events {}", "events { worker_connections 3; }"))
-    run = Running(conf)
+    run = Running(edited(config(tmp_path, auth.port, [port]),
+                         "events {}", "events { worker_connections 3; }"))
     try:
         held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
         for s in held:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import dns.message
@@ -24,12 +25,8 @@ async def resolve(script: dict, client_ip: str = "127.0.0.1", *, timeout: float 
                   valid: float | None = None, ipv4: bool = True, ipv6: bool = True,
                   resolver: HostResolver | None = None, server: ScriptedDns | None = None):
     """(host, log lines, questions asked, resolver, server) for one lookup."""
-    loop = asyncio.get_running_loop()
     server = server or ScriptedDns(script)
-    transport, _ = await loop.create_datagram_endpoint(lambda: server,
-                                                       local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
-    try:
+    async with serving(server) as port:
         resolver = resolver or HostResolver(
             Resolver((("127.0.0.1", port),), valid=valid, ipv4=ipv4, ipv6=ipv6), timeout)
         resolver._dns.nameservers[0].port = port  # a reused resolver follows the new server
@@ -37,9 +34,19 @@ async def resolve(script: dict, client_ip: str = "127.0.0.1", *, timeout: float 
         actions: list[str] = []
         host = await resolver.client_host(client_ip, lambda lv, msg: logs.append((lv, msg)),
                                           actions.append)
+    return host, logs, server.queries, resolver, actions
+
+
+@contextlib.asynccontextmanager
+async def serving(server: ScriptedDns):
+    """`server` answering on a free UDP port of 127.0.0.1 (the port is yielded)."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: server,
+                                                       local_addr=("127.0.0.1", 0))
+    try:
+        yield transport.get_extra_info("sockname")[1]
     finally:
         transport.close()
-    return host, logs, server.queries, resolver, actions
 
 
 def lookup(script: dict, client_ip: str = "127.0.0.1", **kw):
@@ -245,14 +252,10 @@ def test_concurrent_sessions_share_one_lookup():
     script = {(PTR4, "PTR"): [(PTR4, 300, "PTR", HOST)], **confirmed()}
 
     async def together():
-        loop = asyncio.get_running_loop()
         server = ScriptedDns(script)
-        transport, _ = await loop.create_datagram_endpoint(lambda: server,
-                                                           local_addr=("127.0.0.1", 0))
-        port = transport.get_extra_info("sockname")[1]
-        res = HostResolver(Resolver((("127.0.0.1", port),)), 2.0)
-        hosts = await asyncio.gather(*(res.client_host("127.0.0.1") for _ in range(5)))
-        transport.close()
+        async with serving(server) as port:
+            res = HostResolver(Resolver((("127.0.0.1", port),)), 2.0)
+            hosts = await asyncio.gather(*(res.client_host("127.0.0.1") for _ in range(5)))
         return hosts, server.queries
 
     hosts, queries = asyncio.run(together())
@@ -264,18 +267,12 @@ def test_a_cancelled_session_does_not_cancel_the_shared_lookup():
     script = {(PTR4, "PTR"): [(PTR4, 300, "PTR", HOST)], **confirmed()}
 
     async def scenario():
-        loop = asyncio.get_running_loop()
-        server = ScriptedDns(script)
-        transport, _ = await loop.create_datagram_endpoint(lambda: server,
-                                                           local_addr=("127.0.0.1", 0))
-        port = transport.get_extra_info("sockname")[1]
-        res = HostResolver(Resolver((("127.0.0.1", port),)), 2.0)
-        first = asyncio.ensure_future(res.client_host("127.0.0.1"))
-        second = asyncio.ensure_future(res.client_host("127.0.0.1"))
-        await asyncio.sleep(0)
-        first.cancel()
-        host = await second
-        transport.close()
-        return host
+        async with serving(ScriptedDns(script)) as port:
+            res = HostResolver(Resolver((("127.0.0.1", port),)), 2.0)
+            first = asyncio.ensure_future(res.client_host("127.0.0.1"))
+            second = asyncio.ensure_future(res.client_host("127.0.0.1"))
+            await asyncio.sleep(0)
+            first.cancel()
+            return await second
 
     assert asyncio.run(scenario()) == "mail.example.test"

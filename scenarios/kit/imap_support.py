@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from postern.scenarios.kit.client import Client
 
+PROTOCOL = "imap"
 GREETING = b"* OK IMAP4 ready\r\n"
 CAPS = b"* CAPABILITY IMAP4 IMAP4rev1 UIDPLUS"
 INVALID = b"BAD invalid command\r\n"
@@ -50,3 +51,13 @@ def backend_login(tag: bytes, user: bytes, password: bytes) -> bytes:
     and synchronising literals, recorded by the fake as one command."""
     return (tag + b" LOGIN {%d}\r\n" % len(user) + user + b" {%d}\r\n" % len(password)
             + password)
+
+
+def read_tagged(client: Client, tag: bytes) -> bytes:
+    """Lines up to and including the one tagged `tag` (after login, in relay)."""
+    out = b""
+    while True:
+        line = client.readline()
+        out += line
+        if line.startswith(tag + b" "):
+            return out

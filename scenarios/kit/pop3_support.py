@@ -7,6 +7,7 @@ import re
 
 from postern.scenarios.kit.client import Client
 
+PROTOCOL = "pop3"
 GREETING = b"+OK POP3 ready\r\n"
 OK = b"+OK\r\n"
 INVALID = b"-ERR invalid command\r\n"

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import socket
 import ssl
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from postern.fakes.pki import Authority, dhparam, self_signed_client
+from postern.fakes.pki import Authority, dhparam, self_signed_client, write
 from postern.scenarios.kit.client import Client, is_unclean_eof, tls_client_context
 
 GREETINGS = {"imap": b"* OK IMAP4 ready\r\n", "pop3": b"+OK POP3 ready\r\n",
@@ -74,10 +76,6 @@ class Pki:
         return x509.load_pem_x509_certificate(Path(self.clients[name][0]).read_bytes())
 
 
-def _write(path: Path, data: bytes) -> str:
-    path.write_bytes(data)
-    path.chmod(0o644)
-    return str(path)
 
 
 def make_pki(d: Path, days: int = 30) -> Pki:
@@ -99,8 +97,8 @@ def make_pki(d: Path, days: int = 30) -> Pki:
     clients = {}
 
     def leaf(name: str, cert_pem: bytes, key_pem: bytes) -> None:
-        clients[name] = (_write(d / f"client-{name}.pem", cert_pem),
-                         _write(d / f"client-{name}.key", key_pem))
+        clients[name] = (write(d / f"client-{name}.pem", cert_pem),
+                         write(d / f"client-{name}.key", key_pem))
 
     plain = client_ca.issue_cert("client.example", common_name="client.example",
                                  organization_name="Example Org",
@@ -127,16 +125,16 @@ def make_pki(d: Path, days: int = 30) -> Pki:
         revoked.cert_chain_pems[0].bytes()).serial_number
     return Pki(
         dir=d,
-        ca_file=_write(d / "server-cas.pem", ecdsa_ca.cert_pem.bytes() + rsa_ca.cert_pem.bytes()),
-        ecdsa_cert=_write(d / "server-ecdsa.pem", ecdsa.cert_chain_pems[0].bytes()),
-        ecdsa_key=_write(d / "server-ecdsa.key", ecdsa.private_key_pem.bytes()),
-        rsa_cert=_write(d / "server-rsa.pem", rsa.cert_chain_pems[0].bytes()),
-        rsa_key=_write(d / "server-rsa.key", rsa.private_key_pem.bytes()),
-        rsa_key_encrypted=_write(d / "server-rsa-encrypted.key", encrypted),
-        password_file=_write(d / "passwords", f"wrong one\n{PASSWORD}\n".encode()),
-        client_ca=_write(d / "client-ca.pem", client_ca.cert_pem.bytes()),
-        other_ca=_write(d / "other-ca.pem", other_ca.cert_pem.bytes()),
-        crl=_write(d / "crl.pem", Authority(ca=client_ca).crl([revoked_serial], days)),
+        ca_file=write(d / "server-cas.pem", ecdsa_ca.cert_pem.bytes() + rsa_ca.cert_pem.bytes()),
+        ecdsa_cert=write(d / "server-ecdsa.pem", ecdsa.cert_chain_pems[0].bytes()),
+        ecdsa_key=write(d / "server-ecdsa.key", ecdsa.private_key_pem.bytes()),
+        rsa_cert=write(d / "server-rsa.pem", rsa.cert_chain_pems[0].bytes()),
+        rsa_key=write(d / "server-rsa.key", rsa.private_key_pem.bytes()),
+        rsa_key_encrypted=write(d / "server-rsa-encrypted.key", encrypted),
+        password_file=write(d / "passwords", f"wrong one\n{PASSWORD}\n".encode()),
+        client_ca=write(d / "client-ca.pem", client_ca.cert_pem.bytes()),
+        other_ca=write(d / "other-ca.pem", other_ca.cert_pem.bytes()),
+        crl=write(d / "crl.pem", Authority(ca=client_ca).crl([revoked_serial], days)),
         dhparam=dhparam(d / "dhparam.pem"),
         clients=clients,
     )
@@ -265,3 +263,22 @@ def handshake_fails(proxy, ctx: ssl.SSLContext) -> str:
     finally:
         sock.close()
     raise AssertionError("the handshake succeeded")
+
+
+TLS12, TLS13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+
+
+def implicit_tls_proxy(lab, server: str, protocol: str = "imap"):
+    """A proxy whose listener speaks TLS from the first byte (`listen ... ssl`)."""
+    return lab.proxy(server=server, protocol=protocol, listen_params="ssl")
+
+
+def s_client(proxy, *args: str) -> str:
+    """What `openssl s_client -connect <proxy> <args>` prints (stdout and stderr) with no
+    input; skips the scenario where the openssl command is missing."""
+    binary = shutil.which("openssl")
+    if binary is None:
+        pytest.skip("the openssl command is not installed")
+    done = subprocess.run([binary, "s_client", "-connect", f"{proxy.host}:{proxy.port}", *args],
+                          input="", capture_output=True, text=True, timeout=30, check=False)
+    return done.stdout + done.stderr
