@@ -9,24 +9,37 @@ import socket
 import tracemalloc
 import weakref
 
-from proxy.conf.settings import AuthHttp, Listen, LogTarget, ServerSettings
+import pytest
+
+from proxy.conf.settings import AuthHttp, Listen, LogTarget, ServerSettings, SslSettings
 from proxy.log import ErrorLog
 from proxy.session import Session
+from proxy.tls import server_tls
 from proxy.worker import ServerRuntime, release_memory
+from scenarios.tls_support import client_context, make_pki
 
 BURST = 200
 
 
-def _runtime(loop, log_path) -> ServerRuntime:
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _runtime(loop, log_path, pki=None) -> ServerRuntime:
+    ssl = SslSettings(certificates=(pki.ecdsa_cert,), certificate_keys=(pki.ecdsa_key,)) \
+        if pki else SslSettings()
     conf = ServerSettings(file="test.conf", line=1, listens=(), protocol="imap",
                           auth_http=AuthHttp("127.0.0.1:9", "127.0.0.1", "/", "127.0.0.1", 9),
-                          server_name="mx.test")
+                          server_name="mx.test", ssl=ssl)
     log = ErrorLog([LogTarget("file", "info", str(log_path))], hostname="h")
-    return ServerRuntime(conf, Listen("127.0.0.1:1143", "127.0.0.1", 1143), log, loop)
+    return ServerRuntime(conf, Listen("127.0.0.1:1143", "127.0.0.1", 1143, ssl=bool(pki)), log,
+                         loop, tls=server_tls(conf) if pki else None)
 
 
-async def _burst(rt: ServerRuntime, refs: list) -> int:
-    """BURST clients at once: each gets its greeting, half say LOGOUT, half just leave."""
+async def _burst(rt: ServerRuntime, refs: list, tls=None) -> int:
+    """BURST clients at once (over TLS with the client context `tls`): each gets its
+    greeting, half say LOGOUT, half just leave."""
     loop = asyncio.get_running_loop()
 
     def factory():
@@ -37,18 +50,17 @@ async def _burst(rt: ServerRuntime, refs: list) -> int:
     clients = []
     for _ in range(BURST):
         ours, theirs = socket.socketpair()
-        ours.setblocking(False)
         await loop.connect_accepted_socket(factory, theirs)
-        clients.append(ours)
-    for c in clients:
-        assert (await loop.sock_recv(c, 4096)).startswith(b"* OK")
+        clients.append(await asyncio.open_connection(
+            sock=ours, ssl=tls, server_hostname="mx.test" if tls else None))
+    for reader, _ in clients:
+        assert (await reader.readline()).startswith(b"* OK")
     open_now = len(rt.sessions)
-    for i, c in enumerate(clients):
+    for i, (reader, writer) in enumerate(clients):
         if i % 2:
-            await loop.sock_sendall(c, b"a1 LOGOUT\r\n")
-            while await loop.sock_recv(c, 4096):
-                pass
-        c.close()
+            writer.write(b"a1 LOGOUT\r\n")
+            await reader.read()
+        writer.close()
     async with asyncio.timeout(10):
         while rt.sessions:
             await asyncio.sleep(0.01)
@@ -61,15 +73,17 @@ def _proxy_bytes(snapshot: tracemalloc.Snapshot) -> int:
     return sum(stat.size for stat in only.statistics("filename"))
 
 
-def test_a_burst_of_sessions_leaves_nothing_behind(tmp_path):
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_burst_of_sessions_leaves_nothing_behind(tmp_path, pki, tls):
     refs: list = []
+    client = client_context(pki) if tls else None
 
     async def main():
-        rt = _runtime(asyncio.get_running_loop(), tmp_path / "error.log")
-        await _burst(rt, [])  # first imports, caches and loop structures out of the count
+        rt = _runtime(asyncio.get_running_loop(), tmp_path / "error.log", pki if tls else None)
+        await _burst(rt, [], client)  # imports, caches and loop structures out of the count
         release_memory(rt.sessions)
         before = _proxy_bytes(tracemalloc.take_snapshot())
-        opened = await _burst(rt, refs)
+        opened = await _burst(rt, refs, client)
         peak = tracemalloc.get_traced_memory()[1]
         release_memory(rt.sessions)
         return opened, before, _proxy_bytes(tracemalloc.take_snapshot()), peak
