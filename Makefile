@@ -27,7 +27,7 @@ test: $(BIN)/.installed
 # Property tests of every parser and machine at FUZZ_INPUTS inputs each (10^6 by default),
 # fed through hypothesis's fuzz_one_input by FUZZ_JOBS processes (tests/fuzz.py). A failing
 # input is saved under results/fuzz/ with the command that replays it, and in .hypothesis/,
-# so that `pytest tests/test_fuzz.py` replays and shrinks it too.
+# so that `HYPOTHESIS_PROFILE=fuzz pytest tests/test_fuzz.py` replays and shrinks it too.
 FUZZ_INPUTS ?= 1000000
 FUZZ_JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 fuzz: $(BIN)/.installed

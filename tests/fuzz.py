@@ -30,6 +30,8 @@ import sys
 import time
 import traceback
 
+# the profile with hypothesis's example database on (set before tests.test_fuzz is imported)
+os.environ.setdefault("HYPOTHESIS_PROFILE", "fuzz")
 OUT = os.path.join("results", "fuzz")
 CORPUS = 256  # earlier valid buffers kept for mutation
 TAIL = 512  # random bytes after a mutant, so that a longer draw does not run out
@@ -182,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
                 r = res.get()
                 finished[r["target"]].append(r)
                 if r["failure"]:
+                    python = os.path.relpath(sys.executable)
                     print(f"fuzz {r['target']}: FAILED: {r['error']}\n  input saved as "
                           f"{r['failure']} (and in .hypothesis/)\n  replay: "
-                          f"{os.path.relpath(sys.executable)} -m tests.fuzz --replay {r['failure']}", flush=True)
+                          f"{python} -m tests.fuzz --replay {r['failure']}\n  or shrink: "
+                          f"HYPOTHESIS_PROFILE=fuzz {python} -m pytest tests/test_fuzz.py "
+                          f"-k {r['target']}", flush=True)
     wall = time.monotonic() - t0
 
     lines = [f"{'target':28} {'inputs':>10} {'valid':>10} {'shard s':>8} {'inputs/s':>9}"]

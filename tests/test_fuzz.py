@@ -3,7 +3,8 @@ declared exceptions, bounded time per input (the profile's deadline) and bounded
 
 `make test` runs the short "ci" profile. `make fuzz` (tests/fuzz.py) feeds each test's
 `.hypothesis.fuzz_one_input` with 10^6 buffers per target; a failing buffer is kept in
-results/fuzz/ and in .hypothesis/, so that the next run of this file replays and shrinks it.
+results/fuzz/ and in .hypothesis/, so that `HYPOTHESIS_PROFILE=fuzz pytest tests/test_fuzz.py`
+replays and shrinks it.
 The strategies favour few, large draws: hypothesis spends most of an input's time per draw.
 """
 
@@ -32,6 +33,10 @@ from tests.test_smtp_dialogue import CONF as SMTP
 
 settings.register_profile("ci", max_examples=150, deadline=2000, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+# tests/fuzz.py loads this one: "ci"'s derandomize turns the example database off, and the
+# database is where fuzz_one_input keeps a failing input for pytest to replay and shrink
+settings.register_profile("fuzz", max_examples=1000, deadline=2000, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
