@@ -17,7 +17,9 @@ one after another, from the same `mail {}` text (a server per protocol) with one
    - SMTP: EHLO, AUTH PLAIN with an initial response (timed), QUIT (the proxies send the
      upstream EHLO and XCLIENT, nginx's default);
 2. relay (IMAP): one FETCH of a large message (MiB/s, and the proxy worker's CPU seconds);
-3. memory (IMAP): RSS of the proxy worker before and after opening many logged-in idle sessions.
+3. memory (IMAP): RSS of the proxy worker before and after opening many logged-in idle sessions,
+   and what it keeps once they have ended (Postern's worker gives memory back when idle,
+   within worker.IDLE_TRIM_INTERVAL, so this waits release_wait seconds).
 
 CPU and RSS come from /proc/PID/stat and /proc/PID/statm of the proxy's worker processes.
 The machine is shared and noisy: compare CPU per unit of work rather than wall-clock rates.
@@ -50,9 +52,9 @@ SECTION = {"imap": "sessions", "pop3": "pop3_sessions", "smtp": "smtp_sessions"}
 USER, PASSWORD = "bench", "secret"
 DEFAULT_OUTPUT = procs.ROOT / "results" / "bench.json"
 FULL = {"duration": 10.0, "clients": 50, "fetch_mib": 200.0, "idle_sessions": 5000,
-        "warmup": 2.0, "settle": 1.0, "rounds": 3}
+        "warmup": 2.0, "settle": 1.0, "rounds": 3, "release_wait": 6.0}
 QUICK = {"duration": 1.0, "clients": 10, "fetch_mib": 8.0, "idle_sessions": 200,
-         "warmup": 0.3, "settle": 0.3, "rounds": 1}
+         "warmup": 0.3, "settle": 0.3, "rounds": 1, "release_wait": 0.3}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -214,12 +216,14 @@ def idle_test(loop, target: Target, fakes: dict, args) -> dict:
     finally:
         idle.close()
         loop.run_until_complete(asyncio.sleep(args.settle))
+    time.sleep(args.release_wait)
+    ended = procs.rss_bytes(workers)
     opened = idle.stats.sessions
     return {
         "requested": args.idle_sessions, "sessions": opened, "errors": idle.stats.errors,
         "error_kinds": dict(idle.stats.error_kinds.most_common(5)),
         "open_seconds": round(idle.stats.seconds, 3),
-        "rss_before": before, "rss_after": after,
+        "rss_before": before, "rss_after": after, "rss_after_close": ended,
         "bytes_per_session": round((after - before) / opened) if opened else None,
         "backend_bytes_per_session":
             round((backend_after - backend_before) / opened) if opened else None,
@@ -281,6 +285,7 @@ ROWS = (
     ("relay MiB/s (one FETCH)", "fetch", "mib_per_s", "{:.0f}", 1),
     ("proxy CPU s for the FETCH", "fetch", "proxy_cpu_s", "{:.2f}", 1),
     ("RSS per idle session, KiB", "idle", "bytes_per_session", "{:.1f}", 1 / 1024),
+    ("RSS kept after {n} sessions end, MiB", "idle", "rss_after_close", "{:.1f}", 1 / 2**20),
     ("POP3 sessions/s", "pop3_sessions", "per_second", "{:.0f}", 1),
     ("POP3 USER/PASS p50, ms", "pop3_sessions", "login_p50_ms", "{:.2f}", 1),
     ("POP3 USER/PASS p99, ms", "pop3_sessions", "login_p99_ms", "{:.2f}", 1),
@@ -316,7 +321,9 @@ def table(report: dict) -> str:
     results, targets = report["targets"], list(report["targets"])
     heads = ["", *targets] + (["postern/nginx"] if {"postern", "nginx"} <= set(targets) else [])
     rows = [heads]
+    n = report.get("settings", {}).get("idle_sessions")
     for label, test, key, fmt, scale in ROWS:
+        label = label.replace("{n}", f"{n:,}" if n else "N")
         if not any(test in (results.get(t) or {}) for t in targets):
             continue  # a protocol or test this run left out
         row = [label]
@@ -356,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             args.pin = False
     settings = {k: getattr(args, k) for k in
                 ("duration", "warmup", "clients", "rounds", "fetch_mib", "idle_sessions",
+                 "release_wait",
                  "pin")}
     report = {"benchmark": "postern-nginx-direct", "machine": procs.machine_info(),
               "settings": {**settings, "targets": args.targets, "protocols": args.protocols},

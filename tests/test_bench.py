@@ -116,3 +116,13 @@ def test_table_shows_each_target_and_the_ratio():
     assert rate.split()[-4:] == ["100", "400", "1000", "0.25x"]
     memory = next(line for line in lines if line.startswith("RSS per idle"))
     assert memory.split()[-4:] == ["4.0", "8.0", "-", "0.50x"]
+
+
+def test_table_shows_the_memory_kept_after_the_idle_sessions_end():
+    targets = {"postern": {"idle": {"rss_after_close": 40 << 20}},
+               "nginx": {"idle": {"rss_after_close": 10 << 20}}}
+    report = {"targets": targets, "ratios": bench.ratios(targets),
+              "settings": {"idle_sessions": 5000}}
+    kept = next(line for line in bench.table(report).splitlines()
+                if line.startswith("RSS kept after 5,000 sessions end, MiB"))
+    assert kept.split()[-3:] == ["40.0", "10.0", "4.00x"]

@@ -1,18 +1,21 @@
 """Property tests (hypothesis) for every parser and machine: whatever the input, only the
 declared exceptions, bounded time per input (the profile's deadline) and bounded state.
 
-`make test` runs the short "ci" profile; `make fuzz` runs the "fuzz" profile with
-FUZZ_EXAMPLES inputs per target (10^6 by default), printing a progress line. A failure is
-stored in .hypothesis/ and replayed first by the next run; hypothesis also prints the
-@reproduce_failure line that replays it anywhere.
+`make test` runs the short "ci" profile. `make fuzz` (tests/fuzz.py) feeds each test's
+`.hypothesis.fuzz_one_input` with 10^6 buffers per target; a failing buffer is kept in
+results/fuzz/ and in .hypothesis/, so that `HYPOTHESIS_PROFILE=fuzz pytest tests/test_fuzz.py`
+replays and shrinks it.
+The strategies favour few, large draws: hypothesis spends most of an input's time per draw.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
-import sys
+import shutil
 import tempfile
 from dataclasses import replace
+from itertools import pairwise
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -31,21 +34,11 @@ from tests.dialogue_support import until_authenticate
 
 settings.register_profile("ci", max_examples=150, deadline=2000, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)
-settings.register_profile("fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "1000000")),
-                          deadline=2000, suppress_health_check=list(HealthCheck),
-                          print_blob=True)
+# tests/fuzz.py loads this one: "ci"'s derandomize turns the example database off, and the
+# database is where fuzz_one_input keeps a failing input for pytest to replay and shrink
+settings.register_profile("fuzz", max_examples=1000, deadline=2000, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-_counts: dict[str, int] = {}
-
-
-def _tick(name: str) -> None:
-    """The progress line of a long run (every 10,000 inputs per target)."""
-    if settings().max_examples < 10_000:
-        return
-    n = _counts[name] = _counts.get(name, 0) + 1
-    if n % 10_000 == 0:
-        print(f"fuzz {name}: {n} inputs", file=sys.stderr, flush=True)
 
 
 # -- inputs: protocol-shaped bytes mixed with noise -----------------------------------------
@@ -55,8 +48,24 @@ WORDS = [b"a1 ", b"LOGIN ", b"AUTHENTICATE ", b"AUTH ", b"PLAIN", b"LOGIN", b"CR
          b"LOGOUT", b"QUIT", b"EHLO x", b"HELO x", b"MAIL FROM:<a@b>", b"RCPT TO:<c@d>",
          b"RSET", b"{3}", b"{0}", b"\"q\\\"x\"", b"=", b"*", b"AHVzZXIAcGFzcw==", b"\r\n",
          b"\n", b"\r", b" ", b"\x00", b"\xff", b"+", b"-"]
-chunk = st.one_of(st.sampled_from(WORDS), st.binary(max_size=40))
-stream = st.lists(st.lists(chunk, max_size=8).map(b"".join), min_size=1, max_size=12)
+# Whole lines too, so that one draw reaches past the first command.
+LINES = [b"a1 LOGIN user pass\r\n", b"a1 AUTHENTICATE PLAIN\r\n", b"a1 CAPABILITY\r\n",
+         b"a1 STARTTLS\r\n", b"a1 ID (\"name\" \"x\")\r\n", b"USER user\r\n", b"PASS pass\r\n",
+         b"APOP user 0123456789abcdef0123456789abcdef\r\n", b"AUTH PLAIN\r\n",
+         b"AUTH LOGIN dXNlcg==\r\n", b"AUTH CRAM-MD5\r\n", b"AUTH EXTERNAL =\r\n",
+         b"EHLO x\r\n", b"HELO x\r\n", b"XCLIENT ADDR=1.2.3.4\r\n", b"AHVzZXIAcGFzcw==\r\n",
+         b"dXNlcg==\r\n", b"cGFzcw==\r\n", b"*\r\n", b"a1 LOGIN {4}\r\nuser {4}\r\npass\r\n"]
+chunk = st.one_of(st.sampled_from(WORDS), st.binary(max_size=40), st.sampled_from(LINES))
+
+
+def _deliveries(parts: tuple[list[bytes], bytes]) -> list[bytes]:
+    """Chunks joined into reads: each byte of `cuts` ends a read after that many chunks."""
+    chunks, cuts = parts
+    ends = sorted({c % (len(chunks) + 1) for c in cuts} | {0, len(chunks)})
+    return [b"".join(chunks[a:b]) for a, b in pairwise(ends)] or [b""]
+
+
+stream = st.tuples(st.lists(chunk, min_size=1, max_size=48), st.binary(max_size=12)).map(_deliveries)
 
 
 def _drive(machine, chunks: list[bytes], limit: int) -> None:
@@ -75,20 +84,17 @@ def _drive(machine, chunks: list[bytes], limit: int) -> None:
 
 @given(stream)
 def test_imap_dialogue(chunks):
-    _tick("imap_dialogue")
     _drive(ImapDialogue(IMAP), chunks, IMAP.imap_client_buffer)
 
 
 @given(stream)
 def test_pop3_dialogue(chunks):
-    _tick("pop3_dialogue")
     conf = replace(POP3, pop3_auth=frozenset({"plain", "apop", "cram-md5", "external"}))
     _drive(Pop3Dialogue(conf), chunks, 128)
 
 
 @given(stream)
 def test_smtp_dialogue(chunks):
-    _tick("smtp_dialogue")
     conf = replace(SMTP, smtp_auth=frozenset({"plain", "login", "cram-md5", "none"}))
     _drive(SmtpDialogue(conf), chunks, conf.smtp_client_buffer)
 
@@ -102,7 +108,6 @@ replies = st.lists(st.one_of(st.sampled_from(REPLIES), st.binary(max_size=40)), 
 
 @given(st.sampled_from(["imap", "pop3", "smtp"]), replies)
 def test_backend_logins(protocol, chunks):
-    _tick("backend_logins")
     cls, conf, line = {
         "imap": (ImapDialogue, IMAP, b"a1 LOGIN user pass\r\n"),
         "pop3": (Pop3Dialogue, POP3, b"USER user\r\nPASS pass\r\n"),
@@ -121,7 +126,6 @@ def test_backend_logins(protocol, chunks):
                      b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"]),
     st.binary(max_size=60))))
 def test_proxy_protocol_reader(data):
-    _tick("proxy_protocol")
     try:
         _info, used = proxy_protocol.read_header(data)
     except proxy_protocol.BrokenHeader:
@@ -138,7 +142,6 @@ HEADERS = [b"HTTP/1.0 200 OK\r\n", b"Auth-Status: OK\r\n", b"Auth-Status: WAIT\r
 
 @given(st.lists(st.one_of(st.sampled_from(HEADERS), st.binary(max_size=30)), max_size=14))
 def test_auth_http_reply_parser(parts):
-    _tick("auth_http")
     data = b"".join(parts)[:auth_http.RESPONSE_LIMIT]
     try:
         resp = auth_http.parse_response(data, "127.0.0.1:9")
@@ -155,7 +158,6 @@ def test_auth_http_reply_parser(parts):
                                                  sasl.login_password, sasl.cram_md5,
                                                  sasl.external]))
 def test_sasl_decoding(data, decoder):
-    _tick("sasl")
     try:
         decoder(data)
     except sasl.SaslError:
@@ -177,25 +179,28 @@ mail {
 """
 
 
-@given(st.data())
-def test_config_lexer_and_handlers(data):
-    _tick("config")
+# One directory per process: creating and removing one per input cost more than the parse.
+_CONF_DIR = tempfile.mkdtemp(prefix="postern-fuzz-")
+atexit.register(shutil.rmtree, _CONF_DIR, True)
+EDIT = st.tuples(st.integers(0, len(SEED_CONF)), st.integers(0, 8), st.one_of(
+    st.binary(max_size=8), st.sampled_from(
+        [b";", b"{", b"}", b"\"", b"'", b"\\", b"#", b"\x00", b"\xff", b"$", b" 0",
+         b"listen 1;", b"ssl on;", b"user x;"])))
+
+
+@given(st.lists(EDIT, max_size=4))
+def test_config_lexer_and_handlers(edits):
     text = SEED_CONF.encode()
-    for _ in range(data.draw(st.integers(0, 4))):
-        pos = data.draw(st.integers(0, len(text)))
-        cut = data.draw(st.integers(0, 8))
-        insert = data.draw(st.one_of(st.binary(max_size=8), st.sampled_from(
-            [b";", b"{", b"}", b"\"", b"'", b"\\", b"#", b"\x00", b"\xff", b"$", b" 0",
-             b"listen 1;", b"ssl on;", b"user x;"])))
+    for pos, cut, insert in edits:
+        pos = min(pos, len(text))
         text = text[:pos] + insert + text[pos + cut:]
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "nginx.conf")
-        with open(path, "wb") as f:
-            f.write(text)
-        try:
-            load_config(path, prefix=d + "/")
-        except ConfigError:
-            pass
+    path = os.path.join(_CONF_DIR, "nginx.conf")
+    with open(path, "wb") as f:
+        f.write(text)
+    try:
+        load_config(path, prefix=_CONF_DIR + "/")
+    except ConfigError:
+        pass
 
 
 WILD_DER = [make()[0] for make in WILD.values()]
@@ -204,7 +209,6 @@ WILD_DER = [make()[0] for make in WILD.values()]
 @given(st.sampled_from(WILD_DER), st.lists(st.tuples(st.integers(0, 2000), st.binary(max_size=4)),
                                            max_size=4))
 def test_certificate_fields(der, edits):
-    _tick("certificate")
     for pos, new in edits:
         assume(pos < len(der))
         der = der[:pos] + new + der[pos + len(new):]
