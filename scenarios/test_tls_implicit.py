@@ -29,6 +29,32 @@ def _proxy(lab, pki, protocol="imap", extra="", listen="ssl"):
     return lab.proxy(server=pki.server() + extra, protocol=protocol, listen_params=listen)
 
 
+def _memory_tls():
+    """A client TLS object over memory BIOs, so a test decides what goes on the wire."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context().wrap_bio(incoming, outgoing, server_hostname="mx.test")
+    return tls, incoming, outgoing
+
+
+def _read_imap_greeting(sock, tls, incoming, outgoing):
+    """Drive the handshake over `sock` until the IMAP greeting arrives; return the plaintext."""
+    plain = b""
+    while GREETINGS["imap"] not in plain:
+        try:
+            tls.do_handshake()
+            plain += tls.read(1024)
+        except ssl.SSLWantReadError:
+            pass
+        out = outgoing.read()
+        if out:
+            sock.sendall(out)
+        if GREETINGS["imap"] not in plain:
+            data = sock.recv(65536)
+            assert data, "closed during the handshake"
+            incoming.write(data)
+    return plain
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_greeting_inside_tls_with_the_configured_certificate(lab, pki, protocol):
     """RFC 8314 §3: the handshake comes first, then the protocol's greeting inside TLS; the
@@ -188,28 +214,13 @@ def test_proxy_header_and_client_hello_in_one_segment(lab, pki):
     """§4.1, §4.2: the bytes after the PROXY header in the same read are the start of the
     ClientHello."""
     proxy = _proxy(lab, pki, listen="ssl proxy_protocol")
-    ctx = client_context()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="mx.test")
+    tls, incoming, outgoing = _memory_tls()
     with pytest.raises(ssl.SSLWantReadError):
         tls.do_handshake()
     sock = socket.create_connection((proxy.host, proxy.port), timeout=5)
     try:
         sock.sendall(b"PROXY TCP4 192.0.2.9 192.0.2.10 4000 993\r\n" + outgoing.read())
-        plain = b""
-        while GREETINGS["imap"] not in plain:
-            data = sock.recv(65536)
-            assert data, "closed during the handshake"
-            incoming.write(data)
-            try:
-                tls.do_handshake()
-                plain += tls.read(1024)
-            except ssl.SSLWantReadError:
-                pass
-            out = outgoing.read()
-            if out:
-                sock.sendall(out)
-        assert plain == GREETINGS["imap"]
+        assert _read_imap_greeting(sock, tls, incoming, outgoing) == GREETINGS["imap"]
     finally:
         sock.close()
 
@@ -228,23 +239,10 @@ def test_client_close_notify_ends_the_session(lab, pki):
     """§5.1: the client's close_notify is its EOF: the proxy closes, and (nginx:
     no_send_shutdown after the peer's close_notify) sends nothing more."""
     proxy = _proxy(lab, pki)
-    ctx = client_context()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="mx.test")
+    tls, incoming, outgoing = _memory_tls()
     sock = socket.create_connection((proxy.host, proxy.port), timeout=5)
     try:
-        plain = b""
-        while GREETINGS["imap"] not in plain:
-            try:
-                tls.do_handshake()
-                plain += tls.read(1024)
-            except ssl.SSLWantReadError:
-                pass
-            out = outgoing.read()
-            if out:
-                sock.sendall(out)
-            if GREETINGS["imap"] not in plain:
-                incoming.write(sock.recv(65536))
+        _read_imap_greeting(sock, tls, incoming, outgoing)
         with pytest.raises(ssl.SSLWantReadError):
             tls.unwrap()  # sends our close_notify
         sock.sendall(outgoing.read())
