@@ -85,17 +85,22 @@ def test_none_mode_message_reaches_the_upstream(lab):
                                           b"RCPT TO:<b@example.test>"]
 
 
-def test_none_mode_without_helo(lab):
+@pytest.mark.parametrize("mail,rcpt,stored_mail,stored_rcpt", [
+    (b"MAIL FROM:<a@b>", b"RCPT TO:<c@d>", b"MAIL FROM:<a@b>", b"RCPT TO:<c@d>"),
+    (b"mail   from:<A@B>   BODY=8BITMIME   ", b"Rcpt To:<C@D>  ",
+     b"mail   from:<A@B>   BODY=8BITMIME", b"Rcpt To:<C@D>"),
+], ids=["plain", "case-and-spacing-kept"])
+def test_none_mode_without_helo(lab, mail, rcpt, stored_mail, stored_rcpt):
     """§10.1: Auth-SMTP-Helo is empty when the client never said HELO/EHLO, and nginx repeats
-    no HELO after XCLIENT (§11.4)."""
+    no HELO after XCLIENT (§11.4). §9.4: the stored MAIL and RCPT text runs from the verb to
+    the end of the last argument, in the client's case, inner spacing kept, trailing spaces
+    dropped."""
     accept(lab)
     with greet(smtp(lab)) as c:
-        c.send(b"MAIL FROM:<a@b>\r\n").expect(OK)
-        c.send(b"RCPT TO:<c@d>\r\n").expect(UPSTREAM_OK)
-    assert [r.raw for r in lab.auth.requests] == [
-        none_request(b"", b"MAIL FROM:<a@b>", b"RCPT TO:<c@d>")]
-    assert lab.smtp.command_lines == [b"EHLO mx.test", XCLIENT_NONE, b"MAIL FROM:<a@b>",
-                                      b"RCPT TO:<c@d>"]
+        c.send(mail + b"\r\n").expect(OK)
+        c.send(rcpt + b"\r\n").expect(UPSTREAM_OK)
+    assert [r.raw for r in lab.auth.requests] == [none_request(b"", stored_mail, stored_rcpt)]
+    assert lab.smtp.command_lines == [b"EHLO mx.test", XCLIENT_NONE, stored_mail, stored_rcpt]
 
 
 @pytest.mark.parametrize("verb", [b"HELO", b"EHLO"])
@@ -119,17 +124,6 @@ def test_pipelined_mail_rcpt_rset(lab):
         c.send(b"MAIL FROM:<a@b> SIZE=100\r\nRCPT TO:<c@d>\r\nRSET\r\n")
         c.expect(OK + UPSTREAM_OK + UPSTREAM_OK)
     assert lab.smtp.command_lines[-1] == b"RSET"
-
-
-def test_none_mode_mail_and_rcpt_keep_case_and_text(lab):
-    """§9.4: the stored command text runs from the verb to the end of the last argument, in
-    the client's case, inner spacing kept, trailing spaces dropped."""
-    accept(lab)
-    with greet(smtp(lab)) as c:
-        c.send(b"mail   from:<A@B>   BODY=8BITMIME   \r\n").expect(OK)
-        c.send(b"Rcpt To:<C@D>  \r\n").expect(UPSTREAM_OK)
-    assert [r.raw for r in lab.auth.requests] == [
-        none_request(b"", b"mail   from:<A@B>   BODY=8BITMIME", b"Rcpt To:<C@D>")]
 
 
 # -- failures -------------------------------------------------------------------------------
