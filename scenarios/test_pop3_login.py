@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 
+import pytest
 from postern.fakes.auth import Reply
 from postern.scenarios.kit.pop3_support import (
     INVALID,
@@ -198,17 +199,31 @@ def test_auth_plain_malformed(lab):
     assert lab.auth.requests == []
 
 
-def test_bad_base64_and_cancel(lab):
+@pytest.mark.parametrize("extra,dialogue", [
+    ("max_errors 1;", [
+        (b"AUTH PLAIN\r\n", b"+ \r\n"),
+        (b"*\r\n", INVALID),
+        (b"AUTH PLAIN AGFsaWNl*AHNlY3JldA==\r\n", INVALID),
+        (b"AUTH PLAIN Q\r\n", INVALID),
+        (b"AUTH LOGIN\r\n", USER_CHALLENGE),
+        (b"!!!!\r\n", INVALID),
+    ]),
+    ("", [
+        (b"AUTH LOGIN\r\n", USER_CHALLENGE),
+        (b64(b"alice") + b"\r\n", PASS_CHALLENGE),
+        (b"%%%\r\n", INVALID),
+        (b"AUTH LOGIN !x\r\n", INVALID),
+        (b"AUTH LOGIN YQ== YQ==\r\n", INVALID),
+    ]),
+], ids=["bad-base64-and-cancel", "auth-login-bad-password-step"])
+def test_bad_base64_and_cancel(lab, extra, dialogue):
     """RFC 5034 §4 / RFC 4422 §3.5: a `*` line cancels; nginx answers it like any invalid
     base64 — `-ERR invalid command` — and is back in the initial state; a length of 1 mod 4
-    and a non-alphabet byte before `=` are invalid too (docs/behaviour.md §5.5)."""
-    with greeted(lab, "max_errors 1;") as c:
-        c.send(b"AUTH PLAIN\r\n").expect(b"+ \r\n")
-        c.send(b"*\r\n").expect(INVALID)
-        c.send(b"AUTH PLAIN AGFsaWNl*AHNlY3JldA==\r\n").expect(INVALID)
-        c.send(b"AUTH PLAIN Q\r\n").expect(INVALID)
-        c.send(b"AUTH LOGIN\r\n").expect(USER_CHALLENGE)
-        c.send(b"!!!!\r\n").expect(INVALID)
+    and a non-alphabet byte before `=` are invalid too (docs/behaviour.md §5.5). nginx: so is
+    invalid base64 answering AUTH LOGIN's Password: challenge, or an invalid initial user."""
+    with greeted(lab, extra) as c:
+        for line, reply in dialogue:
+            c.send(line).expect(reply)
         c.send(b"NOOP\r\n").expect(OK)
     assert lab.auth.requests == []
 
@@ -244,19 +259,6 @@ def test_auth_login_with_initial_username(lab):
         c.send(b64(b"p w") + b"\r\n").expect(logged_in(lab, "us er"))
     assert [r.raw for r in lab.auth.requests] == [auth_request(b"us%20er", b"p%20w")]
     assert lab.pop3.commands == backend_login(b"us er", b"p w")
-
-
-def test_auth_login_bad_password_step(lab):
-    """nginx: invalid base64 answering the Password: challenge (or an invalid initial user) is
-    `-ERR invalid command`; the session is back in the initial state."""
-    with greeted(lab) as c:
-        c.send(b"AUTH LOGIN\r\n").expect(USER_CHALLENGE)
-        c.send(b64(b"alice") + b"\r\n").expect(PASS_CHALLENGE)
-        c.send(b"%%%\r\n").expect(INVALID)
-        c.send(b"AUTH LOGIN !x\r\n").expect(INVALID)
-        c.send(b"AUTH LOGIN YQ== YQ==\r\n").expect(INVALID)
-        c.send(b"NOOP\r\n").expect(OK)
-    assert lab.auth.requests == []
 
 
 def test_unknown_mechanism(lab):
