@@ -78,14 +78,6 @@ def test_imap_starttls_only(lab, pki):
     assert lab.auth.requests[0].header("Auth-SSL") == "on"
 
 
-def test_imap_starttls_off_with_a_certificate(lab, pki):
-    """§2.7: `starttls off` (the default) rejects STARTTLS even where a certificate is set."""
-    proxy = _proxy(lab, pki, "imap", "off")
-    with _greet(proxy, "imap") as c:
-        c.send(b"a1 CAPABILITY\r\n").expect(IMAP_CAPS + b"\r\na1 OK completed\r\n")
-        c.send(b"a2 STARTTLS\r\n").expect(b"a2 BAD invalid command\r\n")
-
-
 def test_imap_starttls_injection_is_discarded(lab, pki):
     """§5.2, §18 capture: `b STARTTLS` and `c NOOP` in one segment: only `b OK completed` is
     answered, the plaintext NOOP is dropped, TLS then works."""
@@ -158,14 +150,6 @@ def test_pop3_stls_only(lab, pki):
         assert c.readline().startswith(b"+OK")
 
 
-def test_pop3_stls_off_with_a_certificate(lab, pki):
-    """§8.3-8.4: `starttls off`: no STLS in CAPA, STLS is `-ERR invalid command`."""
-    proxy = _proxy(lab, pki, "pop3", "off")
-    with _greet(proxy, "pop3") as c:
-        c.send(b"CAPA\r\n").expect(POP3_CAPS + b".\r\n")
-        c.send(b"STLS\r\n").expect(b"-ERR invalid command\r\n")
-
-
 def test_pop3_stls_injection_is_discarded(lab, pki):
     """§5.2: `STLS` + pipelined `USER alice` in one segment: only `+OK`; the USER is gone, so
     PASS inside TLS is invalid (initial state)."""
@@ -214,14 +198,6 @@ def test_smtp_starttls_only(lab, pki):
         c.send(b"AUTH PLAIN " + PLAIN_ALICE + b"\r\n").expect(b"235 2.0.0 OK\r\n")
 
 
-def test_smtp_starttls_off_with_a_certificate(lab, pki):
-    """§9.4-9.5: `starttls off`: no STARTTLS in EHLO, STARTTLS is `500 5.5.1`."""
-    proxy = _proxy(lab, pki, "smtp", "off")
-    with _greet(proxy, "smtp") as c:
-        c.send(b"EHLO x\r\n").expect(b"250-mx.test\r\n250 AUTH PLAIN LOGIN\r\n")
-        c.send(b"STARTTLS\r\n").expect(b"500 5.5.1 Invalid command\r\n")
-
-
 def test_smtp_starttls_injection_is_discarded(lab, pki):
     """CVE-2014-3556: `STARTTLS` + pipelined `AUTH PLAIN ...` in one segment: only the 220;
     nothing reaches the auth server; the session continues inside TLS."""
@@ -236,6 +212,23 @@ def test_smtp_starttls_injection_is_discarded(lab, pki):
 
 
 # -- client certificates after STARTTLS ----------------------------------------------------------
+
+@pytest.mark.parametrize("protocol,capabilities,starttls", [
+    ("imap", (b"a1 CAPABILITY\r\n", IMAP_CAPS + b"\r\na1 OK completed\r\n"),
+     (b"a2 STARTTLS\r\n", b"a2 BAD invalid command\r\n")),
+    ("pop3", (b"CAPA\r\n", POP3_CAPS + b".\r\n"), (b"STLS\r\n", b"-ERR invalid command\r\n")),
+    ("smtp", (b"EHLO x\r\n", b"250-mx.test\r\n250 AUTH PLAIN LOGIN\r\n"),
+     (b"STARTTLS\r\n", b"500 5.5.1 Invalid command\r\n")),
+])
+def test_starttls_off_with_a_certificate(lab, pki, protocol, capabilities, starttls):
+    """§2.7: `starttls off` (the default) rejects STARTTLS even where a certificate is set:
+    not listed in CAPABILITY, CAPA (§8.3-8.4) or EHLO (§9.4-9.5), and the command is IMAP's
+    `BAD invalid command`, POP3's `-ERR invalid command`, SMTP's `500 5.5.1`."""
+    proxy = _proxy(lab, pki, protocol, "off")
+    with _greet(proxy, protocol) as c:
+        for line, reply in (capabilities, starttls):
+            c.send(line).expect(reply)
+
 
 @pytest.mark.parametrize("protocol,command,reply", [
     ("imap", b"a1 STARTTLS\r\n", b"a1 OK completed\r\n"),
