@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 from postern.scenarios.kit.client import Closed
 from postern.scenarios.kit.pop3_support import (
     AUTH_LIST,
@@ -125,14 +126,20 @@ def test_capa_with_apop_and_sasl_mechanisms(lab):
                                    b"SASL PLAIN LOGIN CRAM-MD5\r\n.\r\n")
 
 
-def test_capa_in_user_state(lab):
+@pytest.mark.parametrize("dialogue,password", [
+    ([(b"USER alice\r\n", OK), (b"CAPA\r\n", CAPA), (b"NOOP\r\n", OK)], b"PASS secret\r\n"),
+    ([(b"NOOP\n", OK), (b"NOOP\rX\r\n", INVALID), (b"CAPA\n", CAPA), (b"USER alice\n", OK)],
+     b"PASS secret\n"),
+], ids=["capa-in-user-state", "line-endings"])
+def test_capa_and_line_endings_before_the_login(lab, dialogue, password):
     """RFC 2449 §5 (CAPA in the AUTHORIZATION state); nginx answers it after USER with the
-    same list and stays in the USER state, so PASS still completes the login."""
+    same list and stays in the USER state, so PASS still completes the login. RFC 1939 §3:
+    lines end in CRLF; nginx also accepts a bare LF, and a CR followed by anything else makes
+    the line invalid (answered once its LF arrives)."""
     with greeted(lab) as c:
-        c.send(b"USER alice\r\n").expect(OK)
-        c.send(b"CAPA\r\n").expect(CAPA)
-        c.send(b"NOOP\r\n").expect(OK)
-        c.send(b"PASS secret\r\n").expect(logged_in(lab))
+        for line, reply in dialogue:
+            c.send(line).expect(reply)
+        c.send(password).expect(logged_in(lab))
     assert [r.raw for r in lab.auth.requests] == [auth_request()]
 
 
@@ -202,18 +209,6 @@ def test_malformed_command_words(lab):
                      b"CAPAB\r\n", b"USER1 x\r\n", b"\tNOOP\r\n"):
             c.send(line).expect(INVALID)
         c.send(b"NOOP\r\n").expect(OK)
-
-
-def test_line_endings(lab):
-    """RFC 1939 §3 lines end in CRLF; nginx also accepts a bare LF, and a CR followed by
-    anything else makes the line invalid (answered once its LF arrives)."""
-    with greeted(lab) as c:
-        c.send(b"NOOP\n").expect(OK)
-        c.send(b"NOOP\rX\r\n").expect(INVALID)
-        c.send(b"CAPA\n").expect(CAPA)
-        c.send(b"USER alice\n").expect(OK)
-        c.send(b"PASS secret\n").expect(logged_in(lab))
-    assert [r.raw for r in lab.auth.requests] == [auth_request()]
 
 
 def test_too_many_arguments(lab):

@@ -216,7 +216,7 @@ def test_auth_plain_malformed(lab):
         (b"AUTH LOGIN YQ== YQ==\r\n", INVALID),
     ]),
 ], ids=["bad-base64-and-cancel", "auth-login-bad-password-step"])
-def test_bad_base64_and_cancel(lab, extra, dialogue):
+def test_bad_base64_cancel_and_bad_login_steps(lab, extra, dialogue):
     """RFC 5034 §4 / RFC 4422 §3.5: a `*` line cancels; nginx answers it like any invalid
     base64 — `-ERR invalid command` — and is back in the initial state; a length of 1 mod 4
     and a non-alphabet byte before `=` are invalid too (docs/behaviour.md §5.5). nginx: so is
