@@ -38,6 +38,17 @@ def _greet(proxy, protocol):
     return c
 
 
+def _upgrade(c, pki, listed, starttls, unlisted, again):
+    """`starttls on`: each step is (line sent, exact reply). The capability list offers
+    STARTTLS, the command is accepted, the handshake runs (trusting `pki`), and inside TLS the
+    list no longer offers it and the command is invalid."""
+    for line, reply in (listed, starttls):
+        c.send(line).expect(reply)
+    start_tls(c, client_context(pki))
+    for line, reply in (unlisted, again):
+        c.send(line).expect(reply)
+
+
 # -- IMAP -------------------------------------------------------------------------------------
 
 def test_imap_starttls_on(lab, pki):
@@ -45,11 +56,11 @@ def test_imap_starttls_on(lab, pki):
     greeting; the AUTH= tokens stay; LOGIN then works through TLS."""
     proxy = _proxy(lab, pki, "imap", "on")
     with _greet(proxy, "imap") as c:
-        c.send(b"a1 CAPABILITY\r\n").expect(IMAP_CAPS + b" STARTTLS\r\na1 OK completed\r\n")
-        c.send(b"a2 STARTTLS\r\n").expect(b"a2 OK completed\r\n")
-        start_tls(c, client_context(pki))
-        c.send(b"a3 CAPABILITY\r\n").expect(IMAP_CAPS + b"\r\na3 OK completed\r\n")
-        c.send(b"a4 STARTTLS\r\n").expect(b"a4 BAD invalid command\r\n")
+        _upgrade(c, pki,
+                 (b"a1 CAPABILITY\r\n", IMAP_CAPS + b" STARTTLS\r\na1 OK completed\r\n"),
+                 (b"a2 STARTTLS\r\n", b"a2 OK completed\r\n"),
+                 (b"a3 CAPABILITY\r\n", IMAP_CAPS + b"\r\na3 OK completed\r\n"),
+                 (b"a4 STARTTLS\r\n", b"a4 BAD invalid command\r\n"))
         c.send(b"a5 LOGIN alice secret\r\n")
         assert c.readline().startswith(b"a5 OK")
         c.send(b"a6 LOGOUT\r\n")
@@ -118,11 +129,11 @@ def test_pop3_stls_on(lab, pki):
     through TLS; STLS inside TLS is invalid."""
     proxy = _proxy(lab, pki, "pop3", "on")
     with _greet(proxy, "pop3") as c:
-        c.send(b"CAPA\r\n").expect(POP3_CAPS + b"STLS\r\n.\r\n")
-        c.send(b"STLS\r\n").expect(b"+OK\r\n")
-        start_tls(c, client_context(pki))
-        c.send(b"CAPA\r\n").expect(POP3_CAPS + b".\r\n")
-        c.send(b"STLS\r\n").expect(b"-ERR invalid command\r\n")
+        _upgrade(c, pki,
+                 (b"CAPA\r\n", POP3_CAPS + b"STLS\r\n.\r\n"),
+                 (b"STLS\r\n", b"+OK\r\n"),
+                 (b"CAPA\r\n", POP3_CAPS + b".\r\n"),
+                 (b"STLS\r\n", b"-ERR invalid command\r\n"))
         c.send(b"USER alice\r\n").expect(b"+OK\r\n")
         c.send(b"PASS secret\r\n")
         assert c.readline().startswith(b"+OK")
@@ -170,13 +181,13 @@ def test_smtp_starttls_on(lab, pki):
     proxy = _proxy(lab, pki, "smtp", "on", 'smtp_auth plain login none;\n'
                    'smtp_capabilities "SIZE 100" 8BITMIME;')
     with _greet(proxy, "smtp") as c:
-        c.send(b"EHLO x\r\n").expect(b"250-mx.test\r\n250-SIZE 100\r\n250-8BITMIME\r\n"
-                                     b"250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n")
-        c.send(b"STARTTLS\r\n").expect(b"220 2.0.0 Start TLS\r\n")
-        start_tls(c, client_context(pki))
-        c.send(b"EHLO y\r\n").expect(b"250-mx.test\r\n250-SIZE 100\r\n250-8BITMIME\r\n"
-                                     b"250 AUTH PLAIN LOGIN\r\n")
-        c.send(b"STARTTLS\r\n").expect(b"500 5.5.1 Invalid command\r\n")
+        _upgrade(c, pki,
+                 (b"EHLO x\r\n", (b"250-mx.test\r\n250-SIZE 100\r\n250-8BITMIME\r\n"
+                                 b"250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n")),
+                 (b"STARTTLS\r\n", b"220 2.0.0 Start TLS\r\n"),
+                 (b"EHLO y\r\n", (b"250-mx.test\r\n250-SIZE 100\r\n250-8BITMIME\r\n"
+                                 b"250 AUTH PLAIN LOGIN\r\n")),
+                 (b"STARTTLS\r\n", b"500 5.5.1 Invalid command\r\n"))
         c.send(b"AUTH PLAIN " + PLAIN_ALICE + b"\r\n").expect(b"235 2.0.0 OK\r\n")
     req = lab.auth.requests[0]
     assert (req.header("Auth-SSL"), req.header("Auth-SSL-Cipher")) == (
