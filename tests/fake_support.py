@@ -93,6 +93,31 @@ def stalls(client: RawClient, command: bytes, srv, commands: int) -> None:
     client.close()
 
 
+def answers_then_closes(client: RawClient, greeting: bytes, exchanges) -> None:
+    """The fake greets (a line starting with `greeting`), answers each (line sent, reply
+    expected) of `exchanges`, then closes (Faults(drop_after=len(exchanges))); closes the
+    client."""
+    assert client.line().startswith(greeting)
+    for line, reply in exchanges:
+        client.send(line)
+        assert client.line() == reply
+    assert client.eof()
+    client.close()
+
+
+def stall_and_stall_after(srv, client_class, login, command: bytes, login_commands: int) -> None:
+    """`faults.stall` silences the fake from the next command on; `faults.stall_after = n`
+    silences a new session after its nth command (here: once logged in, `login_commands`)."""
+    client = client_class(srv)
+    login(client)
+    srv.faults.stall = True
+    stalls(client, command, srv, login_commands + 1)
+    srv.faults.stall, srv.faults.stall_after = False, login_commands
+    client = client_class(srv)
+    login(client)
+    stalls(client, command, srv, 2 * login_commands + 2)
+
+
 def in_running_loop(srv, request: bytes, commands: int) -> tuple[bytes, bytes]:
     """Start `srv` with await inside asyncio.run, send `request` after its greeting and read
     until it closes; (the greeting line, everything after it)."""

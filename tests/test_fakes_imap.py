@@ -11,7 +11,14 @@ from postern.fakes.imap import FakeImapServer, Faults
 from postern.fakes.imap_proto import CommandReader, ParseError, parse_seqset, tokenize
 from postern.fakes.mailbox import MailStore
 
-from tests.fake_support import LOOPS, RawClient, cli_fake, in_running_loop, stalls
+from tests.fake_support import (
+    LOOPS,
+    RawClient,
+    answers_then_closes,
+    cli_fake,
+    in_running_loop,
+    stall_and_stall_after,
+)
 
 GREETING = b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN IDLE] Fake IMAP4rev1 ready\r\n"
 
@@ -362,25 +369,12 @@ def test_drop_after_login():
 
 def test_drop_after_n_commands():
     with FakeImapServer(users={"alice": "secret"}, faults=Faults(drop_after=2)) as imap:
-        client = Raw(imap)
-        assert client.line() == GREETING
-        client.send(b"a1 NOOP\r\n")
-        assert client.line() == b"a1 OK NOOP completed\r\n"
-        client.send(b"a2 NOOP\r\n")
-        assert client.line() == b"a2 OK NOOP completed\r\n"
-        assert client.eof()
-        client.close()
+        answers_then_closes(Raw(imap), GREETING, [(b"a1 NOOP\r\n", b"a1 OK NOOP completed\r\n"),
+                                                  (b"a2 NOOP\r\n", b"a2 OK NOOP completed\r\n")])
 
 
 def test_stall_and_stall_after(imap):
-    client = Raw(imap)
-    login(client)
-    imap.faults.stall = True
-    stalls(client, b"a2 NOOP\r\n", imap, 2)
-    imap.faults.stall, imap.faults.stall_after = False, 1
-    client = Raw(imap)
-    login(client)
-    stalls(client, b"a2 NOOP\r\n", imap, 4)
+    stall_and_stall_after(imap, Raw, login, b"a2 NOOP\r\n", login_commands=1)
 
 
 def test_chatter_after_login():

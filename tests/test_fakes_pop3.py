@@ -11,7 +11,14 @@ import pytest
 from postern.fakes.mailbox import MailStore, StoredMessage
 from postern.fakes.pop3 import FakePop3Server, Faults, dot_stuffed, top_chunks
 
-from tests.fake_support import LOOPS, RawClient, cli_fake, in_running_loop, stalls
+from tests.fake_support import (
+    LOOPS,
+    RawClient,
+    answers_then_closes,
+    cli_fake,
+    in_running_loop,
+    stall_and_stall_after,
+)
 
 
 class Raw(RawClient):
@@ -272,25 +279,11 @@ def test_drop_after_login(raw, pop):
 
 def test_drop_after_n_commands():
     with FakePop3Server(users={"alice": "secret"}, faults=Faults(drop_after=2)) as pop:
-        client = Raw(pop)
-        assert client.line().startswith(b"+OK")
-        client.send(b"NOOP\r\n")
-        assert client.line() == b"+OK\r\n"
-        client.send(b"NOOP\r\n")
-        assert client.line() == b"+OK\r\n"
-        assert client.eof()
-        client.close()
+        answers_then_closes(Raw(pop), b"+OK", [(b"NOOP\r\n", b"+OK\r\n")] * 2)
 
 
 def test_stall_and_stall_after(pop):
-    client = Raw(pop)
-    login(client)
-    pop.faults.stall = True
-    stalls(client, b"STAT\r\n", pop, 3)
-    pop.faults.stall, pop.faults.stall_after = False, 2
-    client = Raw(pop)
-    login(client)
-    stalls(client, b"STAT\r\n", pop, 6)
+    stall_and_stall_after(pop, Raw, login, b"STAT\r\n", login_commands=2)
 
 
 def test_unknown_fault_is_an_error():
