@@ -270,28 +270,23 @@ def test_bad_base64_is_logged_without_the_blob(lab):
     log.wait_for("client sent invalid base64 encoding in AUTH PLAIN command")
 
 
-@pytest.mark.parametrize("answer", [b"*", b"QUIT", b"!!!!", b"bm9udWw="])
-def test_bad_plain_answer_ends_the_exchange(lab, answer):
+@pytest.mark.parametrize("dialogue", [
+    *(pytest.param([(b"AUTH PLAIN\r\n", NEXT), (answer + b"\r\n", INVALID), (b"NOOP\r\n", OK)],
+                   id=f"plain-{answer.decode()}")
+      for answer in (b"*", b"QUIT", b"!!!!", b"bm9udWw=")),
+    pytest.param([(b"AUTH LOGIN\r\n", USERNAME), (b"QUIT\r\n", PASSWORD), (b"*\r\n", INVALID),
+                  (b"AUTH LOGIN\r\n", USERNAME), (b"!!!!\r\n", INVALID),
+                  (b"EHLO x\r\n", EHLO_DEFAULT)], id="login-user-name"),
+])
+def test_bad_sasl_answer_ends_the_exchange(lab, dialogue):
     """RFC 4954 §4 (`*` cancels) / §9.4: during an exchange every line is SASL data; a cancel,
-    a command (QUIT is not obeyed: it is base64 without a NUL), bad base64 or a message
-    without NULs → `500 5.5.1 Invalid command` and back to the start."""
+    a command (QUIT is not obeyed: it is base64 without a NUL), bad base64 or a PLAIN message
+    without NULs → `500 5.5.1 Invalid command` and back to the start, with no auth request.
+    In AUTH LOGIN the user name line is taken as base64 whatever it says: `QUIT` is a
+    (strange) user name."""
     with greet(smtp(lab)) as c:
-        c.send(b"AUTH PLAIN\r\n").expect(NEXT)
-        c.send(answer + b"\r\n").expect(INVALID)
-        c.send(b"NOOP\r\n").expect(OK)
-
-
-def test_login_user_name_is_any_base64(lab):
-    """RFC 4954 §4: in AUTH LOGIN the user name line is taken as base64 whatever it says:
-    `QUIT` is a (strange) user name, `*` and `!!!!` are not base64 → 500 and back to the
-    start."""
-    with greet(smtp(lab)) as c:
-        c.send(b"AUTH LOGIN\r\n").expect(USERNAME)
-        c.send(b"QUIT\r\n").expect(PASSWORD)
-        c.send(b"*\r\n").expect(INVALID)
-        c.send(b"AUTH LOGIN\r\n").expect(USERNAME)
-        c.send(b"!!!!\r\n").expect(INVALID)
-        c.send(b"EHLO x\r\n").expect(EHLO_DEFAULT)
+        for line, reply in dialogue:
+            c.send(line).expect(reply)
     assert lab.auth.requests == []
 
 
