@@ -93,14 +93,19 @@ def stalls(client: RawClient, command: bytes, srv, commands: int) -> None:
     client.close()
 
 
+def exchange(client: RawClient, exchanges) -> None:
+    """Send each line of `exchanges` ((line sent, reply line expected)) and check its reply."""
+    for line, reply in exchanges:
+        client.send(line)
+        assert client.line() == reply
+
+
 def answers_then_closes(client: RawClient, greeting: bytes, exchanges) -> None:
     """The fake greets (a line starting with `greeting`), answers each (line sent, reply
     expected) of `exchanges`, then closes (Faults(drop_after=len(exchanges))); closes the
     client."""
     assert client.line().startswith(greeting)
-    for line, reply in exchanges:
-        client.send(line)
-        assert client.line() == reply
+    exchange(client, exchanges)
     assert client.eof()
     client.close()
 

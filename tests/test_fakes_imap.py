@@ -16,6 +16,7 @@ from tests.fake_support import (
     RawClient,
     answers_then_closes,
     cli_fake,
+    exchange,
     in_running_loop,
     stall_and_stall_after,
 )
@@ -176,12 +177,9 @@ def test_literal_login_with_imaplib(imap):
 def test_nginx_style_literal_login_exact_bytes(imap, raw):
     """docs/behaviour.md §11.3: TAG LOGIN {n}, continuation, login {m}, continuation, password."""
     assert raw.line() == GREETING
-    raw.send(b"a1 LOGIN {5}\r\n")
-    assert raw.line() == b"+ Ready for literal data\r\n"
-    raw.send(b"alice {6}\r\n")
-    assert raw.line() == b"+ Ready for literal data\r\n"
-    raw.send(b"secret\r\n")
-    assert raw.line() == b"a1 OK Logged in\r\n"
+    ready = b"+ Ready for literal data\r\n"
+    exchange(raw, [(b"a1 LOGIN {5}\r\n", ready), (b"alice {6}\r\n", ready),
+                   (b"secret\r\n", b"a1 OK Logged in\r\n")])
     assert imap.commands == [b"a1 LOGIN {5}\r\nalice {6}\r\nsecret"]
     transcript = imap.connections[0].transcript
     assert transcript[0] == ("S", GREETING) and transcript[1] == ("C", b"a1 LOGIN {5}\r\n")
