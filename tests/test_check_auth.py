@@ -93,6 +93,15 @@ def failing(checks: dict) -> dict[str, str]:
     return {i: c["reason"] for i, c in checks.items() if c["verdict"] == "fail"}
 
 
+def fails_with_internal_error(row: dict, *reasons: str) -> None:
+    """`row` is a fail whose reason says each of `reasons`, and nginx would answer the client
+    with its internal error."""
+    assert row["verdict"] == "fail"
+    for reason in reasons:
+        assert reason in row["reason"]
+    assert row["client"]["nginx_writes"] == INTERNAL
+
+
 def verdicts(checks: dict) -> dict[str, str]:
     return {i: c["verdict"] for i, c in checks.items() if c["verdict"] != "pass"}
 
@@ -171,10 +180,8 @@ def test_host_name_in_auth_server(capsys):
         status, checks = check(srv, capsys)
     assert status == 1
     row = checks["imap.plain.right"]
-    assert row["verdict"] == "fail"
-    assert 'sent invalid server address:"localhost"' in row["reason"]
-    assert "nginx does not resolve host names" in row["reason"]
-    assert row["client"]["nginx_writes"] == INTERNAL
+    fails_with_internal_error(row, 'sent invalid server address:"localhost"',
+                              "nginx does not resolve host names")
     assert row["client"]["then"] == "nginx closes the connection"
 
 
@@ -350,9 +357,7 @@ def test_slow_reply_past_the_timeout(capsys):
         status, checks = check(srv, capsys, "--timeout", "1s", burst="0")
     assert status == 1
     assert set(failing(checks)) == {"imap.plain.right", "latency"}
-    row = checks["imap.plain.right"]
-    assert "timed out" in row["reason"] and "auth_http_timeout (1 s)" in row["reason"]
-    assert row["client"]["nginx_writes"] == INTERNAL
+    fails_with_internal_error(checks["imap.plain.right"], "timed out", "auth_http_timeout (1 s)")
     assert "took longer than auth_http_timeout 1 s" in checks["latency"]["reason"]
     assert 1 <= checks["imap.plain.right"]["exchanges"][0]["elapsed_ms"] / 1000 < 2.5
 
@@ -473,10 +478,8 @@ def test_http_403_without_auth_status(capsys):
 
     with broken_server(forbidden) as srv:
         _, checks = check(srv, capsys)
-    row = checks["imap.plain.wrong"]
-    assert row["verdict"] == "fail" and "did not send server or port" in row["reason"]
-    assert "the HTTP status code is ignored" in row["reason"]
-    assert row["client"]["nginx_writes"] == INTERNAL
+    fails_with_internal_error(checks["imap.plain.wrong"], "did not send server or port",
+                              "the HTTP status code is ignored")
     assert checks["http-status"]["verdict"] == "warn"
 
 
