@@ -38,38 +38,32 @@ def test_greeting():
     (b"HELO   me   \r\n", b"250 mx.test\r\n"),
     (b"MAIL FROM:<x>\r\n", b"530 5.7.1 Authentication required\r\n"),
     (b"RCPT TO:<x>\r\n", b"503 5.5.1 Bad sequence of commands\r\n"),
-    (b"VRFY x\r\n", INVALID),
-    (b"EXPN x\r\n", INVALID),
-    (b"HELP\r\n", INVALID),
-    (b"DATA\r\n", INVALID),
-    (b"BDAT 10\r\n", INVALID),
-    (b"XCLIENT ADDR=1.2.3.4\r\n", INVALID),
-    (b"AUTH CRAM-MD5\r\n", INVALID),
-    (b"AUTH PLAIN =\r\n", INVALID),
     (b"AUTH\r\n", b"501 5.5.4 Invalid argument\r\n"),
-    (b"AUTH DIGEST-MD5\r\n", INVALID),
-    (b"AUTH EXTERNAL\r\n", INVALID),
-    (b"AUTH PLAIN a b\r\n", INVALID),
-    (b"AUTH LOGIN a b\r\n", INVALID),
-    (b"AUTH CRAM-MD5 x\r\n", INVALID),
     (b"AUTH PLAIN\r\n", b"334 \r\n"),
     (b"auth login\r\n", b"334 VXNlcm5hbWU6\r\n"),
     (b"AUTH LOGIN dXNlcg==\r\n", b"334 UGFzc3dvcmQ6\r\n"),
     (b"NOOP\r\n", OK),
     (b"NOOP with args\r\n", OK),
     (b"RSET\r\n", OK),
-    (b"STARTTLS\r\n", INVALID),
-    (b"\r\n", INVALID),
-    (b" HELO x\r\n", INVALID),
-    (b"HEL0 x\r\n", INVALID),
-    (b"HELO x\ry\r\n", INVALID),
     (b"NOOP 1 2 3 4 5 6 7 8 9 10 11\r\n", OK),
-    (b"NOOP 1 2 3 4 5 6 7 8 9 10 11 12\r\n", INVALID),
     (b"EHLO a\tb\r\n", b"250-mx.test\r\n250 AUTH PLAIN LOGIN\r\n"),  # a tab is no separator
 ])
 def test_single_line_replies(line, reply):
     _, actions = run(line)
     assert sent(actions) == reply
+
+
+@pytest.mark.parametrize("line", [
+    b"VRFY x\r\n", b"EXPN x\r\n", b"HELP\r\n", b"DATA\r\n", b"BDAT 10\r\n",
+    b"XCLIENT ADDR=1.2.3.4\r\n", b"AUTH CRAM-MD5\r\n", b"AUTH PLAIN =\r\n", b"AUTH DIGEST-MD5\r\n",
+    b"AUTH EXTERNAL\r\n", b"AUTH PLAIN a b\r\n", b"AUTH LOGIN a b\r\n", b"AUTH CRAM-MD5 x\r\n",
+    b"STARTTLS\r\n", b"\r\n", b" HELO x\r\n", b"HEL0 x\r\n", b"HELO x\ry\r\n",
+    b"NOOP 1 2 3 4 5 6 7 8 9 10 11 12\r\n",
+])
+def test_invalid_commands(line):
+    """Unknown verbs, disabled or malformed AUTH, and lines that are no command: `500 5.5.1`."""
+    _, actions = run(line)
+    assert sent(actions) == INVALID
 
 
 def test_quit_says_bye_then_closes():
