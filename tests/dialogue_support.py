@@ -4,7 +4,7 @@ protocol, and a machine driven with bytes until it has no more actions."""
 from __future__ import annotations
 
 from postern.proxy.conf.settings import AuthHttp, Listen, ServerSettings
-from postern.proxy.dialogue import Authenticate, Log, Send
+from postern.proxy.dialogue import Authenticate, Close, Log, Send
 
 # auth_http 127.0.0.1:9000/auth
 AUTH_HTTP = AuthHttp(text="127.0.0.1:9000/auth", host_header="127.0.0.1", uri="/auth",
@@ -41,6 +41,12 @@ def runner(machine_class, default_conf):
 
 def sent(actions) -> bytes:
     return b"".join(a.data for a in actions if isinstance(a, Send))
+
+
+def sent_then_closed(actions, reply: bytes) -> None:
+    """The machine sent exactly `reply`, and its last action closes the session."""
+    assert sent(actions) == reply
+    assert isinstance(actions[-1], Close)
 
 
 def logs(actions) -> list[str]:

@@ -8,7 +8,7 @@ from postern.proxy.conf.settings import SslSettings
 from postern.proxy.dialogue import Authenticate, Close, Log, StartTls
 from postern.proxy.imap.dialogue import ImapDialogue
 
-from tests.dialogue_support import IMAP_CONF, runner, sent
+from tests.dialogue_support import IMAP_CONF, runner, sent, sent_then_closed
 
 CONF = IMAP_CONF
 
@@ -48,9 +48,7 @@ def test_single_line_replies(line, reply):
 
 
 def test_logout_says_bye_then_closes():
-    _, actions = run(b"a1 LOGOUT\r\n")
-    assert sent(actions) == b"* BYE\r\na1 OK completed\r\n"
-    assert isinstance(actions[-1], Close)
+    sent_then_closed(run(b"a1 LOGOUT\r\n")[1], b"* BYE\r\na1 OK completed\r\n")
 
 
 def test_login_quoted_strings_are_unescaped():

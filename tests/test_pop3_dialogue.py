@@ -15,7 +15,7 @@ from postern.proxy.dialogue import Authenticate, Close, Send, StartTls
 from postern.proxy.pop3.backend_login import Pop3BackendLogin
 from postern.proxy.pop3.dialogue import Pop3Dialogue
 
-from tests.dialogue_support import POP3_CONF, logs, runner, sent
+from tests.dialogue_support import POP3_CONF, logs, runner, sent, sent_then_closed
 
 CONF = POP3_CONF
 SALTED = replace(CONF, pop3_auth=frozenset({"plain", "apop", "cram-md5"}),
@@ -219,8 +219,7 @@ def test_user_at_the_buffer_limit():
     line = b"USER " + b"u" * 121 + b"\r\n"  # exactly 128 bytes
     m, actions = run(line)
     assert sent(actions) == b"+OK\r\n" and m.creds.login == b"u" * 121
-    _, actions = run(b"USER " + b"u" * 122 + b"\r\n")
-    assert sent(actions) == INVALID and isinstance(actions[-1], Close)
+    sent_then_closed(run(b"USER " + b"u" * 122 + b"\r\n")[1], INVALID)
 
 
 # -- APOP -----------------------------------------------------------------------------------
@@ -407,8 +406,7 @@ def test_max_errors_counts_parser_errors_only():
 def test_max_errors_default_and_zero():
     _, actions = run(b"STAT\r\n" * 4 + b"NOOP\r\n")
     assert sent(actions) == INVALID * 4 + b"+OK\r\n"
-    _, actions = run(b"STAT\r\n" * 5 + b"NOOP\r\n")
-    assert sent(actions) == INVALID * 5 and isinstance(actions[-1], Close)
+    sent_then_closed(run(b"STAT\r\n" * 5 + b"NOOP\r\n")[1], INVALID * 5)
     _, actions = run(b"STAT\r\nNOOP\r\n", replace(CONF, max_errors=0))
     assert sent(actions) == INVALID and isinstance(actions[-1], Close)  # 0 behaves like 1
 

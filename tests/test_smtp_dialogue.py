@@ -9,7 +9,7 @@ from postern.proxy.dialogue import Authenticate, Close, Log, Send, StartTls
 from postern.proxy.smtp.backend_login import SmtpBackendLogin
 from postern.proxy.smtp.dialogue import SmtpDialogue, ehlo_replies, loggable
 
-from tests.dialogue_support import SMTP_CONF, logs, runner, sent
+from tests.dialogue_support import SMTP_CONF, logs, runner, sent, sent_then_closed
 
 CONF = SMTP_CONF
 NONE = replace(CONF, smtp_auth=frozenset({"plain", "login", "none"}))
@@ -67,9 +67,7 @@ def test_invalid_commands(line):
 
 
 def test_quit_says_bye_then_closes():
-    _, actions = run(b"QUIT\r\nNOOP\r\n")
-    assert sent(actions) == b"221 2.0.0 Bye\r\n"
-    assert isinstance(actions[-1], Close)
+    sent_then_closed(run(b"QUIT\r\nNOOP\r\n")[1], b"221 2.0.0 Bye\r\n")
 
 
 def test_ehlo_variants_from_section_18():
