@@ -6,10 +6,7 @@ Both targets read the same throwaway certificate, made once per run.
 
 from __future__ import annotations
 
-import ssl
-
 import pytest
-from postern.scenarios.kit.client import tls_client_context
 from postern.scenarios.kit.pop3_support import (
     CAPA,
     CAPA_HEAD,
@@ -32,10 +29,6 @@ def tls_directives(tmp_path_factory) -> str:
     cert, key = throwaway_certificate(tmp_path_factory, "pop3-tls")
     return f"ssl_certificate {cert};\nssl_certificate_key {key};"
 
-
-def client_tls() -> ssl.SSLContext:
-    """The client side of STLS: no verification (the point is the proxy's behaviour)."""
-    return tls_client_context()
 
 
 def test_captured_exchange_of_spec_18_with_stls(lab, tls_directives):
@@ -80,7 +73,7 @@ def test_stls_then_login_inside_tls(lab, tls_directives):
     with greeted(lab, "starttls on;\n" + tls_directives) as c:
         c.send(b"CAPA\r\n").expect(CAPA_STLS)
         c.send(b"STLS\r\n").expect(OK)
-        c.starttls(client_tls())
+        c.starttls()
         c.send(b"CAPA\r\n").expect(CAPA)
         c.send(b"STLS\r\n").expect(INVALID)
         c.send(b"USER alice\r\n").expect(OK)
@@ -102,7 +95,7 @@ def test_starttls_only_allows_logins_after_stls(lab, tls_directives):
     with greeted(lab, "starttls only;\n" + tls_directives) as c:
         c.send(b"CAPA\r\n").expect(CAPA_ONLY)
         c.send(b"STLS\r\n").expect(OK)
-        c.starttls(client_tls())
+        c.starttls()
         c.send(b"CAPA\r\n").expect(CAPA)
         c.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n").expect(logged_in(lab))
     assert [r.header("Auth-User") for r in lab.auth.requests] == ["alice"]
@@ -113,7 +106,7 @@ def test_commands_pipelined_after_stls_are_discarded(lab, tls_directives):
     an injected USER/PASS never logs in; the TLS session starts clean."""
     with greeted(lab, "starttls on;\n" + tls_directives) as c:
         c.send(b"STLS\r\nUSER alice\r\nPASS secret\r\n").expect(OK)
-        c.starttls(client_tls())
+        c.starttls()
         c.send(b"PASS secret\r\n").expect(INVALID)  # no USER was kept
         c.send(b"NOOP\r\n").expect(OK)
     assert lab.auth.requests == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from postern.fakes.auth import Reply
+from postern.scenarios.kit.client import tls_client_context
 from postern.scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures are used by name
     AUTH_OK,
     BAD_SEQUENCE,
@@ -18,7 +19,6 @@ from postern.scenarios.kit.smtp_support import (  # noqa: F401 -- fixtures are u
     OK,
     START_TLS,
     UPSTREAM_OK,
-    client_tls,
     fresh_smtp_fixture,
     greet,
     none_request,
@@ -39,7 +39,7 @@ def tls_proxy(lab, tls_directives: str, starttls: str, extra: str = "", **kw):
 
 def starttls(c):
     c.send(b"STARTTLS\r\n").expect(START_TLS)
-    return c.starttls(client_tls())
+    return c.starttls()
 
 
 def ssl_tail(c) -> bytes:
@@ -98,7 +98,7 @@ def test_commands_pipelined_after_starttls_are_discarded(lab, tls_directives):
     single reply."""
     with greet(tls_proxy(lab, tls_directives, "on")) as c:
         c.send(b"STARTTLS\r\nAUTH PLAIN " + plain() + b"\r\nNOOP\r\n").expect(START_TLS)
-        c.starttls(client_tls())
+        c.starttls()
         c.send(b"NOOP\r\n").expect(OK)
         c.expect_silence(0.3)
     assert lab.auth.requests == []
@@ -204,7 +204,7 @@ def test_implicit_tls_greets_inside_tls(lab, tls_directives):
     invalid, AUTH logs in."""
     proxy = tls_proxy(lab, tls_directives, "on", listen_params="ssl")
     with proxy.connect() as c:
-        c.starttls(client_tls())
+        c.starttls()
         c.expect(GREETING)
         c.send(b"EHLO x\r\n").expect(EHLO_TLS)
         c.send(b"STARTTLS\r\n").expect(INVALID)
@@ -217,7 +217,7 @@ def test_implicit_tls_auth_request_has_ssl_headers(lab, tls_directives):
     the protocol and cipher of the handshake."""
     proxy = tls_proxy(lab, tls_directives, "on", listen_params="ssl")
     with proxy.connect() as c:
-        c.starttls(client_tls())
+        c.starttls()
         c.expect(GREETING)
         c.send(b"AUTH PLAIN " + plain() + b"\r\n").expect(AUTH_OK)
         tail = ssl_tail(c)
@@ -231,7 +231,7 @@ def test_implicit_tls_alpn(lab, tls_directives, alpn, ok):
     import ssl
 
     proxy = tls_proxy(lab, tls_directives, "off", listen_params="ssl")
-    ctx = client_tls()
+    ctx = tls_client_context()
     ctx.set_alpn_protocols(alpn)
     with proxy.connect() as c:
         if not ok:

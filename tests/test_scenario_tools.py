@@ -351,12 +351,11 @@ def test_scenario_tls_clients_see_an_eof_without_close_notify():
     import threading
 
     import trustme
-    from postern.scenarios.kit import smtp_support
     from postern.scenarios.kit.client import is_unclean_eof, tls_client_context
     from postern.scenarios.kit.tls_support import client_context
 
     flag = getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
-    for ctx in (tls_client_context(), client_context(), smtp_support.client_tls()):
+    for ctx in (tls_client_context(), client_context()):
         assert not ctx.options & flag
 
     ca = trustme.CA()

@@ -10,10 +10,9 @@ this scenario's own.
 from __future__ import annotations
 
 import base64
-import ssl
 
 import pytest
-from postern.scenarios.kit.client import Client, tls_client_context
+from postern.scenarios.kit.client import Client
 from postern.scenarios.kit.tls_support import throwaway_certificate
 
 GREETING = b"220 mx.test ESMTP ready\r\n"
@@ -114,6 +113,3 @@ def tls_directives_fixture(tmp_path_factory) -> str:
     cert, key = throwaway_certificate(tmp_path_factory, "smtp-tls")
     return f"ssl_certificate {cert};\nssl_certificate_key {key};"
 
-
-def client_tls() -> ssl.SSLContext:
-    return tls_client_context()
