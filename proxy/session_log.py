@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 
 from postern.proxy.log import MASK
 from postern.proxy.phases import DIALOGUE
@@ -30,6 +31,12 @@ def guarded(method):
 
 class SessionLog:
     """Log lines of proxy.session.Session, with the context nginx adds to them."""
+
+    @property
+    def session_id(self) -> str:
+        """How a session is followed from log to log and to the backend: the worker's pid and
+        the *N of its error-log lines (which read "PID#0: *N ...")."""
+        return f"{os.getpid()}-{self.id}"
 
     def log(self, level: str, message: str) -> None:
         """`message` with nginx's context: "while <action>", client, server, login, upstream."""

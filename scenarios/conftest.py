@@ -38,6 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "nginx_min(version, why): needs this nginx version; older nginx is an "
         "expected failure (strict)")
+    config.addinivalue_line(
+        "markers", "postern_only(why): a feature nginx lacks (off by default, switched on by "
+        "a directive); other targets skip it with the reason")
     plugin.configure(config)
 
 
@@ -59,6 +62,9 @@ def _proxies(tmp_path_factory):
 @pytest.fixture
 def target(request) -> str:
     name = request.param
+    only = request.node.get_closest_marker("postern_only")
+    if only and name != "postern":
+        pytest.skip(f"Postern-only: {only.args[0] if only.args else 'nginx lacks this'}")
     if name == "nginx":
         cls = target_class(name)
         require(cls.unavailable_reason())
