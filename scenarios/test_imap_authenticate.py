@@ -17,10 +17,7 @@ from postern.scenarios.kit.imap_support import (
     backend_login,
     greeted,
 )
-
-PLAIN_ALICE = base64.b64encode(b"\0alice\0secret")  # AGFsaWNlAHNlY3JldA==
-USER_CHALLENGE = b"+ VXNlcm5hbWU6\r\n"  # base64("Username:")
-PASS_CHALLENGE = b"+ UGFzc3dvcmQ6\r\n"  # base64("Password:")
+from postern.scenarios.kit.support import PASS_CHALLENGE, PLAIN_ALICE, USER_CHALLENGE
 
 
 def test_plain_with_initial_response(lab):

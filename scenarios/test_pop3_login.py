@@ -21,10 +21,7 @@ from postern.scenarios.kit.pop3_support import (
     greeted_with_salt,
     logged_in,
 )
-
-PLAIN_ALICE = base64.b64encode(b"\0alice\0secret")  # AGFsaWNlAHNlY3JldA==
-USER_CHALLENGE = b"+ VXNlcm5hbWU6\r\n"  # base64("Username:")
-PASS_CHALLENGE = b"+ UGFzc3dvcmQ6\r\n"  # base64("Password:")
+from postern.scenarios.kit.support import PASS_CHALLENGE, PLAIN_ALICE, USER_CHALLENGE
 
 
 def b64(data: bytes) -> bytes:

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from postern.fakes.auth import Reply
+from postern.scenarios.kit.support import PLAIN_ALICE
 from postern.scenarios.kit.tls_support import (
     CERT_ERROR,
     GREETINGS,
@@ -25,7 +26,6 @@ __all__ = ["pki"]
 
 IMAP_CAPS = b"* CAPABILITY IMAP4 IMAP4rev1 UIDPLUS AUTH=PLAIN"
 POP3_CAPS = b"+OK Capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\nSASL PLAIN LOGIN\r\n"
-PLAIN_ALICE = b"AGFsaWNlAHNlY3JldA=="  # \0alice\0secret
 
 
 def _proxy(lab, pki, protocol, mode, extra=""):

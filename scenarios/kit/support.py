@@ -1,14 +1,20 @@
 """Helpers every scenario family shares: the new part of a proxy's error log, one-connection
 servers scripted byte by byte, waiting for a condition, and the lenient read of a reply that
-a reset may cut short."""
+a reset may cut short; the SASL bytes the IMAP and POP3 dialogues share."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 import time
 
 from postern.scenarios.kit.client import Client
+
+PLAIN_ALICE = base64.b64encode(b"\0alice\0secret")  # AGFsaWNlAHNlY3JldA==
+# the LOGIN mechanism's challenges, the same in IMAP and POP3 (nginx's "+ " prefix)
+USER_CHALLENGE = b"+ VXNlcm5hbWU6\r\n"  # base64("Username:")
+PASS_CHALLENGE = b"+ UGFzc3dvcmQ6\r\n"  # base64("Password:")
 
 
 class LogWatch:
