@@ -11,7 +11,7 @@ IDENTITY = "proxy_client_identity on;"
 def session_id_of(error_log: str, client: tuple[str, int]) -> str:
     """`PID-N` of the session whose "client IP:PORT connected" line is in the log: the worker's
     pid and the *N of its lines, which is what the backend is told."""
-    found = re.search(r"\] (\d+)#\d+: \*(\d+) client %s:%d connected" % (
-        re.escape(client[0]), client[1]), error_log)
+    where = re.escape(f"{client[0]}:{client[1]}")
+    found = re.search(rf"\] (\d+)#\d+: \*(\d+) client {where} connected", error_log)
     assert found, f"no connection line for {client} in the error log:\n{error_log}"
     return f"{found.group(1)}-{found.group(2)}"
