@@ -100,3 +100,34 @@ def test_without_the_directive_dovecot_sees_the_proxy(real, dovecot, protocol):
     SESSIONS[protocol](proxy)
     line = next_login_line(dovecot, protocol, before)
     assert "rip=127.0.0.1," in line, line
+
+
+@pytest.fixture(scope="module")
+def untrusting_dovecot(tmp_path_factory):
+    server = available(DovecotInstance, {USER: PASSWORD},
+                       tmp_path_factory.mktemp("dovecot-untrusting"))
+    with server as instance:
+        yield instance
+
+
+@pytest.mark.postern_only(WHY)
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_a_dovecot_that_does_not_trust_the_proxy_still_logs_in(lab, untrusting_dovecot,
+                                                               protocol):
+    """Without `login_trusted_networks`, Dovecot answers the RFC 2971 ID OK and ignores its
+    fields, and greets POP3 without `[XCLIENT]`, so no XCLIENT is sent and a warning says
+    so; the login goes through either way and Dovecot logs the proxy's address."""
+    dovecot = untrusting_dovecot
+    lab.auth.users[USER] = User(PASSWORD, backends={"imap": ("127.0.0.1", dovecot.imap_port),
+                                                    "pop3": ("127.0.0.1", dovecot.pop3_port)})
+    proxy = lab.proxy(server=IDENTITY, protocol=protocol)
+    log = LogWatch(proxy)
+    before = len(login_lines(dovecot, protocol))
+    SESSIONS[protocol](proxy)
+    line = next_login_line(dovecot, protocol, before)
+    assert "rip=127.0.0.1," in line, line
+    if protocol == "pop3":
+        assert "[warn]" in log.line("upstream greeting has no [XCLIENT]")
+    else:
+        log.wait_for("client logged in")
+        assert "client identity not sent" not in log.text()
