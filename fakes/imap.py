@@ -66,6 +66,8 @@ class Faults:
     stall / stall_after: stop answering (from now / after N commands), keep the socket open.
     chatter: after a successful login, send an untagged ``* OK still here <n>`` every so many
     seconds, whatever the client does (a backend that keeps a silent client busy).
+    reject_id: tagged NO for every ID (a string sets the NO text), as a backend that does
+    not take the client's identity from this proxy.
     """
 
     greeting: bytes | str | None = "default"
@@ -80,6 +82,7 @@ class Faults:
     stall: bool = False
     stall_after: int | None = None
     chatter: float | None = None
+    reject_id: bool | str = False
 
 
 class ImapConnection(LineConnection):
@@ -97,6 +100,8 @@ class ImapConnection(LineConnection):
         self.idling = False
         self._known_exists = 0
         self._chatter: asyncio.Task[None] | None = None
+        # the fields of the client's last ID (RFC 2971), NIL values as None
+        self.client_id: dict[str, str | None] | None = None
 
     def feed(self, data: bytes) -> list[Unit]:
         self.reader.reject_sync_literals = bool(self.server.faults.no_continuation)
@@ -196,6 +201,14 @@ class ImapConnection(LineConnection):
         fields_ = args[0] if isinstance(args[0], list) else []
         if len(fields_) % 2:
             raise ParseError("ID fields come in pairs")
+        reject = self.server.faults.reject_id
+        if reject:
+            self.line(f"{tag} NO {reject if isinstance(reject, str) else 'ID not accepted'}")
+            return
+        # the tokenizer does not tell atom NIL from "NIL"; both are None here
+        values = [None if isinstance(v, str) and v.upper() == "NIL" else text(v)
+                  for v in fields_]
+        self.client_id = dict(zip(values[::2], values[1::2], strict=True))
         self.line(f"* ID {SERVER_ID}")
         self.line(f"{tag} OK ID completed")
 

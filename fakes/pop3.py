@@ -56,6 +56,10 @@ class Faults:
     drop_after_login / drop_after: close after the login +OK / after N commands.
     reset: every drop is a TCP reset (RST) instead of an orderly close.
     stall / stall_after: stop answering (from now / after N commands), keep the socket open.
+    offer_xclient: behave as Dovecot's pop3-login towards a client in its
+    login_trusted_networks: the default greeting starts ``+OK [XCLIENT]`` and ``XCLIENT
+    NAME=value ...`` is answered ``+OK Updated`` (without it XCLIENT is an unknown command).
+    reject_xclient: ``-ERR`` for XCLIENT even when offered (a string sets the text).
     """
 
     greeting: bytes | str | None = "default"
@@ -67,6 +71,8 @@ class Faults:
     reset: bool = False
     stall: bool = False
     stall_after: int | None = None
+    offer_xclient: bool = False
+    reject_xclient: bool | str = False
 
 
 class _Usage(Exception):
@@ -125,6 +131,7 @@ class Pop3Connection(LineConnection):
         self.deleted: set[int] = set()  # message numbers marked by DELE
         self._partial = bytearray()
         self._greeting = b""
+        self.xclient: dict[str, str] | None = None  # the fields of the last accepted XCLIENT
 
     def feed(self, data: bytes) -> list[bytes]:
         self._partial += data
@@ -151,7 +158,8 @@ class Pop3Connection(LineConnection):
         if greeting is None:
             return
         if greeting == "default":
-            greeting = b"+OK Fake POP3 ready " + self.timestamp
+            sign = b"[XCLIENT] " if self.server.faults.offer_xclient else b""
+            greeting = b"+OK " + sign + b"Fake POP3 ready " + self.timestamp
         self._greeting = greeting.encode() if isinstance(greeting, str) else greeting
         self.line(self._greeting)
         if self._greeting[:4].upper() == b"-ERR":
@@ -200,6 +208,22 @@ class Pop3Connection(LineConnection):
         self.close()
 
     # -- AUTHORIZATION ----------------------------------------------------------------------
+
+    async def cmd_xclient(self, rest: bytes) -> None:
+        """Dovecot's pop3-login XCLIENT: space-separated NAME=value, nothing decoded."""
+        f = self.server.faults
+        if not f.offer_xclient:
+            self.line("-ERR Unknown command: XCLIENT")
+            return
+        if f.reject_xclient:
+            self._reject(f.reject_xclient, "Invalid parameters")
+            return
+        fields = [word.partition(b"=") for word in rest.split(b" ") if word]
+        if any(not sep for _, sep, _ in fields):
+            raise _Usage("Invalid parameters")
+        self.xclient = {k.decode("ascii", "replace").upper(): v.decode("utf-8", "replace")
+                        for k, _, v in fields}
+        self.line("+OK Updated")
 
     def _reject(self, fault: bool | str, default: str) -> None:
         self.line("-ERR " + (fault if isinstance(fault, str) else default))
@@ -351,6 +375,7 @@ _COMMANDS = {
     "CAPA": ("any", _C.cmd_capa), "NOOP": ("any", _C.cmd_noop), "QUIT": ("any", _C.cmd_quit),
     "USER": ("auth", _C.cmd_user), "PASS": ("auth", _C.cmd_pass),
     "APOP": ("auth", _C.cmd_apop), "AUTH": ("auth", _C.cmd_auth),
+    "XCLIENT": ("auth", _C.cmd_xclient),
     "STAT": ("trans", _C.cmd_stat), "LIST": ("trans", _C.cmd_list),
     "UIDL": ("trans", _C.cmd_uidl), "RETR": ("trans", _C.cmd_retr),
     "TOP": ("trans", _C.cmd_top), "DELE": ("trans", _C.cmd_dele),

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class SendToBackend:
     data: bytes
+    # (level, message) the driver logs first: a step that failed without failing the login
+    note: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,11 @@ class BackendLogin:
             return LoginFailed(bytes(buf), "info", f'upstream sent invalid response: "{shown}"')
         return LoginFailed(None, "error", f'upstream sent invalid response: "{shown}"')
 
-    def send(self, line: bytes) -> SendToBackend:
+    def send(self, line: bytes, note: tuple[str, str] | None = None) -> SendToBackend:
         """A command goes out: the reply buffer starts empty again."""
         self.buf.clear()
         self.backlog.clear()
-        return SendToBackend(line)
+        return SendToBackend(line, note)
 
     def check(self, reply: bytes) -> tuple[int, int]:
         """(AGAIN|ACCEPT|REJECT, offset of the line shown in a rejection log)."""

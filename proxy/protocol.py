@@ -43,7 +43,8 @@ class MailProtocol:
 
     @property
     def backend_login(self) -> Callable[..., Any]:
-        """(machine, conf, client_ip) -> the sans-IO backend login machine."""
+        """(machine, conf, client_ip, ClientIdentity or None) -> the sans-IO backend login
+        machine."""
         return self.dialogue.backend_login
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from postern.proxy import auth_http, proxy_protocol
+from postern.proxy import auth_http, client_identity, proxy_protocol
 from postern.proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
 from postern.proxy.phases import CLOSED, LOGIN, PROXYING, READING_UPSTREAM, RELAY
 from postern.proxy.session_log import conn_ids, guarded
@@ -21,7 +21,8 @@ class BackendSide:
 
     async def _login_to_backend(self, addr: str, port: int) -> None:
         self._enter(LOGIN)
-        self._login_machine = self.proto.backend_login(self.machine, self.conf, self.client_ip)
+        self._login_machine = self.proto.backend_login(
+            self.machine, self.conf, self.client_ip, client_identity.of_session(self))
         loop = self.rt.loop
         self._arm_timeout(self.conf.timeout, "upstream timed out")
         next(conn_ids)
@@ -65,6 +66,8 @@ class BackendSide:
         if outcome is None:
             return
         if isinstance(outcome, SendToBackend):
+            if outcome.note is not None:
+                self.log(*outcome.note)
             self.backend.write(outcome.data)
             self.action = self._login_machine.action
             if self.debug:

@@ -235,6 +235,21 @@ def test_inheritance_replaces_lists(tmp_path):
     assert c.auth_http.addr == "127.0.0.2" and a.auth_http.port == 9000
 
 
+def test_proxy_client_identity_is_off_by_default_and_inherited(tmp_path):
+    plain = load(tmp_path, MINIMAL)
+    assert plain.servers[0].proxy_client_identity is False
+    s = load(tmp_path, """
+        events {}
+        mail {
+            auth_http 127.0.0.1:9000;
+            proxy_client_identity on;
+            server { listen 127.0.0.1:1144; protocol imap; }
+            server { listen 127.0.0.1:1110; protocol pop3; proxy_client_identity off; }
+        }
+    """)
+    assert [srv.proxy_client_identity for srv in s.servers] == [True, False]
+
+
 def test_auth_values_or_together_with_duplicate_warning(tmp_path):
     s = load(tmp_path, """
         events {}

@@ -459,3 +459,21 @@ def test_id_enable_namespace_for_client_profiles():
         with pytest.raises(imaplib.IMAP4.error, match="ID fields come in pairs"):
             m.xatom("ID", '("odd")')
         m.logout()
+
+
+def test_id_fields_are_kept_and_reject_id(imap, raw):
+    """The fields of a proxy's ID (escapes undone, NIL as None); reject_id answers NO."""
+    assert raw.line() == GREETING
+    raw.send(b'I ID ("x-originating-ip" "2001:db8::7" "x-session-ext-id" "a\\"b\\\\c" '
+             b'"x-other" NIL)\r\n')
+    assert raw.until(b"I") == [b'* ID ("name" "postern-fake-imap" "vendor" "postern")\r\n',
+                               b"I OK ID completed\r\n"]
+    assert imap.connections[0].client_id == {"x-originating-ip": "2001:db8::7",
+                                             "x-session-ext-id": 'a"b\\c', "x-other": None}
+    imap.faults.reject_id = True
+    raw.send(b'J ID ("x" "y")\r\n')
+    assert raw.until(b"J") == [b"J NO ID not accepted\r\n"]
+    imap.faults.reject_id = "not from you"
+    raw.send(b"K ID NIL\r\n")
+    assert raw.until(b"K") == [b"K NO not from you\r\n"]
+    assert imap.connections[0].client_id["x-other"] is None  # the refused IDs changed nothing

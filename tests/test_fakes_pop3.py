@@ -333,3 +333,28 @@ def test_cli():
         m.pass_("secret")
         assert m.stat()[0] == 12
         m.quit()
+
+
+def test_xclient_as_dovecot_offers_it_to_a_trusted_proxy():
+    with FakePop3Server(users={"alice": "secret"}) as pop:
+        client = Raw(pop)
+        assert client.line().startswith(b"+OK Fake POP3 ready <")  # no sign by default
+        client.send(b"XCLIENT ADDR=192.0.2.7\r\n")
+        assert client.line() == b"-ERR Unknown command: XCLIENT\r\n"
+        client.close()
+        pop.faults.offer_xclient = True
+        client = Raw(pop)
+        assert client.line().startswith(b"+OK [XCLIENT] Fake POP3 ready <")
+        client.send(b"XCLIENT ADDR=2001:db8::7 PORT=5 session=a\"b\r\nXCLIENT ADDR\r\n")
+        assert client.line() == b"+OK Updated\r\n"
+        assert client.line() == b"-ERR Invalid parameters\r\n"
+        assert pop.connections[1].xclient == {"ADDR": "2001:db8::7", "PORT": "5",
+                                              "SESSION": 'a"b'}
+        pop.faults.reject_xclient = "not from you"
+        client.send(b"XCLIENT ADDR=192.0.2.8\r\nUSER alice\r\nPASS secret\r\n")
+        assert client.line() == b"-ERR not from you\r\n"
+        assert client.line() == b"+OK\r\n" and client.line().startswith(b"+OK Logged in")
+        client.send(b"XCLIENT ADDR=192.0.2.8\r\n")  # AUTHORIZATION state only
+        assert client.line() == b"-ERR XCLIENT not valid in this state\r\n"
+        assert pop.connections[1].xclient["ADDR"] == "2001:db8::7"
+        client.close()

@@ -20,6 +20,7 @@ from itertools import pairwise
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from postern.proxy import auth_http, proxy_protocol, sasl, tls_headers
+from postern.proxy.client_identity import ClientIdentity
 from postern.proxy.conf import ConfigError, load_config
 from postern.proxy.dialogue import Authenticate, Close
 from postern.proxy.imap.dialogue import ImapDialogue
@@ -101,19 +102,25 @@ def test_smtp_dialogue(chunks):
 
 REPLIES = [b"* OK ready\r\n", b"+ OK\r\n", b"+ go\r\n", b"220 x\r\n", b"250-x\r\n",
            b"250 x\r\n", b"235 ok\r\n", b"334 \r\n", b"a1 OK x\r\n", b"a1 NO x\r\n",
-           b"-ERR x\r\n", b"535 x\r\n", b"\r\n", b"\n"]
+           b"-ERR x\r\n", b"535 x\r\n", b"\r\n", b"\n",
+           # replies to proxy_client_identity's ID / XCLIENT
+           b"+OK [XCLIENT] x\r\n", b"* ID NIL\r\n", b"I OK x\r\n", b"I BAD x\r\n"]
 replies = st.lists(st.one_of(st.sampled_from(REPLIES), st.binary(max_size=40)), max_size=12)
 
 
 
-@given(st.sampled_from(["imap", "pop3", "smtp"]), replies)
-def test_backend_logins(protocol, chunks):
+IDENTITY = ClientIdentity("4242-7", "2001:db8::7", 50123, "127.0.0.1", 143)
+
+
+@given(st.sampled_from(["imap", "pop3", "smtp"]), st.booleans(), replies)
+def test_backend_logins(protocol, identity, chunks):
     cls, conf, line = {
         "imap": (ImapDialogue, IMAP, b"a1 LOGIN user pass\r\n"),
         "pop3": (Pop3Dialogue, POP3, b"USER user\r\nPASS pass\r\n"),
         "smtp": (SmtpDialogue, SMTP, b"EHLO x\r\nAUTH PLAIN AHVzZXIAcGFzcw==\r\n"),
     }[protocol]
-    login = until_authenticate(cls(conf), line).backend_login(conf, "127.0.0.1")
+    login = until_authenticate(cls(conf), line).backend_login(conf, "127.0.0.1",
+                                                              IDENTITY if identity else None)
     login.start()
     for data in chunks:
         login.receive_data(data)

@@ -2,7 +2,8 @@
 
 import pytest
 from postern.proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
-from postern.proxy.pop3.backend_login import Pop3BackendLogin
+from postern.proxy.client_identity import ClientIdentity
+from postern.proxy.pop3.backend_login import Pop3BackendLogin, xclient_command
 
 
 def machine(login=b"user", password=b"secret", proxy_buffer=4096, pass_error_message=False):
@@ -95,3 +96,53 @@ def test_buffer_is_emptied_after_each_command():
     assert m.receive_data(b"+OK 0123456789\r\n") == SendToBackend(b"USER user\r\n")
     assert m.receive_data(b"+OK 0123456789\r\n") == SendToBackend(b"PASS secret\r\n")
     assert m.receive_data(b"+OK 0123456789\r\n") == LoggedIn(b"+OK 0123456789\r\n")
+
+
+# -- proxy_client_identity: XCLIENT before USER ---------------------------------------------
+
+IDENTITY = ClientIdentity(session_id="4242-7", client_ip="192.0.2.7", client_port=50123,
+                          local_ip="127.0.0.1", local_port=1110)
+XCLIENT = (b"XCLIENT ADDR=192.0.2.7 PORT=50123 DESTADDR=127.0.0.1 DESTPORT=1110 "
+           b"SESSION=4242-7\r\n")
+
+
+def with_identity(identity=IDENTITY):
+    return Pop3BackendLogin(b"user", b"secret", 4096, False, identity=identity)
+
+
+def test_xclient_goes_first_when_the_greeting_offers_it():
+    m = with_identity()
+    assert m.receive_data(b"+OK [XCLIENT] Dovecot ready.\r\n") == SendToBackend(XCLIENT)
+    assert m.action == "sending XCLIENT to upstream"
+    assert m.receive_data(b"+OK Updated\r\n") == SendToBackend(b"USER user\r\n")
+    assert m.action == "sending user name to upstream"
+    assert m.receive_data(b"+OK\r\n") == SendToBackend(b"PASS secret\r\n")
+    assert m.receive_data(b"+OK Logged in.\r\n") == LoggedIn(b"+OK Logged in.\r\n")
+
+
+def test_no_xclient_without_the_greetings_sign():
+    m = with_identity()
+    assert m.receive_data(b"+OK Dovecot ready.\r\n") == SendToBackend(
+        b"USER user\r\n", ("warn", "upstream greeting has no [XCLIENT], client identity not sent"))
+    assert m.receive_data(b"+OK\r\n") == SendToBackend(b"PASS secret\r\n")
+
+
+def test_refused_xclient_is_logged_and_the_login_goes_on():
+    m = with_identity()
+    m.receive_data(b"+OK [XCLIENT] hi\r\n")
+    assert m.receive_data(b"-ERR Invalid parameters\r\n") == SendToBackend(
+        b"USER user\r\n",
+        ("warn", 'upstream rejected XCLIENT, client identity not sent: "-ERR Invalid parameters"'))
+    assert m.receive_data(b"+OK\r\n") == SendToBackend(b"PASS secret\r\n")
+
+
+def test_greeting_is_still_judged_first():
+    assert with_identity().receive_data(b"-ERR [XCLIENT] busy\r\n") == LoginFailed(
+        None, "error", 'upstream sent invalid response: "-ERR [XCLIENT] busy"')
+
+
+def test_xclient_leaves_out_what_is_unknown_or_not_one_word():
+    odd = ClientIdentity(session_id='a "b', client_ip="2001:db8::7", client_port=1,
+                         local_ip=None, local_port=None)
+    assert xclient_command(odd) == b"XCLIENT ADDR=2001:db8::7 PORT=1\r\n"
+    assert xclient_command(ClientIdentity(session_id='q"\\x')) == b'XCLIENT SESSION=q"\\x\r\n'

@@ -114,6 +114,7 @@ class ServerSettings:
     proxy_buffer: int = PAGE_SIZE
     proxy_pass_error_message: bool = False
     proxy_protocol: str = "off"  # "off" | "on" | "v2"
+    proxy_client_identity: bool = False  # IMAP ID / POP3 XCLIENT before the backend login
     proxy_smtp_auth: bool = False
     proxy_timeout: float = 86400.0
     xclient: bool = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from postern.proxy.client_identity import ClientIdentity
 from postern.proxy.conf.settings import ServerSettings
 from postern.proxy.dialogue import (
     AGAIN,
@@ -106,10 +107,11 @@ class ImapDialogue(Dialogue):
     def auth_failure(self, resp) -> bytes:
         return failure_line(resp.error, resp.error_code, self._stored_tag())
 
-    def backend_login(self, conf: ServerSettings, client_ip: str | None = None) -> ImapBackendLogin:
+    def backend_login(self, conf: ServerSettings, client_ip: str | None = None,
+                      identity: ClientIdentity | None = None) -> ImapBackendLogin:
         return ImapBackendLogin(self._stored_tag(), self.creds.login,
                                 self.creds.password or b"", conf.proxy_buffer,
-                                conf.proxy_pass_error_message)
+                                conf.proxy_pass_error_message, identity=identity)
 
     # -- one command ---------------------------------------------------------------------
     def _loggable_start(self) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from postern.proxy import sasl
+from postern.proxy.client_identity import ClientIdentity
 from postern.proxy.conf.settings import ServerSettings
 from postern.proxy.dialogue import (
     AGAIN,
@@ -104,9 +105,11 @@ class Pop3Dialogue(UntaggedDialogue):
     def auth_failure(self, resp: AuthResponse) -> bytes:
         return failure_line(resp.error, resp.error_code)
 
-    def backend_login(self, conf: ServerSettings, client_ip: str | None = None) -> Pop3BackendLogin:
+    def backend_login(self, conf: ServerSettings, client_ip: str | None = None,
+                      identity: ClientIdentity | None = None) -> Pop3BackendLogin:
         return Pop3BackendLogin(self.creds.login, self.creds.password or b"",
-                                conf.proxy_buffer, conf.proxy_pass_error_message)
+                                conf.proxy_buffer, conf.proxy_pass_error_message,
+                                identity=identity)
 
     # -- one command ---------------------------------------------------------------------
     def _loggable_start(self) -> str:

@@ -169,7 +169,9 @@ class SmtpDialogue(UntaggedDialogue):
         if req.method == "none":
             req.smtp_helo, req.smtp_from, req.smtp_to = self.helo, self.smtp_from, self.smtp_to
 
-    def backend_login(self, conf: ServerSettings, client_ip: str) -> SmtpBackendLogin:
+    def backend_login(self, conf: ServerSettings, client_ip: str,
+                      identity: object = None) -> SmtpBackendLogin:
+        # `identity` (proxy_client_identity) is for IMAP and POP3: SMTP has XCLIENT already
         creds = self.creds
         return SmtpBackendLogin(
             server_name=conf.server_name, client_ip=client_ip, client_host=self.client_host,
