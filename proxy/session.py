@@ -405,6 +405,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         if self.debug:
             self._debug_close()
         self._enter(CLOSED)
+        self._log_access(relaying, quiet)
         self._cancel_timer()
         if self._task is not None and not self._task.done() and \
                 self._task is not asyncio.current_task():
@@ -418,7 +419,6 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
                 if notify:
                     self.transport.write(notify)
             self.transport.close()
-        self._log_access(relaying, quiet)
 
     # -- robustness: no exception strands a session ---------------------------------------
     async def _run(self, coro) -> None:
