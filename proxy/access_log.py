@@ -152,7 +152,7 @@ def _upstream_bytes_sent(session, now) -> bytes:
 
 
 def _seconds(value: float) -> bytes:
-    msec = max(0, int(round(value * 1000)))
+    msec = max(0, round(value * 1000))
     return b"%d.%03d" % divmod(msec, 1000)
 
 

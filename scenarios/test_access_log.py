@@ -23,11 +23,7 @@ __all__ = ["pki"]
 pytestmark = pytest.mark.postern_only("nginx's mail module has no access log")
 
 # every variable, as JSON (escape=json: a missing value is empty)
-VARIABLES = ("remote_addr remote_port server_addr server_port protocol server_name login "
-             "auth_status upstream_addr ssl_protocol ssl_cipher ssl_client_verify "
-             "bytes_received bytes_sent upstream_bytes_received upstream_bytes_sent "
-             "session_time session_id end connection pid msec time_local "
-             "time_iso8601").split()
+VARIABLES = ["remote_addr", "remote_port", "server_addr", "server_port", "protocol", "server_name", "login", "auth_status", "upstream_addr", "ssl_protocol", "ssl_cipher", "ssl_client_verify", "bytes_received", "bytes_sent", "upstream_bytes_received", "upstream_bytes_sent", "session_time", "session_id", "end", "connection", "pid", "msec", "time_local", "time_iso8601"]
 JSON_FORMAT = "log_format all escape=json '{" + ",".join(
     f'"{name}":"${name}"' for name in VARIABLES) + "}';"
 
@@ -95,9 +91,9 @@ def test_imap_implicit_tls_default_format(lab, pki, tmp_path_factory):
         c.send(b"a2 LOGOUT\r\n")
         c.read_all(timeout=5)
     [line] = _lines(path)
-    pattern = (r'127\.0\.0\.1:\d+ \[[^]]+\] imap 127\.0\.0\.1:%d "alice" "OK" '
-               r'127\.0\.0\.1:%d "relayed" \d+ \d+ \d+\.\d{3} TLSv1\.[23] \d+-\d+'
-               % (proxy.port, lab.imap.port))
+    pattern = (rf'127\.0\.0\.1:\d+ \[[^]]+\] imap 127\.0\.0\.1:{proxy.port} "alice" "OK" '
+               rf'127\.0\.0\.1:{lab.imap.port} "relayed" \d+ \d+ \d+\.\d{{3}} TLSv1\.[23] '
+               r'\d+-\d+')
     assert re.fullmatch(pattern, line), line
 
 
