@@ -14,7 +14,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from postern.scenarios.kit.smtp_support import AUTH_OK, EHLO_DEFAULT, GREETING, plain
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.real.common import free_port
+from postern.scenarios.kit.smtp_support import AUTH_OK, EHLO_DEFAULT, GREETING, START_TLS, plain
 from postern.scenarios.kit.support import wait_until
 from postern.scenarios.kit.tls_support import client_context, pki, tls_connect
 
@@ -128,6 +130,68 @@ def test_smtp_session_relayed(lab, tmp_path_factory):
     assert (e["protocol"], e["login"], e["auth_status"], e["end"]) == \
         ("smtp", "alice", "OK", "relayed"), e
     assert e["upstream_addr"] == f"127.0.0.1:{lab.smtp.port}", e
+
+
+def test_smtp_starttls_session(lab, pki, tmp_path_factory):
+    """access_log: an SMTP session after STARTTLS names the TLS version and cipher the client
+    got."""
+    proxy, path = _json_proxy(lab, tmp_path_factory, "starttls on;\n" + pki.server(),
+                              protocol="smtp")
+    with proxy.connect() as c:
+        c.expect(GREETING)
+        c.send(b"EHLO client.example\r\n").expect(
+            b"250-mx.test\r\n250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n")
+        c.send(b"STARTTLS\r\n").expect(START_TLS)
+        c.starttls(client_context())
+        version, cipher = c.sock.version(), c.sock.cipher()[0]
+        c.send(b"AUTH PLAIN " + plain() + b"\r\n").expect(AUTH_OK)
+        c.send(b"QUIT\r\n")
+        c.read_all(timeout=5)
+    [e] = _entries(path)
+    assert (e["protocol"], e["login"], e["end"]) == ("smtp", "alice", "relayed"), e
+    assert (e["ssl_protocol"], e["ssl_cipher"]) == (version, cipher), e
+
+
+def test_pop3_session_without_tls(lab, tmp_path_factory):
+    """access_log: a plain POP3 session, its bytes counted on both sides."""
+    proxy, path = _json_proxy(lab, tmp_path_factory, protocol="pop3")
+    with proxy.connect() as c:
+        c.expect(b"+OK POP3 ready\r\n")
+        c.send(b"USER alice\r\n").expect(b"+OK\r\n")
+        c.send(b"PASS secret\r\n").expect(b"+OK")
+        c.send(b"QUIT\r\n")
+        received = c.read_all(timeout=5)
+    [e] = _entries(path)
+    assert (e["protocol"], e["login"], e["end"], e["ssl_protocol"]) == \
+        ("pop3", "alice", "relayed", ""), e
+    assert int(e["bytes_received"]) == len(b"USER alice\r\nPASS secret\r\nQUIT\r\n"), e
+    assert int(e["bytes_sent"]) >= len(b"+OK POP3 ready\r\n+OK\r\n+OK") + len(received), e
+
+
+def test_relay_proxy_timeout(lab, tmp_path_factory):
+    """access_log: a relayed session that goes quiet past proxy_timeout ends as "timeout"."""
+    proxy, path = _json_proxy(lab, tmp_path_factory, "proxy_timeout 1s;")
+    with proxy.connect() as c:
+        lab.login(c)
+        c.read_all(timeout=5)
+    [e] = _entries(path)
+    assert (e["login"], e["auth_status"], e["end"]) == ("alice", "OK", "timeout"), e
+    assert e["upstream_addr"] == f"127.0.0.1:{lab.imap.port}", e
+
+
+def test_backend_unreachable_is_an_internal_error(lab, tmp_path_factory):
+    """access_log: a backend that refuses the connection ends the session with the
+    internal error, and the line names the backend."""
+    proxy, path = _json_proxy(lab, tmp_path_factory)
+    port = free_port()
+    lab.auth.push(Reply.ok("127.0.0.1", port))
+    with proxy.connect() as c:
+        c.expect(b"* OK IMAP4 ready\r\n")
+        c.send(b"a1 LOGIN alice secret\r\n")
+        c.read_all(timeout=5)
+    [e] = _entries(path)
+    assert (e["auth_status"], e["upstream_addr"], e["end"]) == \
+        ("OK", f"127.0.0.1:{port}", "internal error"), e
 
 
 def test_smtp_auth_failure(lab, tmp_path_factory):
