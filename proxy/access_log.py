@@ -6,7 +6,8 @@ into a list of getters once, and a session's line is built once, when it closes.
 runs per read except the byte counters, one integer add per chunk. Values are escaped as
 nginx escapes them (escape=default: \\xHH for `"`, `\\`, control and non-ASCII bytes;
 escape=json: JSON string escapes; escape=none). Lines go to files, written at once or
-gathered in a buffer (buffer=, flush=) like nginx's; USR1 flushes and reopens them.
+gathered in a buffer (buffer=, flush=) like nginx's, or to syslog servers; USR1 flushes and
+reopens them.
 
 A line never holds a password or a SASL exchange: no variable reads them.
 """
@@ -311,6 +312,23 @@ class LogFile:
             self.fd = -1
 
 
+class SyslogFile:
+    """An access_log syslog:server=... (never buffered, as in nginx)."""
+
+    def __init__(self, spec: AccessLog) -> None:
+        from postern.proxy.log import SyslogSender
+        self.sender = SyslogSender(spec.syslog)
+
+    def write(self, line: bytes) -> None:
+        self.sender.send(line)
+
+    def reopen(self) -> None:
+        self.sender.close()  # a new socket with the next line
+
+    def close(self) -> None:
+        self.sender.close()
+
+
 class ServerAccessLog:
     """The access logs of one server{}: (file, format, if= condition) each."""
 
@@ -344,7 +362,7 @@ class AccessLogs:
             for spec in conf.access_logs:
                 if spec.buffer:
                     self.buffers[spec.path] = (spec.buffer, spec.flush)
-        self.files: dict[str, LogFile] = {}
+        self.files: dict[str | int, LogFile | SyslogFile] = {}
         self.formats: dict[int, CompiledFormat] = {}
 
     def for_server(self, conf: ServerSettings) -> ServerAccessLog | None:
@@ -356,7 +374,9 @@ class AccessLogs:
                             self._format(spec.condition) if spec.condition else None))
         return ServerAccessLog(entries, self.error_log)
 
-    def _file(self, spec: AccessLog) -> LogFile:
+    def _file(self, spec: AccessLog) -> LogFile | SyslogFile:
+        if spec.syslog is not None:
+            return self.files.setdefault(id(spec), SyslogFile(spec))
         file = self.files.get(spec.path)
         if file is None:
             size, flush = self.buffers.get(spec.path, (0, 0.0))

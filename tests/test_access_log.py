@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import socket
 import time
 from types import SimpleNamespace
 
@@ -319,6 +321,33 @@ def test_inherited_overridden_and_off(tmp_path):
     assert srv.access_logs == ()  # off wins at its level
 
 
+def test_syslog_destination(tmp_path):
+    """access_log syslog:...: one datagram per line, the severity= parameter (info by
+    default) as its severity, the facility and tag as given; USR1 starts a new socket."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        port = rx.getsockname()[1]
+        [srv] = _load(tmp_path, "log_format f '$login $end';",
+                      f"access_log syslog:server=127.0.0.1:{port} f;\n"
+                      f"access_log syslog:server=127.0.0.1:{port},facility=mail,severity=crit,"
+                      "tag=pst,nohostname f;").servers
+        logs = al.AccessLogs([srv], _Loop(), ErrorLog([]))
+        server_log = logs.for_server(srv)
+        server_log.write(_Session(end="relayed"))
+        first, second = rx.recv(4096), rx.recv(4096)
+        logs.reopen()
+        server_log.write(_Session(end="timeout"))
+        third = rx.recv(4096)
+        logs.close()
+    host = socket.gethostname().lower().encode()
+    assert re.fullmatch(rb"<190>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d " + re.escape(host) +
+                        rb" nginx: bob relayed", first), first
+    assert re.fullmatch(rb"<18>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d pst: bob relayed",
+                        second), second
+    assert third.endswith(b" nginx: bob timeout"), third
+
+
 def test_if_condition(tmp_path):
     [srv] = _load(tmp_path, "", "access_log logs/a.log mail if=$login;").servers
     cond = al.CompiledFormat(srv.access_logs[0].condition)
@@ -350,8 +379,11 @@ def test_if_condition(tmp_path):
     # what Postern does not do: a clear [emerg]
     ("access_log logs/a.log mail gzip;", "",
      '"gzip" of "access_log" is not supported in nginx.conf:4'),
-    ("access_log syslog:server=127.0.0.1;", "",
-     '"access_log" to syslog is not supported in nginx.conf:4'),
+    ("access_log syslog:server=127.0.0.1 mail buffer=1k;", "",
+     "logs to syslog cannot be buffered in nginx.conf:4"),
+    ("access_log syslog:server=127.0.0.1,foo=1;", "",
+     'unknown syslog parameter "foo=1" in nginx.conf:4'),
+    ("access_log syslog:tag=x;", "", "no syslog server specified in nginx.conf:4"),
     ("access_log logs/$login.log;", "",
      'variables in the "access_log" path are not supported in nginx.conf:4'),
 ])

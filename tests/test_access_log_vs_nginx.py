@@ -55,6 +55,11 @@ CASES = {
                          "access_log logs/a.log a;",
     "unopenable_file": "log_format a x;\naccess_log /nonexistent/a.log a;",
     "access_log_no_args": "access_log;",
+    "syslog_buffered": "log_format a x;\naccess_log syslog:server=127.0.0.1 a buffer=1k;",
+    "syslog_bad_parameter": "log_format a x;\naccess_log syslog:server=127.0.0.1,foo=1 a;",
+    "syslog_without_server": "log_format a x;\naccess_log syslog:tag=t a;",
+    "syslog_bad_facility": "log_format a x;\naccess_log syslog:server=127.0.0.1,facility=x a;",
+    "syslog_fine": "log_format a x;\naccess_log syslog:server=127.0.0.1,severity=crit a;",
     "every_variable": "log_format a '$remote_addr $remote_port $server_addr $server_port "
                       "$bytes_received $bytes_sent $ssl_protocol $ssl_cipher "
                       "$ssl_client_verify $upstream_addr $upstream_bytes_sent "

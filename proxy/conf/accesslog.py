@@ -3,7 +3,7 @@ module (ngx_stream_log_set_format, ngx_stream_log_compile_format, ngx_stream_log
 
 nginx's mail module has no access log; these directives are Postern's, off by default. Where
 the stream module has an error text for a case, the same text is given here; what Postern
-does not support (gzip, syslog, variables in the path) is a clear [emerg] instead.
+does not support (gzip, variables in the path) is a clear [emerg] instead.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from postern.proxy.access_log import DEFAULT_FORMAT, DEFAULT_FORMAT_NAME, VARIAB
 
 from .engine import Level, Parser, Stmt
 from .errors import ConfigError
+from .logtarget import LogTargetError, parse_error_log
 from .settings import AccessLog, LogFormat, LogVar
 from .values import parse_size, parse_time
 
@@ -96,11 +97,17 @@ def access_log(parser: Parser, level: Level, stmt: Stmt) -> None:
         level.values["access_logs"] = []
         level.values["access_log_off"] = True
         return
+    syslog = None
     if args[0].startswith("syslog:"):
-        raise stmt.error('"access_log" to syslog is not supported')
-    if "$" in args[0]:
+        try:
+            syslog = parse_error_log([args[0]], parser.prefix)
+        except LogTargetError as err:
+            raise stmt.error(str(err)) from None
+        path = ""
+    elif "$" in args[0]:
         raise stmt.error('variables in the "access_log" path are not supported')
-    path = parser.full_name(args[0])
+    else:
+        path = parser.full_name(args[0])
     formats = _formats(parser)
     name = args[1] if len(args) > 1 else DEFAULT_FORMAT_NAME
     fmt = next((f for key, f in formats.items() if key.lower() == name.lower()), None)
@@ -126,16 +133,19 @@ def access_log(parser: Parser, level: Level, stmt: Stmt) -> None:
             raise stmt.error(f'invalid parameter "{word}"')
     if flush and not size:
         raise stmt.error(f'no buffer is defined for access_log "{args[0]}"')
+    if size and syslog is not None:
+        raise stmt.error("logs to syslog cannot be buffered")
     buffers: dict[str, tuple[int, float]] = parser.state.setdefault("access_log_buffers", {})
     if size:
         if buffers.get(path, (size, flush)) != (size, flush):
             raise stmt.error(f'access_log "{args[0]}" already defined with conflicting '
                              "parameters")
         buffers[path] = (size, flush)
-    parser.state.setdefault("log_files", []).append(path)
+    if path:
+        parser.state.setdefault("log_files", []).append(path)
     if not level.values.get("access_log_off"):  # "off" at a level wins over its logs
         level.values.setdefault("access_logs", []).append(
-            AccessLog(path, fmt, size, flush, condition))
+            AccessLog(path, fmt, size, flush, condition, syslog))
 
 
 def check_variables(parser: Parser) -> None:

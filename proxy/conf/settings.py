@@ -52,11 +52,12 @@ class LogFormat:
 class AccessLog:
     """One `access_log` of a server (proxy.access_log writes it)."""
 
-    path: str  # absolute
+    path: str  # absolute; "" for syslog
     format: LogFormat
     buffer: int = 0  # bytes; 0: every line written at once
     flush: float = 0.0  # seconds a buffered line may wait; 0: until the buffer fills
     condition: LogFormat | None = None  # if=: no line when it is empty or "0"
+    syslog: LogTarget | None = None  # access_log syslog:server=...
 
 
 @dataclass(frozen=True)
