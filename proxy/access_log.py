@@ -19,6 +19,7 @@ import errno
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -241,8 +242,9 @@ class LogFile:
     written when the next line does not fit, when `flush` seconds passed since its first
     line, on reopen and at exit (ngx_stream_log_handler, ngx_stream_log_flush)."""
 
-    def __init__(self, path: str, size: int, flush: float, loop, error_log: ErrorLog) -> None:
-        self.path, self.size, self.flush_after = path, size, flush
+    def __init__(self, path: str, size: int, flush: float, loop, error_log: ErrorLog,
+                 gzip: int = 0) -> None:
+        self.path, self.size, self.flush_after, self.gzip = path, size, flush, gzip
         self.loop, self.error_log = loop, error_log
         self.buffer = bytearray()
         self.timer = None
@@ -276,6 +278,8 @@ class LogFile:
         now = time.monotonic()
         if self.fd < 0 or int(now) == self.disk_full_at:
             return
+        if self.gzip:
+            data = gzip_member(data, self.gzip)
         try:
             written = os.write(self.fd, data)
         except OSError as exc:
@@ -310,6 +314,17 @@ class LogFile:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
+
+
+def gzip_member(data: bytes, level: int) -> bytes:
+    """ngx_stream_log_gzip: each write is a whole gzip member (`zcat` reads them as one
+    stream), with a window no larger than the data needs."""
+    wbits, memlevel = zlib.MAX_WBITS, 8
+    while len(data) < (1 << (wbits - 1)) - 262:
+        wbits -= 1
+        memlevel -= 1
+    packer = zlib.compressobj(level, zlib.DEFLATED, wbits + 16, max(memlevel, 1))
+    return packer.compress(data) + packer.flush()
 
 
 class SyslogFile:
@@ -357,11 +372,11 @@ class AccessLogs:
     def __init__(self, servers: Iterable[ServerSettings], loop, error_log: ErrorLog) -> None:
         self.loop, self.error_log = loop, error_log
         # nginx keeps a buffer per file: an unbuffered access_log of a buffered file uses it
-        self.buffers: dict[str, tuple[int, float]] = {}
+        self.buffers: dict[str, tuple[int, float, int]] = {}
         for conf in servers:
             for spec in conf.access_logs:
                 if spec.buffer:
-                    self.buffers[spec.path] = (spec.buffer, spec.flush)
+                    self.buffers[spec.path] = (spec.buffer, spec.flush, spec.gzip)
         self.files: dict[str | int, LogFile | SyslogFile] = {}
         self.formats: dict[int, CompiledFormat] = {}
 
@@ -379,9 +394,9 @@ class AccessLogs:
             return self.files.setdefault(id(spec), SyslogFile(spec))
         file = self.files.get(spec.path)
         if file is None:
-            size, flush = self.buffers.get(spec.path, (0, 0.0))
+            size, flush, gzip = self.buffers.get(spec.path, (0, 0.0, 0))
             file = self.files[spec.path] = LogFile(spec.path, size, flush, self.loop,
-                                                   self.error_log)
+                                                   self.error_log, gzip)
         return file
 
     def _format(self, fmt: LogFormat) -> CompiledFormat:

@@ -268,6 +268,22 @@ def test_reopen_flushes_and_follows_a_rename(tmp_path):
     assert path.read_bytes() == b"new\n"
 
 
+def test_gzip_writes_members_zcat_reads(tmp_path):
+    """gzip[=level]: a 64k buffer by default, each write one gzip member."""
+    import gzip
+    [srv] = _load(tmp_path, "", "access_log logs/a.log mail gzip=9 flush=1m;").servers
+    spec = srv.access_logs[0]
+    assert (spec.buffer, spec.flush, spec.gzip) == (65536, 60.0, 9)
+    f = al.LogFile(spec.path, spec.buffer, spec.flush, _Loop(), ErrorLog([]), spec.gzip)
+    f.write(b"one\n")
+    f.flush()
+    f.write(b"two\n" * 1000)
+    f.close()
+    raw = (tmp_path / "logs/a.log").read_bytes()
+    assert raw.startswith(b"\x1f\x8b") and raw.count(b"\x1f\x8b\x08") >= 2
+    assert gzip.decompress(raw) == b"one\n" + b"two\n" * 1000
+
+
 def test_write_failure_is_one_alert(tmp_path):
     errors = tmp_path / "error.log"
     from postern.proxy.conf.settings import LogTarget
@@ -377,8 +393,10 @@ def test_if_condition(tmp_path):
     ("access_log /nonexistent/a.log;", "",
      'open() "/nonexistent/a.log" failed (2: No such file or directory)'),
     # what Postern does not do: a clear [emerg]
-    ("access_log logs/a.log mail gzip;", "",
-     '"gzip" of "access_log" is not supported in nginx.conf:4'),
+    ("access_log logs/a.log mail gzip=0;", "", 'invalid compression level "0" in nginx.conf:4'),
+    ("access_log logs/a.log mail gzip=x;", "", 'invalid compression level "x" in nginx.conf:4'),
+    ("access_log logs/a.log mail gzip;\naccess_log logs/a.log mail buffer=64k;", "",
+     'access_log "logs/a.log" already defined with conflicting parameters in nginx.conf:5'),
     ("access_log syslog:server=127.0.0.1 mail buffer=1k;", "",
      "logs to syslog cannot be buffered in nginx.conf:4"),
     ("access_log syslog:server=127.0.0.1,foo=1;", "",

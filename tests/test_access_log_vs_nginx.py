@@ -55,6 +55,13 @@ CASES = {
                          "access_log logs/a.log a;",
     "unopenable_file": "log_format a x;\naccess_log /nonexistent/a.log a;",
     "access_log_no_args": "access_log;",
+    "gzip_default_buffer": "log_format a x;\naccess_log logs/a.log a gzip;\n"
+                           "access_log logs/a.log a buffer=64k gzip=1;",
+    "gzip_other_level": "log_format a x;\naccess_log logs/a.log a gzip;\n"
+                        "access_log logs/a.log a gzip=2;",
+    "gzip_bad_level": "log_format a x;\naccess_log logs/a.log a gzip=10;",
+    "gzip_word_level": "log_format a x;\naccess_log logs/a.log a gzip=fast;",
+    "gzip_glued": "log_format a x;\naccess_log logs/a.log a gzipx;",
     "syslog_buffered": "log_format a x;\naccess_log syslog:server=127.0.0.1 a buffer=1k;",
     "syslog_bad_parameter": "log_format a x;\naccess_log syslog:server=127.0.0.1,foo=1 a;",
     "syslog_without_server": "log_format a x;\naccess_log syslog:tag=t a;",

@@ -3,7 +3,7 @@ module (ngx_stream_log_set_format, ngx_stream_log_compile_format, ngx_stream_log
 
 nginx's mail module has no access log; these directives are Postern's, off by default. Where
 the stream module has an error text for a case, the same text is given here; what Postern
-does not support (gzip, variables in the path) is a clear [emerg] instead.
+does not support (variables in the path) is a clear [emerg] instead.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .engine import Level, Parser, Stmt
 from .errors import ConfigError
 from .logtarget import LogTargetError, parse_error_log
 from .settings import AccessLog, LogFormat, LogVar
-from .values import parse_size, parse_time
+from .values import atoi, parse_size, parse_time
 
 ESCAPES = ("default", "json", "none")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -113,7 +113,7 @@ def access_log(parser: Parser, level: Level, stmt: Stmt) -> None:
     fmt = next((f for key, f in formats.items() if key.lower() == name.lower()), None)
     if fmt is None:
         raise stmt.error(f'unknown log format "{name}"')
-    size, flush, condition = 0, 0.0, None
+    size, flush, gzip, condition = 0, 0.0, 0, None
     for word in args[2:]:
         if word.startswith("buffer="):
             size = parse_size(word[7:])
@@ -128,24 +128,27 @@ def access_log(parser: Parser, level: Level, stmt: Stmt) -> None:
             condition = compile_format("if", ["escape=none", word[3:]], stmt,
                                        parser.state.setdefault("log_variables", []))
         elif word == "gzip" or word.startswith("gzip="):
-            raise stmt.error('"gzip" of "access_log" is not supported')
+            size = size or 64 * 1024
+            gzip = 1 if word == "gzip" else (atoi(word[5:]) or 0)
+            if not 1 <= gzip <= 9:
+                raise stmt.error(f'invalid compression level "{word[5:]}"')
         else:
             raise stmt.error(f'invalid parameter "{word}"')
     if flush and not size:
         raise stmt.error(f'no buffer is defined for access_log "{args[0]}"')
     if size and syslog is not None:
         raise stmt.error("logs to syslog cannot be buffered")
-    buffers: dict[str, tuple[int, float]] = parser.state.setdefault("access_log_buffers", {})
+    buffers: dict[str, tuple[int, float, int]] = parser.state.setdefault("access_log_buffers", {})
     if size:
-        if buffers.get(path, (size, flush)) != (size, flush):
+        if buffers.get(path, (size, flush, gzip)) != (size, flush, gzip):
             raise stmt.error(f'access_log "{args[0]}" already defined with conflicting '
                              "parameters")
-        buffers[path] = (size, flush)
+        buffers[path] = (size, flush, gzip)
     if path:
         parser.state.setdefault("log_files", []).append(path)
     if not level.values.get("access_log_off"):  # "off" at a level wins over its logs
         level.values.setdefault("access_logs", []).append(
-            AccessLog(path, fmt, size, flush, condition, syslog))
+            AccessLog(path, fmt, size, flush, condition, syslog, gzip))
 
 
 def check_variables(parser: Parser) -> None:

@@ -58,6 +58,7 @@ class AccessLog:
     flush: float = 0.0  # seconds a buffered line may wait; 0: until the buffer fills
     condition: LogFormat | None = None  # if=: no line when it is empty or "0"
     syslog: LogTarget | None = None  # access_log syslog:server=...
+    gzip: int = 0  # compression level of each buffer written; 0: none
 
 
 @dataclass(frozen=True)
