@@ -379,11 +379,11 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
     @guarded
     def _timed_out(self, message: str) -> None:
         self._timer = None
+        self._ending(alog.UPSTREAM_TIMEOUT if message == "upstream timed out" else alog.TIMEOUT)
         if self.phase is HANDSHAKE:
             return self.close(quiet=True)  # nginx closes a stalled handshake without a log
         # nginx logs timeouts at info level with ETIMEDOUT's text
         self.log("info", f"{message} (110: Connection timed out)")
-        self._ending(alog.UPSTREAM_TIMEOUT if message == "upstream timed out" else alog.TIMEOUT)
         if message == "upstream timed out":
             return self.internal_error()
         self.close(quiet=True)

@@ -99,6 +99,21 @@ def test_imap_implicit_tls_default_format(lab, pki, tmp_path_factory):
     assert re.fullmatch(pattern, line), line
 
 
+def test_tls_failures(lab, pki, tmp_path_factory):
+    """access_log: plaintext sent to a `listen ... ssl` port ends as "tls error", a client
+    that never starts its handshake as "timeout"."""
+    proxy, path = _json_proxy(lab, tmp_path_factory, pki.server() + "timeout 1s;",
+                              listen_params="ssl")
+    with proxy.connect() as c:
+        c.send(b"a1 LOGIN alice secret\r\n")
+        c.read_all(timeout=5)
+    with proxy.connect() as c:
+        c.read_all(timeout=5)
+    first, second = _entries(path, 2)
+    assert (first["end"], first["login"], first["ssl_protocol"]) == ("tls error", "", ""), first
+    assert second["end"] == "timeout", second
+
+
 def test_pop3_stls_session(lab, pki, tmp_path_factory):
     """access_log: a POP3 session that logs in after STLS has the TLS values."""
     proxy, path = _json_proxy(lab, tmp_path_factory, "starttls on;\n" + pki.server(),
