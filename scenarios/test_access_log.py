@@ -295,3 +295,16 @@ def test_buffered_lines_and_usr1_reopen(lab, tmp_path_factory):
     os.kill(pid, signal.SIGUSR1)
     assert '"closed"' in _lines(path)[0]
     assert rotated.read_bytes().count(b"\n") == 1
+
+
+def test_flush_timer_writes_a_waiting_line(lab, tmp_path_factory):
+    """access_log buffer= flush=: a line that waits in the buffer is written once `flush`
+    has passed, without USR1 or more lines."""
+    path = _log_path(tmp_path_factory)
+    proxy = lab.proxy(server=f"access_log {path} mail buffer=64k flush=1s;")
+    with proxy.connect() as c:
+        c.expect(b"* OK IMAP4 ready\r\n")
+        c.send(b"a1 LOGOUT\r\n")
+        c.read_all(timeout=5)
+    assert path.read_bytes() == b"", "not buffered"
+    assert '"closed"' in _lines(path)[0]
