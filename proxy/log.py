@@ -152,6 +152,26 @@ class _SyslogWriter:
             self.sock = None
 
 
+class SyslogSender:
+    """Access-log lines to a syslog target: its severity= parameter, not a level, is every
+    message's severity (ngx_syslog_add_header for access logs)."""
+
+    def __init__(self, target: LogTarget, *, hostname: str | None = None,
+                 clock: Callable[[], float] = time.time):
+        host = hostname if hostname is not None else socket.gethostname().lower()
+        self._writer = _SyslogWriter(target, host)
+        self._clock = _Clock(clock)
+        self._severity = RANK.get(target.syslog_severity, RANK["info"])
+
+    def send(self, line: bytes) -> None:
+        """One line, its newline included (it is left out of the packet); never raises."""
+        self._clock.now()
+        self._writer.write(line, self._severity, self._clock)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 def _close(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from postern.proxy import auth_http, client_identity, proxy_protocol
+from postern.proxy.access_log import BACKEND_REFUSED, TIMEOUT
 from postern.proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
 from postern.proxy.phases import CLOSED, LOGIN, PROXYING, READING_UPSTREAM, RELAY
 from postern.proxy.session_log import conn_ids, guarded
@@ -48,10 +49,13 @@ class BackendSide:
         if mode != "off":  # the PROXY header goes first, in one write
             client = self.client_addr if self.client_addr and self.local_addr else None
             build = proxy_protocol.v2_header if mode == "v2" else proxy_protocol.v1_line
-            transport.write(build(client and client[:2], self.local_addr and self.local_addr[:2]))
+            header = build(client and client[:2], self.local_addr and self.local_addr[:2])
+            self.upstream_login_sent += len(header)
+            transport.write(header)
 
     @guarded
     def on_backend_data(self, data: bytes) -> None:
+        self.upstream_bytes_received += len(data)
         if self.phase is RELAY:
             self._write(data)
             return
@@ -69,6 +73,7 @@ class BackendSide:
             if outcome.note is not None:
                 self.log(*outcome.note)
             self.backend.write(outcome.data)
+            self.upstream_login_sent += len(outcome.data)
             self.action = self._login_machine.action
             if self.debug:
                 self._debug_login_step(self.action)
@@ -77,6 +82,7 @@ class BackendSide:
             if outcome.to_client is None:
                 self.internal_error()
             else:
+                self._ending(BACKEND_REFUSED)
                 self._write(outcome.to_client)
                 self.close()
         elif isinstance(outcome, LoggedIn):
@@ -103,6 +109,7 @@ class BackendSide:
         self._cancel_timer()
         self._write(to_client)
         pending = self.machine.pending_input()
+        self.relay_mark = self.bytes_received - len(pending)  # for $upstream_bytes_sent
         if pending:
             self.backend.write(pending)
         self.machine = _LoggedInView(self.machine)
@@ -124,6 +131,7 @@ class BackendSide:
             return
         self.action = PROXYING
         self.log("info", "client timed out (110: Connection timed out)")
+        self._ending(TIMEOUT)
         self.close(quiet=True)
 
 

@@ -16,6 +16,7 @@ from postern.proxy.protocol import MailProtocol
 from postern.proxy.protocols import PROTOCOLS
 
 if TYPE_CHECKING:
+    from postern.proxy.access_log import ServerAccessLog
     from postern.proxy.resolver import HostResolver
     from postern.proxy.tls import TlsServer
 
@@ -33,6 +34,7 @@ class ServerRuntime:
     listeners: int = 0
     # servers sharing this (wildcard) socket, chosen per connection by local address
     by_address: dict = field(default_factory=dict)
+    access_log: ServerAccessLog | None = None  # the server's access_log lines, if any
     protocol: MailProtocol = field(init=False)  # the declaration of conf.protocol
 
     def __post_init__(self) -> None:

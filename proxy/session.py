@@ -18,6 +18,7 @@ import select
 import traceback
 from typing import TYPE_CHECKING
 
+from postern.proxy import access_log as alog
 from postern.proxy import auth_http, proxy_protocol
 from postern.proxy import dialogue as dlg
 from postern.proxy.auth_exchange import AuthExchange, Fail, InternalError, Retry
@@ -51,7 +52,7 @@ CLIENT_CHECK_INTERVAL = 1.0
 _HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 
-class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
+class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Protocol):
     """One client connection; its phase is one of proxy.phases.Phase."""
 
     def __init__(self, runtime: ServerRuntime) -> None:
@@ -82,6 +83,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         self.local_addr: tuple | None = None
         # the level is checked once per session: debug lines cost one test when off
         self.debug = runtime.log.enabled("debug")
+        self.started = runtime.loop.time()
 
     def _enter(self, phase) -> None:
         """The one way to change phase: the table's transition, and its log context."""
@@ -200,6 +202,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
                 if self.tls.peer_closed:
                     self._peer_closed()
                 return
+        self.bytes_received += len(data)
         phase = self.phase
         if phase is RELAY:
             self.backend.write(data)
@@ -340,6 +343,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
             if isinstance(decision, Fail):
                 self.log("info", f'client login failed: "{decision.status.decode("latin-1")}"')
                 if decision.wait == 0:
+                    self._ending(alog.AUTH_FAILED)
                     self._write(decision.line)
                     return self.close()
                 if not await self._pause(decision.wait):
@@ -375,6 +379,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
     @guarded
     def _timed_out(self, message: str) -> None:
         self._timer = None
+        self._ending(alog.UPSTREAM_TIMEOUT if message == "upstream timed out" else alog.TIMEOUT)
         if self.phase is HANDSHAKE:
             return self.close(quiet=True)  # nginx closes a stalled handshake without a log
         # nginx logs timeouts at info level with ETIMEDOUT's text
@@ -384,6 +389,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         self.close(quiet=True)
 
     def internal_error(self) -> None:
+        self._ending(alog.INTERNAL_ERROR)
         if self.transport is not None and not self.transport.is_closing():
             self._write(self.proto.internal_error)
         self.close()
@@ -392,12 +398,14 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         if self.phase is CLOSED:
             return
         self._quiet_close = self._quiet_close or quiet
-        if self.phase is RELAY:
+        relaying = self.phase is RELAY
+        if relaying:
             self.action = ACTION[RELAY]
             self.log("info", "proxied session done")
         if self.debug:
             self._debug_close()
         self._enter(CLOSED)
+        self._log_access(relaying, quiet)
         self._cancel_timer()
         if self._task is not None and not self._task.done() and \
                 self._task is not asyncio.current_task():
@@ -423,6 +431,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
     def crash(self, exc: BaseException) -> None:
         """An unexpected exception: one [alert] line with the traceback, nginx's reply for an
         internal error where a dialogue is under way, the connection closed."""
+        self._ending(alog.INTERNAL_ERROR)
         try:
             frames = " > ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}"
                                 for f in traceback.extract_tb(exc.__traceback__))
@@ -482,6 +491,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
 
     def abort(self) -> None:
         """Worker shutdown: drop the connection now."""
+        self._ending(alog.SHUTDOWN)
         self.close()
         if self.transport is not None:
             self.transport.abort()

@@ -7,6 +7,7 @@ client goes through _write() on the way out.
 
 from __future__ import annotations
 
+from postern.proxy.access_log import TLS_ERROR
 from postern.proxy.phases import CLOSED, DIALOGUE, HANDSHAKE, STARTTLS
 from postern.proxy.tls import TlsError
 
@@ -42,6 +43,7 @@ class ClientTls:
                 self.transport.write(out)
             func = "SSL_do_handshake()" if handshaking else "SSL_read()"
             self.log("info", f"{func} failed (SSL: {err})")
+            self._ending(TLS_ERROR)
             self.close(quiet=True)
             return b""
         out = tls.outgoing()
@@ -64,6 +66,7 @@ class ClientTls:
         if failure is not None:
             line, message = failure
             self.log("info", message)
+            self._ending(TLS_ERROR)
             self._write(line)
             self.close()
             return
@@ -83,6 +86,7 @@ class ClientTls:
         """Everything for the client: encrypted once TLS is up."""
         if self.transport.is_closing():  # uvloop raises on a closed transport
             return
+        self.bytes_sent += len(data)
         tls = self.tls
         if tls is not None and tls.established:
             data = tls.encrypt(data)

@@ -12,6 +12,7 @@ import signal
 import socket
 from dataclasses import dataclass, field
 
+from postern.proxy.access_log import AccessLogs
 from postern.proxy.conf.settings import Listen, MainSettings, ServerSettings
 from postern.proxy.log import ErrorLog
 from postern.proxy.protocols import PROTOCOLS
@@ -51,6 +52,7 @@ class Worker:
         self.stopping: asyncio.Event | None = None
         self.graceful = False
         self._resolvers: dict[int, HostResolver] = {}
+        self.access_logs: AccessLogs | None = None
 
     def _runtime(self, loop, listen: Listen, conf: ServerSettings) -> ServerRuntime:
         log = self.server_logs.get(id(conf), self.log)
@@ -67,11 +69,13 @@ class Worker:
                                                                 conf.resolver_timeout)
         return ServerRuntime(conf, listen, log, loop, self.sessions, tls, resolver,
                              worker_connections=self.settings.worker_connections,
-                             listeners=len(self.bindings))
+                             listeners=len(self.bindings),
+                             access_log=self.access_logs.for_server(conf))
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
+        self.access_logs = AccessLogs(self.settings.servers, loop, self.log)
         if self.settings.worker_rlimit_nofile:
             n = self.settings.worker_rlimit_nofile
             try:
@@ -105,6 +109,7 @@ class Worker:
         for s in list(self.sessions):
             s.abort()
         await asyncio.sleep(0)
+        self.access_logs.close()  # buffered lines are written at exit, as nginx does
 
     async def _drain(self) -> None:
         """QUIT: let sessions finish, bounded by worker_shutdown_timeout."""
@@ -144,6 +149,8 @@ class Worker:
         self.log.reopen()
         for log in self.server_logs.values():
             log.reopen()
+        if self.access_logs is not None:
+            self.access_logs.reopen()
 
 
 IDLE_TRIM_INTERVAL = 5.0

@@ -7,7 +7,7 @@ import os
 import pwd
 import socket
 
-from . import build
+from . import accesslog, build
 from .addr import Url, UrlError, parse_url, ptocidr, resolve_host
 from .engine import Level, Parser, Stmt
 from .listen import PROTOCOL_PORTS, ListenError, parse_listen, sockaddr_key
@@ -125,6 +125,7 @@ def mail(parser: Parser, level: Level, stmt: Stmt) -> None:
     # nginx words with the parser's position point at the closing "}"
     parser.state["server_settings"] = build.build_servers(
         parser, mail_level, parser.state["servers"], stmt.reader.name, stmt.reader.line)
+    accesslog.check_variables(parser)  # after the merge, as ngx_stream_variables_init_vars
 
 
 def server(parser: Parser, level: Level, stmt: Stmt) -> None:

@@ -33,6 +33,35 @@ class LogTarget:
 
 
 @dataclass(frozen=True)
+class LogVar:
+    """A variable of a log format (its lowercased name)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class LogFormat:
+    """One `log_format`: literal text and variables, in order."""
+
+    name: str
+    escape: str  # "default" | "json" | "none"
+    parts: tuple[str | LogVar, ...]
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    """One `access_log` of a server (proxy.access_log writes it)."""
+
+    path: str  # absolute; "" for syslog
+    format: LogFormat
+    buffer: int = 0  # bytes; 0: every line written at once
+    flush: float = 0.0  # seconds a buffered line may wait; 0: until the buffer fills
+    condition: LogFormat | None = None  # if=: no line when it is empty or "0"
+    syslog: LogTarget | None = None  # access_log syslog:server=...
+    gzip: int = 0  # compression level of each buffer written; 0: none
+
+
+@dataclass(frozen=True)
 class Listen:
     """One `listen` directive, resolved to one bindable address."""
 
@@ -108,6 +137,7 @@ class ServerSettings:
     resolver_timeout: float = 30.0
     max_errors: int = 5
     error_logs: tuple[LogTarget, ...] = ()  # empty: the main error_log applies
+    access_logs: tuple[AccessLog, ...] = ()  # empty: no access log (the default)
     auth_http_headers: tuple[tuple[str, str], ...] = ()
     auth_http_timeout: float = 60.0
     auth_http_pass_client_cert: bool = False

@@ -12,6 +12,7 @@ import socket
 
 import crossplane.analyzer
 
+from . import accesslog as al
 from . import handlers as h
 from . import slots as s
 from .engine import Directive
@@ -159,6 +160,9 @@ _ROWS = [
        "ssl.trusted_certificate"),
     _d("ssl_crl", MS, TAKE1, s.string("ssl.crl"), "ssl.crl"),
     _d("ssl_conf_command", MS, TAKE2, s.keyval("ssl.conf_commands"), "ssl.conf_commands"),
+    # Postern: a per-session access log, as nginx's stream module has it
+    _d("log_format", MAIL, (2, MANY), al.log_format),
+    _d("access_log", MS, MORE1, al.access_log, "access_logs", ()),
     # ngx_mail_realip_module
     _d("set_real_ip_from", MS, TAKE1, h.set_real_ip_from, "set_real_ip_from", ()),
 ]
