@@ -336,3 +336,19 @@ def test_fail_wait_stops_after_the_given_attempts():
             assert b"Auth-Wait: 1\r\n" in ask(auth, nginx_request(password="x", attempt=attempt))
         assert ask(auth, nginx_request(password="x", attempt=3)) == (
             b"HTTP/1.0 200 OK\r\nAuth-Status: Invalid login or password\r\n\r\n")
+
+
+@pytest.mark.parametrize("method", ["xoauth2", "oauthbearer"])
+def test_bearer_tokens_from_the_user_or_the_token_table(method):
+    users = {"alice": User("secret", backends={"imap": IMAP}, tokens=["tok-a"]),
+             "bob": User("hunter2", backends={"imap": IMAP})}
+    with MockAuthServer(users=users, tokens={"tok-b": "bob"}) as srv:
+        assert ask(srv, nginx_request("alice", "tok-a", method)) == OK_IMAP
+        assert ask(srv, nginx_request("alice", "secret", method)) == FAIL  # not a token
+        assert ask(srv, nginx_request("bob", "tok-b", method)) == OK_IMAP
+        assert ask(srv, nginx_request("alice", "tok-b", method)) == FAIL  # bob's token
+        assert ask(srv, nginx_request("alice", "tok-a", "plain")) == FAIL
+        # no user (an OAUTHBEARER without authzid): the token names it, Auth-User says whom
+        assert ask(srv, nginx_request("", "tok-b", method)) == (
+            OK_IMAP[:-2] + b"Auth-User: bob\r\n\r\n")
+        assert ask(srv, nginx_request("", "tok-a", method)) == FAIL
