@@ -161,3 +161,28 @@ def test_smtp_failure_is_334_error_then_535_578(lab):
         c.send(b"AUTH OAUTHBEARER\r\n").expect(smtp.NEXT)
         c.send(bearer("oauthbearer", token=b"nope") + b"\r\n").expect(b"334 " + ERROR + b"\r\n")
         c.send(b"AQ==\r\n").expect(b"535 5.7.8 " + FAILED + b"\r\n").expect_closed()
+
+
+@pytest.mark.parametrize("mech", ["xoauth2", "oauthbearer"])
+def test_smtp_proxy_smtp_auth_logs_in_with_the_same_mechanism(lab, mech):
+    """RFC 4954 §4 towards the upstream (nginx: proxy_smtp_auth, which sends AUTH PLAIN):
+    with an OAuth login the upstream gets AUTH with the same mechanism and the token."""
+    lab.smtp.faults.oauth = True
+    proxy = lab.proxy(server=SMTP_OAUTH + "\nproxy_smtp_auth on;", protocol="smtp")
+    with smtp.greet(proxy) as c:
+        smtp.ehlo(c, reply=b"250-mx.test\r\n250 AUTH PLAIN LOGIN XOAUTH2 OAUTHBEARER\r\n")
+        c.send(b"AUTH " + mech.upper().encode() + b" " + bearer(mech) + b"\r\n")
+        c.expect(smtp.AUTH_OK)
+    sent = b"AUTH %s %s\r\n" % (mech.upper().encode(), bearer(mech))
+    assert sent in lab.smtp.commands
+    assert lab.smtp.auth_attempts[-1] == (mech.upper(), "alice", True)
+
+
+def test_oauthbearer_without_user_takes_the_auth_servers(lab):
+    """RFC 7628 §3.1: the authzid is optional; Auth-User goes out empty and the auth server's
+    Auth-User (nginx: it replaces the login) is the user of the upstream login."""
+    with imap.greeted(lab, server=IMAP_OAUTH) as c:
+        c.send(b"a1 AUTHENTICATE OAUTHBEARER " + bearer("oauthbearer", user=b"") + b"\r\n")
+        c.expect(b"a1 " + imap.LOGGED_IN)
+    assert lab.auth.requests[0].raw == oauth_request(b"imap", b"oauthbearer", user=b"")
+    assert b"a1 AUTHENTICATE OAUTHBEARER" in lab.imap.commands
