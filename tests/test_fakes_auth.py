@@ -310,7 +310,8 @@ def test_cli(tmp_path):
     log = tmp_path / "req.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "postern.fakes.auth", "--listen", "127.0.0.1:0", "--user", "alice:pa:ss",
-         "--backend", "imap=127.0.0.1:1143", "--requests-log", str(log), "--fail-wait", "2"],
+         "--backend", "imap=127.0.0.1:1143", "--requests-log", str(log), "--fail-wait", "2",
+         "--token", "alice:tok-a"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -320,12 +321,14 @@ def test_cli(tmp_path):
         srv = MockAuthServer(port=port)  # only for ask()'s host/port
         assert ask(srv, nginx_request(password="pa:ss")) == OK_IMAP
         assert ask(srv, nginx_request(password="nope")).endswith(b"Auth-Wait: 2\r\n\r\n")
+        assert ask(srv, nginx_request(password="tok-a", method="xoauth2")) == OK_IMAP
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    assert b"pa:ss" not in out + err and b"nope" not in out + err
-    assert len(log.read_text().splitlines()) == 2
+    assert b"pa:ss" not in out + err and b"nope" not in out + err and b"tok-a" not in out + err
+    assert len(log.read_text().splitlines()) == 3
+    assert "tok-a" not in log.read_text()
 
 
 def test_fail_wait_stops_after_the_given_attempts():
