@@ -7,6 +7,8 @@ every scenario here is Postern-only, behind `imap_auth` / `pop3_auth` / `smtp_au
 from __future__ import annotations
 
 import base64
+import time
+from pathlib import Path
 
 import pytest
 from postern.fakes.auth import Reply
@@ -186,3 +188,30 @@ def test_oauthbearer_without_user_takes_the_auth_servers(lab):
         c.expect(b"a1 " + imap.LOGGED_IN)
     assert lab.auth.requests[0].raw == oauth_request(b"imap", b"oauthbearer", user=b"")
     assert b"a1 AUTHENTICATE OAUTHBEARER" in lab.imap.commands
+
+
+def test_tokens_never_reach_the_debug_log(lab, tmp_path_factory):
+    """nginx: error_log debug logs the auth request whole; Postern masks Auth-Pass, so
+    neither the token nor the SASL message carrying it is in the log, for a success (the
+    upstream login included) and a refusal."""
+    log = Path(tmp_path_factory.mktemp("oauthlog")) / "debug.log"
+    log.parent.chmod(0o777)
+    proxy = lab.proxy(server=f"{IMAP_OAUTH}\nerror_log {log} debug;")
+    blobs = [bearer("oauthbearer"), bearer("xoauth2", token=b"expired-Sekr1t")]
+    with proxy.connect() as c:
+        c.expect(b"* OK IMAP4 ready\r\n")
+        c.send(b"a1 AUTHENTICATE OAUTHBEARER " + blobs[0] + b"\r\n")
+        c.expect(b"a1 " + imap.LOGGED_IN)
+    with proxy.connect() as c:
+        c.expect(b"* OK IMAP4 ready\r\n")
+        c.send(b"a1 AUTHENTICATE XOAUTH2\r\n").expect(b"+ \r\n")
+        c.send(blobs[1] + b"\r\n").expect(b"+ " + ERROR + b"\r\n")
+        c.send(b"AQ==\r\n").expect(b"a1 NO " + FAILED + b"\r\n").expect_closed()
+    for _ in range(50):
+        if log.exists() and log.read_bytes().count(b"close mail connection") >= 2:
+            break
+        time.sleep(0.1)
+    text = log.read_bytes()
+    assert b"mail auth http header" in text and b"Auth-Pass: xxxxxxxx" in text
+    for secret in (b"secret", b"Sekr1t", *blobs, base64.b64encode(b"auth=Bearer")[:8]):
+        assert secret not in text, secret
