@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--user", help="a login the server knows")
     p.add_argument("--password", help="its password (plaintext; digests are computed)")
     p.add_argument("--bad-password", help="a wrong password (default: PASSWORD-wrong)")
+    p.add_argument("--token", help="a bearer token of --user: adds the xoauth2 and "
+                   "oauthbearer checks (Postern's OAuth methods)")
+    p.add_argument("--bad-token", default="postern-invalid-token",
+                   help="a token the server must refuse (default: postern-invalid-token)")
     p.add_argument("--protocol", default=",".join(PROTOCOLS),
                    help="comma-separated: imap,pop3,smtp (default: all)")
     p.add_argument("--methods", help="comma-separated Auth-Methods you enable in nginx; a "
@@ -223,6 +227,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         (password or b"") + b"-wrong"
     if password is not None and bad == password:
         raise UsageError("--bad-password must differ from --password")
+    token = enc(args.token)
+    if token is None and set(methods) & {"xoauth2", "oauthbearer"} and args.methods:
+        raise UsageError("--methods xoauth2 or oauthbearer needs --token")
+    if token is not None and (token == enc(args.bad_token) or token == password):
+        raise UsageError("--token must differ from --bad-token and --password")
     return Settings(
         conf=conf, url=args.url, user=enc(args.user), password=password, bad_password=bad,
         protocols=protocols, methods=methods, strict_methods=strict, timeout=ms / 1000,
@@ -232,6 +241,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         proxy_protocol=_proxy_protocol(args.proxy_protocol) if args.proxy_protocol else None,
         helo=enc(args.helo) or b"", mail_from=enc(args.mail_from) or b"",
         rcpt_to=enc(args.rcpt_to) or b"", proxy_smtp_auth=args.proxy_smtp_auth,
+        token=token, bad_token=enc(args.bad_token) or b"",
         expect_backend=backends, cases=tuple(cases))
 
 

@@ -9,9 +9,10 @@ Case file format (``--cases FILE.toml``; see examples/check-auth/cases.toml)::
     [[case]]
     name = "bob, a password with a space"   # required; check ids: case.<slug of name>.<protocol>
     protocol = "imap"          # imap | pop3 | smtp, or a list; default: every --protocol
-    method = "plain"           # plain | apop | cram-md5 | external | none
+    method = "plain"           # plain | apop | cram-md5 | external | none | xoauth2 | oauthbearer
     user = "bob"               # the login as the client typed it (escaped by nginx)
-    password = "s p%ce"        # plain: sent as is; apop/cram-md5: the secret the digest uses
+    password = "s p%ce"        # plain: sent as is; apop/cram-md5: the secret the digest uses;
+                               # xoauth2/oauthbearer: the bearer token
     expect = "ok"              # ok | refused | wait | any
     attempt = 1                # Auth-Login-Attempt
     client_ip = "192.0.2.7"    # Client-IP (default: --client-ip)
@@ -41,12 +42,14 @@ from postern.proxy.conf.settings import AuthHttp
 from postern.proxy.sasl import make_salt
 
 PROTOCOLS = ("imap", "pop3", "smtp")
-METHODS = ("plain", "apop", "cram-md5", "external", "none")
+METHODS = ("plain", "apop", "cram-md5", "external", "none", "xoauth2", "oauthbearer")
+OAUTH = ("xoauth2", "oauthbearer")  # Postern's: Auth-Pass is a bearer token
 EXPECTS = ("ok", "refused", "wait", "any")
 # Which Auth-Method nginx can send for which protocol (docs/behaviour.md §7-9): APOP is POP3's,
 # "none" is SMTP's MAIL/RCPT without authentication.
 METHOD_PROTOCOLS = {"plain": PROTOCOLS, "apop": ("pop3",), "cram-md5": PROTOCOLS,
-                    "external": PROTOCOLS, "none": ("smtp",)}
+                    "external": PROTOCOLS, "none": ("smtp",), "xoauth2": PROTOCOLS,
+                    "oauthbearer": PROTOCOLS}
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class Settings:
     mail_from: bytes = b"MAIL FROM:<sender@example.org>"
     rcpt_to: bytes = b""
     proxy_smtp_auth: bool = False
+    token: bytes | None = None  # a bearer token of --user (xoauth2, oauthbearer)
+    bad_token: bytes = b"postern-invalid-token"
     expect_backend: dict[str, tuple[str, int]] = field(default_factory=dict)
     cases: tuple[Case, ...] = ()
 
@@ -166,7 +171,7 @@ def protocol_cases(s: Settings, protocol: str) -> list[Case]:
     # not enabled, so the no-certificate refusal is checked whatever --methods says.
     methods = s.methods if "external" in s.methods else (*s.methods, "external")
     for method in methods:
-        if protocol not in METHOD_PROTOCOLS[method]:
+        if protocol not in METHOD_PROTOCOLS[method] or (method in OAUTH and s.token is None):
             continue
         base = Case(id="", title="", protocol=protocol, method=method, user=s.user,
                     password=s.password, strict=method in s.strict_methods,
@@ -191,10 +196,25 @@ def protocol_cases(s: Settings, protocol: str) -> list[Case]:
                 out.append(replace(base, id=f"{protocol}.external.cert",
                                    title=f"{protocol} external, verified certificate",
                                    role="right"))
+        elif method in OAUTH:
+            out += oauth_cases(replace(base, password=s.token or b""), s)
         else:  # none: SMTP MAIL/RCPT without AUTH; the answer is the server's policy
             out.append(replace(base, id="smtp.none", title="smtp none (MAIL/RCPT, no AUTH)",
                                role="none", expect="any", backend=None))
     return out
+
+
+def oauth_cases(base: Case, s: Settings) -> list[Case]:
+    """The right token; a wrong one; and the password in its place, which a server that
+    checks tokens as passwords (or falls back to the password) takes."""
+    head = f"{base.protocol}.{base.method}"
+    title = f"{base.protocol} {base.method}"
+    return [replace(base, id=f"{head}.right", title=f"{title}, right token", role="right"),
+            replace(base, id=f"{head}.wrong", title=f"{title}, wrong token", role="wrong",
+                    password=s.bad_token, expect="refused", backend=None),
+            replace(base, id=f"{head}.password", title=f"{title}, the password as token",
+                    role="password-as-token", password=s.password or b"", expect="refused",
+                    backend=None)]
 
 
 def attempt_cases(s: Settings, protocol: str) -> list[Case]:

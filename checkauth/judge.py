@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 from postern.proxy.auth_http import AuthResponse, AuthServerError, escape
 from postern.proxy.protocols import PROTOCOLS
+from postern.proxy.sasl import OAUTH_ERROR
+from postern.proxy.smtp.dialogue import OAUTH_ERROR_CODE
 
-from .cases import Case, Sent, Settings
+from .cases import OAUTH, Case, Sent, Settings
 from .wire import Exchange, explain_invalid, header_fields, show
 
 IMAP_TAG = b"a1 "
@@ -68,12 +70,21 @@ class Row:
     exchanges: list[tuple[Sent, Exchange]] = field(default_factory=list)
 
 
-def failure_line(protocol: str, resp: AuthResponse) -> bytes | None:
+def failure_line(protocol: str, resp: AuthResponse, method: str = "plain") -> bytes | None:
     """The line nginx writes for a failed Auth-Status, from the protocol's declaration; None
-    where the protocol does not take the status as a failure (SMTP's empty one, §10.4)."""
+    where the protocol does not take the status as a failure (SMTP's empty one, §10.4).
+    An OAuth failure (Postern's) is RFC 7628's error challenge, then, after the client's
+    dummy response, the line (SMTP's code then defaults to 535 5.7.8)."""
     if resp.error is None:
         return None
-    return PROTOCOLS[protocol].failure_line(resp.error, resp.error_code, IMAP_TAG)
+    code = resp.error_code
+    if method in OAUTH and protocol == "smtp" and code is None:
+        code = OAUTH_ERROR_CODE
+    line = PROTOCOLS[protocol].failure_line(resp.error, code, IMAP_TAG)
+    if line is not None and method in OAUTH:
+        prefix = b"334 " if protocol == "smtp" else b"+ "
+        return prefix + OAUTH_ERROR + b"\r\n" + line
+    return line
 
 
 def is_failure(protocol: str, resp: AuthResponse) -> bool:
@@ -87,7 +98,7 @@ def outcome(case: Case, ex: Exchange, peer: str, s: Settings, waiting: bool = Fa
         return _error(proto, ex.error, diagnose(ex, s))
     resp = ex.response
     assert resp is not None
-    line = failure_line(proto, resp)
+    line = failure_line(proto, resp, case.method)
     if line is not None:
         log = f'client login failed: "{resp.error.decode("latin-1")}"'
         if resp.wait == 0:
@@ -121,6 +132,8 @@ def outcome(case: Case, ex: Exchange, peer: str, s: Settings, waiting: bool = Fa
         return Outcome("ok", SMTP_AUTH_OK, f"relay to {where} (login \"{show(login)}\")",
                        response=resp, backend=backend)
     command = "a1 LOGIN" if proto == "imap" else "PASS"
+    if case.method in OAUTH:
+        command = ("a1 AUTHENTICATE " if proto == "imap" else "AUTH ") + case.method.upper()
     return Outcome("ok", None, f"the backend's reply to {command} (nginx logs in to {where} "
                    f"as \"{show(login)}\")", response=resp, backend=backend)
 
@@ -207,7 +220,8 @@ def _judge_ok(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
     assert resp is not None
     if out.kind == "refused":
         text = show(resp.error or b"")
-        noun = {"plain": "password", "external": "certificate"}.get(case.method, "digest")
+        noun = {"plain": "password", "external": "certificate", "xoauth2": "token",
+                "oauthbearer": "token"}.get(case.method, "digest")
         why = (f'refused: "{text}", but the case expects a success' if case.role == "file"
                else f'refused the right {noun}: "{text}"')
         if resp.error.upper() in (b"OK", b"WAIT"):
@@ -225,7 +239,14 @@ def _judge_ok(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
                                f"{case.protocol}_auth)"
         return FAIL, why
     verdict, notes = PASS, [_describe(out)]
-    if resp.password is not None and case.method != "external":
+    if case.method in OAUTH and resp.password is not None:
+        if resp.password == b"":
+            verdict = FAIL
+            notes.append("Auth-Pass is empty: the backend gets an empty token")
+        elif resp.password != case.password:
+            notes.append("Auth-Pass is another token: the backend gets it instead of the "
+                         "client's")
+    elif resp.password is not None and case.method != "external":
         verdict, note = auth_pass_check(case, resp.password, sent)
         if note:
             notes.append(note)
@@ -278,7 +299,10 @@ def _judge_refused(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
     resp = out.response
     assert resp is not None
     if out.kind == "ok":
-        what = {"wrong": f"accepted a wrong {'password' if case.method == 'plain' else 'digest'}",
+        noun = {"plain": "password", "xoauth2": "token", "oauthbearer": "token"}
+        what = {"wrong": f"accepted a wrong {noun.get(case.method, 'digest')}",
+                "password-as-token": ("accepted the password as a bearer token: the server "
+                                      "does not tell tokens from passwords"),
                 "attempt": f"accepted a wrong password at attempt {case.attempt}",
                 "no-cert": ("accepted EXTERNAL with no verified client certificate: nginx "
                             "accepts AUTHENTICATE EXTERNAL with an initial response even where "
@@ -286,10 +310,10 @@ def _judge_refused(case: Case, out: Outcome, sent: Sent) -> tuple[str, str]:
         return FAIL, what.get(case.role, "accepted") + f" ({_describe(out)})"
     if not resp.error:
         return WARN, "refused with an empty Auth-Status: the client sees no reason"
-    if case.role in ("wrong", "attempt") and case.method == "plain" and \
-            case.password in resp.error:
-        return FAIL, ("the error text carries the password the client sent: nginx writes it "
-                      "to the client and to its error log")
+    if case.role in ("wrong", "attempt", "password-as-token") and \
+            case.method in ("plain", *OAUTH) and case.password in resp.error:
+        return FAIL, ("the error text carries the password or token the client sent: nginx "
+                      "writes it to the client and to its error log")
     return _check_expectations(case, out, PASS, _describe(out))
 
 

@@ -44,14 +44,17 @@ Check ids, in the order they run: ``connect`` or ``endpoint`` (the URL is not an
 server: a web page, TLS, a mail server; the run stops there); per protocol P the checks the
 right password must pass: ``P.plain.right``, ``P.plain.retry`` (at Auth-Login-Attempt 3),
 ``P.cram-md5.right``, ``P.external.cert``,
-``pop3.apop.right``, ``smtp.none``; ``routing`` (the backend per protocol); ``burst``; odd
+``pop3.apop.right``, ``smtp.none``, ``P.xoauth2.right`` and ``P.oauthbearer.right`` (with
+``--token``); ``routing`` (the backend per protocol); ``burst``; odd
 logins with the right password: ``login.unknown``, ``login.space``, ``login.percent``,
 ``login.double-escape``, ``login.quotes``, ``login.utf-8``, ``login.control``,
 ``login.trailing-space``, ``login.nul``, ``login.empty``, ``login.long``,
 ``login.latin-1``, ``login.wildcard``, ``login.ldap-filter``, ``login.sql``, ``login.plus``;
 ``case.<slug of the case name>.<protocol>``; then what must be refused: ``P.plain.wrong``,
 ``P.auth-wait``, ``smtp.error-code``, ``P.cram-md5.wrong``, ``pop3.apop.wrong``,
-``P.external.no-cert`` (always, whatever ``--methods`` says), ``smtp.none.relay``; wrong
+``P.external.no-cert`` (always, whatever ``--methods`` says), ``smtp.none.relay``,
+``P.xoauth2.wrong``, ``P.xoauth2.password`` (the password sent as a token), the same for
+``oauthbearer`` (with ``--token``); wrong
 credentials for the user: ``cred.empty-password``, ``cred.sql``, ``cred.sql-quote``,
 ``cred.sql-comment``, ``cred.utf-8``,
 ``cred.ldap``, ``cred.shell``, ``cred.long``, ``cred.prefix``, ``cred.nul``,

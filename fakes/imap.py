@@ -24,7 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from postern.fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
-from postern.fakes._server import LineConnection, MailboxServer, decode_plain
+from postern.fakes._server import (
+    OAUTH_MECHANISMS,
+    LineConnection,
+    MailboxServer,
+    decode_oauth,
+    decode_plain,
+)
 from postern.fakes.imap_proto import (
     CommandReader,
     ParseError,
@@ -40,6 +46,7 @@ from postern.fakes.imap_proto import (
     tokenize,
 )
 from postern.fakes.mailbox import Entry, Mailbox, Message, StoredMessage
+from postern.proxy.sasl import OAUTH_ERROR
 
 log = logging.getLogger("postern.fakes.imap")
 
@@ -225,7 +232,11 @@ class ImapConnection(LineConnection):
         await self._login(tag, text(args[0]), text(args[1]))
 
     async def cmd_authenticate(self, tag: str, args: list[Token]) -> None:
-        if not args or text(args[0]).upper() != "PLAIN":
+        mech = text(args[0]).upper() if args else ""
+        if mech in OAUTH_MECHANISMS:
+            await self._authenticate_oauth(tag, mech, args)
+            return
+        if mech != "PLAIN":
             self.line(f"{tag} NO Unsupported authentication mechanism")
             return
         if len(args) > 1:
@@ -246,6 +257,26 @@ class ImapConnection(LineConnection):
             return
         await self._login(tag, user.decode("utf-8", "surrogateescape"),
                           password.decode("utf-8", "surrogateescape"))
+
+    async def _authenticate_oauth(self, tag: str, mech: str, args: list[Token]) -> None:
+        """XOAUTH2 / OAUTHBEARER with the user's password as its token; a bad token gets
+        RFC 7628's error challenge, then NO after the client's dummy response."""
+        if len(args) > 1:
+            response = text(args[1]).encode()
+        else:
+            self.line("+ ")
+            response = (await self.next_unit()).raw
+        try:
+            user, token = decode_oauth(mech, response)
+        except ValueError:
+            self.line(f"{tag} BAD Invalid SASL {mech} response")
+            return
+        if self.server.users.get(user) != token:
+            self.line(b"+ " + OAUTH_ERROR)
+            await self.next_unit()
+            self.line(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed.")
+            return
+        await self._login(tag, user, token)
 
     async def _login(self, tag: str, user: str, password: str) -> None:
         f = self.server.faults

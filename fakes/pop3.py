@@ -33,8 +33,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from postern.fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
-from postern.fakes._server import LineConnection, MailboxServer, decode_plain
+from postern.fakes._server import (
+    OAUTH_MECHANISMS,
+    LineConnection,
+    MailboxServer,
+    decode_oauth,
+    decode_plain,
+)
 from postern.fakes.mailbox import Entry, Message
+from postern.proxy.sasl import OAUTH_ERROR
 
 log = logging.getLogger("postern.fakes.pop3")
 
@@ -265,7 +272,8 @@ class Pop3Connection(LineConnection):
             self.line("PLAIN")
             self.line(".")
             return
-        if args[0].upper() != b"PLAIN" or len(args) > 2:
+        mech = args[0].upper().decode("ascii", "replace")
+        if (mech != "PLAIN" and mech not in OAUTH_MECHANISMS) or len(args) > 2:
             raise _Usage("Unsupported authentication mechanism")
         if len(args) == 2:
             response = args[1]
@@ -274,6 +282,9 @@ class Pop3Connection(LineConnection):
             response = await self.next_unit()
         if response == b"*":
             raise _Usage("Authentication cancelled")
+        if mech in OAUTH_MECHANISMS:
+            await self._auth_oauth(mech, response)
+            return
         try:
             authz, user, password = decode_plain(response)
         except ValueError:
@@ -283,6 +294,18 @@ class Pop3Connection(LineConnection):
             raise _Usage("[AUTH] Proxy authorization not allowed")
         await self._login(name, self.server.users.get(name) ==
                           password.decode("utf-8", "surrogateescape"))
+
+    async def _auth_oauth(self, mech: str, response: bytes) -> None:
+        """XOAUTH2 / OAUTHBEARER with the user's password as its token; a bad token gets
+        RFC 7628's error challenge, then -ERR after the client's dummy response."""
+        try:
+            user, token = decode_oauth(mech, response)
+        except ValueError:
+            raise _Usage(f"Invalid SASL {mech} response") from None
+        if self.server.users.get(user) != token:
+            self.line(b"+ " + OAUTH_ERROR)
+            await self.next_unit()
+        await self._login(user, self.server.users.get(user) == token)
 
     async def _login(self, user: str, good: bool) -> None:
         f = self.server.faults

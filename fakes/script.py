@@ -32,6 +32,7 @@ are counted from 1)::
     backends = { imap = "127.0.0.1:1143", pop3 = "127.0.0.1:1110" }
     backend_user = "alice@example.test"   # Auth-User rewrite on success (upstream login)
     backend_password = "other"            # Auth-Pass on success (upstream password)
+    tokens = ["tok-alice"]            # bearer tokens for Auth-Method xoauth2 / oauthbearer
     replies = [ { status = "WAIT", wait = 1 }, { status = "OK" } ]   # in arrival order,
                                       # then the default decision
     [users.alice.by_attempt]          # by Auth-Login-Attempt; wins over replies
@@ -128,7 +129,8 @@ _AUTH_KEYS = {"listen": "str", "uri": "str", "fail_message": "str", "fail_wait":
               "smtp_error_code": "str", "always_send_pass": "bool", "requests_log": "str",
               "backends": "dict[str, str]", "faults": "dict"}
 _USER_KEYS = {"password": "str", "backends": "dict[str, str]", "backend_user": "str",
-              "backend_password": "str", "replies": "list[dict]", "by_attempt": "dict"}
+              "backend_password": "str", "replies": "list[dict]", "by_attempt": "dict",
+              "tokens": "list[str]"}
 _CONTENT_KEYS = {"seed": "int", "counts": "dict[str, int]", "large_message": "int | str",
                  "shared": "bool"}
 _LEG_KEYS = {"enabled": "bool", "listen": "str", "users": "dict[str, str]", "faults": "dict"}
@@ -411,7 +413,7 @@ def _user(value: Any, path: str) -> User:
     return User(t["password"], backends=_backends(t.get("backends", {}), f"{path}.backends"),
                 replies=_reply_list(t.get("replies", []), f"{path}.replies"),
                 by_attempt=by_attempt, backend_user=t.get("backend_user"),
-                backend_password=t.get("backend_password"))
+                backend_password=t.get("backend_password"), tokens=list(t.get("tokens", [])))
 
 
 def _reply_list(entries: list[Any], path: str) -> list[Reply]:

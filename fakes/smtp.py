@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import ipaddress
 import json
@@ -43,9 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, syntax
 from postern.fakes._runner import hostport, login_password, run_server
-from postern.fakes._server import FakeServer, hang_up
+from postern.fakes._server import OAUTH_MECHANISMS, FakeServer, decode_oauth, hang_up
+from postern.proxy.sasl import OAUTH_ERROR
 
 log = logging.getLogger("postern.fakes.smtp")
 
@@ -80,6 +82,8 @@ class Faults:
     for any unknown command). xclient_authorized: False answers every XCLIENT with
     ``550 5.7.0 Error: insufficient authorization`` (a client not in
     smtpd_authorized_xclient_hosts).
+    oauth: also offer XOAUTH2 and OAUTHBEARER (the user's password is its token; a bad one
+    gets RFC 7628's error challenge, then 535 after the dummy response), read per connection.
     """
 
     greeting: str | None = "default"
@@ -93,6 +97,7 @@ class Faults:
     drop_after_data: bool = False
     xclient: bool = True
     xclient_authorized: bool = True
+    oauth: bool = False
 
 
 @dataclass
@@ -241,11 +246,39 @@ class SmtpConnection(SMTP):
                              enable_SMTPUTF8=False, auth_require_tls=False,
                              auth_required=server.auth_required,
                              authenticator=server._authenticate,
+                             auth_exclude_mechanism=[] if server.faults.oauth else
+                             list(OAUTH_MECHANISMS),
                              data_size_limit=server.data_size_limit, loop=loop)
         # per connection: aiosmtpd's default dict is a class attribute that EHLO mutates
         self.command_size_limits = collections.defaultdict(lambda: LINE_LIMIT)
         for verb, method in list(self._smtp_methods.items()):
             self._smtp_methods[verb] = self._with_faults(verb, method)
+
+    async def auth_XOAUTH2(self, _, args: list[str]) -> AuthResult:
+        return await self._oauth("XOAUTH2", args)
+
+    async def auth_OAUTHBEARER(self, _, args: list[str]) -> AuthResult:
+        return await self._oauth("OAUTHBEARER", args)
+
+    async def _oauth(self, mech: str, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            answer = await self.challenge_auth("")
+            if answer is MISSING:
+                return AuthResult(success=False, handled=True)
+            response = base64.b64encode(answer)
+        else:
+            response = args[1].encode()
+        try:
+            user, token = decode_oauth(mech, response)
+        except ValueError:
+            await self.push(f"501 5.5.2 Invalid SASL {mech} response")
+            return AuthResult(success=False, handled=True)
+        data = LoginPassword(user.encode("utf-8", "surrogateescape"), token.encode())
+        result = self.fake._authenticate(self, self.session, None, mech, data)
+        if not result.success:  # the error challenge; any answer is the dummy response
+            await self.push(b"334 " + OAUTH_ERROR)
+            await self._reader.readline()
+        return result
 
     # -- plumbing ---------------------------------------------------------------------------
     def _create_session(self) -> Session:

@@ -341,6 +341,7 @@ class Stack:
         assert auth is not None, "not started"
         auth.clear()
         auth.users.clear()
+        auth.tokens.clear()
         for login, user in copy.deepcopy(self.fakes.script.users).items():
             user.backends = {**self.backends, **user.backends}
             auth.users[login] = user

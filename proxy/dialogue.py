@@ -55,6 +55,10 @@ class Credentials:
     salt: bytes | None = None
     attempt: int = 0
 
+    def oauth_method(self) -> str | None:
+        """The OAuth mechanism the client logged in with (the backend gets the same)."""
+        return self.method if self.method in sasl.OAUTH_METHODS else None
+
 
 class CommandBuffer:
     """nginx's per-session client buffer: fixed size, rewound only when fully consumed.
@@ -107,6 +111,9 @@ class CommandBuffer:
         return self.pos < len(self.data) or bool(self.backlog)
 
 
+_OAUTH = {b"XOAUTH2": "xoauth2", b"OAUTHBEARER": "oauthbearer"}
+_OAUTH_DECODE = {"xoauth2": sasl.xoauth2, "oauthbearer": sasl.oauthbearer}
+
 # What a protocol parser returns for one attempt at the buffer.
 AGAIN, PARSED, PARSE_INVALID, LITERAL_NEXT = range(4)
 # What a protocol's handler decides for one command (R_ERROR: IMAP only).
@@ -133,6 +140,8 @@ class Dialogue:
         self._actions: deque[Action] = deque()
         self._paused = False  # waiting for the driver (auth, TLS handshake, close)
         self._starttls = False
+        self._failure_pending = b""  # the failure line an OAuth error challenge holds back
+        self._close_after_failure = False
 
     @classmethod
     def open(cls, conf, tls: bool, client_host: str, log_info: bool) -> Dialogue:
@@ -148,13 +157,32 @@ class Dialogue:
                 return None
         return self._actions.popleft()
 
-    def auth_failed(self, error_line: bytes) -> None:
+    def auth_failed(self, error_line: bytes, close: bool = False) -> None:
         """After an Auth-Wait delay: answer the failed attempt and go back to the start,
-        with the method reset to plain (nginx's auth sleep handler)."""
+        with the method reset to plain (nginx's auth sleep handler). An OAuth mechanism
+        first sends RFC 7628's error challenge and answers the client's dummy response
+        with the line (then closes, with `close`: a failure without Auth-Wait)."""
+        oauth = self.failure_needs_reply()
         self.mail_state = "start"
         self.creds.method = "plain"
-        self._actions.append(Send(error_line))
         self._paused = False
+        if oauth:
+            self.mail_state = "oauth_error"
+            self._failure_pending = error_line
+            self._close_after_failure = close
+            self._read_sasl_line()
+            self._actions.append(Send(self.sasl_prefix + sasl.OAUTH_ERROR + b"\r\n"))
+            return
+        self._actions.append(Send(error_line))
+
+    def failure_needs_reply(self) -> bool:
+        """Whether a failed attempt's line waits for the client's answer to an error
+        challenge (RFC 7628 §3.2.2) instead of going out at once."""
+        return self.creds.oauth_method() is not None
+
+    def _read_sasl_line(self) -> None:
+        """Make the parser read the next line as bare SASL data."""
+        raise NotImplementedError
 
     def tls_started(self) -> None:
         self.tls = True
@@ -208,6 +236,17 @@ class Dialogue:
                     return R_INVALID, b""
                 self.mail_state = "external"
                 return R_OK, prefix + sasl.USERNAME_CHALLENGE + b"\r\n"
+            oauth = _OAUTH.get(mech)
+            if oauth is not None:
+                # Postern's: offered only when listed, in the challenge and the SASL-IR form
+                if oauth not in enabled or n > 2:
+                    return R_INVALID, b""
+                if n == 1:
+                    self.mail_state = oauth
+                    return R_OK, prefix + b"\r\n"
+                creds.login, creds.password = _OAUTH_DECODE[oauth](args[1])
+                creds.method = oauth
+                return R_DONE, b""
             if mech == b"EXTERNAL" and n == 2:
                 # QUIRK: nginx checks `external` only for the challenge form
                 # (docs/behaviour.md §7.6, §8.3, §9.4)
@@ -242,6 +281,16 @@ class Dialogue:
                 # backend)
                 creds.login = sasl.external(arg)
                 creds.method = "external"
+            elif state in _OAUTH_DECODE:
+                creds.login, creds.password = _OAUTH_DECODE[state](arg)
+                creds.method = state
+            elif state == "oauth_error":
+                # RFC 7628 §3.2.3: whatever the client answers the error challenge with,
+                # the exchange fails now
+                self.mail_state = "start"
+                self.state = 0  # every parser's start state
+                self.quit = self._close_after_failure
+                return R_OK, self._failure_pending
         except sasl.SaslError as err:
             self._actions.append(Log("info", err.log))
             return R_INVALID, b""

@@ -344,6 +344,9 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
                 self.log("info", f'client login failed: "{decision.status.decode("latin-1")}"')
                 if decision.wait == 0:
                     self._ending(alog.AUTH_FAILED)
+                # an OAuth failure waits for the client's answer to an error challenge
+                held = self.machine.failure_needs_reply()
+                if decision.wait == 0 and not held:
                     self._write(decision.line)
                     return self.close()
                 if not await self._pause(decision.wait):
@@ -351,7 +354,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
                 if decision.retry:
                     continue
                 self._enter(DIALOGUE)
-                self.machine.auth_failed(decision.line)
+                self.machine.auth_failed(decision.line, close=decision.wait == 0)
                 self._arm_timeout(conf.timeout)
                 self.transport.resume_reading()
                 self._drive()

@@ -44,6 +44,11 @@ class UntaggedDialogue(Dialogue):
         self._actions.append(Send(out))
         self._after_reply()
 
+    def _read_sasl_line(self) -> None:
+        self.command = b"AUTH"
+        self.state = S_ARGUMENT
+        self._arg_start = self.buffer.pos
+
     def _done(self, p: int) -> int:
         self.buffer.pos = p + 1
         # inside AUTH the next line is read as a bare argument (no verb)

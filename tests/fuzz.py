@@ -127,7 +127,7 @@ def replay(path: str) -> int:
 
 # A rough cost per input (targets that draw more run longer), to start the slow ones first.
 COST = {"imap_dialogue": 3, "pop3_dialogue": 3, "smtp_dialogue": 3, "config_lexer_and_handlers": 3,
-        "backend_logins": 2, "auth_http_reply_parser": 1.5, "certificate_fields": 1.5}
+        "backend_logins": 2, "oauth_dialogues": 3, "oauth_backend_logins": 2, "auth_http_reply_parser": 1.5, "certificate_fields": 1.5}
 
 
 def main(argv: list[str] | None = None) -> int:

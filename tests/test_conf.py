@@ -53,6 +53,24 @@ def pki(tmp_path_factory):
 
 # --- values ------------------------------------------------------------------------
 
+def test_oauth_methods_are_listed_only_when_asked(tmp_path):
+    """xoauth2 and oauthbearer (Postern's) join nginx's method names, off by default."""
+    s = load(tmp_path, """
+        events {}
+        mail {
+            auth_http 127.0.0.1:9000/auth;
+            imap_auth plain XOAUTH2 oauthbearer; pop3_auth oauthbearer; smtp_auth xoauth2;
+            server { listen 127.0.0.1:1143; protocol imap; }
+        }
+    """)
+    (srv,) = s.servers
+    assert srv.imap_auth == frozenset({"plain", "xoauth2", "oauthbearer"})
+    assert (srv.pop3_auth, srv.smtp_auth) == (frozenset({"oauthbearer"}),
+                                              frozenset({"xoauth2"}))
+    (srv,) = load(tmp_path, MINIMAL).servers
+    assert not {"xoauth2", "oauthbearer"} & (srv.imap_auth | srv.pop3_auth | srv.smtp_auth)
+
+
 @pytest.mark.parametrize("text,is_sec,expected", [
     ("60", False, 60000), ("60", True, 60), ("500ms", False, 500), ("1h 30m", False, 5400000),
     ("1h30m", False, 5400000), ("2d", True, 172800), ("1w", True, 604800),

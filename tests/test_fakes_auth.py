@@ -310,7 +310,8 @@ def test_cli(tmp_path):
     log = tmp_path / "req.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "postern.fakes.auth", "--listen", "127.0.0.1:0", "--user", "alice:pa:ss",
-         "--backend", "imap=127.0.0.1:1143", "--requests-log", str(log), "--fail-wait", "2"],
+         "--backend", "imap=127.0.0.1:1143", "--requests-log", str(log), "--fail-wait", "2",
+         "--token", "alice:tok-a"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -320,12 +321,14 @@ def test_cli(tmp_path):
         srv = MockAuthServer(port=port)  # only for ask()'s host/port
         assert ask(srv, nginx_request(password="pa:ss")) == OK_IMAP
         assert ask(srv, nginx_request(password="nope")).endswith(b"Auth-Wait: 2\r\n\r\n")
+        assert ask(srv, nginx_request(password="tok-a", method="xoauth2")) == OK_IMAP
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    assert b"pa:ss" not in out + err and b"nope" not in out + err
-    assert len(log.read_text().splitlines()) == 2
+    assert b"pa:ss" not in out + err and b"nope" not in out + err and b"tok-a" not in out + err
+    assert len(log.read_text().splitlines()) == 3
+    assert "tok-a" not in log.read_text()
 
 
 def test_fail_wait_stops_after_the_given_attempts():
@@ -336,3 +339,19 @@ def test_fail_wait_stops_after_the_given_attempts():
             assert b"Auth-Wait: 1\r\n" in ask(auth, nginx_request(password="x", attempt=attempt))
         assert ask(auth, nginx_request(password="x", attempt=3)) == (
             b"HTTP/1.0 200 OK\r\nAuth-Status: Invalid login or password\r\n\r\n")
+
+
+@pytest.mark.parametrize("method", ["xoauth2", "oauthbearer"])
+def test_bearer_tokens_from_the_user_or_the_token_table(method):
+    users = {"alice": User("secret", backends={"imap": IMAP}, tokens=["tok-a"]),
+             "bob": User("hunter2", backends={"imap": IMAP})}
+    with MockAuthServer(users=users, tokens={"tok-b": "bob"}) as srv:
+        assert ask(srv, nginx_request("alice", "tok-a", method)) == OK_IMAP
+        assert ask(srv, nginx_request("alice", "secret", method)) == FAIL  # not a token
+        assert ask(srv, nginx_request("bob", "tok-b", method)) == OK_IMAP
+        assert ask(srv, nginx_request("alice", "tok-b", method)) == FAIL  # bob's token
+        assert ask(srv, nginx_request("alice", "tok-a", "plain")) == FAIL
+        # no user (an OAUTHBEARER without authzid): the token names it, Auth-User says whom
+        assert ask(srv, nginx_request("", "tok-b", method)) == (
+            OK_IMAP[:-2] + b"Auth-User: bob\r\n\r\n")
+        assert ask(srv, nginx_request("", "tok-a", method)) == FAIL

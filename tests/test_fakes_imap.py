@@ -10,6 +10,7 @@ import pytest
 from postern.fakes.imap import FakeImapServer, Faults
 from postern.fakes.imap_proto import CommandReader, ParseError, parse_seqset, tokenize
 from postern.fakes.mailbox import MailStore
+from postern.proxy import sasl
 
 from tests.fake_support import (
     LOOPS,
@@ -477,3 +478,17 @@ def test_id_fields_are_kept_and_reject_id(imap, raw):
     raw.send(b"K ID NIL\r\n")
     assert raw.until(b"K") == [b"K NO not from you\r\n"]
     assert imap.connections[0].client_id["x-other"] is None  # the refused IDs changed nothing
+
+
+@pytest.mark.parametrize("mech", ["XOAUTH2", "OAUTHBEARER"])
+def test_authenticate_oauth_takes_the_password_as_token(raw, mech):
+    assert raw.line() == GREETING
+    make = sasl.OAUTH_RESPONSES[mech.lower()]
+    raw.send(b"a1 AUTHENTICATE %s %s\r\n" % (mech.encode(), make(b"alice", b"wrong")))
+    assert raw.line() == b"+ " + sasl.OAUTH_ERROR + b"\r\n"
+    raw.send(b"AQ==\r\n")
+    assert raw.line() == b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+    raw.send(b"a2 AUTHENTICATE %s\r\n" % mech.encode())
+    assert raw.line() == b"+ \r\n"
+    raw.send(make(b"alice", b"secret") + b"\r\n")
+    assert raw.line() == b"a2 OK Logged in\r\n"

@@ -10,6 +10,7 @@ import socket
 import pytest
 from postern.fakes.mailbox import MailStore, StoredMessage
 from postern.fakes.pop3 import FakePop3Server, Faults, dot_stuffed, top_chunks
+from postern.proxy import sasl
 
 from tests.fake_support import (
     LOOPS,
@@ -358,3 +359,17 @@ def test_xclient_as_dovecot_offers_it_to_a_trusted_proxy():
         assert client.line() == b"-ERR XCLIENT not valid in this state\r\n"
         assert pop.connections[1].xclient["ADDR"] == "2001:db8::7"
         client.close()
+
+
+@pytest.mark.parametrize("mech", ["XOAUTH2", "OAUTHBEARER"])
+def test_auth_oauth_takes_the_password_as_token(raw, mech):
+    assert raw.line().startswith(b"+OK")
+    make = sasl.OAUTH_RESPONSES[mech.lower()]
+    raw.send(b"AUTH %s %s\r\n" % (mech.encode(), make(b"alice", b"wrong")))
+    assert raw.line() == b"+ " + sasl.OAUTH_ERROR + b"\r\n"
+    raw.send(b"\r\n")
+    assert raw.line() == b"-ERR [AUTH] Authentication failed.\r\n"
+    raw.send(b"AUTH %s\r\n" % mech.encode())
+    assert raw.line() == b"+ \r\n"
+    raw.send(make(b"alice", b"secret") + b"\r\n")
+    assert raw.line().startswith(b"+OK Logged in")

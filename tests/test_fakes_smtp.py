@@ -13,6 +13,7 @@ import time
 
 import pytest
 from postern.fakes.smtp import XCLIENT_EHLO, FakeSmtpServer, Faults, xtext_decode
+from postern.proxy import sasl
 
 from tests.fake_support import LOOPS, ROOT, RawClient, cli_fake
 
@@ -400,3 +401,18 @@ def test_mail_dir_and_delivery_to_known_users(tmp_path):
             client.sendmail("z@example.test", ["y@example.test"], b"Subject: c\r\n\r\nc\r\n")
         srv.wait_messages(1)
     assert (tmp_path / "m" / "00003.eml").exists()
+
+
+@pytest.mark.parametrize("mech", ["XOAUTH2", "OAUTHBEARER"])
+def test_oauth_mechanisms_when_switched_on(smtp, mech):
+    make = sasl.OAUTH_RESPONSES[mech.lower()]
+    with smtplib.SMTP(smtp.host, smtp.port, timeout=5) as c:
+        assert "XOAUTH2" not in c.ehlo("x")[1].decode()
+    smtp.faults.oauth = True
+    with smtplib.SMTP(smtp.host, smtp.port, timeout=5) as c:
+        assert "AUTH LOGIN OAUTHBEARER PLAIN XOAUTH2" in c.ehlo("x")[1].decode()
+        code, text = c.docmd("AUTH", f"{mech} {make(b'alice', b'wrong').decode()}")
+        assert (code, text) == (334, sasl.OAUTH_ERROR)
+        assert c.docmd("AQ==")[0] == 535
+        assert c.docmd("AUTH", mech) == (334, b"")
+        assert c.docmd(make(b"alice", b"secret").decode())[0] == 235

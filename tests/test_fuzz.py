@@ -11,6 +11,7 @@ The strategies favour few, large draws: hypothesis spends most of an input's tim
 from __future__ import annotations
 
 import atexit
+import base64
 import os
 import shutil
 import tempfile
@@ -48,14 +49,18 @@ WORDS = [b"a1 ", b"LOGIN ", b"AUTHENTICATE ", b"AUTH ", b"PLAIN", b"LOGIN", b"CR
          b"EXTERNAL", b"USER ", b"PASS ", b"APOP ", b"STLS", b"STARTTLS", b"CAPA", b"NOOP",
          b"LOGOUT", b"QUIT", b"EHLO x", b"HELO x", b"MAIL FROM:<a@b>", b"RCPT TO:<c@d>",
          b"RSET", b"{3}", b"{0}", b"\"q\\\"x\"", b"=", b"*", b"AHVzZXIAcGFzcw==", b"\r\n",
-         b"\n", b"\r", b" ", b"\x00", b"\xff", b"+", b"-"]
+         b"\n", b"\r", b" ", b"\x00", b"\xff", b"+", b"-", b"XOAUTH2", b"OAUTHBEARER", b"AQ=="]
 # Whole lines too, so that one draw reaches past the first command.
 LINES = [b"a1 LOGIN user pass\r\n", b"a1 AUTHENTICATE PLAIN\r\n", b"a1 CAPABILITY\r\n",
          b"a1 STARTTLS\r\n", b"a1 ID (\"name\" \"x\")\r\n", b"USER user\r\n", b"PASS pass\r\n",
          b"APOP user 0123456789abcdef0123456789abcdef\r\n", b"AUTH PLAIN\r\n",
          b"AUTH LOGIN dXNlcg==\r\n", b"AUTH CRAM-MD5\r\n", b"AUTH EXTERNAL =\r\n",
          b"EHLO x\r\n", b"HELO x\r\n", b"XCLIENT ADDR=1.2.3.4\r\n", b"AHVzZXIAcGFzcw==\r\n",
-         b"dXNlcg==\r\n", b"cGFzcw==\r\n", b"*\r\n", b"a1 LOGIN {4}\r\nuser {4}\r\npass\r\n"]
+         b"dXNlcg==\r\n", b"cGFzcw==\r\n", b"*\r\n", b"a1 LOGIN {4}\r\nuser {4}\r\npass\r\n",
+         b"a1 AUTHENTICATE XOAUTH2 " + sasl.xoauth2_response(b"u", b"t") + b"\r\n",
+         b"AUTH OAUTHBEARER " + sasl.oauthbearer_response(b"u", b"t") + b"\r\n",
+         b"AUTH XOAUTH2\r\n", b"a1 AUTHENTICATE OAUTHBEARER\r\n",
+         sasl.oauthbearer_response(b"u", b"t") + b"\r\n"]
 chunk = st.one_of(st.sampled_from(WORDS), st.binary(max_size=40), st.sampled_from(LINES))
 
 
@@ -100,9 +105,43 @@ def test_smtp_dialogue(chunks):
     _drive(SmtpDialogue(conf), chunks, conf.smtp_client_buffer)
 
 
+OAUTH = frozenset({"plain", "xoauth2", "oauthbearer"})
+
+
+@given(st.sampled_from(["imap", "pop3", "smtp"]), stream, st.binary(max_size=8))
+def test_oauth_dialogues(protocol, chunks, failures):
+    """With the OAuth methods on, every Authenticate fails (RFC 7628's error challenge and
+    the held-back line, with or without a close, as each byte of `failures` says)."""
+    cls, conf = {"imap": (ImapDialogue, replace(IMAP, imap_auth=OAUTH)),
+                 "pop3": (Pop3Dialogue, replace(POP3, pop3_auth=OAUTH)),
+                 "smtp": (SmtpDialogue, replace(SMTP, smtp_auth=OAUTH))}[protocol]
+    machine = cls(conf)
+    limit = machine.buffer.size
+    verdicts = iter(failures)
+    for data in chunks:
+        machine.receive_data(data)
+        for _ in range(10_000):
+            act = machine.next_action()
+            if isinstance(act, Authenticate):
+                verdict = next(verdicts, None)
+                if verdict is None:
+                    return
+                line = machine.auth_failure(auth_http.AuthResponse(error=b"no"))
+                machine.auth_failed(line or b"", close=bool(verdict & 1))
+                continue
+            if act is None or isinstance(act, Close):
+                break
+        else:
+            raise AssertionError("a dialogue that never stops acting")
+        assert len(machine.buffer.data) <= limit
+        if machine.quit:
+            return
+
+
 REPLIES = [b"* OK ready\r\n", b"+ OK\r\n", b"+ go\r\n", b"220 x\r\n", b"250-x\r\n",
            b"250 x\r\n", b"235 ok\r\n", b"334 \r\n", b"a1 OK x\r\n", b"a1 NO x\r\n",
-           b"-ERR x\r\n", b"535 x\r\n", b"\r\n", b"\n",
+           b"-ERR x\r\n", b"535 x\r\n", b"\r\n", b"\n", b"+ eyJ9\r\n", b"334 eyJ9\r\n",
+           b"+OK x\r\n",
            # replies to proxy_client_identity's ID / XCLIENT
            b"+OK [XCLIENT] x\r\n", b"* ID NIL\r\n", b"I OK x\r\n", b"I BAD x\r\n"]
 replies = st.lists(st.one_of(st.sampled_from(REPLIES), st.binary(max_size=40)), max_size=12)
@@ -121,6 +160,25 @@ def test_backend_logins(protocol, identity, chunks):
     }[protocol]
     login = until_authenticate(cls(conf), line).backend_login(conf, "127.0.0.1",
                                                               IDENTITY if identity else None)
+    login.start()
+    for data in chunks:
+        login.receive_data(data)
+
+
+@given(st.sampled_from(["imap", "pop3", "smtp"]), st.sampled_from(["xoauth2", "oauthbearer"]),
+       replies)
+def test_oauth_backend_logins(protocol, mech, chunks):
+    blob = sasl.OAUTH_RESPONSES[mech](b"user", b"tok")
+    cls, conf, line = {
+        "imap": (ImapDialogue, replace(IMAP, imap_auth=OAUTH),
+                 b"a1 AUTHENTICATE %s %s\r\n" % (mech.encode(), blob)),
+        "pop3": (Pop3Dialogue, replace(POP3, pop3_auth=OAUTH),
+                 b"AUTH %s %s\r\n" % (mech.encode(), blob)),
+        "smtp": (SmtpDialogue, replace(SMTP, smtp_auth=OAUTH, proxy_smtp_auth=True),
+                 b"EHLO x\r\nAUTH %s %s\r\n" % (mech.encode(), blob)),
+    }[protocol]
+    login = until_authenticate(cls(conf), line).backend_login(conf, "127.0.0.1")
+    assert login.mechanism == mech
     login.start()
     for data in chunks:
         login.receive_data(data)
@@ -163,12 +221,29 @@ def test_auth_http_reply_parser(parts):
 
 @given(st.binary(max_size=200), st.sampled_from([sasl.plain, sasl.login_username,
                                                  sasl.login_password, sasl.cram_md5,
-                                                 sasl.external]))
+                                                 sasl.external, sasl.xoauth2,
+                                                 sasl.oauthbearer]))
 def test_sasl_decoding(data, decoder):
     try:
         decoder(data)
     except sasl.SaslError:
         pass
+
+
+OAUTH_PARTS = [b"n,", b"y,", b"p=x,", b"a=", b"u", b"=2C", b"=3D", b"=", b",", b"\x01",
+               b"\x01\x01", b"user=", b"auth=", b"Bearer ", b"bearer ", b"tok", b"host=h",
+               b"\x00", b" "]
+
+
+@given(st.lists(st.one_of(st.sampled_from(OAUTH_PARTS), st.binary(max_size=6)), max_size=16),
+       st.sampled_from([sasl.xoauth2, sasl.oauthbearer]))
+def test_oauth_messages(parts, decoder):
+    """Structured XOAUTH2 / OAUTHBEARER messages, so that decoding gets past base64."""
+    try:
+        _user, token = decoder(base64.b64encode(b"".join(parts)))
+    except sasl.SaslError:
+        return
+    assert token and b"\x01" not in token
 
 
 SEED_CONF = """events {}

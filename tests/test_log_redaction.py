@@ -3,7 +3,11 @@ command" and "client was rejected" lines show only what cannot be a credential."
 
 from __future__ import annotations
 
+import base64
+from dataclasses import replace
+
 import pytest
+from postern.proxy import sasl
 from postern.proxy.dialogue import Log
 from postern.proxy.imap.dialogue import ImapDialogue
 from postern.proxy.smtp.dialogue import loggable
@@ -71,3 +75,25 @@ def test_smtp_rejection_shows_no_credential(data):
 def test_smtp_rejection_keeps_what_is_safe():
     assert loggable(b"EHLO x\r\nMAIL FROM:<a@b>\r\nAUTH PLAIN " + SECRET) == \
         "EHLO x__MAIL FROM:<a@b>__AUTH PLAIN ..."
+
+
+TOKEN = b"ya29.Sekr1tT0ken"
+OAUTH_CONF = replace(CONF, imap_auth=frozenset({"xoauth2", "oauthbearer"}))
+
+
+@pytest.mark.parametrize("data", [
+    b"a1 AUTHENTICATE XOAUTH2 " + sasl.xoauth2_response(b"u", TOKEN * 300) + b"\r\n",
+    b"a1 AUTHENTICATE OAUTHBEARER\r\n" + sasl.oauthbearer_response(b"u", TOKEN * 300) + b"\r\n",
+    # malformed: the decoding error names what is wrong, never the token
+    b"a1 AUTHENTICATE XOAUTH2 " + base64.b64encode(b"user=u\x01auth=Bearer " + TOKEN) + b"\r\n",
+    b"a1 AUTHENTICATE OAUTHBEARER "
+    + base64.b64encode(b"n,a=u,\x01auth=Bearer " + TOKEN + b" x\x01\x01") + b"\r\n",
+])
+def test_imap_oauth_token_never_logged(data):
+    text = _imap_log_of(ImapDialogue(OAUTH_CONF), data)
+    assert text and "Sekr1t" not in text and "ya29" not in text
+
+
+def test_smtp_oauth_rejection_shows_the_mechanism_only():
+    line = b"AUTH XOAUTH2 " + sasl.xoauth2_response(b"u", TOKEN) + b"\r\n"
+    assert loggable(line) == "AUTH XOAUTH2 ..."

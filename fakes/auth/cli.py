@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uri", help="path shown in the printed URL (default /auth)")
     p.add_argument("--user", type=login_password, action="append", default=[],
                    metavar="LOGIN:PASSWORD")
+    p.add_argument("--token", type=login_password, action="append", default=[],
+                   metavar="LOGIN:TOKEN", help="a bearer token of LOGIN (xoauth2, oauthbearer); "
+                   "repeatable")
     p.add_argument("--backend", type=_backend, action="append", default=[],
                    metavar="PROTO=HOST:PORT", help="backend for every user (imap, pop3, smtp)")
     p.add_argument("--fail-wait", type=int, help="Auth-Wait sent on failures")
@@ -58,6 +61,8 @@ def _server(args: argparse.Namespace) -> MockAuthServer:
         server = MockAuthServer(port=9000, record=False)
     for login, password in args.user:
         server.add_user(login, password)
+    for login, token in args.token:
+        server.tokens[token] = login
     server.backends.update(dict(args.backend))
     if args.listen:
         server.host, server.port = args.listen

@@ -11,7 +11,9 @@ or ``await srv.start()`` / ``await srv.stop()`` inside a running loop.
 
 Every request is recorded byte for byte. The answer comes, in order of precedence, from the
 global ``script`` queue, the ``handler`` callable, the user's ``by_attempt`` / ``replies``
-scripts, or the default decision (credentials checked per Auth-Method, see docs/behaviour.md §10).
+scripts, or the default decision (credentials checked per Auth-Method, see docs/behaviour.md §10;
+for ``xoauth2`` and ``oauthbearer`` Auth-Pass is a bearer token, looked up in the user's
+``tokens`` or the server's ``tokens`` table).
 A ``Reply`` describes both what to say and how to say it (delay, trickle, drop, ...);
 ``faults`` (a ``Faults``) misdelivers every answer, or every Nth, whatever decided it.
 ``fakes.script`` loads all of this from a TOML file; ``fakes.auth.cli`` is the command
@@ -42,6 +44,7 @@ log = logging.getLogger("postern.fakes.auth")
 Backend = tuple[str, int]
 DEFAULT_FAIL = "Invalid login or password"
 MASK = "***"
+OAUTH_METHODS = ("xoauth2", "oauthbearer")
 _CONTENT = ("status", "server", "port", "user", "password", "wait", "error_code")
 _DELIVERY = ("http_status", "body", "eol", "delay", "trickle", "drop", "close_early", "raw",
              "oversize", "stall")
@@ -152,6 +155,7 @@ class User:
     by_attempt: dict[int, Reply] = field(default_factory=dict)
     backend_user: str | None = None
     backend_password: str | None = None
+    tokens: list[str] = field(default_factory=list)  # bearer tokens (xoauth2, oauthbearer)
 
 
 @dataclass
@@ -275,7 +279,7 @@ class MockAuthServer(BackgroundServer):
                  fail_wait_attempts: int = 0, fail_message: str = DEFAULT_FAIL, smtp_error_code: str | None = None,
                  always_send_pass: bool = False, script: Iterable[Reply] = (),
                  handler: Callable[[AuthRequest], Reply | None] | None = None,
-                 faults: Faults | None = None,
+                 faults: Faults | None = None, tokens: Mapping[str, str] | None = None,
                  requests_log: str | Path | None = None, record: bool = True,
                  use_uvloop: bool = True) -> None:
         self.users: dict[str, User] = {}
@@ -289,6 +293,9 @@ class MockAuthServer(BackgroundServer):
         self.fail_wait_attempts = fail_wait_attempts
         self.smtp_error_code = smtp_error_code
         self.always_send_pass = always_send_pass
+        # bearer token -> login, besides each user's own tokens: an OAUTHBEARER client may
+        # leave the user out, the token then names it (and goes back as Auth-User)
+        self.tokens: dict[str, str] = dict(tokens or {})
         self.script: deque[Reply] = deque(script)
         self.handler = handler
         self.faults = faults or Faults()
@@ -381,17 +388,34 @@ class MockAuthServer(BackgroundServer):
         if method == "none":  # SMTP MAIL/RCPT without authentication
             backend = self.backends.get("smtp")
             return Reply.ok(*backend) if backend else self._failure(req)
-        user = self.users.get(req.user)
+        login = req.user
+        if method in OAUTH_METHODS:
+            login = self._token_login(req)
+        user = self.users.get(login) if login is not None else None
         if user is None or not _credentials_ok(method, user.password, req):
             return self._failure(req)
         backend = user.backends.get(proto) or self.backends.get(proto)
         if backend is None:
             return self._failure(req, f"No {proto or 'unknown'} backend for this user")
         reply = Reply.ok(*backend, user=user.backend_user)
+        if reply.user is None and login != req.user:
+            reply.user = login  # the login the token names, for the backend
         if (method in ("apop", "cram-md5", "external") or self.always_send_pass
                 or user.backend_password is not None):
             reply.password = user.backend_password or user.password
         return reply
+
+    def _token_login(self, req: AuthRequest) -> str | None:
+        """Whose bearer token this is: a user's own, or the token table's (which must agree
+        with Auth-User when the client named a user); None for an unknown token."""
+        token = req.password
+        named = self.tokens.get(token)
+        if named is not None:
+            return named if req.user in ("", named) else None
+        user = self.users.get(req.user)
+        if user is not None and token and token in user.tokens:
+            return req.user
+        return None
 
     def _failure(self, req: AuthRequest, text: str | None = None) -> Reply:
         wait = self.fail_wait or None
@@ -493,4 +517,6 @@ def _credentials_ok(method: str, password: str, req: AuthRequest) -> bool:
     if method == "cram-md5":
         digest = hmac.new(password.encode(), salt.encode(), hashlib.md5).hexdigest()
         return hmac.compare_digest(req.password.lower().encode(), digest.encode())
+    if method in OAUTH_METHODS:
+        return True  # the token was checked when its user was looked up (_token_login)
     return method == "external"

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 
 PAGE_SIZE = 4096
 
-IMAP_METHODS = ("plain", "login", "cram-md5", "external")
-POP3_METHODS = ("plain", "apop", "cram-md5", "external")
-SMTP_METHODS = ("plain", "login", "cram-md5", "external", "none")
+# in nginx's bit order, which is also the order capabilities list them; xoauth2 and
+# oauthbearer are Postern's (RFC 7628 and Google's XOAUTH2), off unless listed
+IMAP_METHODS = ("plain", "login", "cram-md5", "external", "xoauth2", "oauthbearer")
+POP3_METHODS = ("plain", "apop", "cram-md5", "external", "xoauth2", "oauthbearer")
+SMTP_METHODS = ("plain", "login", "cram-md5", "external", "none", "xoauth2", "oauthbearer")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """Logging into the IMAP backend for the client (docs/behaviour.md §11.3).
 
 Always synchronising literals, so any byte in a login or password is safe; the client's own
-tag is reused so the backend's tagged OK answers the client's LOGIN/AUTHENTICATE.
+tag is reused so the backend's tagged OK answers the client's LOGIN/AUTHENTICATE. A client
+that logged in with XOAUTH2 or OAUTHBEARER is logged in with the same mechanism and the token
+(AUTHENTICATE, then the response after the `+`; an error challenge gets the dummy response
+and the tagged reply after it is judged).
 
 With `proxy_client_identity on` an `ID` command (RFC 2971) with the client's address goes
 first, in the x-originating-ip / x-connected-ip / x-session-ext-id form Dovecot trusts from its
@@ -11,6 +14,7 @@ logged and the login goes on, as Dovecot's own proxy does (imap-proxy.c).
 
 from __future__ import annotations
 
+from postern.proxy import sasl
 from postern.proxy.backend_login import (
     ACCEPT,
     AGAIN,
@@ -48,13 +52,15 @@ def id_command(identity: ClientIdentity) -> bytes:
 class ImapBackendLogin(BackendLogin):
     def __init__(self, tag: bytes, login: bytes, password: bytes, proxy_buffer: int,
                  pass_error_message: bool, tolerate_untagged: bool = True,
-                 identity: ClientIdentity | None = None) -> None:
+                 identity: ClientIdentity | None = None,
+                 mechanism: str | None = None) -> None:
         super().__init__(proxy_buffer, pass_error_message)
         self.identity = identity
         self.tag = tag
         self.login = login
         self.password = password
         self.tolerate_untagged = tolerate_untagged
+        self.mechanism = mechanism  # "xoauth2" | "oauthbearer" | None: LOGIN
         self.state = "start"
         self.action = "reading response from upstream"
 
@@ -78,8 +84,10 @@ class ImapBackendLogin(BackendLogin):
         state = self.state
         if state == "start":
             return (ACCEPT if reply.startswith(b"* OK") else REJECT), 0
-        if state in ("login", "user"):
+        if state in ("login", "user", "authenticate"):
             return (ACCEPT if reply.startswith(b"+") else REJECT), 0
+        if state == "passwd" and self.mechanism and reply.startswith(b"+"):
+            return ACCEPT, 0  # an OAuth error challenge: answered in advance()
         # passwd: one untagged line (e.g. * CAPABILITY) may precede the tagged reply
         p = 0
         if self.tolerate_untagged and reply.startswith(b"* "):
@@ -94,6 +102,8 @@ class ImapBackendLogin(BackendLogin):
         return REJECT, p
 
     def advance(self) -> Outcome:
+        if self.mechanism and self.state != "start":
+            return self._advance_oauth()
         if self.state == "start":
             if self.identity is not None:
                 self.state = "id"
@@ -115,6 +125,24 @@ class ImapBackendLogin(BackendLogin):
         if id_reply is not None and id_reply[:2].upper() != b"OK":
             shown = id_reply.decode("latin-1")
             note = ("warn", f'upstream rejected ID, client identity not sent: "{shown}"')
+        if self.mechanism:
+            self.state = "authenticate"
+            self.action = "sending AUTHENTICATE command to upstream"
+            name = self.mechanism.upper().encode()
+            return self.send(b"%sAUTHENTICATE %s\r\n" % (self.tag, name), note)
         self.state = "login"
         self.action = "sending LOGIN command to upstream"
         return self.send(b"%sLOGIN {%d}\r\n" % (self.tag, len(self.login)), note)
+
+    def _advance_oauth(self) -> Outcome:
+        state = self.state
+        if state == "authenticate":
+            self.state = "passwd"
+            self.action = "sending password to upstream"
+            return self.send(sasl.OAUTH_RESPONSES[self.mechanism](self.login, self.password)
+                             + b"\r\n")
+        if state == "passwd" and self.buf.startswith(b"+"):
+            self.state = "error"
+            self.action = "sending dummy response to upstream"
+            return self.send(sasl.OAUTH_DUMMY[self.mechanism] + b"\r\n")
+        return LoggedIn(bytes(self.buf))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from postern.proxy.client_identity import ClientIdentity
-from postern.proxy.conf.settings import ServerSettings
+from postern.proxy.conf.settings import IMAP_METHODS, ServerSettings
 from postern.proxy.dialogue import (
     AGAIN,
     LITERAL_NEXT,
@@ -67,7 +67,7 @@ def capability_lines(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
     """(plain, starttls on, starttls only) CAPABILITY lines, built once per server."""
     caps = b"* CAPABILITY" + b"".join(b" " + c.encode() for c in conf.imap_capabilities)
     auth = b"".join(b" AUTH=" + m.upper().encode()
-                    for m in ("plain", "login", "cram-md5", "external") if m in conf.imap_auth)
+                    for m in IMAP_METHODS if m in conf.imap_auth)
     return (caps + auth + b"\r\n", caps + auth + b" STARTTLS\r\n",
             caps + b" STARTTLS LOGINDISABLED\r\n")
 
@@ -111,7 +111,8 @@ class ImapDialogue(Dialogue):
                       identity: ClientIdentity | None = None) -> ImapBackendLogin:
         return ImapBackendLogin(self._stored_tag(), self.creds.login,
                                 self.creds.password or b"", conf.proxy_buffer,
-                                conf.proxy_pass_error_message, identity=identity)
+                                conf.proxy_pass_error_message, identity=identity,
+                                mechanism=self.creds.oauth_method())
 
     # -- one command ---------------------------------------------------------------------
     def _loggable_start(self) -> str:
@@ -126,6 +127,11 @@ class ImapDialogue(Dialogue):
             return "..."
         more = len(self.buffer.data) > found.end() and self.buffer.data[found.end()] != 0x0D
         return found.group().decode("ascii") + (" ..." if more else "")
+
+    def _read_sasl_line(self) -> None:
+        self.command = b"AUTHENTICATE"
+        self.state = S_ARGUMENT
+        self._arg_start = self.buffer.pos
 
     def _stored_tag(self) -> bytes:
         """nginx keeps the tag as a pointer and length into the buffer. The buffer is rewound
@@ -195,8 +201,9 @@ class ImapDialogue(Dialogue):
                 return (R_OK if self._starttls else R_INVALID), b"", OK, True
             return R_INVALID, b"", OK, True
         rc, out = self._sasl_step(self.args[0] if self.args else b"")
-        # the password challenge and a bad user name are answered untagged
-        return rc, b"", out, state != "login_username"
+        # the password challenge and a bad user name are answered untagged; a held-back
+        # failure line (OAuth) carries its tag already
+        return rc, b"", out, state not in ("login_username", "oauth_error")
 
     def _login(self) -> int:
         if self._starttls_only() or len(self.args) != 2 or not self.args[0]:

@@ -2,7 +2,9 @@
 
 USER then PASS with the session's login and password sent raw; APOP is never used towards
 the backend. The backend's final `+OK` line is what the client gets as the answer to its
-PASS/APOP/AUTH.
+PASS/APOP/AUTH. A client that logged in with XOAUTH2 or OAUTHBEARER is logged in with AUTH
+and the same mechanism: the response after the `+` continuation, the dummy response after
+an error challenge.
 
 With `proxy_client_identity on`, `XCLIENT ADDR=.. PORT=.. DESTADDR=.. DESTPORT=.. SESSION=..`
 goes before USER when the backend's greeting starts `+OK [XCLIENT]`: Dovecot's pop3-login puts
@@ -14,6 +16,7 @@ answered `+OK`, a warning is logged and the login goes on.
 
 from __future__ import annotations
 
+from postern.proxy import sasl
 from postern.proxy.backend_login import ACCEPT, REJECT, BackendLogin, LoggedIn, Outcome
 from postern.proxy.client_identity import ClientIdentity
 
@@ -38,21 +41,31 @@ def xclient_command(identity: ClientIdentity) -> bytes:
 
 class Pop3BackendLogin(BackendLogin):
     def __init__(self, login: bytes, password: bytes, proxy_buffer: int,
-                 pass_error_message: bool, identity: ClientIdentity | None = None) -> None:
+                 pass_error_message: bool, identity: ClientIdentity | None = None,
+                 mechanism: str | None = None) -> None:
         super().__init__(proxy_buffer, pass_error_message)
         self.login = login
         self.password = password
         self.identity = identity
+        self.mechanism = mechanism  # "xoauth2" | "oauthbearer" | None: USER/PASS
         self.state = "start"
         self.action = "reading response from upstream"
 
     def check(self, reply: bytes) -> tuple[int, int]:
         if self.state == "xclient":  # any answer: the login goes on (advance() logs a refusal)
             return ACCEPT, 0
+        if self.mechanism and self.state in ("authenticate", "passwd"):
+            # a continuation (RFC 5034 "+ "); after the response, an error challenge
+            if reply.startswith((b"+ ", b"+\r\n")):
+                return ACCEPT, 0
+            if self.state == "authenticate":
+                return REJECT, 0
         # nginx looks at the first three bytes only: "+OKAY" passes, "+ok" does not
         return (ACCEPT if reply.startswith(b"+OK") else REJECT), 0
 
     def advance(self) -> Outcome:
+        if self.mechanism and self.state not in ("start", "xclient"):
+            return self._advance_oauth()
         if self.state == "start":
             if self.identity is None:
                 return self._user()
@@ -73,6 +86,23 @@ class Pop3BackendLogin(BackendLogin):
         return LoggedIn(bytes(self.buf))
 
     def _user(self, note: tuple[str, str] | None = None) -> Outcome:
+        if self.mechanism:
+            self.state = "authenticate"
+            self.action = "sending AUTH command to upstream"
+            return self.send(b"AUTH %s\r\n" % self.mechanism.upper().encode(), note)
         self.state = "user"
         self.action = "sending user name to upstream"
         return self.send(b"USER " + self.login + b"\r\n", note)
+
+    def _advance_oauth(self) -> Outcome:
+        state = self.state
+        if state == "authenticate":
+            self.state = "passwd"
+            self.action = "sending password to upstream"
+            return self.send(sasl.OAUTH_RESPONSES[self.mechanism](self.login, self.password)
+                             + b"\r\n")
+        if state == "passwd" and not self.buf.startswith(b"+OK"):
+            self.state = "error"
+            self.action = "sending dummy response to upstream"
+            return self.send(sasl.OAUTH_DUMMY[self.mechanism] + b"\r\n")
+        return LoggedIn(bytes(self.buf))

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from postern.proxy.auth_http import AuthResponse
 
 BUFFER_SIZE = 128  # fixed in nginx (ngx_mail_pop3_init_protocol)
+# an OAuth response carries a bearer token, often 1-3 KB: with an OAuth method listed the
+# buffer is the size of nginx's other client buffers' largest common setting
+OAUTH_BUFFER_SIZE = 8192
 
 GREETING = b"+OK POP3 ready"
 OK = b"+OK\r\n"
@@ -52,7 +55,8 @@ CR, LF, SP = 0x0D, 0x0A, 0x20
 
 # SASL names in nginx's bit order; `plain` enables LOGIN too, APOP is never listed
 SASL_NAMES = (("plain", b"PLAIN"), ("plain", b"LOGIN"), ("cram-md5", b"CRAM-MD5"),
-              ("external", b"EXTERNAL"))
+              ("external", b"EXTERNAL"), ("xoauth2", b"XOAUTH2"),
+              ("oauthbearer", b"OAUTHBEARER"))
 
 
 def capability_replies(conf: ServerSettings) -> tuple[bytes, bytes, bytes, bytes]:
@@ -84,7 +88,8 @@ class Pop3Dialogue(UntaggedDialogue):
     sasl_prefix = b"+ "
 
     def __init__(self, conf: ServerSettings, tls: bool = False) -> None:
-        super().__init__(conf, tls, BUFFER_SIZE)
+        oauth = not conf.pop3_auth.isdisjoint(sasl.OAUTH_METHODS)
+        super().__init__(conf, tls, OAUTH_BUFFER_SIZE if oauth else BUFFER_SIZE)
         self._replies = capability_replies(conf)
         # nginx session fields
         self.state = S_START
@@ -109,7 +114,7 @@ class Pop3Dialogue(UntaggedDialogue):
                       identity: ClientIdentity | None = None) -> Pop3BackendLogin:
         return Pop3BackendLogin(self.creds.login, self.creds.password or b"",
                                 conf.proxy_buffer, conf.proxy_pass_error_message,
-                                identity=identity)
+                                identity=identity, mechanism=self.creds.oauth_method())
 
     # -- one command ---------------------------------------------------------------------
     def _loggable_start(self) -> str:

@@ -5,12 +5,15 @@ for. Greeting, then our own HELO/EHLO, then XCLIENT (client address, login, host
 client's own HELO/EHLO, then by mode: AUTH PLAIN (proxy_smtp_auth), the stored MAIL and RCPT
 (smtp_auth none), or nothing. An authenticated client then gets `235 2.0.0 OK` from us (the
 backend's last reply is dropped); a `none` client gets the backend's RCPT reply, whatever it is.
+With proxy_smtp_auth, a client that logged in with XOAUTH2 or OAUTHBEARER is logged in with
+the same mechanism and the token (an error challenge gets the dummy response).
 """
 
 from __future__ import annotations
 
 import base64
 
+from postern.proxy import sasl
 from postern.proxy.backend_login import (
     ACCEPT,
     AGAIN,
@@ -42,7 +45,7 @@ class SmtpBackendLogin(BackendLogin):
                  password: bytes | None, helo: bytes, esmtp: bool, method_none: bool,
                  mail: bytes = b"", rcpt: bytes = b"", xclient: bool = True,
                  proxy_smtp_auth: bool = False, proxy_buffer: int = 4096,
-                 pass_error_message: bool = False) -> None:
+                 pass_error_message: bool = False, mechanism: str | None = None) -> None:
         super().__init__(proxy_buffer, pass_error_message)
         self.server_name = server_name.encode()
         self.client_ip = client_ip
@@ -56,6 +59,7 @@ class SmtpBackendLogin(BackendLogin):
         self.rcpt = rcpt
         self.xclient = xclient
         self.proxy_smtp_auth = proxy_smtp_auth
+        self.mechanism = mechanism  # "xoauth2" | "oauthbearer" | None: AUTH PLAIN
         self.state = "start"
         self.action = "reading response from upstream"
 
@@ -78,6 +82,9 @@ class SmtpBackendLogin(BackendLogin):
         elif state in _EXPECT_2X0:
             ok = code in (b"220", b"250")
         elif state == "auth_plain":
+            # 334 after an OAuth response is an error challenge, answered in advance()
+            ok = code == b"235" or (code == b"334" and self.mechanism is not None)
+        elif state == "auth_error":
             ok = code == b"235"
         else:  # "to": the RCPT reply is relayed whatever it says
             ok = True
@@ -112,8 +119,15 @@ class SmtpBackendLogin(BackendLogin):
             if self.password is None:
                 return LoginFailed(None, "error", "no password available")
             self.state = "auth_plain"
+            if self.mechanism:
+                blob = sasl.OAUTH_RESPONSES[self.mechanism](self.login, self.password)
+                return self.send(b"AUTH %s %s\r\n" % (self.mechanism.upper().encode(), blob))
             blob = base64.b64encode(b"\0" + self.login + b"\0" + self.password)
             return self.send(b"AUTH PLAIN " + blob + b"\r\n")
+        if state == "auth_plain" and self.buf.startswith(b"334"):
+            self.action = "sending dummy response to upstream"
+            self.state = "auth_error"
+            return self.send(sasl.OAUTH_DUMMY[self.mechanism] + b"\r\n")
         if state in ("helo_from", "xclient_from"):
             self.action = "sending MAIL FROM to upstream"
             self.state = "from"
@@ -122,7 +136,7 @@ class SmtpBackendLogin(BackendLogin):
             self.action = "sending RCPT TO to upstream"
             self.state = "to"
             return self.send(self.rcpt + b"\r\n")
-        # helo, xclient, auth_plain, to: logged in
+        # helo, xclient, auth_plain, auth_error, to: logged in
         rest = bytes(self.backlog)
         if self.method_none:
             return LoggedIn(bytes(self.buf) + rest)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 
-from postern.proxy.conf.settings import ServerSettings
+from postern.proxy import sasl
+from postern.proxy.conf.settings import SMTP_METHODS, ServerSettings
 from postern.proxy.dialogue import (
     AGAIN,
     R_DONE,
@@ -44,6 +45,7 @@ AUTH_REQUIRED = b"530 5.7.1 Authentication required\r\n"
 BAD_SEQUENCE = b"503 5.5.1 Bad sequence of commands\r\n"
 INTERNAL_ERROR = b"451 4.3.2 Internal server error\r\n"
 DEFAULT_ERROR_CODE = b"535 5.7.0"
+OAUTH_ERROR_CODE = b"535 5.7.8"  # RFC 4954 §6 "credentials invalid", RFC 7628 §3.2.3's example
 
 UNAVAILABLE = "[UNAVAILABLE]"
 TEMPUNAVAIL = "[TEMPUNAVAIL]"
@@ -58,15 +60,16 @@ CR, LF, SP = 0x0D, 0x0A, 0x20
 _VERB_LINE = re.compile(rb"[ \t]*([A-Za-z]+)(?:(?=[\r\n]|$)| +([A-Za-z0-9-]+)?)")
 _SHOWN_VERBS = frozenset({b"HELO", b"EHLO", b"MAIL", b"RCPT", b"RSET", b"NOOP", b"QUIT",
                           b"DATA", b"VRFY", b"EXPN", b"HELP", b"STARTTLS"})
-_MECHANISMS = frozenset({b"PLAIN", b"LOGIN", b"CRAM-MD5", b"EXTERNAL"})
+_MECHANISMS = frozenset({b"PLAIN", b"LOGIN", b"CRAM-MD5", b"EXTERNAL", b"XOAUTH2",
+                         b"OAUTHBEARER"})
 _FIRST_WORD = re.compile(rb"[A-Za-z]+")
 
 
 def ehlo_replies(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
     """(plain, starttls on, starttls only) EHLO replies, built once per server (docs/behaviour.md §9.5)."""
     lines = [conf.server_name.encode()] + [c.encode() for c in conf.smtp_capabilities]
-    methods = [m.upper().encode() for m in ("plain", "login", "cram-md5", "external")
-               if m in conf.smtp_auth]
+    methods = [m.upper().encode() for m in SMTP_METHODS
+               if m in conf.smtp_auth and m != "none"]
     auth = [b"AUTH" + b"".join(b" " + m for m in methods)] if methods else []
 
     def block(items: list[bytes]) -> bytes:
@@ -156,12 +159,15 @@ class SmtpDialogue(UntaggedDialogue):
                 Send(INVALID_PIPELINING), Close()]
 
     def auth_failure(self, resp) -> bytes | None:
-        return failure_line(resp.error, resp.error_code)
+        code = resp.error_code
+        if code is None and self.creds.method in sasl.OAUTH_METHODS:
+            code = OAUTH_ERROR_CODE
+        return failure_line(resp.error, code)
 
-    def auth_failed(self, error_line: bytes) -> None:
+    def auth_failed(self, error_line: bytes, close: bool = False) -> None:
         """After an Auth-Wait delay: answer and go back to the start. The stored MAIL/RCPT
         stay (docs/behaviour.md §9.4): a new MAIL gets 503, a new RCPT asks again with the old MAIL."""
-        super().auth_failed(error_line)
+        super().auth_failed(error_line, close)
 
     def auth_request_extra(self, req) -> None:
         """Fill the SMTP-only fields of a proxy.auth_http.AuthRequest."""
@@ -178,7 +184,8 @@ class SmtpDialogue(UntaggedDialogue):
             login=creds.login, password=creds.password, helo=self.helo, esmtp=self.esmtp,
             method_none=creds.method == "none", mail=self.smtp_from, rcpt=self.smtp_to,
             xclient=conf.xclient, proxy_smtp_auth=conf.proxy_smtp_auth,
-            proxy_buffer=conf.proxy_buffer, pass_error_message=conf.proxy_pass_error_message)
+            proxy_buffer=conf.proxy_buffer, pass_error_message=conf.proxy_pass_error_message,
+            mechanism=creds.oauth_method())
 
     # -- one command ---------------------------------------------------------------------
     def _loggable_start(self) -> str:
