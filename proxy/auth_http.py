@@ -53,11 +53,16 @@ class AuthRequest:
     ssl_headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+def request_head(conf: AuthHttp, http11: bool = False) -> bytes:
+    """The request line and Host header: all that differs between auth servers."""
+    return b"GET %s HTTP/1.%d\r\nHost: %s\r\n" % (conf.uri.encode(), http11,
+                                                   conf.host_header.encode())
+
+
 def build_request(conf: AuthHttp, extra_headers: tuple[tuple[str, str], ...],
                   req: AuthRequest) -> bytes:
     out = [
-        b"GET %s HTTP/1.0\r\n" % conf.uri.encode(),
-        b"Host: %s\r\n" % conf.host_header.encode(),
+        request_head(conf),
         b"Auth-Method: %s\r\n" % req.method.encode(),
         b"Auth-User: %s\r\n" % escape(req.user),
         b"Auth-Pass: %s\r\n" % escape(req.password or b""),

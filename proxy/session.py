@@ -18,7 +18,7 @@ import select
 import traceback
 from typing import TYPE_CHECKING
 
-from postern.proxy import auth_http, proxy_protocol
+from postern.proxy import auth_http, auth_pool, proxy_protocol
 from postern.proxy import dialogue as dlg
 from postern.proxy.auth_exchange import AuthExchange, Fail, InternalError, Retry
 from postern.proxy.log import masked_header_lines
@@ -315,8 +315,8 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
                 self._debug("mail auth http write handler")
                 for line in masked_header_lines(request):
                     self._debug(f'mail auth http header: "{line}"')
-            decision = await auth_http.query(conf.auth_http, request, conf.auth_http_timeout,
-                                             exchange)
+            decision = await auth_pool.query(conf, request, conf.auth_http_timeout, exchange,
+                                             self.log)
         except auth_http.AuthServerError as err:
             decision = InternalError(str(err))
         if self.debug and exchange.response is not None:
