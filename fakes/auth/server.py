@@ -447,8 +447,10 @@ class MockAuthServer(BackgroundServer):
         keep = self._keeps_alive(req, reply)
         if keep:
             status = (reply.http_status or "HTTP/1.1 200 OK").replace("HTTP/1.0", "HTTP/1.1")
+            framed = any(h.lower().startswith(("content-length:", "transfer-encoding:"))
+                         for h in reply.headers)
             reply = dataclasses.replace(reply, http_status=status, headers=[
-                *reply.headers, f"Content-Length: {len(reply.body)}"])
+                *reply.headers, *([] if framed else [f"Content-Length: {len(reply.body)}"])])
         try:
             data = reply.render()
         except Exception:
