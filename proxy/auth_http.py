@@ -110,16 +110,21 @@ class AuthResponse:
     wait: int = 0
     error_code: bytes | None = None
 
-    def backend(self, peer: str) -> tuple[str, int]:
-        """Validate Auth-Server/Auth-Port for a success; raise as nginx would."""
+    def backend(self, peer: str, names: bool = False) -> tuple[str, int]:
+        """Validate Auth-Server/Auth-Port for a success; raise as nginx would. With `names`
+        (auth_http_server_names, beyond nginx) a host name is returned as it is, lowercased,
+        for the caller to resolve."""
         if not self.server or not self.port:
             raise AuthServerError(f"auth http server {peer} did not send server or port")
         text = self.server.decode("latin-1")
         try:
             addr = _normal_address(text)
         except ValueError:
-            raise AuthServerError(
-                f'auth http server {peer} sent invalid server address:"{text}"') from None
+            if names and is_host_name(self.server):
+                addr = text.lower()
+            else:
+                raise AuthServerError(
+                    f'auth http server {peer} sent invalid server address:"{text}"') from None
         port_text = self.port.decode("latin-1")
         port = atoi(self.port)
         if port is None or not 1 <= port <= 65535:
@@ -136,6 +141,16 @@ def atoi(value: bytes) -> int | None:
         return None
     n = int(value)
     return n if n <= INT_MAX else None
+
+
+_HOST_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def is_host_name(value: bytes) -> bool:
+    """A name worth a DNS lookup: RFC 1034 letters, digits, '-' and '.', with a letter."""
+    return bool(value) and _HOST_BYTES.issuperset(value) and len(value) <= 253 \
+        and not value.startswith((b".", b"-")) and b".." not in value \
+        and any(chr(b).isalpha() for b in value)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -30,6 +30,7 @@ from postern.proxy import auth_http
 from postern.proxy.auth_http import AuthServerError, errno_text, peer_text, request_head
 from postern.proxy.auth_tls import client_context, server_name
 from postern.proxy.conf.settings import AuthHttp, ServerSettings
+from postern.proxy.resolver import NXDOMAIN, HostResolver, strerror
 
 LogFn = Callable[[str, str], None]
 
@@ -56,6 +57,24 @@ async def query(conf: ServerSettings, request: bytes, timeout: float, reader,
     if not beyond_nginx(conf):
         return await auth_http.query(conf.auth_http, request, timeout, reader)
     return await client_for(conf).query(request, timeout, reader, log)
+
+
+_RESOLVERS: dict[int, tuple[ServerSettings, HostResolver]] = {}
+
+
+async def resolve_backend(conf: ServerSettings, name: str, peer: str, log: LogFn) -> str | None:
+    """An Auth-Server host name (auth_http_server_names) through the server's `resolver`,
+    with its timeout and caching rules; None (after an error line) when it fails."""
+    entry = _RESOLVERS.get(id(conf))
+    if entry is None or entry[0] is not conf:
+        entry = _RESOLVERS[id(conf)] = (conf, HostResolver(conf.resolver, conf.resolver_timeout))
+    found = await entry[1].host_addresses(name.encode())
+    if isinstance(found, int) or not found:
+        code = found if isinstance(found, int) else NXDOMAIN
+        log("error", f'auth http server {peer} sent server name "{name}" that could not be '
+                     f"resolved ({code}: {strerror(code)})")
+        return None
+    return found[0]
 
 
 class _PeerFailed(Exception):

@@ -12,6 +12,7 @@ proxy.session_tls (client TLS), proxy.relay (backend login and relay) and proxy.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import os
 import select
@@ -330,7 +331,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
             conf.auth_http, conf.auth_http_headers, self.proto, self.machine, self.client_ip,
             None if info is None else (info.src_addr, info.src_port, info.dst_addr,
                                        info.dst_port),
-            conf.timeout)
+            conf.timeout, conf.auth_http_server_names)
         while True:
             decision = await self._ask(exchange)
             if isinstance(decision, Retry):
@@ -357,6 +358,11 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
             if decision.log:
                 self.log("error", decision.log)
             return self.internal_error()
+        if decision.host_name:  # auth_http_server_names, beyond nginx
+            addr = await auth_pool.resolve_backend(conf, decision.addr, exchange.peer, self.log)
+            if addr is None:
+                return self.internal_error()
+            decision = dataclasses.replace(decision, addr=addr)
         self.upstream_name = f"{decision.addr}:{decision.port}"
         if self.debug:
             self._debug(f"mail auth http done: upstream {decision.addr}:{decision.port}")

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import socket
 import ssl
 
+import dns.rcode
 import pytest
 import trustme
 from postern.fakes.auth import Faults, MockAuthServer, Reply
 from postern.proxy import auth_pool
-from postern.proxy.auth_http import AuthServerError, ResponseReader, request_head
-from postern.proxy.conf.settings import AuthHttp, ServerSettings
+from postern.proxy.auth_http import AuthResponse, AuthServerError, ResponseReader, request_head
+from postern.proxy.conf.settings import AuthHttp, Resolver, ServerSettings
+from postern.scenarios.kit.scripted_dns import ScriptedDns
 
 BACKEND = ("127.0.0.1", 1143)
 
@@ -317,4 +320,53 @@ def test_https_client_certificate(pki):
             assert len(srv.requests) == 3
         finally:
             await srv.stop()
+    run(main())
+
+
+# -- auth_http_server_names ---------------------------------------------------------------
+
+@pytest.mark.parametrize("server,names,expected", [
+    (b"127.0.0.1", True, ("127.0.0.1", 143)),
+    (b"Mail.Example.TEST", True, ("mail.example.test", 143)),
+    (b"localhost", True, ("localhost", 143)),
+    (b"localhost", False, 'invalid server address:"localhost"'),
+    (b"bad_name", True, 'invalid server address:"bad_name"'),
+    (b"-x.example", True, 'invalid server address:"-x.example"'),
+    (b"10.0.0.1.2", True, 'invalid server address:"10.0.0.1.2"'),
+])
+def test_auth_server_names_only_with_the_switch(server, names, expected):
+    resp = AuthResponse(server=server, port=b"143")
+    if isinstance(expected, tuple):
+        assert resp.backend("p", names) == expected
+    else:
+        with pytest.raises(AuthServerError, match=re.escape(expected)):
+            resp.backend("p", names)
+
+
+def test_server_name_resolved_through_the_resolver_and_cached():
+    script = {("mail.example.test.", "A"): [("mail.example.test.", 300, "A", "127.0.0.7")],
+              ("mail.example.test.", "AAAA"): [],
+              ("gone.example.test.", "A"): dns.rcode.NXDOMAIN,
+              ("gone.example.test.", "AAAA"): dns.rcode.NXDOMAIN}
+
+    async def main():
+        dns_server = ScriptedDns(script)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: dns_server,
+                                                           local_addr=("127.0.0.1", 0))
+        try:
+            port = transport.get_extra_info("sockname")[1]
+            conf = settings(peer(9000), auth_http_server_names=True,
+                            resolver=Resolver((("127.0.0.1", port),)), resolver_timeout=2.0)
+            lines = []
+            log = lambda level, text: lines.append((level, text))
+            for _ in range(2):
+                assert await auth_pool.resolve_backend(conf, "mail.example.test", "p",
+                                                       log) == "127.0.0.7"
+            assert len(dns_server.queries) == 2  # A and AAAA once: the answer is cached
+            assert await auth_pool.resolve_backend(conf, "gone.example.test", "p", log) is None
+            assert lines == [("error", ('auth http server p sent server name "gone.example.test"'
+                                       " that could not be resolved (3: Host not found)"))]
+        finally:
+            transport.close()
     run(main())
