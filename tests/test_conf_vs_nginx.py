@@ -426,8 +426,8 @@ DIFFERENT = {
         E + "mail { auth_http https://127.0.0.1/; "
         "auth_http_ssl_trusted_certificate missing.pem; " + IMAP + " }",
         'invalid port in auth_http "https://127.0.0.1/"',
-        'cannot load "auth_http_ssl_trusted_certificate" "{D}/missing.pem" '
-        "(2: No such file or directory) in {D}/nginx.conf:3",
+        ('cannot load "auth_http_ssl_trusted_certificate" "{D}/missing.pem" '
+        "(2: No such file or directory) in {D}/nginx.conf:3"),
     ),
     # a mail proxy only: the blocks of the other nginx subsystems are skipped unread (with
     # a warning, see tests/test_conf.py), so what nginx would open inside them is not opened
