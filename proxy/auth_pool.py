@@ -259,16 +259,20 @@ class _Connection(asyncio.Protocol):
             self.framer.send(h11.EndOfMessage())
         self.transport.write(data)
         try:
-            return await self.reply
+            result = await self.reply
         except BaseException:
             self.close()  # a timeout or an error: never reused
             raise
-        finally:
-            if self.framer is None and self.reply is not None:
+        if self.reply is not None:  # not released yet
+            if self.framer is None:
                 self.close()  # HTTP/1.0 (or a reply h11 cannot frame): one request only
+            else:  # the body is still coming: released when whole, closed if it stalls
+                self.idle_for(self.client.conf.auth_http_keepalive_timeout)
+        return result
 
     def idle_for(self, seconds: float) -> None:
-        self.reader = self.reply = None
+        if self.timer is not None:
+            self.timer.cancel()
         self.timer = asyncio.get_running_loop().call_later(seconds, self.close)
 
     def close(self) -> None:
@@ -319,7 +323,7 @@ class _Connection(asyncio.Protocol):
         if framer.our_state is h11.DONE and framer.their_state is h11.DONE:
             self.framer = None
             framer.start_next_cycle()
-            self.reply = None
+            self.reader = self.reply = None
             self.client.release(self)
         elif framer.their_state in (h11.MUST_CLOSE, h11.CLOSED, h11.ERROR) \
                 or framer.our_state in (h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):

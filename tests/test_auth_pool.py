@@ -370,3 +370,25 @@ def test_server_name_resolved_through_the_resolver_and_cached():
         finally:
             transport.close()
     run(main())
+
+
+@pytest.mark.parametrize("declared,connections", [(None, 1), (40, 2)])
+def test_body_after_the_decision_is_drained_before_reuse(declared, connections):
+    """The decision comes with the header block; the connection is reused once the body is
+    whole, and closed (after auth_http_keepalive_timeout) when the body never ends."""
+    headers = [] if declared is None else [f"Content-Length: {declared}"]
+    body = Reply.default(body=b"x" * 20, trickle=0.002, headers=headers)
+
+    async def main():
+        srv = mock(keepalive=True, script=[body])
+        await srv.start()
+        try:
+            conf = settings(peer(srv.port), auth_http_keepalive=1,
+                            auth_http_keepalive_timeout=2.0)
+            assert (await ask(conf)).backend("x") == BACKEND
+            await asyncio.sleep(0.3)  # the body's 20 bytes take about 0.05 s
+            assert (await ask(conf)).backend("x") == BACKEND
+            assert srv.connections == connections
+        finally:
+            await srv.stop()
+    run(main())
