@@ -26,6 +26,7 @@ from postern.proxy.auth_http import (
     parse_response,
     request_head,
 )
+from postern.proxy.auth_pool import close_delimited
 
 from .cases import Settings
 from .judge import PASS, WARN, Row
@@ -80,7 +81,7 @@ async def keepalive_row(s: Settings, request: bytes) -> Row:
 async def _one_reply(reader: asyncio.StreamReader, conn: h11.Connection,
                      s: Settings) -> tuple[AuthResponse | None, str]:
     """One reply: nginx's reading of its header block, and how it was framed."""
-    raw, framing = b"", "close-delimited"
+    raw, framing = b"", ""
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
@@ -94,9 +95,10 @@ async def _one_reply(reader: asyncio.StreamReader, conn: h11.Connection,
                 raise EOFError
             continue
         if isinstance(event, h11.Response):
+            if close_delimited(event):  # no need to wait for the close
+                return parse_response(raw, "auth"), framing
             names = {n.lower() for n, _ in event.headers}
-            framing = ("Content-Length" if b"content-length" in names else
-                       "chunked" if b"transfer-encoding" in names else "close-delimited")
+            framing = "Content-Length" if b"content-length" in names else "chunked"
         if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             return parse_response(raw, "auth"), framing
 

@@ -123,7 +123,8 @@ def endpoint_row(ex: Exchange) -> Row | None:
     title = "an auth_http server at this URL"
     if raw[:2] in TLS_RECORDS:
         return Row("endpoint", title, FAIL, "this speaks TLS; nginx's auth_http is plain HTTP "
-                   "(point check-auth, and nginx, at the server's plain-HTTP port)")
+                   "(point check-auth, and nginx, at the server's plain-HTTP port; Postern "
+                   "takes it as an https:// URL)")
     line = status_line(raw)
     first = raw.split(b"\n", 1)[0]
     if line is None and b"auth" not in raw.lower() and not HEADER_LINE.match(first):

@@ -227,6 +227,14 @@ class AuthClient:
             pass
 
 
+def close_delimited(response: h11.Response) -> bool:
+    """A reply whose body ends only with the connection (HTTP/1.0, or no length given)."""
+    if response.status_code in (204, 304) or response.http_version == b"1.0":
+        return response.http_version == b"1.0"
+    names = {name for name, _ in response.headers}
+    return b"content-length" not in names and b"transfer-encoding" not in names
+
+
 class _Connection(asyncio.Protocol):
     """One connection to an auth server: one request at a time, reused when kept alive."""
 
@@ -310,6 +318,9 @@ class _Connection(asyncio.Protocol):
             self.framer.receive_data(chunk)
             while True:
                 event = self.framer.next_event()
+                if isinstance(event, h11.Response) and close_delimited(event):
+                    self.framer = None  # ends only when the server closes: not reused
+                    return
                 if event is h11.NEED_DATA or event is h11.PAUSED \
                         or isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                     return
