@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from postern.fakes.auth import AuthRequest, Faults, MockAuthServer, Reply, User, unescape
+import trustme
+from postern.fakes.auth import AuthRequest, Faults, MockAuthServer, Reply, User, cli, unescape
 from postern.fakes.script import build_auth, parse_script
 
 from tests.fake_support import ask
@@ -402,3 +403,17 @@ def test_script_keys_for_keepalive_and_close_after():
     assert script.auth.keepalive and script.auth.faults.close_after == 3
     srv = build_auth(script)
     assert srv.keepalive and srv.faults.close_after == 3
+
+
+def test_auth_mock_command_line_keepalive_and_https(tmp_path, capsys):
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
+    args = ["--listen", "127.0.0.1:9100", "--keepalive", "--close-after", "5",
+            "--tls-cert", str(tmp_path / "c.pem"), "--tls-key", str(tmp_path / "k.pem")]
+    srv = cli._server(cli.build_parser().parse_args(args))
+    assert srv.keepalive and srv.faults.close_after == 5 and srv.ssl_context is not None
+    assert cli.main([*args, "--print-nginx"]) == 0
+    assert capsys.readouterr().out == "auth_http https://127.0.0.1:9100/auth;\n"
+    assert cli.main(["--tls-cert", str(tmp_path / "c.pem"), "--print-nginx"]) == 2
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
