@@ -147,9 +147,12 @@ _HOST_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 
 
 def is_host_name(value: bytes) -> bool:
-    """A name worth a DNS lookup: RFC 1034 letters, digits, '-' and '.', with a letter."""
-    return bool(value) and _HOST_BYTES.issuperset(value) and len(value) <= 253 \
-        and not value.startswith((b".", b"-")) and b".." not in value \
+    """A name worth a DNS lookup (RFC 1034): labels of 1-63 letters, digits and '-', not
+    starting with '-', at most 253 bytes, a letter somewhere (so no IPv4-like garbage)."""
+    if not value or len(value) > 253 or not _HOST_BYTES.issuperset(value):
+        return False
+    labels = value.split(b".")
+    return all(0 < len(label) <= 63 and not label.startswith(b"-") for label in labels) \
         and any(chr(b).isalpha() for b in value)
 
 

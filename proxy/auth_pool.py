@@ -25,6 +25,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 
+import dns.exception
 import h11
 from postern.proxy import auth_http
 from postern.proxy.auth_http import AuthServerError, errno_text, peer_text, request_head
@@ -68,7 +69,12 @@ async def resolve_backend(conf: ServerSettings, name: str, peer: str, log: LogFn
     entry = _RESOLVERS.get(id(conf))
     if entry is None or entry[0] is not conf:
         entry = _RESOLVERS[id(conf)] = (conf, HostResolver(conf.resolver, conf.resolver_timeout))
-    found = await entry[1].host_addresses(name.encode())
+    try:
+        found = await entry[1].host_addresses(name.encode())
+    except dns.exception.DNSException as exc:  # a name dnspython cannot ask for
+        log("error", f'auth http server {peer} sent server name "{name}" that could not be '
+                     f"resolved ({exc})")
+        return None
     if isinstance(found, int) or not found:
         code = found if isinstance(found, int) else NXDOMAIN
         log("error", f'auth http server {peer} sent server name "{name}" that could not be '

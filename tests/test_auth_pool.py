@@ -333,6 +333,10 @@ def test_https_client_certificate(pki):
     (b"bad_name", True, 'invalid server address:"bad_name"'),
     (b"-x.example", True, 'invalid server address:"-x.example"'),
     (b"10.0.0.1.2", True, 'invalid server address:"10.0.0.1.2"'),
+    (b"mail.example.", True, 'invalid server address:"mail.example."'),
+    (b"a..example", True, 'invalid server address:"a..example"'),
+    (b"x" * 64 + b".example", True, "invalid server address"),
+    (b"a" * 63 + b".example", True, ("a" * 63 + ".example", 143)),
 ])
 def test_auth_server_names_only_with_the_switch(server, names, expected):
     resp = AuthResponse(server=server, port=b"143")
