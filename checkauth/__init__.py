@@ -30,6 +30,7 @@ from postern.proxy.conf.addr import UrlError, parse_url
 from postern.proxy.conf.settings import AuthHttp
 from postern.proxy.conf.values import parse_time
 
+from . import extensions
 from .cases import METHODS, PROTOCOLS, CaseFileError, Settings, load_cases, parse_backend
 from .report import exit_status, to_json, to_table
 from .run import planned_failures, run
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                     "the answers by nginx's rules, show what mail clients would see.",
         epilog=SIDE_EFFECTS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", help="the auth_http URL as in nginx.conf (http://HOST[:PORT]/URI "
-                               "or unix:/PATH[:/URI])")
+                               "or unix:/PATH[:/URI]; https:// as Postern takes it)")
     p.add_argument("--user", help="a login the server knows")
     p.add_argument("--password", help="its password (plaintext; digests are computed)")
     p.add_argument("--bad-password", help="a wrong password (default: PASSWORD-wrong)")
@@ -108,6 +109,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="proxy_smtp_auth on: SMTP successes need a password")
     p.add_argument("--expect-backend", action="append", default=[], metavar="PROTO=IP:PORT",
                    help="the Auth-Server:Auth-Port a success must name; repeatable")
+    p.add_argument("--cafile", metavar="PEM", help="https:// URL: the CA its certificate must "
+                   "chain to (auth_http_ssl_trusted_certificate; default: the system's CAs)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="https:// URL: do not verify its certificate (auth_http_ssl_verify off)")
+    p.add_argument("--tls-name", metavar="NAME", help="https:// URL: the name its certificate "
+                   "must show (auth_http_ssl_name; default: the URL's host)")
+    p.add_argument("--tls-cert", metavar="PEM", help="https:// URL: present this client "
+                   "certificate (auth_http_ssl_certificate)")
+    p.add_argument("--tls-key", metavar="PEM", help="its key (auth_http_ssl_certificate_key)")
     p.add_argument("--json", action="store_true", help="JSON output (schema in the docs)")
     return p
 
@@ -125,18 +135,39 @@ def _list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
 
 
 def auth_http_conf(url: str) -> AuthHttp:
-    """Split the URL as nginx's auth_http directive does (proxy.conf.handlers.auth_http)."""
-    if url.lower().startswith("https://"):
-        raise UsageError("nginx's auth_http speaks plain HTTP only (no https://)")
-    text = url.removeprefix("http://")
+    """Split the URL as the auth_http directive does (proxy.conf.authclient.parse_auth_url);
+    https:// is Postern's (nginx refuses it)."""
+    tls = url.lower().startswith("https://")
+    text = url[8:] if tls else url.removeprefix("http://")
     try:
-        u = parse_url(text, default_port=80, uri_part=True)
+        u = parse_url(text, default_port=443 if tls else 80, uri_part=True)
     except UrlError as err:
-        raise UsageError(f'{err} in auth_http "{text}"') from None
+        raise UsageError(f'{err} in auth_http "{url if tls else text}"') from None
     peer = u.addrs[0]
     return AuthHttp(text=peer.name, host_header="localhost" if peer.unix_path else u.host,
                     uri=u.uri or "/", addr=peer.ip,
-                    port=peer.port if peer.unix_path is None else 80, unix_path=peer.unix_path)
+                    port=peer.port if peer.unix_path is None else 80, unix_path=peer.unix_path,
+                    ssl=tls)
+
+
+def _tls(args: argparse.Namespace, conf: AuthHttp) -> dict:
+    """Settings fields for an https:// URL (--cafile, --no-verify, --tls-name, --tls-cert)."""
+    given = args.cafile or args.no_verify or args.tls_name or args.tls_cert or args.tls_key
+    if not conf.ssl:
+        if given:
+            raise UsageError("--cafile, --no-verify, --tls-name, --tls-cert and --tls-key "
+                             "are for https:// URLs")
+        return {}
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    try:
+        ctx = extensions.tls_context(args.cafile, not args.no_verify, args.tls_cert,
+                                     args.tls_key)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot load the TLS files: {err}") from None
+    host = conf.host_header
+    name = args.tls_name or (host[1:-1] if host.startswith("[") else host)
+    return {"tls": ctx, "tls_name": name, "tls_verify": not args.no_verify}
 
 
 def _certificate(path: str, pass_cert: bool) -> tuple[tuple[str, bytes], ...]:
@@ -242,7 +273,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         helo=enc(args.helo) or b"", mail_from=enc(args.mail_from) or b"",
         rcpt_to=enc(args.rcpt_to) or b"", proxy_smtp_auth=args.proxy_smtp_auth,
         token=token, bad_token=enc(args.bad_token) or b"",
-        expect_backend=backends, cases=tuple(cases))
+        expect_backend=backends, cases=tuple(cases), **_tls(args, conf))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

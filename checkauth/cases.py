@@ -36,6 +36,7 @@ import hmac
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from postern.proxy.auth_http import AuthRequest, build_request
 from postern.proxy.conf.settings import AuthHttp
@@ -82,6 +83,13 @@ class Settings:
     bad_token: bytes = b"postern-invalid-token"
     expect_backend: dict[str, tuple[str, int]] = field(default_factory=dict)
     cases: tuple[Case, ...] = ()
+    tls: Any = None  # ssl.SSLContext of an https:// URL (beyond nginx)
+    tls_name: str = ""  # the name its certificate must show (and SNI)
+    tls_verify: bool = True
+
+    @property
+    def tls_target(self):
+        return None if self.tls is None else (self.tls, self.tls_name)
 
     @property
     def has_cert(self) -> bool:

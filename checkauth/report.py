@@ -45,7 +45,9 @@ server: a web page, TLS, a mail server; the run stops there); per protocol P the
 right password must pass: ``P.plain.right``, ``P.plain.retry`` (at Auth-Login-Attempt 3),
 ``P.cram-md5.right``, ``P.external.cert``,
 ``pop3.apop.right``, ``smtp.none``, ``P.xoauth2.right`` and ``P.oauthbearer.right`` (with
-``--token``); ``routing`` (the backend per protocol); ``burst``; odd
+``--token``); ``routing`` (the backend per protocol); ``burst``;
+Postern's auth_http client extensions, never a fail: ``ext.https`` (an https:// URL),
+``ext.keepalive`` (HTTP/1.1 kept alive?), ``ext.server-names`` (host names in Auth-Server?); odd
 logins with the right password: ``login.unknown``, ``login.space``, ``login.percent``,
 ``login.double-escape``, ``login.quotes``, ``login.utf-8``, ``login.control``,
 ``login.trailing-space``, ``login.nul``, ``login.empty``, ``login.long``,

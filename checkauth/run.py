@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from . import summary
+from . import extensions, summary
 from .cases import (
     Case,
     Settings,
@@ -69,7 +69,7 @@ class Runner:
         if case.expect == "refused" and case.user == s.user:
             self.failures += 1
         for round_ in range(FOLLOW_ROUNDS + 1):
-            ex = await exchange(s.conf, sent.request, s.timeout)
+            ex = await exchange(s.conf, sent.request, s.timeout, s.tls_target)
             self._count(ex)
             if ex.timed_out:
                 self.timeouts += 1
@@ -123,7 +123,8 @@ def endpoint_row(ex: Exchange) -> Row | None:
     title = "an auth_http server at this URL"
     if raw[:2] in TLS_RECORDS:
         return Row("endpoint", title, FAIL, "this speaks TLS; nginx's auth_http is plain HTTP "
-                   "(point check-auth, and nginx, at the server's plain-HTTP port)")
+                   "(point check-auth, and nginx, at the server's plain-HTTP port; Postern "
+                   "takes it as an https:// URL)")
     line = status_line(raw)
     first = raw.split(b"\n", 1)[0]
     if line is None and b"auth" not in raw.lower() and not HEADER_LINE.match(first):
@@ -212,6 +213,8 @@ async def _checks(r: Runner, rows: list[Row]) -> None:
         rows.append(routing)
     if s.burst > 0 and reference is not None:
         rows.append(await _burst(r, reference))
+    if reference is not None:  # Postern's auth_http client extensions (README: Beyond nginx)
+        rows += await _extensions(r, reference)
     for case in s.cases:  # before any failure: a lockout by client address stays out
         rows.append((await r.row(case))[0])
     found = probes(s)
@@ -261,6 +264,19 @@ async def _wrong(r: Runner, rows: list[Row], cases: list[Case], state: dict) -> 
                 rows.append(summary.error_code_row(a))
 
 
+async def _extensions(r: Runner, reference: Answer) -> list[Row]:
+    s, found = r.s, []
+    https = extensions.https_row(s, reference.ex.tls_version)
+    if https is not None:
+        found.append(https)
+    if reference.out.kind == "ok":
+        found.append(await extensions.keepalive_row(s, reference.sent.request))
+    names = extensions.server_names_row(reference.ex.response)
+    if names is not None:
+        found.append(names)
+    return found
+
+
 def _waits(ex: Exchange) -> bool:
     return ex.response is not None and ex.response.wait_status
 
@@ -268,7 +284,8 @@ def _waits(ex: Exchange) -> bool:
 async def _burst(r: Runner, reference: Answer) -> Row:
     s, case = r.s, reference.case
     sents = [build(case, s) for _ in range(s.burst)]
-    exchanges = await asyncio.gather(*(exchange(s.conf, x.request, s.timeout) for x in sents))
+    exchanges = await asyncio.gather(*(exchange(s.conf, x.request, s.timeout, s.tls_target)
+                                       for x in sents))
     answers = [Answer(case, x, ex, outcome(case, ex, r.peer, s, _waits(ex)))
                for x, ex in zip(sents, exchanges, strict=True)]
     r.answers += answers

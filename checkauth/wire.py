@@ -12,8 +12,10 @@ point at the offending line); they never decide anything parse_response() decide
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from postern.proxy.auth_http import (
     RESPONSE_LIMIT,
@@ -47,6 +49,7 @@ class Exchange:
     eof: bool = False  # the server closed before the header block was complete
     full: bool = False  # the 1024-byte buffer filled up without a complete header block
     connect_failed: bool = False
+    tls_version: str | None = None  # an https:// URL (beyond nginx): "TLSv1.3"
 
     @property
     def header_size(self) -> int | None:
@@ -54,10 +57,12 @@ class Exchange:
         return header_block_size(self.raw + self.overflow)
 
 
-async def exchange(conf: AuthHttp, request: bytes, timeout: float) -> Exchange:
+async def exchange(conf: AuthHttp, request: bytes, timeout: float,
+                   tls: tuple[ssl.SSLContext, str] | None = None) -> Exchange:
+    """`tls` (context, server name): an https:// URL, which Postern takes and nginx does not."""
     ex = Exchange(request)
     start = time.monotonic()
-    talk = _Talk(conf, ex)
+    talk = _Talk(conf, ex, tls)
     try:
         await asyncio.wait_for(talk.run(), timeout)
     except TimeoutError:
@@ -75,8 +80,8 @@ async def exchange(conf: AuthHttp, request: bytes, timeout: float) -> Exchange:
 class _Talk:
     """The connection of one exchange, kept open past a full buffer for _measure()."""
 
-    def __init__(self, conf: AuthHttp, ex: Exchange) -> None:
-        self.conf, self.ex = conf, ex
+    def __init__(self, conf: AuthHttp, ex: Exchange, tls=None) -> None:
+        self.conf, self.ex, self.tls = conf, ex, tls
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -88,15 +93,18 @@ class _Talk:
         conf, ex = self.conf, self.ex
         peer = peer_name(conf)
         try:
-            if conf.unix_path:
-                self.reader, self.writer = await asyncio.open_unix_connection(conf.unix_path)
-            else:
-                self.reader, self.writer = await asyncio.open_connection(conf.addr, conf.port)
+            self.reader, self.writer = await _open(conf, self.tls)
+        except ssl.SSLError as exc:
+            ex.connect_failed = True
+            raise AuthServerError(f"SSL handshake with auth http server {peer} failed "
+                                  f"({exc.reason or exc})") from None
         except OSError as exc:
             ex.connect_failed = True
             if conf.unix_path:  # the same log lines as proxy.auth_http.query()
                 raise AuthServerError(f"connect() to {peer} failed {errno_text(exc)}") from None
             raise AuthServerError(f"recv() failed {errno_text(exc)}") from None
+        if self.tls is not None:
+            ex.tls_version = self.writer.get_extra_info("ssl_object").version()
         self.writer.write(ex.request)
         while True:
             try:
@@ -114,6 +122,18 @@ class _Talk:
             if len(ex.raw) >= RESPONSE_LIMIT:  # nginx's next recv() reads 0 bytes: as EOF
                 ex.full = True
                 raise AuthServerError("")
+
+
+async def _open(conf: AuthHttp, tls: tuple[ssl.SSLContext, str] | None):
+    kw: dict[str, Any] = {} if tls is None else {"ssl": tls[0], "server_hostname": tls[1]}
+    if conf.unix_path:
+        return await asyncio.open_unix_connection(conf.unix_path, **kw)
+    return await asyncio.open_connection(conf.addr, conf.port, **kw)
+
+
+async def open_stream(s) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the auth server of these check-auth Settings (TLS for https://)."""
+    return await _open(s.conf, s.tls_target)
 
 
 async def _measure(reader: asyncio.StreamReader, ex: Exchange) -> None:

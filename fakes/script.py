@@ -15,6 +15,7 @@ are counted from 1)::
     smtp_error_code = "535 5.7.8"     # Auth-Error-Code on default SMTP refusals
     always_send_pass = false          # Auth-Pass on every success (else apop/cram-md5/external)
     requests_log = "auth.jsonl"       # one JSON line per request, Auth-Pass masked (cwd-relative)
+    keepalive = false                 # keep HTTP/1.1 connections open (Content-Length replies)
     backends = { imap = "127.0.0.1:1143", smtp = "127.0.0.1:1025" }  # for every user; SMTP's
                                       # also answers Auth-Method none. fakes: the fakes' own
     [auth.faults]                     # misdeliver every answer (a reply's own options win)
@@ -25,6 +26,7 @@ are counted from 1)::
     stall = false                     # read the request, never answer
     oversize = 1100                   # pad the header block to N bytes (true: 1100)
     every = 1                         # only every Nth request (counted from 1)
+    close_after = 0                   # keepalive: close each connection after N replies
     protocols = ["imap"]              # only requests of these protocols
 
     [users.alice]                     # a login the mock knows (and, for fakes, the upstreams)
@@ -127,7 +129,7 @@ _REPLY_KEYS = {"status": "str", "backend": "str", "server": "str", "port": "int 
 _AUTH_KEYS = {"listen": "str", "uri": "str", "fail_message": "str", "fail_wait": "int",
               "fail_wait_attempts": "int",
               "smtp_error_code": "str", "always_send_pass": "bool", "requests_log": "str",
-              "backends": "dict[str, str]", "faults": "dict"}
+              "keepalive": "bool", "backends": "dict[str, str]", "faults": "dict"}
 _USER_KEYS = {"password": "str", "backends": "dict[str, str]", "backend_user": "str",
               "backend_password": "str", "replies": "list[dict]", "by_attempt": "dict",
               "tokens": "list[str]"}
@@ -158,6 +160,7 @@ class AuthSettings:
     smtp_error_code: str | None = None
     always_send_pass: bool = False
     requests_log: str | None = None
+    keepalive: bool = False
     backends: dict[str, Backend] = field(default_factory=dict)
     faults: Faults = field(default_factory=Faults)
 
@@ -368,7 +371,7 @@ def _auth(value: Any) -> AuthSettings:
     t = _table(value, "auth", _AUTH_KEYS)
     s = AuthSettings()
     for name in ("uri", "fail_message", "fail_wait", "fail_wait_attempts", "smtp_error_code",
-                 "always_send_pass", "requests_log"):
+                 "always_send_pass", "requests_log", "keepalive"):
         if name in t:
             setattr(s, name, t[name])
     if "fail_wait" in t:
@@ -533,7 +536,8 @@ def build_auth(script: Script, *, backends: Mapping[str, Backend] | None = None,
         backends={**(backends or {}), **a.backends}, fail_wait=a.fail_wait,
         fail_wait_attempts=a.fail_wait_attempts,
         fail_message=a.fail_message, smtp_error_code=a.smtp_error_code,
-        always_send_pass=a.always_send_pass, script=copy.deepcopy(script.queue),
+        always_send_pass=a.always_send_pass, keepalive=a.keepalive,
+        script=copy.deepcopy(script.queue),
         faults=copy.deepcopy(a.faults), requests_log=requests_log or a.requests_log, **kw)
 
 

@@ -27,6 +27,7 @@ from postern.proxy.auth_http import (
     AuthResponse,
     AuthServerError,
     build_request,
+    is_host_name,
     parse_response,
     peer_text,
 )
@@ -43,6 +44,7 @@ class Proceed:
     port: int
     login: bytes
     password: bytes | None
+    host_name: bool = False  # addr is a name to resolve (auth_http_server_names)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ class AuthExchange:
     """
 
     def __init__(self, auth_http, extra_headers, protocol, machine, client_ip: str,
-                 proxy_protocol: tuple[str, int, str, int] | None, timeout: float) -> None:
+                 proxy_protocol: tuple[str, int, str, int] | None, timeout: float,
+                 server_names: bool = False) -> None:
         self.auth_http = auth_http
         self.extra_headers = extra_headers
         self.protocol = protocol
@@ -83,6 +86,7 @@ class AuthExchange:
         self.client_ip = client_ip
         self.proxy_protocol = proxy_protocol
         self.timeout = timeout  # the server's `timeout`: the bound on paced WAIT repeats
+        self.server_names = server_names  # auth_http_server_names: Auth-Server may be a name
         self.peer = peer_text(auth_http)
         self.auth_wait = False  # nginx's s->auth_wait
         self.response: AuthResponse | None = None  # the last reply decoded, for debug lines
@@ -155,9 +159,10 @@ class AuthExchange:
             self._waited += WAIT_REPEAT_PACE
             return Retry(WAIT_REPEAT_PACE)
         try:
-            addr, port = resp.backend(self.peer)
+            addr, port = resp.backend(self.peer, self.server_names)
         except AuthServerError as err:
             return InternalError(str(err))
         if creds.password is None and self.protocol.password_required:
             return InternalError(f"auth http server {self.peer} did not send password")
-        return Proceed(addr, port, creds.login, creds.password)
+        return Proceed(addr, port, creds.login, creds.password,
+                       host_name=self.server_names and is_host_name(addr.encode()))

@@ -53,11 +53,16 @@ class AuthRequest:
     ssl_headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
+def request_head(conf: AuthHttp, http11: bool = False) -> bytes:
+    """The request line and Host header: all that differs between auth servers."""
+    return b"GET %s HTTP/1.%d\r\nHost: %s\r\n" % (conf.uri.encode(), http11,
+                                                   conf.host_header.encode())
+
+
 def build_request(conf: AuthHttp, extra_headers: tuple[tuple[str, str], ...],
                   req: AuthRequest) -> bytes:
     out = [
-        b"GET %s HTTP/1.0\r\n" % conf.uri.encode(),
-        b"Host: %s\r\n" % conf.host_header.encode(),
+        request_head(conf),
         b"Auth-Method: %s\r\n" % req.method.encode(),
         b"Auth-User: %s\r\n" % escape(req.user),
         b"Auth-Pass: %s\r\n" % escape(req.password or b""),
@@ -105,16 +110,21 @@ class AuthResponse:
     wait: int = 0
     error_code: bytes | None = None
 
-    def backend(self, peer: str) -> tuple[str, int]:
-        """Validate Auth-Server/Auth-Port for a success; raise as nginx would."""
+    def backend(self, peer: str, names: bool = False) -> tuple[str, int]:
+        """Validate Auth-Server/Auth-Port for a success; raise as nginx would. With `names`
+        (auth_http_server_names, beyond nginx) a host name is returned as it is, lowercased,
+        for the caller to resolve."""
         if not self.server or not self.port:
             raise AuthServerError(f"auth http server {peer} did not send server or port")
         text = self.server.decode("latin-1")
         try:
             addr = _normal_address(text)
         except ValueError:
-            raise AuthServerError(
-                f'auth http server {peer} sent invalid server address:"{text}"') from None
+            if names and is_host_name(self.server):
+                addr = text.lower()
+            else:
+                raise AuthServerError(
+                    f'auth http server {peer} sent invalid server address:"{text}"') from None
         port_text = self.port.decode("latin-1")
         port = atoi(self.port)
         if port is None or not 1 <= port <= 65535:
@@ -131,6 +141,19 @@ def atoi(value: bytes) -> int | None:
         return None
     n = int(value)
     return n if n <= INT_MAX else None
+
+
+_HOST_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def is_host_name(value: bytes) -> bool:
+    """A name worth a DNS lookup (RFC 1034): labels of 1-63 letters, digits and '-', not
+    starting with '-', at most 253 bytes, a letter somewhere (so no IPv4-like garbage)."""
+    if not value or len(value) > 253 or not _HOST_BYTES.issuperset(value):
+        return False
+    labels = value.split(b".")
+    return all(0 < len(label) <= 63 and not label.startswith(b"-") for label in labels) \
+        and any(chr(b).isalpha() for b in value)
 
 
 @functools.lru_cache(maxsize=1024)

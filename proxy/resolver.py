@@ -129,6 +129,15 @@ class HostResolver:
             return UNAVAILABLE if found.code == NXDOMAIN else TEMPUNAVAIL
         return text if addr in found.value else UNAVAILABLE  # type: ignore[operator]
 
+    async def host_addresses(self, name: bytes) -> list[str] | int:
+        """The addresses of a host name (A/AAAA as `resolver` ipv4=/ipv6= allow, IPv4 first),
+        or the error code of the failed lookup; cached like the client-host lookups."""
+        found = await self._shared(("name", name.lower()), lambda: self._forward(name))
+        if isinstance(found, _Failed):
+            return found.code
+        addrs = sorted(found.value, key=lambda a: (a.version, a))  # type: ignore[attr-defined]
+        return [str(a) for a in addrs]
+
     # -- caching and sharing -------------------------------------------------------------
     async def _shared(self, key: tuple, lookup: Callable[[], Awaitable[object]]) -> object:
         """A cached answer, or one lookup shared by every session asking the same thing."""

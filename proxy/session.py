@@ -12,6 +12,7 @@ proxy.session_tls (client TLS), proxy.relay (backend login and relay) and proxy.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import os
 import select
@@ -19,7 +20,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from postern.proxy import access_log as alog
-from postern.proxy import auth_http, proxy_protocol
+from postern.proxy import auth_http, auth_pool, proxy_protocol
 from postern.proxy import dialogue as dlg
 from postern.proxy.auth_exchange import AuthExchange, Fail, InternalError, Retry
 from postern.proxy.log import masked_header_lines
@@ -318,8 +319,8 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
                 self._debug("mail auth http write handler")
                 for line in masked_header_lines(request):
                     self._debug(f'mail auth http header: "{line}"')
-            decision = await auth_http.query(conf.auth_http, request, conf.auth_http_timeout,
-                                             exchange)
+            decision = await auth_pool.query(conf, request, conf.auth_http_timeout, exchange,
+                                             self.log)
         except auth_http.AuthServerError as err:
             decision = InternalError(str(err))
         if self.debug and exchange.response is not None:
@@ -333,7 +334,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
             conf.auth_http, conf.auth_http_headers, self.proto, self.machine, self.client_ip,
             None if info is None else (info.src_addr, info.src_port, info.dst_addr,
                                        info.dst_port),
-            conf.timeout)
+            conf.timeout, conf.auth_http_server_names)
         while True:
             decision = await self._ask(exchange)
             if isinstance(decision, Retry):
@@ -364,6 +365,11 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
             if decision.log:
                 self.log("error", decision.log)
             return self.internal_error()
+        if decision.host_name:  # auth_http_server_names, beyond nginx
+            addr = await auth_pool.resolve_backend(conf, decision.addr, exchange.peer, self.log)
+            if addr is None:
+                return self.internal_error()
+            decision = dataclasses.replace(decision, addr=addr)
         self.upstream_name = f"{decision.addr}:{decision.port}"
         if self.debug:
             self._debug(f"mail auth http done: upstream {decision.addr}:{decision.port}")

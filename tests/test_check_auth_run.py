@@ -93,13 +93,15 @@ def test_case_file_errors(tmp_path, text, message):
 
 def test_usage_errors(capsys):
     for argv in (["http://127.0.0.1:1/auth"],
-                 ["https://127.0.0.1/auth", "--user", "a", "--password", "b"],
+                 ["http://127.0.0.1/auth", "--user", "a", "--password", "b", "--cafile", "x"],
+                 ["https://127.0.0.1/auth", "--user", "a", "--password", "b", "--tls-cert", "x"],
                  ["http://127.0.0.1:1/", "--user", "a", "--password", "b", "--protocol", "nntp"],
                  ["http://127.0.0.1:1/", "--user", "a", "--password", "b", "--timeout", "5x"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
-    assert "plain HTTP only" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "are for https:// URLs" in err and "--tls-cert and --tls-key go together" in err
 
 
 def test_client_certificate_headers(tmp_path, capsys):

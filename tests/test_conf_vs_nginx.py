@@ -180,7 +180,6 @@ SAME = {
     "listen_all_params": E + f"mail {{ {A} server {{ listen 127.0.0.1:{{P}} proxy_protocol "
         "backlog=10 rcvbuf=64k sndbuf=1m bind so_keepalive=30m::10; protocol smtp; } }",
     # --- auth_http
-    "auth_http_https": E + "mail { auth_http https://127.0.0.1/; " + IMAP + " }",
     "auth_http_no_host": E + "mail { auth_http http://; " + IMAP + " }",
     "auth_http_port_zero": E + "mail { auth_http 127.0.0.1:0/x; " + IMAP + " }",
     "auth_http_port_empty": E + "mail { auth_http 127.0.0.1:/x; " + IMAP + " }",
@@ -411,6 +410,24 @@ DIFFERENT = {
         "ssl_verify_client on; } }",
         "no ssl_client_certificate for ssl_verify_client",
         "no ssl_client_certificate or ssl_trusted_certificate for ssl_verify_client",
+    ),
+    # beyond nginx: an https:// auth_http URL switches the auth requests to TLS
+    "auth_http_https": (
+        E + "mail { auth_http https://127.0.0.1/; " + IMAP + " }",
+        'invalid port in auth_http "https://127.0.0.1/"',
+        None,
+    ),
+    "auth_http_https_port_zero": (
+        E + "mail { auth_http https://127.0.0.1:0/; " + IMAP + " }",
+        'invalid port in auth_http "https://127.0.0.1:0/"',
+        'invalid port in auth_http "https://127.0.0.1:0/" in {D}/nginx.conf:3',
+    ),
+    "auth_http_https_missing_ca": (
+        E + "mail { auth_http https://127.0.0.1/; "
+        "auth_http_ssl_trusted_certificate missing.pem; " + IMAP + " }",
+        'invalid port in auth_http "https://127.0.0.1/"',
+        ('cannot load "auth_http_ssl_trusted_certificate" "{D}/missing.pem" '
+        "(2: No such file or directory) in {D}/nginx.conf:3"),
     ),
     # a mail proxy only: the blocks of the other nginx subsystems are skipped unread (with
     # a warning, see tests/test_conf.py), so what nginx would open inside them is not opened

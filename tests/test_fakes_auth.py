@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from postern.fakes.auth import AuthRequest, MockAuthServer, Reply, User, unescape
+import trustme
+from postern.fakes.auth import AuthRequest, Faults, MockAuthServer, Reply, User, cli, unescape
+from postern.fakes.script import build_auth, parse_script
 
 from tests.fake_support import ask
 
@@ -355,3 +357,82 @@ def test_bearer_tokens_from_the_user_or_the_token_table(method):
         assert ask(srv, nginx_request("", "tok-b", method)) == (
             OK_IMAP[:-2] + b"Auth-User: bob\r\n\r\n")
         assert ask(srv, nginx_request("", "tok-a", method)) == FAIL
+
+
+# -- beyond nginx's client: keep-alive and its close_after fault ----------------------------
+
+def _read_reply(sock: socket.socket, buf: bytes = b"") -> tuple[bytes, bytes]:
+    """One Content-Length-framed reply (and what came after it)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return buf, b""
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(rest) < length:
+        rest += sock.recv(4096)
+    return head + b"\r\n\r\n" + rest[:length], rest[length:]
+
+
+def http11(req: bytes) -> bytes:
+    return req.replace(b" HTTP/1.0\r\n", b" HTTP/1.1\r\n", 1)
+
+
+def test_keepalive_answers_http11_requests_on_one_connection():
+    with MockAuthServer({"alice": User("secret", backends={"imap": IMAP})},
+                        keepalive=True) as srv, \
+            socket.create_connection((srv.host, srv.port), timeout=5) as sock:
+        buf = b""
+        for _ in range(3):
+            sock.sendall(http11(nginx_request()))
+            reply, buf = _read_reply(sock, buf)
+            assert reply == OK_IMAP.replace(b"HTTP/1.0", b"HTTP/1.1").replace(
+                b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")
+        assert srv.connections == 1 and len(srv.requests) == 3
+
+
+@pytest.mark.parametrize("keepalive,request_bytes", [
+    (False, http11(nginx_request())),  # the switch is off: one reply, then close
+    (True, nginx_request()),  # HTTP/1.0: closed as nginx expects
+    (True, http11(nginx_request()).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")),
+])
+def test_keepalive_only_when_switched_on_and_asked_for(keepalive, request_bytes):
+    with MockAuthServer({"alice": User("secret", backends={"imap": IMAP})},
+                        keepalive=keepalive) as srv:
+        reply = ask(srv, request_bytes)
+        assert b"Content-Length" not in reply and reply.startswith(b"HTTP/1.0 200 OK\r\n")
+
+
+def test_close_after_fault_closes_unannounced():
+    with MockAuthServer({"alice": User("secret", backends={"imap": IMAP})}, keepalive=True,
+                        faults=Faults(close_after=2)) as srv, \
+            socket.create_connection((srv.host, srv.port), timeout=5) as sock:
+        buf = b""
+        for _ in range(2):
+            sock.sendall(http11(nginx_request()))
+            reply, buf = _read_reply(sock, buf)
+            assert b"Connection: close" not in reply
+        assert sock.recv(100) == b""  # closed after the second reply
+
+
+def test_script_keys_for_keepalive_and_close_after():
+    script = parse_script({"auth": {"keepalive": True, "faults": {"close_after": 3}}})
+    assert script.auth.keepalive and script.auth.faults.close_after == 3
+    srv = build_auth(script)
+    assert srv.keepalive and srv.faults.close_after == 3
+
+
+def test_auth_mock_command_line_keepalive_and_https(tmp_path, capsys):
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
+    args = ["--listen", "127.0.0.1:9100", "--keepalive", "--close-after", "5",
+            "--tls-cert", str(tmp_path / "c.pem"), "--tls-key", str(tmp_path / "k.pem")]
+    srv = cli._server(cli.build_parser().parse_args(args))
+    assert srv.keepalive and srv.faults.close_after == 5 and srv.ssl_context is not None
+    assert cli.main([*args, "--print-nginx"]) == 0
+    assert capsys.readouterr().out == "auth_http https://127.0.0.1:9100/auth;\n"
+    assert cli.main(["--tls-cert", str(tmp_path / "c.pem"), "--print-nginx"]) == 2
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().err

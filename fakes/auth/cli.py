@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send Auth-Pass on every success, not only for apop/cram-md5/external")
     p.add_argument("--requests-log", metavar="FILE",
                    help="append one JSON line per request (Auth-Pass masked)")
+    p.add_argument("--keepalive", action="store_true",
+                   help="keep HTTP/1.1 connections open (for Postern's auth_http_keepalive)")
+    p.add_argument("--close-after", type=int, metavar="N",
+                   help="with --keepalive: close each connection after N replies, unannounced")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate "
+                   "(chain) and --tls-key (for Postern's auth_http https://)")
+    p.add_argument("--tls-key", metavar="PEM")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
     return p
@@ -74,6 +82,18 @@ def _server(args: argparse.Namespace) -> MockAuthServer:
         if value is not None:
             setattr(server, attr, value)
     server.always_send_pass = server.always_send_pass or args.always_pass
+    server.keepalive = server.keepalive or args.keepalive
+    if args.close_after is not None:
+        server.faults.close_after = args.close_after
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except OSError as err:
+            raise ValueError(f"cannot load {args.tls_cert} / {args.tls_key}: {err}") from None
+        server.ssl_context = context
     return server
 
 

@@ -30,6 +30,7 @@ import hmac
 import json
 import logging
 import re
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -172,6 +173,7 @@ class Faults:
     oversize: int | bool = False
     every: int = 1
     protocols: list[str] | None = None
+    close_after: int = 0  # keep-alive: close a connection after N replies, unannounced
 
     def applies(self, n: int, protocol: str) -> bool:
         return n % max(1, self.every) == 0 and (self.protocols is None
@@ -281,7 +283,8 @@ class MockAuthServer(BackgroundServer):
                  handler: Callable[[AuthRequest], Reply | None] | None = None,
                  faults: Faults | None = None, tokens: Mapping[str, str] | None = None,
                  requests_log: str | Path | None = None, record: bool = True,
-                 use_uvloop: bool = True) -> None:
+                 use_uvloop: bool = True, keepalive: bool = False,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.users: dict[str, User] = {}
         for login, user in (users or {}).items():
             self.users[login] = User(user) if isinstance(user, str) else user
@@ -304,13 +307,19 @@ class MockAuthServer(BackgroundServer):
         self.record = record  # False: keep nothing in memory (long load runs)
         self.requests_log = requests_log
         self.use_uvloop = use_uvloop
+        # beyond nginx's client: HTTP/1.1 requests kept alive (replies get Content-Length),
+        # HTTPS with this context
+        self.keepalive = keepalive
+        self.ssl_context = ssl_context
+        self.connections = 0  # connections accepted so far
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._log_file: IO[str] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}{self.uri_path}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}{self.uri_path}"
 
     def add_user(self, login: str, password: str, **kw: Any) -> User:
         user = self.users[login] = User(password, **kw)
@@ -335,7 +344,8 @@ class MockAuthServer(BackgroundServer):
     async def start(self) -> None:
         self._open_log()
         self._server = await asyncio.start_server(self._serve, self.host, self.port,
-                                                  limit=1 << 16, backlog=1024)
+                                                  limit=1 << 16, backlog=1024,
+                                                  ssl=self.ssl_context)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
 
     def _open_log(self) -> None:
@@ -430,37 +440,64 @@ class MockAuthServer(BackgroundServer):
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self.connections += 1
         try:
-            try:
-                raw = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                return
-            req = AuthRequest.parse(raw, writer.get_extra_info("peername"))
-            try:
-                reply = self.decide(req)
-                data = reply.render()
-            except Exception:  # a broken handler or Reply must not kill the server
-                log.exception("auth decision failed")
-                reply = Reply(http_status="HTTP/1.0 500 Internal Server Error")
-                data = reply.render()
-            self.served += 1
-            if self.faults != _NO_FAULTS and self.faults.applies(self.served, req.protocol):
-                reply = self.faults.apply(reply)
-                if reply.oversize:
-                    data = reply.render()
-            cut = _cut(len(data), reply.close_early)
-            req.decision, req.reply = reply, b"" if reply.drop else data[:cut]
-            self._record(req)
-            if reply.stall:  # hold the connection until the client gives up
-                while await reader.read(65536):
-                    pass
-                return
-            await self._deliver(writer, reply, req.reply)
+            answered = 0
+            while await self._answer(reader, writer):
+                answered += 1
+                if self.faults.close_after and answered >= self.faults.close_after:
+                    return
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self._tasks.discard(task)
             writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """One request and its reply; True when the connection stays open for another."""
+        try:
+            raw = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            return False
+        req = AuthRequest.parse(raw, writer.get_extra_info("peername"))
+        try:
+            reply = self.decide(req)
+        except Exception:  # a broken handler or Reply must not kill the server
+            log.exception("auth decision failed")
+            reply = Reply(http_status="HTTP/1.0 500 Internal Server Error")
+        self.served += 1
+        if self.faults != _NO_FAULTS and self.faults.applies(self.served, req.protocol):
+            reply = self.faults.apply(reply)
+        keep = self._keeps_alive(req, reply)
+        if keep:
+            status = (reply.http_status or "HTTP/1.1 200 OK").replace("HTTP/1.0", "HTTP/1.1")
+            framed = any(h.lower().startswith(("content-length:", "transfer-encoding:"))
+                         for h in reply.headers)
+            reply = dataclasses.replace(reply, http_status=status, headers=[
+                *reply.headers, *([] if framed else [f"Content-Length: {len(reply.body)}"])])
+        try:
+            data = reply.render()
+        except Exception:
+            log.exception("auth reply failed")
+            reply = Reply(http_status="HTTP/1.0 500 Internal Server Error")
+            data, keep = reply.render(), False
+        cut = _cut(len(data), reply.close_early)
+        req.decision, req.reply = reply, b"" if reply.drop else data[:cut]
+        self._record(req)
+        if reply.stall:  # hold the connection until the client gives up
+            while await reader.read(65536):
+                pass
+            return False
+        await self._deliver(writer, reply, req.reply)
+        return keep
+
+    def _keeps_alive(self, req: AuthRequest, reply: Reply) -> bool:
+        if not self.keepalive or req.version != "HTTP/1.1":
+            return False
+        if (req.header("Connection") or "").lower() == "close":
+            return False
+        return not (reply.drop or reply.stall or reply.raw is not None
+                    or reply.close_early not in (None, False))
 
     def _record(self, req: AuthRequest) -> None:
         reply = req.decision

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import tlscheck
+from . import authclient, tlscheck
 from .engine import Level, Parser
 from .errors import ConfigError
 from .listen import count_listening, with_ssl
@@ -167,6 +167,7 @@ def build_servers(parser: Parser, mail: Level, servers: list[Level], end_file: s
     for srv, m in zip(servers, merged):
         if m["auth_http"] is None:
             raise location_error('no "auth_http" is defined for server', srv)
+        authclient.check(parser, srv, m)  # the auth_http client beyond nginx
     return [_server_settings(parser, srv, m) for srv, m in zip(servers, merged)]
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import socket
 
-from . import accesslog, build
+from . import accesslog, authclient, build
 from .addr import Url, UrlError, parse_url, ptocidr, resolve_host
 from .engine import Level, Parser, Stmt
 from .listen import PROTOCOL_PORTS, ListenError, parse_listen, sockaddr_key
 from .logtarget import LogTargetError, parse_error_log
-from .settings import AuthHttp, Resolver
+from .settings import Resolver
 from .values import PAGE_SIZE, atoi, parse_flag, parse_size, parse_time
 
 PROTOCOLS = ("imap", "pop3", "smtp")
@@ -200,21 +199,7 @@ def resolver(parser: Parser, level: Level, stmt: Stmt) -> None:
 
 
 def auth_http(parser: Parser, level: Level, stmt: Stmt) -> None:
-    text = stmt.args[0]
-    text = text.removeprefix("http://")
-    try:
-        url = parse_url(text, default_port=80, uri_part=True)
-    except UrlError as e:
-        raise stmt.error(f'{e} in auth_http "{text}"') from None
-    peer = url.addrs[0]
-    level.values["auth_http"] = AuthHttp(
-        text=peer.name,
-        host_header="localhost" if url.family == socket.AF_UNIX else url.host,
-        uri=url.uri or "/",
-        addr=peer.ip,
-        port=peer.port if peer.unix_path is None else 80,
-        unix_path=peer.unix_path,
-    )
+    level.values["auth_http"] = authclient.parse_auth_url(stmt, stmt.args[0])
 
 
 def proxy_protocol(parser: Parser, level: Level, stmt: Stmt) -> None:

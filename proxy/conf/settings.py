@@ -91,6 +91,9 @@ class AuthHttp:
     addr: str | None = None  # first resolved IP address
     port: int = 80
     unix_path: str | None = None
+    ssl: bool = False  # an https:// URL (nginx rejects those)
+    max_fails: int = 1  # failover (auth_http_backup): nginx upstream's defaults
+    fail_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,16 @@ class ServerSettings:
     auth_http_headers: tuple[tuple[str, str], ...] = ()
     auth_http_timeout: float = 60.0
     auth_http_pass_client_cert: bool = False
+    # the auth_http client beyond nginx (proxy/auth_pool.py); defaults are nginx's behaviour
+    auth_http_backups: tuple[AuthHttp, ...] = ()
+    auth_http_keepalive: int = 0
+    auth_http_keepalive_timeout: float = 60.0
+    auth_http_server_names: bool = False
+    auth_http_ssl_verify: bool = True
+    auth_http_ssl_trusted_certificate: str | None = None
+    auth_http_ssl_name: str | None = None
+    auth_http_ssl_certificate: str | None = None
+    auth_http_ssl_certificate_key: str | None = None
     proxy_buffer: int = PAGE_SIZE
     proxy_pass_error_message: bool = False
     proxy_protocol: str = "off"  # "off" | "on" | "v2"

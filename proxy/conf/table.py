@@ -13,6 +13,7 @@ import socket
 import crossplane.analyzer
 
 from . import accesslog as al
+from . import authclient as ac
 from . import handlers as h
 from . import slots as s
 from .engine import Directive
@@ -92,6 +93,23 @@ _ROWS = [
     _d("auth_http_header", MS, TAKE2, s.keyval("auth_http_headers"), "auth_http_headers", ()),
     _d("auth_http_pass_client_cert", MS, FLAG, s.flag("auth_http_pass_client_cert"),
        "auth_http_pass_client_cert", False),
+    # the auth_http client beyond nginx: conf/authclient.py, proxy/auth_pool.py
+    _d("auth_http_backup", MS, MORE1, ac.backup, "auth_http_backups", ()),
+    _d("auth_http_keepalive", MS, TAKE1, s.num("auth_http_keepalive"), "auth_http_keepalive",
+       0),
+    _d("auth_http_keepalive_timeout", MS, TAKE1, s.msec("auth_http_keepalive_timeout"),
+       "auth_http_keepalive_timeout", 60.0),
+    _d("auth_http_server_names", MS, FLAG, s.flag("auth_http_server_names"),
+       "auth_http_server_names", False),
+    _d("auth_http_ssl_verify", MS, FLAG, s.flag("auth_http_ssl_verify"),
+       "auth_http_ssl_verify", True),
+    _d("auth_http_ssl_trusted_certificate", MS, TAKE1,
+       s.string("auth_http_ssl_trusted_certificate"), "auth_http_ssl_trusted_certificate"),
+    _d("auth_http_ssl_name", MS, TAKE1, s.string("auth_http_ssl_name"), "auth_http_ssl_name"),
+    _d("auth_http_ssl_certificate", MS, TAKE1, s.string("auth_http_ssl_certificate"),
+       "auth_http_ssl_certificate"),
+    _d("auth_http_ssl_certificate_key", MS, TAKE1, s.string("auth_http_ssl_certificate_key"),
+       "auth_http_ssl_certificate_key"),
     # ngx_mail_proxy_module
     _d("proxy", MS, FLAG, s.flag("proxy"), "proxy", False),  # parsed, has no effect
     _d("proxy_buffer", MS, TAKE1, s.size("proxy_buffer"), "proxy_buffer", PAGE_SIZE),
