@@ -18,7 +18,7 @@ import select
 import traceback
 from typing import TYPE_CHECKING
 
-from postern.proxy import auth_http, proxy_protocol
+from postern.proxy import auth_http, limits, proxy_protocol
 from postern.proxy import dialogue as dlg
 from postern.proxy.auth_exchange import AuthExchange, Fail, InternalError, Retry
 from postern.proxy.log import masked_header_lines
@@ -30,6 +30,7 @@ from postern.proxy.phases import (
     DELAY,
     DIALOGUE,
     HANDSHAKE,
+    LIMITED,
     NEXT,
     PROXY_PROTOCOL,
     READS_AFTER_REPLY,
@@ -80,6 +81,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         self.proxy_info: proxy_protocol.ProxyInfo | None = None
         self.client_addr: tuple | None = None
         self.local_addr: tuple | None = None
+        self.limit_hold: limits.Hold | None = None  # what it counts in limit_conn zones
         # the level is checked once per session: debug lines cost one test when off
         self.debug = runtime.log.enabled("debug")
 
@@ -149,6 +151,20 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         self._after_proxy_protocol()
 
     def _after_proxy_protocol(self) -> None:
+        verdict = limits.on_accept(self)
+        if isinstance(verdict, limits.Refuse):
+            self._write(verdict.line)
+            return self.close()
+        if verdict is not None:  # limit_req: the greeting waits
+            self._enter(LIMITED)
+            self.transport.pause_reading()
+            self._timer = self.rt.loop.call_later(verdict.seconds, self._after_limits)
+            return
+        self._after_limits()
+
+    @guarded
+    def _after_limits(self) -> None:
+        self._timer = None
         if self.proto.resolves_client_host and self.rt.resolver is not None:
             self._enter(RESOLVING)
             self.transport.pause_reading()
@@ -210,7 +226,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         if phase is PROXY_PROTOCOL:
             self._read_proxy_protocol(data)
             return
-        if phase is RESOLVING:  # a read already under way when reading was paused
+        if phase is RESOLVING or phase is LIMITED:  # a read under way when reading was paused
             self._early += data
             return
         if phase is DELAY:
@@ -331,8 +347,11 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
             None if info is None else (info.src_addr, info.src_port, info.dst_addr,
                                        info.dst_port),
             conf.timeout)
+        if not await self._limits_at_login():
+            return
         while True:
             decision = await self._ask(exchange)
+            limits.on_auth_result(self, decision)
             if isinstance(decision, Retry):
                 if not await self._pause(decision.delay):
                     return
@@ -346,12 +365,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
                     return
                 if decision.retry:
                     continue
-                self._enter(DIALOGUE)
-                self.machine.auth_failed(decision.line)
-                self._arm_timeout(conf.timeout)
-                self.transport.resume_reading()
-                self._drive()
-                return
+                return self._back_to_dialogue(decision.line)
             break
         if isinstance(decision, InternalError):
             if decision.log:
@@ -361,6 +375,29 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         if self.debug:
             self._debug(f"mail auth http done: upstream {decision.addr}:{decision.port}")
         await self._login_to_backend(decision.addr, decision.port)
+
+    def _back_to_dialogue(self, line: bytes) -> None:
+        """A failed login: its reply, and the dialogue goes on."""
+        self._enter(DIALOGUE)
+        self.machine.auth_failed(line)
+        self._arm_timeout(self.conf.timeout)
+        self.transport.resume_reading()
+        self._drive()
+
+    async def _limits_at_login(self) -> bool:
+        """limit_auth, and limits keyed by $login; False when they ended the attempt."""
+        verdict = limits.on_login(self)
+        if verdict is None:
+            return True
+        if isinstance(verdict, limits.Refuse):
+            self._write(verdict.line)
+            self.close()
+            return False
+        if isinstance(verdict, limits.Delay):
+            return await self._pause(verdict.seconds)
+        if await self._pause(verdict.wait):  # Deny: blocked, the auth server is not asked
+            self._back_to_dialogue(verdict.line)
+        return False
 
     # -- timers and closing --------------------------------------------------------------
     def _arm_timeout(self, delay: float, message: str = "client timed out") -> None:
@@ -398,6 +435,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         if self.debug:
             self._debug_close()
         self._enter(CLOSED)
+        limits.on_close(self)
         self._cancel_timer()
         if self._task is not None and not self._task.done() and \
                 self._task is not asyncio.current_task():

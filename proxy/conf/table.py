@@ -13,6 +13,7 @@ import socket
 import crossplane.analyzer
 
 from . import handlers as h
+from . import limits as lim
 from . import slots as s
 from .engine import Directive
 from .settings import IMAP_METHODS, PAGE_SIZE, POP3_METHODS, SMTP_METHODS
@@ -158,6 +159,19 @@ _ROWS = [
     _d("ssl_conf_command", MS, TAKE2, s.keyval("ssl.conf_commands"), "ssl.conf_commands"),
     # ngx_mail_realip_module
     _d("set_real_ip_from", MS, TAKE1, h.set_real_ip_from, "set_real_ip_from", ()),
+    # limits across workers (Postern's own; nginx's mail module has none)
+    _d("limit_conn_zone", MAIL, (2, 2), lim.zone),
+    _d("limit_req_zone", MAIL, (2, 3), lim.zone),
+    _d("limit_auth_zone", MAIL, (2, 6), lim.zone),
+    _d("limit_conn", MS, TAKE2, lim.limit_conn, "limit_conn", ()),
+    _d("limit_req", MS, (1, 4), lim.limit_req, "limit_req", ()),
+    _d("limit_auth", MS, TAKE1, lim.limit_auth, "limit_auth", ()),
+    _d("limit_conn_log_level", MS, TAKE1, s.enum("limit_conn_log_level", lim.LOG_LEVELS),
+       "limit_conn_log_level", "error"),
+    _d("limit_req_log_level", MS, TAKE1, s.enum("limit_req_log_level", lim.LOG_LEVELS),
+       "limit_req_log_level", "error"),
+    _d("limit_auth_log_level", MS, TAKE1, s.enum("limit_auth_log_level", lim.LOG_LEVELS),
+       "limit_auth_log_level", "error"),
 ]
 
 TABLE: dict[str, Directive] = {row.name: row for row in _ROWS}
