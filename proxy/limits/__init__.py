@@ -136,6 +136,12 @@ def count_hit(kind: str, zone_name: str) -> None:
     hits per kind and zone once proxy/metrics.py exists."""
 
 
+def _thousandths(excess: float) -> str:
+    """nginx keeps the excess in thousandths and logs them truncated: "1.999"."""
+    milli = int(excess * 1000)
+    return f"{milli // 1000}.{milli % 1000:03d}"
+
+
 def _requests(session, rules, now: float):
     """limit_req over these rules: Refuse, Delay (the longest asked) or None."""
     conf = session.conf
@@ -152,12 +158,14 @@ def _requests(session, rules, now: float):
             return Refuse(session.proto.limited)
         if result.outcome is Outcome.LIMITED:
             session.log(conf.limit_req_log_level,
-                        f'limiting requests, excess: {result.excess:.3f} by zone "{spec.name}"')
+                        f'limiting requests, excess: {_thousandths(result.excess)} by zone '
+                        f'"{spec.name}"')
             count_hit("req", spec.name)
             return Refuse(session.proto.limited)
         if result.delay > 0:
             session.log(_LESS[conf.limit_req_log_level],
-                        f'delaying request, excess: {result.excess:.3f}, by zone "{spec.name}"')
+                        f'delaying request, excess: {_thousandths(result.excess)}, by zone '
+                        f'"{spec.name}"')
             count_hit("req", spec.name)
             wait = max(wait, result.delay)
     return Delay(wait) if wait > 0 else None

@@ -43,7 +43,7 @@ class SharedTable:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._file = tempfile.TemporaryFile(prefix="postern-zone-")
+        self._file = tempfile.TemporaryFile(prefix="postern-zone-")  # noqa: SIM115 - lives with the table
         self._file.truncate(size)
         self._mem = mmap.mmap(self._file.fileno(), size, mmap.MAP_SHARED,
                               mmap.PROT_READ | mmap.PROT_WRITE)
