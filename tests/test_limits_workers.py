@@ -169,7 +169,7 @@ def test_a_reload_keeps_the_counts(proxy):
     before = proxy.log_text().count("start worker process ")
     proxy.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: proxy.log_text().count("start worker process ") >= before + 4)
-    s, greeted = proxy.open()
+    _, greeted = proxy.open()
     assert not greeted
     new_worker = int(re.findall(r" (\d+)#\d+: \*\d+ limiting connections",
                                 proxy.log_text())[-1])
@@ -188,7 +188,7 @@ def test_limit_req_and_limit_auth_across_workers(tmp_path, auth):
                   "limit_auth_zone $binary_remote_addr zone=fail:1m failures=3 block=2s;",
                   "limit_req zone=rate burst=3 nodelay; limit_auth zone=fail;")
     try:
-        held, workers, refused = proxy.fill(20)
+        held, _, refused = proxy.fill(20)
         assert (len(held), refused) == (4, 16)
         close_all(held)
     finally:
