@@ -220,6 +220,7 @@ class Master:
         self.log.log("notice", "signal 1 (SIGHUP) received, reconfiguring")
         try:
             new = self.reload_config()
+            zones = limits.prepare(new)  # unchanged zones are kept, with their counts
             old = {_sock_key(b.listen): b.sock for b in self.bindings}
             keep = dict(old)
             bindings = plan(new, keep)
@@ -229,7 +230,7 @@ class Master:
         for sock in keep.values():  # listeners the new config no longer has
             sock.close()
         self.settings, self.bindings = new, bindings
-        limits.install(new)  # unchanged zones are kept, with their counts
+        limits.commit(zones)
         old_gen = self.generation
         self.generation += 1
         self._spawn(new.worker_processes)

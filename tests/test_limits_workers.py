@@ -165,16 +165,23 @@ def test_a_reload_keeps_the_counts(proxy):
     """SIGHUP with the zone unchanged: the new workers see the sessions the old ones still
     serve, and the places come back when those end."""
     held, _, _ = proxy.fill(LIMIT)
-    assert len(held) == LIMIT
-    before = proxy.log_text().count("start worker process ")
-    proxy.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: proxy.log_text().count("start worker process ") >= before + 4)
-    _, greeted = proxy.open()
-    assert not greeted
-    new_worker = int(re.findall(r" (\d+)#\d+: \*\d+ limiting connections",
-                                proxy.log_text())[-1])
-    assert new_worker not in {proxy.worker_of(h) for h in held}
-    close_all(held)
+    try:
+        assert len(held) == LIMIT
+        old = {int(p) for p in re.findall(r"start worker process (\d+)", proxy.log_text())}
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(re.findall(r"start worker process ", proxy.log_text()))
+                 >= len(old) + 4)
+
+        def refused_by_a_new_worker() -> bool:
+            _, greeted = proxy.open()
+            assert not greeted  # old workers, until they stop listening, refuse too
+            refuser = re.findall(r" (\d+)#\d+: \*\d+ limiting connections",
+                                 proxy.log_text())[-1]
+            return int(refuser) not in old
+
+        wait_for(refused_by_a_new_worker, what="a refusal by a new worker")
+    finally:
+        close_all(held)
     wait_for(lambda: (r := proxy.fill(LIMIT))[0] and len(r[0]) == LIMIT and r,
              what="places freed after the reload")
 

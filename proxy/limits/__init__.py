@@ -1,6 +1,6 @@
 """Limits that hold across workers: limit_conn, limit_req and limit_auth (off by default).
 
-The master creates the zones (install()) before it forks, so every worker shares them;
+The master creates the zones (install(), or prepare() and commit() for a reload) before it forks, so every worker shares them;
 a reload keeps a zone whose name, kind, key and size are unchanged, as nginx keeps a shared
 zone. The driver calls in once per event and carries out the verdict:
 
@@ -81,21 +81,33 @@ def _same(a: LimitZone, b: LimitZone) -> bool:
     return (a.kind, a.key, a.size) == (b.kind, b.key, b.size)
 
 
-def install(settings: MainSettings) -> None:
-    """Create the configuration's zones, keeping those a reload leaves unchanged (their
-    counts and states go on); the parameters (rate, failures, ...) are the new ones."""
-    old = dict(_zones)
-    _zones.clear()
+def prepare(settings: MainSettings) -> dict[str, tuple[LimitZone, Any]]:
+    """The configuration's zones: those a reload leaves unchanged are kept (their counts and
+    states go on, with the new parameters: rate, failures, ...), the others are created.
+    Nothing changes until commit(), so a reload that fails later keeps the old zones."""
+    zones = {}
     for spec in settings.limit_zones:
-        kept = old.pop(spec.name, None)
+        kept = _zones.get(spec.name)
         if kept is not None and _same(kept[0], spec):
-            _zones[spec.name] = (spec, kept[1])
+            zones[spec.name] = (spec, kept[1])
         else:
-            if kept is not None:
-                old[spec.name] = kept
-            _zones[spec.name] = (spec, _KINDS[spec.kind](SharedTable(spec.size)))
-    for _, zone in old.values():  # workers still serving them keep their own mapping
-        zone.table.close()
+            zones[spec.name] = (spec, _KINDS[spec.kind](SharedTable(spec.size)))
+    return zones
+
+
+def commit(zones: dict[str, tuple[LimitZone, Any]]) -> None:
+    """Make the prepared zones the ones new workers inherit; the master lets go of the
+    others (workers still serving them keep their own mapping)."""
+    kept = {id(z) for _, z in zones.values()}
+    for _, z in _zones.values():
+        if id(z) not in kept:
+            z.table.close()
+    _zones.clear()
+    _zones.update(zones)
+
+
+def install(settings: MainSettings) -> None:
+    commit(prepare(settings))
 
 
 def zone(spec: LimitZone):

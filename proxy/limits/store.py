@@ -1,8 +1,9 @@
 """A fixed-size hash table in memory shared by the master and every worker it forks.
 
 The master creates a table before it forks, so every worker maps the same pages (as nginx's
-workers map a shared zone). The table lives in an unlinked temporary file mapped MAP_SHARED;
-the same file carries the cross-process lock, a POSIX record lock (fcntl.lockf), which the
+workers map a shared zone). The table lives in an anonymous memory file (memfd; an unlinked
+temporary file where there is none) mapped MAP_SHARED; the same file carries the
+cross-process lock, a POSIX record lock (fcntl.lockf), which the
 kernel drops when its holder dies, so a worker killed while holding it cannot wedge the
 others (a multiprocessing.Lock would stay taken).
 
@@ -43,20 +44,19 @@ class SharedTable:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._file = tempfile.TemporaryFile(prefix="postern-zone-")  # noqa: SIM115 - lives with the table
-        self._file.truncate(size)
-        self._mem = mmap.mmap(self._file.fileno(), size, mmap.MAP_SHARED,
-                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self._fd = _memory_file()
+        os.ftruncate(self._fd, size)
+        self._mem = mmap.mmap(self._fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.slots = (size - HEADER_SIZE) // SLOT.size
         self.capacity = int(self.slots * MAX_LOAD)
 
     def close(self) -> None:
         self._mem.close()
-        self._file.close()
+        os.close(self._fd)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        fd = self._file.fileno()
+        fd = self._fd
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
             yield
@@ -150,5 +150,9 @@ class SharedTable:
         return dropped
 
 
-def owner_pid() -> int:
-    return os.getpid()
+def _memory_file() -> int:
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("postern-zone", os.MFD_CLOEXEC)
+    fd, path = tempfile.mkstemp(prefix="postern-zone-")
+    os.unlink(path)
+    return fd
