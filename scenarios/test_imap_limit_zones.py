@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 
 import pytest
 from postern.scenarios.kit.imap_support import GREETING, LOGGED_IN, greeted, login
@@ -76,16 +77,36 @@ def test_limit_req_burst_nodelay(lab):
 
 def test_limit_req_burst_delays_the_greeting(lab):
     """limit_req burst without nodelay: a session within the burst waits for its turn (its
-    greeting comes later), logged one level below limit_req_log_level."""
+    greeting comes 1/rate later per request of excess), logged one level below
+    limit_req_log_level."""
     proxy = lab.proxy(mail="limit_req_zone $binary_remote_addr zone=req2:1m rate=4r/s;",
                       server="limit_req zone=req2 burst=2;")
     log = LogWatch(proxy)
-    with proxy.connect() as a, proxy.connect() as b:
+    start = time.monotonic()
+    with proxy.connect() as a, proxy.connect() as b, proxy.connect() as c:
         a.expect(GREETING)
+        c.expect(GREETING)
+        assert time.monotonic() - start >= 0.45  # excess 2 at 4r/s: half a second
         b.expect(GREETING)
         b.send(b"a1 NOOP\r\n").expect(b"a1 OK completed\r\n")
-    line = log.line('delaying request, excess: ')
+    line = log.line("delaying request, excess: 1.9")
     assert "[warn]" in line and 'by zone "req2"' in line
+
+
+def test_limit_req_by_login_delays_the_auth_request(lab):
+    """limit_req keyed by $login: login attempts of one login within the burst wait before
+    the auth server is asked; beyond it the session is refused."""
+    proxy = lab.proxy(mail="limit_req_zone $login zone=req3:1m rate=1r/m;",
+                      server="limit_req zone=req3 burst=1 delay=0;")
+    log = LogWatch(proxy)
+    with login(proxy, password=b"wrong") as c:
+        c.expect(b"a1 NO Invalid login or password\r\n").expect_closed()
+    with login(proxy, password=b"wrong") as c:
+        log.wait_for('delaying request, excess: 0.9')
+        assert len(lab.auth.requests) == 1  # asked only once the delay (~1 minute) is over
+    with login(proxy) as c:
+        c.expect(LIMITED).expect_closed()
+    assert len(lab.auth.requests) == 1
 
 
 def test_limit_auth_blocks_without_asking_the_auth_server(lab):
