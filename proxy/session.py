@@ -365,7 +365,12 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
                     return
                 if decision.retry:
                     continue
-                return self._back_to_dialogue(decision.line)
+                self._enter(DIALOGUE)
+                self.machine.auth_failed(decision.line)
+                self._arm_timeout(conf.timeout)
+                self.transport.resume_reading()
+                self._drive()
+                return
             break
         if isinstance(decision, InternalError):
             if decision.log:
@@ -377,7 +382,8 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         await self._login_to_backend(decision.addr, decision.port)
 
     def _back_to_dialogue(self, line: bytes) -> None:
-        """A failed login: its reply, and the dialogue goes on."""
+        """A refused login: its reply, and the dialogue goes on (as after a failure with
+        Auth-Wait, above)."""
         self._enter(DIALOGUE)
         self.machine.auth_failed(line)
         self._arm_timeout(self.conf.timeout)
