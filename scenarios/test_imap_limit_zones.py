@@ -93,6 +93,17 @@ def test_limit_req_burst_delays_the_greeting(lab):
     assert "[warn]" in line and 'by zone "req2"' in line
 
 
+def test_limit_req_delayed_session_keeps_what_the_client_sent(lab):
+    """limit_req delay: a command sent while the greeting waits is read after it, as any
+    command sent before the greeting."""
+    proxy = lab.proxy(mail="limit_req_zone $binary_remote_addr zone=req4:1m rate=5r/s;",
+                      server="limit_req zone=req4 burst=1;")
+    with proxy.connect() as a, proxy.connect() as b:
+        a.expect(GREETING)
+        b.send(b"a1 NOOP\r\n")
+        b.expect(GREETING).expect(b"a1 OK completed\r\n")
+
+
 def test_limit_req_by_login_delays_the_auth_request(lab):
     """limit_req keyed by $login: login attempts of one login within the burst wait before
     the auth server is asked; beyond it the session is refused."""
