@@ -86,6 +86,8 @@ def test_limit_req_delay_and_defaults(tmp_path):
      'invalid parameter "block=x" in T/nginx.conf:4'),
     ("limit_conn_zone $login zone=a:1m; limit_req_zone $login zone=a:1m;", "",
      'limit_req_zone "a" is already bound to key "$login" in T/nginx.conf:4'),
+    ("ssl_session_cache shared:z:1m; limit_conn_zone $login zone=z:1m;", "",
+     'the shared memory zone "z" is already declared for a different use in T/nginx.conf:4'),
     ("", "limit_conn nowhere 1;", 'zero size shared memory zone "nowhere"'),
     ("limit_req_zone $login zone=r:1m;", "limit_conn r 1;",
      ('"r" is a req zone, not a conn zone ("limit_conn" needs a "limit_conn_zone") '
