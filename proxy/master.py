@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from postern.proxy import limits
 from postern.proxy.conf.settings import Listen, MainSettings, ServerSettings
 from postern.proxy.log import ErrorLog
 from postern.proxy.worker import Binding, Worker, run
@@ -119,6 +120,7 @@ class Master:
 
     def bind(self) -> None:
         self.bindings = plan(self.settings, {})
+        limits.install(self.settings)  # before the fork: the workers share the zones
 
     def write_pid(self) -> None:
         """Written whole or not at all, so a reader never sees an empty file."""
@@ -208,6 +210,7 @@ class Master:
             gen = self.workers.pop(pid, None)
             if gen is None:
                 continue
+            limits.reclaim(pid)  # a dead worker's sessions no longer count
             code = os.waitstatus_to_exitcode(status)
             if code != 0 and respawn and gen == self.generation:
                 self.log.log("alert", f"worker process {pid} exited with code {code}")
@@ -217,6 +220,7 @@ class Master:
         self.log.log("notice", "signal 1 (SIGHUP) received, reconfiguring")
         try:
             new = self.reload_config()
+            zones = limits.prepare(new)  # unchanged zones are kept, with their counts
             old = {_sock_key(b.listen): b.sock for b in self.bindings}
             keep = dict(old)
             bindings = plan(new, keep)
@@ -226,6 +230,7 @@ class Master:
         for sock in keep.values():  # listeners the new config no longer has
             sock.close()
         self.settings, self.bindings = new, bindings
+        limits.commit(zones)
         old_gen = self.generation
         self.generation += 1
         self._spawn(new.worker_processes)

@@ -14,6 +14,7 @@ class Phase(StrEnum):
     ACCEPTED = "accepted"  # connection_made is deciding what comes first
     PROXY_PROTOCOL = "proxy_protocol"  # waiting for the PROXY protocol header
     HANDSHAKE = "handshake"  # implicit TLS: the handshake before the greeting
+    LIMITED = "limited"  # limit_req: the greeting waits for the session's turn
     RESOLVING = "resolving"  # SMTP: looking up the client's host name
     DELAY = "delay"  # SMTP: smtp_greeting_delay, the client must stay silent
     DIALOGUE = "dialogue"  # the protocol machine talks with the client
@@ -26,18 +27,20 @@ class Phase(StrEnum):
 
 # the members as plain module names: `Phase.RELAY` is a slow attribute lookup on Python 3.11,
 # and the relay tests the phase on every read
-(ACCEPTED, PROXY_PROTOCOL, HANDSHAKE, RESOLVING, DELAY, DIALOGUE, STARTTLS, AUTH, LOGIN, RELAY,
- CLOSED) = Phase
+(ACCEPTED, PROXY_PROTOCOL, HANDSHAKE, LIMITED, RESOLVING, DELAY, DIALOGUE, STARTTLS, AUTH, LOGIN,
+ RELAY, CLOSED) = Phase
 
 KEEP = "keep"  # the table's word for "the action does not change"
 
 # phase: (action on entering it, the phases it may go to next)
 _TABLE: dict[Phase, tuple[str | None, frozenset[Phase]]] = {
     ACCEPTED: ("sending client greeting line",
-               frozenset({PROXY_PROTOCOL, HANDSHAKE, RESOLVING, DELAY, DIALOGUE, CLOSED})),
+               frozenset({PROXY_PROTOCOL, HANDSHAKE, LIMITED, RESOLVING, DELAY, DIALOGUE,
+                          CLOSED})),
     PROXY_PROTOCOL: ("reading PROXY protocol",
-                     frozenset({HANDSHAKE, RESOLVING, DELAY, DIALOGUE, CLOSED})),
-    HANDSHAKE: ("SSL handshaking", frozenset({RESOLVING, DELAY, DIALOGUE, CLOSED})),
+                     frozenset({HANDSHAKE, LIMITED, RESOLVING, DELAY, DIALOGUE, CLOSED})),
+    HANDSHAKE: ("SSL handshaking", frozenset({LIMITED, RESOLVING, DELAY, DIALOGUE, CLOSED})),
+    LIMITED: (KEEP, frozenset({RESOLVING, DELAY, DIALOGUE, CLOSED})),
     RESOLVING: ("in resolving client address", frozenset({DELAY, DIALOGUE, CLOSED})),
     DELAY: ("in delay pipelining state", frozenset({DIALOGUE, CLOSED})),
     DIALOGUE: ("in auth state", frozenset({AUTH, STARTTLS, CLOSED})),

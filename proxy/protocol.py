@@ -35,6 +35,8 @@ class MailProtocol:
     greeting_delay: Callable[[Any], float] = _no_delay
     # debug words of ngx_mail_proxy_<protocol>_handler, by backend login action
     login_debug: Mapping[str, str] = field(default_factory=dict)
+    # the refusal of a session over a limit_conn / limit_req limit (proxy.limits)
+    limited: bytes = b""
 
     @property
     def open(self) -> Callable[..., Any]:

@@ -20,7 +20,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from postern.proxy import access_log as alog
-from postern.proxy import auth_http, auth_pool, proxy_protocol
+from postern.proxy import auth_http, auth_pool, limits, proxy_protocol
 from postern.proxy import dialogue as dlg
 from postern.proxy.auth_exchange import AuthExchange, Fail, InternalError, Retry
 from postern.proxy.log import masked_header_lines
@@ -32,6 +32,7 @@ from postern.proxy.phases import (
     DELAY,
     DIALOGUE,
     HANDSHAKE,
+    LIMITED,
     NEXT,
     PROXY_PROTOCOL,
     READS_AFTER_REPLY,
@@ -82,6 +83,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         self.proxy_info: proxy_protocol.ProxyInfo | None = None
         self.client_addr: tuple | None = None
         self.local_addr: tuple | None = None
+        self.limit_hold: limits.Hold | None = None  # what it counts in limit_conn zones
         # the level is checked once per session: debug lines cost one test when off
         self.debug = runtime.log.enabled("debug")
         self.started = runtime.loop.time()
@@ -152,6 +154,20 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         self._after_proxy_protocol()
 
     def _after_proxy_protocol(self) -> None:
+        verdict = limits.on_accept(self)
+        if isinstance(verdict, limits.Refuse):
+            self._write(verdict.line)
+            return self.close()
+        if verdict is not None:  # limit_req: the greeting waits
+            self._enter(LIMITED)
+            self.transport.pause_reading()
+            self._timer = self.rt.loop.call_later(verdict.seconds, self._after_limits)
+            return
+        self._after_limits()
+
+    @guarded
+    def _after_limits(self) -> None:
+        self._timer = None
         if self.proto.resolves_client_host and self.rt.resolver is not None:
             self._enter(RESOLVING)
             self.transport.pause_reading()
@@ -214,7 +230,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         if phase is PROXY_PROTOCOL:
             self._read_proxy_protocol(data)
             return
-        if phase is RESOLVING:  # a read already under way when reading was paused
+        if phase is RESOLVING or phase is LIMITED:  # a read under way when reading was paused
             self._early += data
             return
         if phase is DELAY:
@@ -335,8 +351,11 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
             None if info is None else (info.src_addr, info.src_port, info.dst_addr,
                                        info.dst_port),
             conf.timeout, conf.auth_http_server_names)
+        if not await self._limits_at_login():
+            return
         while True:
             decision = await self._ask(exchange)
+            limits.on_auth_result(self, decision)
             if isinstance(decision, Retry):
                 if not await self._pause(decision.delay):
                     return
@@ -374,6 +393,30 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         if self.debug:
             self._debug(f"mail auth http done: upstream {decision.addr}:{decision.port}")
         await self._login_to_backend(decision.addr, decision.port)
+
+    def _back_to_dialogue(self, line: bytes) -> None:
+        """A refused login: its reply, and the dialogue goes on (as after a failure with
+        Auth-Wait, above)."""
+        self._enter(DIALOGUE)
+        self.machine.auth_failed(line)
+        self._arm_timeout(self.conf.timeout)
+        self.transport.resume_reading()
+        self._drive()
+
+    async def _limits_at_login(self) -> bool:
+        """limit_auth, and limits keyed by $login; False when they ended the attempt."""
+        verdict = limits.on_login(self)
+        if verdict is None:
+            return True
+        if isinstance(verdict, limits.Refuse):
+            self._write(verdict.line)
+            self.close()
+            return False
+        if isinstance(verdict, limits.Delay):
+            return await self._pause(verdict.seconds)
+        if await self._pause(verdict.wait):  # Deny: blocked, the auth server is not asked
+            self._back_to_dialogue(verdict.line)
+        return False
 
     # -- timers and closing --------------------------------------------------------------
     def _arm_timeout(self, delay: float, message: str = "client timed out") -> None:
@@ -415,6 +458,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
             self._debug_close()
         self._enter(CLOSED)
         self._log_access(relaying, quiet)
+        limits.on_close(self)
         self._cancel_timer()
         if self._task is not None and not self._task.done() and \
                 self._task is not asyncio.current_task():

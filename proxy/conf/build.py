@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import authclient, tlscheck
+from . import authclient, limits, tlscheck
 from .engine import Level, Parser
 from .errors import ConfigError
 from .listen import count_listening, with_ssl
@@ -168,6 +168,8 @@ def build_servers(parser: Parser, mail: Level, servers: list[Level], end_file: s
         if m["auth_http"] is None:
             raise location_error('no "auth_http" is defined for server', srv)
         authclient.check(parser, srv, m)  # the auth_http client beyond nginx
+    for m in merged:
+        limits.resolve(parser, m)
     return [_server_settings(parser, srv, m) for srv, m in zip(servers, merged)]
 
 
@@ -212,4 +214,5 @@ def build_main(parser: Parser, main: Level, conf_file: str) -> MainSettings:
         worker_rlimit_nofile=values.get("worker_rlimit_nofile"),
         user=values.get("user"),
         warnings=tuple(parser.warnings),
+        limit_zones=tuple(parser.state.get("limit_zones", {}).values()),
     )

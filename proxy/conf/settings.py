@@ -128,6 +128,31 @@ class SslSettings:
 
 
 @dataclass(frozen=True)
+class LimitZone:
+    """limit_conn_zone / limit_req_zone / limit_auth_zone: a zone shared by all workers."""
+
+    name: str
+    kind: str  # "conn" | "req" | "auth"
+    key: str  # "$binary_remote_addr" | "$remote_addr" | "$login"
+    size: int  # bytes
+    rate: float = 0.0  # req: requests per second
+    failures: int = 5  # auth: the failures in `window` that start a block
+    window: float = 60.0  # auth: seconds
+    delay: float = 0.0  # auth: seconds before each refused login is answered
+    block: float = 300.0  # auth: seconds
+
+
+@dataclass(frozen=True)
+class LimitRule:
+    """One limit_conn / limit_req / limit_auth directive, its zone resolved."""
+
+    zone: LimitZone
+    number: int = 0  # limit_conn: sessions allowed at once
+    burst: int = 0  # limit_req
+    delay: float = 0.0  # limit_req: excess served without waiting (inf: nodelay)
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """One mail `server {}` with every mail-level value already inherited into it."""
 
@@ -174,6 +199,12 @@ class ServerSettings:
     smtp_greeting_delay: float = 0.0
     ssl: SslSettings = field(default_factory=SslSettings)
     set_real_ip_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network | str, ...] = ()
+    limit_conn: tuple[LimitRule, ...] = ()
+    limit_req: tuple[LimitRule, ...] = ()
+    limit_auth: tuple[LimitRule, ...] = ()
+    limit_conn_log_level: str = "error"
+    limit_req_log_level: str = "error"
+    limit_auth_log_level: str = "error"
 
 
 @dataclass(frozen=True)
@@ -193,3 +224,4 @@ class MainSettings:
     worker_rlimit_nofile: int | None = None  # RLIMIT_NOFILE to set in workers
     user: tuple[str, str] | None = None  # (user, group) to switch to when started as root
     warnings: tuple[str, ...] = ()  # "[warn]" messages produced while parsing
+    limit_zones: tuple[LimitZone, ...] = ()  # created by the master, shared by its workers

@@ -15,6 +15,7 @@ import crossplane.analyzer
 from . import accesslog as al
 from . import authclient as ac
 from . import handlers as h
+from . import limits as lim
 from . import slots as s
 from .engine import Directive
 from .settings import IMAP_METHODS, PAGE_SIZE, POP3_METHODS, SMTP_METHODS
@@ -183,6 +184,19 @@ _ROWS = [
     _d("access_log", MS, MORE1, al.access_log, "access_logs", ()),
     # ngx_mail_realip_module
     _d("set_real_ip_from", MS, TAKE1, h.set_real_ip_from, "set_real_ip_from", ()),
+    # limits across workers (Postern's own; nginx's mail module has none)
+    _d("limit_conn_zone", MAIL, (2, 2), lim.zone),
+    _d("limit_req_zone", MAIL, (2, 3), lim.zone),
+    _d("limit_auth_zone", MAIL, (2, 6), lim.zone),
+    _d("limit_conn", MS, TAKE2, lim.limit_conn, "limit_conn", ()),
+    _d("limit_req", MS, (1, 4), lim.limit_req, "limit_req", ()),
+    _d("limit_auth", MS, TAKE1, lim.limit_auth, "limit_auth", ()),
+    _d("limit_conn_log_level", MS, TAKE1, s.enum("limit_conn_log_level", lim.LOG_LEVELS),
+       "limit_conn_log_level", "error"),
+    _d("limit_req_log_level", MS, TAKE1, s.enum("limit_req_log_level", lim.LOG_LEVELS),
+       "limit_req_log_level", "error"),
+    _d("limit_auth_log_level", MS, TAKE1, s.enum("limit_auth_log_level", lim.LOG_LEVELS),
+       "limit_auth_log_level", "error"),
 ]
 
 TABLE: dict[str, Directive] = {row.name: row for row in _ROWS}

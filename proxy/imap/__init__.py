@@ -8,6 +8,8 @@ IMAP = MailProtocol(
     dialogue=ImapDialogue,
     cert_error=b"* BYE SSL certificate error\r\n",
     no_cert=b"* BYE No required SSL certificate\r\n",
+    # refused by limit_conn / limit_req: RFC 5530 UNAVAILABLE
+    limited=b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
     login_debug={"sending LOGIN command to upstream": "mail proxy send login",
                  "sending user name to upstream": "mail proxy send user",
                  # ngx_mail_proxy_imap_handler's word

@@ -8,6 +8,8 @@ POP3 = MailProtocol(
     dialogue=Pop3Dialogue,
     cert_error=b"-ERR SSL certificate error\r\n",
     no_cert=b"-ERR No required SSL certificate\r\n",
+    # refused by limit_conn / limit_req: RFC 3206 SYS/TEMP
+    limited=b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
     login_debug={"sending user name to upstream": "mail proxy send user",
                  "sending password to upstream": "mail proxy send pass"},
 )

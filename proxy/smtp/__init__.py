@@ -20,5 +20,7 @@ SMTP = MailProtocol(
     # Client-Host and XCLIENT NAME: the client's name is looked up before the greeting
     resolves_client_host=True,
     greeting_delay=_greeting_delay,
+    # refused by limit_conn / limit_req: RFC 3463 4.7.0, a temporary security refusal
+    limited=b"421 4.7.0 Too many connections, try again later\r\n",
     login_debug={"sending HELO/EHLO to upstream": "mail proxy send ehlo"},
 )

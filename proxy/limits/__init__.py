@@ -1,0 +1,286 @@
+"""Limits that hold across workers: limit_conn, limit_req and limit_auth (off by default).
+
+The master creates the zones (install(), or prepare() and commit() for a reload) before it forks, so every worker shares them;
+a reload keeps a zone whose name, kind, key and size are unchanged, as nginx keeps a shared
+zone. The driver calls in once per event and carries out the verdict:
+
+- on_accept(session): before the greeting, once the client's address is final (after the
+  PROXY header and an implicit TLS handshake, so realip applies and the refusal can be
+  written); address-keyed limit_req and limit_conn. -> Refuse | Delay | None
+- on_login(session): the credentials are complete, before the auth server is asked; a
+  blocked key (limit_auth) is answered without asking, then $login-keyed limit_req and
+  limit_conn. -> Refuse | Delay | Deny | None
+- on_auth_result(session, decision): a failure counts in limit_auth zones.
+- on_close(session): the session's connections are uncounted.
+- reclaim(pid): the master forgets the sessions of a worker that died (its slots carry its
+  pid), so a crashed worker does not keep its connections counted for ever.
+
+Zones: proxy.limits.zones (the algorithms) over proxy.limits.store (the shared table).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from postern.proxy.auth_exchange import Fail
+from postern.proxy.limits.store import SharedTable
+from postern.proxy.limits.zones import AuthZone, ConnZone, Outcome, ReqZone
+
+if TYPE_CHECKING:
+    from postern.proxy.conf.settings import LimitRule, LimitZone, MainSettings
+
+clock = time.monotonic  # shared by every process of the machine; tests replace it
+
+_KINDS = {"conn": ConnZone, "req": ReqZone, "auth": AuthZone}
+_zones: dict[str, tuple[LimitZone, Any]] = {}  # name -> (spec, zone)
+
+# what a refused login gets: the protocol's auth-failure line; SMTP's code is RFC 4954's
+# temporary failure, since trying later may succeed
+BLOCKED = SimpleNamespace(error=b"Temporary authentication failure", error_code=b"454 4.7.0")
+_LESS = {"error": "warn", "warn": "notice", "notice": "info", "info": "info"}
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Write the protocol's refusal line and close."""
+
+    line: bytes
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Go on after this many seconds (limit_req's burst without nodelay)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Deny:
+    """A blocked login: after `wait` seconds, the auth-failure line and the dialogue again."""
+
+    line: bytes
+    wait: float
+
+
+@dataclass
+class Hold:
+    """The conn-zone entries one session counts in, to give back when it ends."""
+
+    address: list[tuple[ConnZone, bytes]] = field(default_factory=list)
+    login: list[tuple[ConnZone, bytes]] = field(default_factory=list)
+
+
+# -- zones, in the master --------------------------------------------------------------
+def _same(a: LimitZone, b: LimitZone) -> bool:
+    return (a.kind, a.key, a.size) == (b.kind, b.key, b.size)
+
+
+def prepare(settings: MainSettings) -> dict[str, tuple[LimitZone, Any]]:
+    """The configuration's zones: those a reload leaves unchanged are kept (their counts and
+    states go on, with the new parameters: rate, failures, ...), the others are created.
+    Nothing changes until commit(), so a reload that fails later keeps the old zones."""
+    zones = {}
+    for spec in settings.limit_zones:
+        kept = _zones.get(spec.name)
+        if kept is not None and _same(kept[0], spec):
+            zones[spec.name] = (spec, kept[1])
+        else:
+            zones[spec.name] = (spec, _KINDS[spec.kind](SharedTable(spec.size)))
+    return zones
+
+
+def commit(zones: dict[str, tuple[LimitZone, Any]]) -> None:
+    """Make the prepared zones the ones new workers inherit; the master lets go of the
+    others (workers still serving them keep their own mapping)."""
+    kept = {id(z) for _, z in zones.values()}
+    for _, z in _zones.values():
+        if id(z) not in kept:
+            z.table.close()
+    _zones.clear()
+    _zones.update(zones)
+
+
+def install(settings: MainSettings) -> None:
+    commit(prepare(settings))
+
+
+def zone(spec: LimitZone):
+    """The zone of a rule; made here when install() was not called (a process that serves
+    without forking workers)."""
+    found = _zones.get(spec.name)
+    if found is None or not _same(found[0], spec):
+        found = _zones[spec.name] = (spec, _KINDS[spec.kind](SharedTable(spec.size)))
+    return found[1]
+
+
+def reclaim(pid: int) -> None:
+    for _, z in _zones.values():
+        if isinstance(z, ConnZone):
+            z.reclaim(pid)
+
+
+# -- one session ---------------------------------------------------------------------
+def _key(spec: LimitZone, session) -> bytes:
+    """nginx's variables: an empty value is not limited (a unix socket's client has no
+    $binary_remote_addr; a session before its login has no $login)."""
+    if spec.key == "$login":
+        return session.machine.creds.login if session.machine is not None else b""
+    if spec.key == "$remote_addr":
+        return session.client_ip.encode()
+    try:
+        return ipaddress.ip_address(session.client_ip).packed
+    except ValueError:
+        return b""
+
+
+def _by_login(rule: LimitRule) -> bool:
+    return rule.zone.key == "$login"
+
+
+def count_hit(kind: str, zone_name: str) -> None:
+    """A limit refused or delayed a session: the one call site for metrics, which count
+    hits per kind and zone once proxy/metrics.py exists."""
+
+
+def _thousandths(excess: float) -> str:
+    """nginx keeps the excess in thousandths and logs them truncated: "1.999"."""
+    milli = int(excess * 1000)
+    return f"{milli // 1000}.{milli % 1000:03d}"
+
+
+def _requests(session, rules, now: float):
+    """limit_req over these rules: Refuse, Delay (the longest asked) or None."""
+    conf = session.conf
+    wait = 0.0
+    for rule in rules:
+        key = _key(rule.zone, session)
+        if not key:
+            continue
+        spec = rule.zone
+        result = zone(spec).request(key, now, spec.rate, rule.burst, rule.delay)
+        if result.outcome is Outcome.NO_MEMORY:
+            session.log("alert", f'could not allocate node in limit_req zone "{spec.name}"')
+            count_hit("req", spec.name)
+            return Refuse(session.proto.limited)
+        if result.outcome is Outcome.LIMITED:
+            session.log(conf.limit_req_log_level,
+                        f'limiting requests, excess: {_thousandths(result.excess)} by zone '
+                        f'"{spec.name}"')
+            count_hit("req", spec.name)
+            return Refuse(session.proto.limited)
+        if result.delay > 0:
+            session.log(_LESS[conf.limit_req_log_level],
+                        f'delaying request, excess: {_thousandths(result.excess)}, by zone '
+                        f'"{spec.name}"')
+            count_hit("req", spec.name)
+            wait = max(wait, result.delay)
+    return Delay(wait) if wait > 0 else None
+
+
+def _connections(session, rules, held: list) -> Refuse | None:
+    """limit_conn over these rules, counting the session in each; on a refusal the
+    counts taken so far are given back (ngx_http_limit_conn_cleanup_all)."""
+    pid = os.getpid()
+    taken = []
+    for rule in rules:
+        key = _key(rule.zone, session)
+        if not key:
+            continue
+        z = zone(rule.zone)
+        outcome = z.acquire(key, rule.number, pid)
+        if outcome is Outcome.OK:
+            taken.append((z, key))
+            continue
+        for z2, key2 in taken:
+            z2.release(key2, pid)
+        if outcome is Outcome.NO_MEMORY:
+            session.log("alert", f'could not allocate node in limit_conn zone "{rule.zone.name}"')
+        else:
+            session.log(session.conf.limit_conn_log_level,
+                        f'limiting connections by zone "{rule.zone.name}"')
+        count_hit("conn", rule.zone.name)
+        return Refuse(session.proto.limited)
+    held.extend(taken)
+    return None
+
+
+def _hold(session) -> Hold:
+    if session.limit_hold is None:
+        session.limit_hold = Hold()
+    return session.limit_hold
+
+
+def on_accept(session) -> Refuse | Delay | None:
+    conf = session.conf
+    if not conf.limit_conn and not conf.limit_req:
+        return None
+    verdict = _requests(session, [r for r in conf.limit_req if not _by_login(r)], clock())
+    if isinstance(verdict, Refuse):
+        return verdict
+    refused = _connections(session, [r for r in conf.limit_conn if not _by_login(r)],
+                           _hold(session).address)
+    return refused or verdict
+
+
+def on_login(session) -> Refuse | Delay | Deny | None:
+    conf = session.conf
+    if not conf.limit_conn and not conf.limit_req and not conf.limit_auth:
+        return None
+    _release(_hold(session).login)  # a new login after a failed one
+    now = clock()
+    for rule in conf.limit_auth:
+        key = _key(rule.zone, session)
+        left = zone(rule.zone).blocked(key, now) if key else 0.0
+        if left > 0:
+            session.log(conf.limit_auth_log_level,
+                        f'limiting authentication by zone "{rule.zone.name}", '
+                        f"blocked for {math.ceil(left)}s more")
+            count_hit("auth", rule.zone.name)
+            return Deny(session.machine.auth_failure(BLOCKED), rule.zone.delay)
+    verdict = _requests(session, [r for r in conf.limit_req if _by_login(r)], now)
+    if isinstance(verdict, Refuse):
+        return verdict
+    refused = _connections(session, [r for r in conf.limit_conn if _by_login(r)],
+                           _hold(session).login)
+    return refused or verdict
+
+
+def on_auth_result(session, decision) -> None:
+    conf = session.conf
+    if not isinstance(decision, Fail) or not (conf.limit_auth or conf.limit_conn):
+        return
+    _release(_hold(session).login)  # a failed login holds no $login connection
+    now = clock()
+    for rule in conf.limit_auth:
+        key = _key(rule.zone, session)
+        if not key:
+            continue
+        spec = rule.zone
+        started = zone(spec).failed(key, now, spec.failures, spec.window, spec.block)
+        if started is Outcome.NO_MEMORY:
+            session.log("alert", f'could not allocate node in limit_auth zone "{spec.name}"')
+        elif started:
+            session.log(conf.limit_auth_log_level,
+                        f'limiting authentication by zone "{spec.name}": {spec.failures} '
+                        f"failures, blocked for {spec.block:g}s")
+            count_hit("auth", spec.name)
+
+
+def _release(held: list) -> None:
+    pid = os.getpid()
+    while held:
+        z, key = held.pop()
+        z.release(key, pid)
+
+
+def on_close(session) -> None:
+    hold = session.limit_hold
+    if hold is not None:
+        _release(hold.address)
+        _release(hold.login)
