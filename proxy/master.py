@@ -174,7 +174,10 @@ class Master:
         while True:
             while self.pending:
                 sig = self.pending.pop(0)
-                if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) and stopping is None:
+                # TERM after QUIT: a fast shutdown then, of draining workers too (nginx)
+                escalate = stopping == signal.SIGQUIT and sig != signal.SIGQUIT
+                if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) and (
+                        stopping is None or escalate):
                     stopping = sig
                     name = signal.Signals(sig).name
                     self.log.log("notice", f"signal {sig} ({name}) received, "

@@ -117,7 +117,8 @@ class Worker:
         deadline = None
         if self.settings.worker_shutdown_timeout is not None:
             deadline = loop.time() + self.settings.worker_shutdown_timeout
-        while self.sessions and (deadline is None or loop.time() < deadline):
+        # a TERM during the drain ends it at once (_stop clears graceful), as in nginx
+        while self.sessions and self.graceful and (deadline is None or loop.time() < deadline):
             await asyncio.sleep(0.05)
 
     async def _trim_when_idle(self) -> None:
@@ -142,7 +143,8 @@ class Worker:
                     s.log("alert", f"session invariant broken: {problem}")
 
     def _stop(self, graceful: bool) -> None:
-        self.graceful = graceful
+        # QUIT after TERM changes nothing; TERM after QUIT cuts the drain short
+        self.graceful = graceful and (self.graceful or not self.stopping.is_set())
         self.stopping.set()
 
     def _reopen(self) -> None:

@@ -218,6 +218,27 @@ def test_quit_is_graceful(tmp_path, auth):
         run.stop()
 
 
+def test_term_after_quit_ends_the_drain(tmp_path, auth):
+    """nginx: a TERM while the workers drain after QUIT is a fast shutdown."""
+    port = free_port()
+    run = Running(config(tmp_path, auth.port, [port], "worker_shutdown_timeout 60s;"))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            f = s.makefile("rwb", buffering=0)
+            assert f.readline() == b"* OK IMAP4 ready\r\n"
+            f.write(b"a1 LOGIN alice secret\r\n")
+            assert f.readline().startswith(b"a1 OK")
+            run.proc.send_signal(signal.SIGQUIT)
+            time.sleep(0.5)
+            f.write(b"a2 NOOP\r\n")  # still draining: the session works
+            assert f.readline().startswith(b"a2 OK")
+            run.proc.send_signal(signal.SIGTERM)
+            assert run.proc.wait(10) == 0
+            assert f.read(100) in (b"", None)  # closed
+    finally:
+        run.stop()
+
+
 def test_usr1_reopens_logs(tmp_path, auth):
     port = free_port()
     run = Running(config(tmp_path, auth.port, [port]))
