@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -197,9 +198,11 @@ def test_reload_adds_listener_and_bad_config_keeps_old(tmp_path, auth):
         run.stop()
 
 
-def test_quit_is_graceful(tmp_path, auth):
+@contextlib.contextmanager
+def draining(tmp_path, auth, timeout: str):
+    """A proxied session that still works after QUIT (nginx drains, no longer accepting)."""
     port = free_port()
-    run = Running(config(tmp_path, auth.port, [port], "worker_shutdown_timeout 10s;"))
+    run = Running(config(tmp_path, auth.port, [port], f"worker_shutdown_timeout {timeout};"))
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             f = s.makefile("rwb", buffering=0)
@@ -210,33 +213,25 @@ def test_quit_is_graceful(tmp_path, auth):
             time.sleep(0.5)
             with pytest.raises(OSError):  # no longer accepting
                 greeting(port, timeout=1)
-            f.write(b"a2 NOOP\r\n")  # the proxied session still works
+            f.write(b"a2 NOOP\r\n")
             assert f.readline().startswith(b"a2 OK")
-            f.write(b"a3 LOGOUT\r\n")
-        assert run.proc.wait(15) == 0
+            yield run, f
     finally:
         run.stop()
+
+
+def test_quit_is_graceful(tmp_path, auth):
+    with draining(tmp_path, auth, "10s") as (run, f):
+        f.write(b"a3 LOGOUT\r\n")
+        assert run.proc.wait(15) == 0
 
 
 def test_term_after_quit_ends_the_drain(tmp_path, auth):
     """nginx: a TERM while the workers drain after QUIT is a fast shutdown."""
-    port = free_port()
-    run = Running(config(tmp_path, auth.port, [port], "worker_shutdown_timeout 60s;"))
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            f = s.makefile("rwb", buffering=0)
-            assert f.readline() == b"* OK IMAP4 ready\r\n"
-            f.write(b"a1 LOGIN alice secret\r\n")
-            assert f.readline().startswith(b"a1 OK")
-            run.proc.send_signal(signal.SIGQUIT)
-            time.sleep(0.5)
-            f.write(b"a2 NOOP\r\n")  # still draining: the session works
-            assert f.readline().startswith(b"a2 OK")
-            run.proc.send_signal(signal.SIGTERM)
-            assert run.proc.wait(10) == 0
-            assert f.read(100) in (b"", None)  # closed
-    finally:
-        run.stop()
+    with draining(tmp_path, auth, "60s") as (run, f):
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.proc.wait(10) == 0
+        assert f.read(100) in (b"", None)  # closed
 
 
 def test_usr1_reopens_logs(tmp_path, auth):
