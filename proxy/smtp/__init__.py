@@ -1,6 +1,7 @@
 """SMTP: the client dialogue before authentication and the login to the backend MTA."""
 
 from postern.proxy.protocol import MailProtocol
+from postern.proxy.smtp.backend_starttls import SmtpBackendStartTls
 from postern.proxy.smtp.dialogue import DEFAULT_ERROR_CODE, SmtpDialogue
 
 
@@ -20,5 +21,6 @@ SMTP = MailProtocol(
     # Client-Host and XCLIENT NAME: the client's name is looked up before the greeting
     resolves_client_host=True,
     greeting_delay=_greeting_delay,
+    backend_starttls=lambda conf: SmtpBackendStartTls(conf.proxy_buffer, conf.server_name),
     login_debug={"sending HELO/EHLO to upstream": "mail proxy send ehlo"},
 )
