@@ -36,6 +36,7 @@ import ipaddress
 import json
 import logging
 import re
+import ssl
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -241,7 +242,11 @@ class SmtpConnection(SMTP):
                              enable_SMTPUTF8=False, auth_require_tls=False,
                              auth_required=server.auth_required,
                              authenticator=server._authenticate,
-                             data_size_limit=server.data_size_limit, loop=loop)
+                             data_size_limit=server.data_size_limit, loop=loop,
+                             # STARTTLS fakes require it, as smtpd_tls_security_level=encrypt
+                             tls_context=None if server.implicit_tls else server.tls,
+                             require_starttls=server.tls is not None
+                             and not server.implicit_tls)
         # per connection: aiosmtpd's default dict is a class attribute that EHLO mutates
         self.command_size_limits = collections.defaultdict(lambda: LINE_LIMIT)
         for verb, method in list(self._smtp_methods.items()):
@@ -423,10 +428,11 @@ class FakeSmtpServer(FakeServer):
                  faults: Faults | None = None, record: bool = True, record_limit: int = 4096,
                  use_uvloop: bool = True, mail_dir: str | Path | None = None,
                  deliver: Callable[[str, bytes], None] | None = None,
+                 tls: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  **fault_args: Any) -> None:
         super().__init__(users, host=host, port=port, faults=faults, record=record,
                          record_limit=record_limit, use_uvloop=use_uvloop,
-                         fault_args=fault_args)
+                         fault_args=fault_args, tls=tls, implicit_tls=implicit_tls)
         self.mail_dir = Path(mail_dir) if mail_dir is not None else None
         self.deliver = deliver
         self.hostname = hostname

@@ -34,7 +34,7 @@ def test_imap_reply_in_pieces_and_greeting_without_capabilities():
 def test_imap_backend_without_starttls_is_refused_before_asking():
     m = ImapBackendStartTls(4096)
     assert m.receive_data(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n") == failed(
-        'upstream does not offer STARTTLS: "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN] HI"')
+        'upstream does not offer STARTTLS: "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi"')
 
 
 @pytest.mark.parametrize("reply", [b"s1 BAD Unknown command\r\n", b"s1 NO not now\r\n"])

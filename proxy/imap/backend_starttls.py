@@ -26,8 +26,8 @@ class ImapBackendStartTls(BackendStartTls):
         if self.state == "start":
             if not reply.startswith(b"* OK"):
                 return self.invalid(reply)
-            first = reply.split(b"\r\n", 1)[0].upper()
-            if b"[CAPABILITY " in first and b" STARTTLS" not in first:
+            first = reply.split(b"\r\n", 1)[0]
+            if b"[CAPABILITY " in first.upper() and b" STARTTLS" not in first.upper():
                 return self.fail("upstream does not offer STARTTLS: "
                                  f'"{first.decode("latin-1")}"')
             return self.send(TAG + b" STARTTLS\r\n", "starttls")
