@@ -77,11 +77,11 @@ def test_relative_files_are_under_the_conf_prefix(tmp_path, pki):
 @pytest.mark.parametrize("mail,message", [
     ("proxy_ssl yes;", 'invalid value "yes" in T/nginx.conf:5'),
     ("proxy_ssl_verify maybe;",
-     'invalid value "maybe" in "proxy_ssl_verify" directive, it must be "on" or "off" '
-     "in T/nginx.conf:5"),
+     ('invalid value "maybe" in "proxy_ssl_verify" directive, it must be "on" or "off" '
+     "in T/nginx.conf:5")),
     ("proxy_ssl_protocols TLSv9;", 'invalid value "TLSv9" in T/nginx.conf:5'),
-    ("proxy_ssl_verify_depth x;", '"proxy_ssl_verify_depth" directive invalid number in '
-     "T/nginx.conf:5"),
+    ("proxy_ssl_verify_depth x;", ('"proxy_ssl_verify_depth" directive invalid number in '
+     "T/nginx.conf:5")),
     ("proxy_ssl on; proxy_ssl on;", '"proxy_ssl" directive is duplicate in T/nginx.conf:5'),
     ("proxy_ssl on; proxy_ssl_verify on;",
      "no proxy_ssl_trusted_certificate for proxy_ssl_verify"),
@@ -90,16 +90,16 @@ def test_relative_files_are_under_the_conf_prefix(tmp_path, pki):
     ("proxy_ssl starttls; proxy_ssl_certificate /x/c.pem;",
      'no "proxy_ssl_certificate_key" is defined for certificate "/x/c.pem"'),
     ("proxy_ssl on; proxy_ssl_certificate /x/c.pem; proxy_ssl_certificate_key /x/k.pem;",
-     'cannot load certificate "/x/c.pem": BIO_new_file() failed (SSL: error:80000002:system '
+     ('cannot load certificate "/x/c.pem": BIO_new_file() failed (SSL: error:80000002:system '
      "library::No such file or directory:calling fopen(/x/c.pem, r) error:10000080:BIO "
-     "routines::no such file)"),
+     "routines::no such file)")),
     ("proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate /x/ca.pem;",
-     'SSL_CTX_load_verify_locations("/x/ca.pem") failed (SSL: error:80000002:system '
+     ('SSL_CTX_load_verify_locations("/x/ca.pem") failed (SSL: error:80000002:system '
      "library::No such file or directory:calling fopen(/x/ca.pem, r) error:10000080:BIO "
-     "routines::no such file error:05880002:x509 certificate routines::system lib)"),
+     "routines::no such file error:05880002:x509 certificate routines::system lib)")),
     ("proxy_ssl on; proxy_ssl_ciphers NOPE;",
-     'SSL_CTX_set_cipher_list("NOPE") failed (SSL: error:0A0000B9:SSL routines::'
-     "no cipher match)"),
+     ('SSL_CTX_set_cipher_list("NOPE") failed (SSL: error:0A0000B9:SSL routines::'
+     "no cipher match)")),
 ])
 def test_wrong_settings_are_emerg(tmp_path, mail, message):
     assert error(tmp_path, mail) == message
