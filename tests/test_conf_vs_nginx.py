@@ -412,6 +412,12 @@ DIFFERENT = {
         "no ssl_client_certificate for ssl_verify_client",
         "no ssl_client_certificate or ssl_trusted_certificate for ssl_verify_client",
     ),
+    # TLS to the backends is Postern's own (README "Beyond nginx")
+    "proxy_ssl_in_mail": (
+        E + f"mail {{ {A} {IMAP} proxy_ssl on; }}",
+        'unknown directive "proxy_ssl"',
+        None,
+    ),
     # a mail proxy only: the blocks of the other nginx subsystems are skipped unread (with
     # a warning, see tests/test_conf.py), so what nginx would open inside them is not opened
     "http_block": (
