@@ -241,3 +241,21 @@ def test_auth_header_ignored_unless_allowed(lab, upstreams):
     proxy = lab.proxy(protocol="imap")
     lab.auth.push(Reply.ok("127.0.0.1", lab.imap.port, headers=["Auth-Backend-TLS: on"]))
     imap_session(proxy)
+
+
+@pytest.mark.parametrize("reuse", ["on", "off"])
+def test_session_reuse(lab, upstreams, reuse):
+    """proxy_ssl_session_reuse (nginx stream's default on): the next login to the same
+    backend resumes the TLS session of the last one."""
+    proxy = lab.proxy(server=f"proxy_ssl on; proxy_ssl_session_reuse {reuse};",
+                      protocol="imap")
+    upstream = upstreams["imap", "on"]
+    resumed = []
+    for _ in range(2):
+        lab.auth.push(Reply.ok("127.0.0.1", upstream.port))
+        with imap_support.login(proxy) as c:
+            c.expect(b"a1 OK Logged in\r\n")
+            ssl_object = upstream.connections[-1].transport.get_extra_info("ssl_object")
+            resumed.append(ssl_object.session_reused)
+            c.send(b"a2 LOGOUT\r\n").expect(b"* BYE")
+    assert resumed == [False, reuse == "on"]
