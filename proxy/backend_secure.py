@@ -19,6 +19,9 @@ READING = "reading response from upstream"
 
 
 class SecureBackendLogin:
+    """`login` (the protocol's backend login machine) over `tls`, after `starttls` steps
+    when given; stage: "starttls" -> "handshake" -> "login"."""
+
     def __init__(self, login, tls: BackendTlsConnection, starttls=None) -> None:
         self.login = login
         self.tls = tls

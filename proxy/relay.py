@@ -3,7 +3,8 @@
 Relay rules: plain copy with no inspection; when either side ends, everything already read
 from it is flushed to the other side and both are closed (no half-close); backpressure pauses
 the reading side instead of buffering without bound. Once logged in, the two transports are
-wired straight to each other and Python only moves whole chunks (no per-byte work).
+wired straight to each other and Python only moves whole chunks (no per-byte work); with TLS
+to the backend (proxy_ssl), proxy.relay_tls puts the TLS object in between.
 """
 
 from __future__ import annotations
