@@ -19,6 +19,7 @@ from postern.fakes.pop3 import FakePop3Server
 from postern.fakes.smtp import FakeSmtpServer
 from postern.scenarios.kit import imap_support, pop3_support, smtp_support
 from postern.scenarios.kit.support import LogWatch, ScriptedBackend
+from postern.scenarios.kit.tls_support import tls_connect
 
 pytestmark = pytest.mark.postern_only("nginx's mail module speaks plaintext to backends")
 
@@ -259,3 +260,23 @@ def test_session_reuse(lab, upstreams, reuse):
             resumed.append(ssl_object.session_reused)
             c.send(b"a2 LOGOUT\r\n").expect(b"* BYE")
     assert resumed == [False, reuse == "on"]
+
+
+def test_tls_on_both_legs(lab, pki, upstreams):
+    """proxy_ssl starttls behind `listen ... ssl`: the client's records are decrypted, the
+    plaintext re-encrypted for the backend and back, with pipelined commands."""
+    good, _ = pki
+    proxy = lab.proxy(server=directives(pki, "starttls") +
+                      f"ssl_certificate {good.cert}; ssl_certificate_key {good.key};",
+                      protocol="imap", listen_params="ssl")
+    lab.auth.push(Reply.ok("127.0.0.1", upstreams["imap", "starttls"].port))
+    ctx = ssl.create_default_context(cafile=str(good.ca))
+    ctx.check_hostname = False
+    with tls_connect(proxy, ctx) as c:
+        c.expect(imap_support.GREETING)
+        c.send(b"a1 LOGIN alice secret\r\na2 SELECT INBOX\r\n")
+        c.expect(b"a1 OK Logged in\r\n")
+        assert b"a2 OK" in imap_support.read_tagged(c, b"a2")
+        c.send(b"a3 FETCH 1:* (BODY[])\r\n")
+        assert b"a3 OK" in imap_support.read_tagged(c, b"a3")
+        c.send(b"a4 LOGOUT\r\n").expect(b"* BYE")
