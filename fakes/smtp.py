@@ -45,7 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session, syntax
-from postern.fakes._runner import hostport, login_password, run_server
+from postern.fakes._runner import (
+    add_tls_arguments,
+    hostport,
+    login_password,
+    run_server,
+    tls_options,
+)
 from postern.fakes._server import FakeServer, hang_up
 
 log = logging.getLogger("postern.fakes.smtp")
@@ -536,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xclient-unauthorized", action="store_true")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_tls_arguments(p)
     return p
 
 
@@ -565,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             drop_at=args.drop_at.upper() if args.drop_at else None,
                             drop_after_data=args.drop_after_data, xclient=not args.no_xclient,
                             xclient_authorized=not args.xclient_unauthorized,
-                            mail_dir=args.mail_dir)
+                            mail_dir=args.mail_dir, **tls_options(args))
     run_server(server, lambda: f"smtp listening on {server.host}:{server.port}",
                not args.no_uvloop)
     return 0

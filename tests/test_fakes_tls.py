@@ -15,7 +15,7 @@ from postern.fakes.imap import FakeImapServer
 from postern.fakes.pop3 import FakePop3Server
 from postern.fakes.smtp import FakeSmtpServer
 
-from tests.fake_support import LOOPS
+from tests.fake_support import LOOPS, cli_fake
 
 USERS = {"alice": "secret"}
 
@@ -117,3 +117,35 @@ def test_smtp_implicit_tls(contexts, loop_choice):
 def test_implicit_tls_needs_a_context():
     with pytest.raises(ValueError, match="implicit_tls needs a tls context"):
         FakeImapServer(USERS, implicit_tls=True)
+
+
+@pytest.fixture(scope="module")
+def cert_files(ca, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fake-tls")
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(d / "key.pem"))
+    return str(d / "cert.pem"), str(d / "key.pem")
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_command_line_tls(cert_files, contexts, implicit):
+    """postern fake-pop3 / fake-smtp --tls-cert C --tls-key K [--implicit-tls]."""
+    cert, key = cert_files
+    flags = ["--user", "alice:secret", "--tls-cert", cert, "--tls-key", key]
+    flags += ["--implicit-tls"] if implicit else []
+    with cli_fake("pop3", *flags) as run:
+        if implicit:
+            client = poplib.POP3_SSL("127.0.0.1", run.port, context=contexts[1])
+        else:
+            client = poplib.POP3("127.0.0.1", run.port)
+            client.stls(contexts[1])
+        client.user("alice")
+        assert client.pass_("secret").startswith(b"+OK")
+        client.quit()
+    with cli_fake("smtp", *flags) as run:
+        client = (smtplib.SMTP_SSL("127.0.0.1", run.port, context=contexts[1]) if implicit
+                  else smtplib.SMTP("127.0.0.1", run.port))
+        client.ehlo("me")
+        assert client.has_extn("starttls") != implicit
+        client.quit()
