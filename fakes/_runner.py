@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -197,7 +198,26 @@ def mailbox_upstream_parser(proto: str, port: int, store: str) -> argparse.Argum
     p.add_argument("--greeting-delay", type=float, default=0.0)
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_tls_arguments(p)
     return p
+
+
+def add_tls_arguments(p: argparse.ArgumentParser) -> None:
+    """--tls-cert/--tls-key offer STARTTLS; with --implicit-tls, TLS from the first byte."""
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: offer STARTTLS")
+    p.add_argument("--tls-key", metavar="PEM", help="its private key")
+    p.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte")
+
+
+def tls_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The fake's tls= and implicit_tls= from add_tls_arguments's flags."""
+    if not args.tls_cert:
+        if args.implicit_tls or args.tls_key:
+            raise SystemExit("--implicit-tls and --tls-key need --tls-cert")
+        return {}
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    return {"tls": ctx, "implicit_tls": args.implicit_tls}
 
 
 def run_mailbox_upstream(cls: type, args: argparse.Namespace, proto: str, **faults: Any) -> int:
@@ -214,7 +234,8 @@ def run_mailbox_upstream(cls: type, args: argparse.Namespace, proto: str, **faul
         greeting = args.greeting.encode()
     server = cls(dict(args.user), host=args.listen[0], port=args.listen[1], seed=args.seed,
                  shared_content=args.shared_content, large_message=args.large_message,
-                 greeting=greeting, greeting_delay=args.greeting_delay, record=False, **faults)
+                 greeting=greeting, greeting_delay=args.greeting_delay, record=False,
+                 **tls_options(args), **faults)
     run_server(server, lambda: f"{proto} listening on {server.host}:{server.port}",
                not args.no_uvloop)
     return 0

@@ -6,6 +6,9 @@ records and a ``connection()`` factory (an asyncio Protocol). The IMAP and POP3 
 are ``LineConnection`` subclasses that plug in three things: ``feed`` (received bytes ->
 units: command lines, literals), ``greet`` and ``handle`` (one unit). The SMTP fake's
 connection is aiosmtpd's ``SMTP``, which has its own loop; it shares the server half only.
+
+TLS: ``tls`` (an ``ssl.SSLContext``) makes a fake offer STARTTLS (IMAP STARTTLS, POP3 STLS,
+SMTP STARTTLS), or with ``implicit_tls=True`` speak TLS from the first byte.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import base64
 import logging
 import socket
+import ssl
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
@@ -57,7 +61,11 @@ class FakeServer(BackgroundServer):
 
     def __init__(self, users: Mapping[str, str] | None, *, host: str, port: int,
                  faults: Any, record: bool, record_limit: int, use_uvloop: bool,
-                 fault_args: Mapping[str, Any]) -> None:
+                 fault_args: Mapping[str, Any], tls: ssl.SSLContext | None = None,
+                 implicit_tls: bool = False) -> None:
+        if implicit_tls and tls is None:
+            raise ValueError("implicit_tls needs a tls context")
+        self.tls, self.implicit_tls = tls, implicit_tls
         self.users: dict[str, str] = dict(users or {})
         self.host, self.port = host, port
         self.faults = faults or self.faults_class()
@@ -107,7 +115,8 @@ class FakeServer(BackgroundServer):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self.connection, self.host, self.port,
-                                                backlog=1024)
+                                                backlog=1024,
+                                                ssl=self.tls if self.implicit_tls else None)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
 
     async def stop(self) -> None:
@@ -249,6 +258,18 @@ class LineConnection(LineOutput, asyncio.Protocol):
             self.log.exception("fake connection failed")
             self.close()
 
+    @property
+    def starttls_offered(self) -> bool:
+        """A STARTTLS-capable fake on a connection still in plaintext."""
+        return self.server.tls is not None and not self.server.implicit_tls and \
+            self.transport is not None and self.transport.get_extra_info("sslcontext") is None
+
+    async def start_tls(self) -> None:
+        """After the go-ahead line: the handshake, then the same loop over TLS."""
+        loop = asyncio.get_running_loop()
+        self.transport = await loop.start_tls(self.transport, self, self.server.tls,
+                                              server_side=True)
+
     def stalled(self) -> bool:
         """Counts this unit; True when the faults say to stop answering from here on."""
         f = self.server.faults
@@ -272,10 +293,12 @@ class MailboxServer(FakeServer):
                  counts: Mapping[str, int] = DEFAULT_COUNTS, shared_content: bool = False,
                  large_message: int | None = None, capabilities: Sequence[str] | None = None,
                  hostname: str = "fake.test", faults: Any = None, record: bool = True,
-                 record_limit: int = 4096, use_uvloop: bool = True, **fault_args: Any) -> None:
+                 record_limit: int = 4096, use_uvloop: bool = True,
+                 tls: ssl.SSLContext | None = None, implicit_tls: bool = False,
+                 **fault_args: Any) -> None:
         super().__init__(users, host=host, port=port, faults=faults, record=record,
                          record_limit=record_limit, use_uvloop=use_uvloop,
-                         fault_args=fault_args)
+                         fault_args=fault_args, tls=tls, implicit_tls=implicit_tls)
         self.store = store or MailStore(seed, counts, shared=shared_content,
                                         large_message=large_message)
         self.capabilities = list(self.default_capabilities if capabilities is None

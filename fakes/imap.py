@@ -128,7 +128,7 @@ class ImapConnection(LineConnection):
         if greeting is None:
             return
         if greeting == "default":
-            greeting = f"* OK [CAPABILITY {self.server.capability}] Fake IMAP4rev1 ready"
+            greeting = f"* OK [CAPABILITY {self.capability}] Fake IMAP4rev1 ready"
         self.line(greeting)
         first = greeting.encode() if isinstance(greeting, str) else greeting
         if first[:5].upper() == b"* BYE":
@@ -193,8 +193,21 @@ class ImapConnection(LineConnection):
     # -- any state --------------------------------------------------------------------------
 
     async def cmd_capability(self, tag: str, args: list[Token]) -> None:
-        self.line(f"* CAPABILITY {self.server.capability}")
+        self.line(f"* CAPABILITY {self.capability}")
         self.line(f"{tag} OK CAPABILITY completed")
+
+    @property
+    def capability(self) -> str:
+        extra = " STARTTLS LOGINDISABLED" if self.starttls_offered else ""
+        return self.server.capability + extra
+
+    async def cmd_starttls(self, tag: str, args: list[Token]) -> None:
+        """RFC 3501 §6.2.1, when the fake has a TLS context."""
+        if not self.starttls_offered:
+            self.line(f"{tag} BAD STARTTLS not available")
+            return
+        self.line(f"{tag} OK Begin TLS negotiation now")
+        await self.start_tls()
 
     async def cmd_noop(self, tag: str, args: list[Token]) -> None:
         self._report_exists()
@@ -226,12 +239,23 @@ class ImapConnection(LineConnection):
 
     # -- not authenticated ----------------------------------------------------------------
 
+    def _plaintext_refused(self, tag: str) -> bool:
+        """LOGINDISABLED (RFC 3501 §6.2.3): a STARTTLS fake logs in over TLS only."""
+        if self.starttls_offered:
+            self.line(f"{tag} NO [PRIVACYREQUIRED] Plaintext authentication disallowed")
+            return True
+        return False
+
     async def cmd_login(self, tag: str, args: list[Token]) -> None:
+        if self._plaintext_refused(tag):
+            return
         if len(args) != 2:
             raise ParseError("LOGIN takes a user name and a password")
         await self._login(tag, text(args[0]), text(args[1]))
 
     async def cmd_authenticate(self, tag: str, args: list[Token]) -> None:
+        if self._plaintext_refused(tag):
+            return
         mech = text(args[0]).upper() if args else ""
         if mech in OAUTH_MECHANISMS:
             await self._authenticate_oauth(tag, mech, args)
@@ -497,6 +521,7 @@ _UID_CAPABLE = {"FETCH", "SEARCH", "STORE"}
 _C = ImapConnection
 _COMMANDS = {
     "CAPABILITY": ("any", _C.cmd_capability), "NOOP": ("any", _C.cmd_noop),
+    "STARTTLS": ("nonauth", _C.cmd_starttls),
     "LOGOUT": ("any", _C.cmd_logout), "ID": ("any", _C.cmd_id),
     "LOGIN": ("nonauth", _C.cmd_login), "ENABLE": ("auth", _C.cmd_enable),
     "NAMESPACE": ("auth", _C.cmd_namespace),

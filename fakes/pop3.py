@@ -196,7 +196,17 @@ class Pop3Connection(LineConnection):
         self.line("+OK Capability list follows")
         for cap in self.server.capabilities:
             self.line(cap)
+        if self.starttls_offered:
+            self.line("STLS")
         self.line(".")
+
+    async def cmd_stls(self, rest: bytes) -> None:
+        """RFC 2595 §4, when the fake has a TLS context; it then logs in over TLS only."""
+        if not self.starttls_offered:
+            self.line("-ERR STLS not available")
+            return
+        self.line("+OK Begin TLS negotiation now")
+        await self.start_tls()
 
     async def cmd_noop(self, rest: bytes) -> None:
         self.line("+OK")
@@ -238,6 +248,10 @@ class Pop3Connection(LineConnection):
     async def cmd_user(self, rest: bytes) -> None:
         f = self.server.faults
         self.pending_user = None
+        if self.starttls_offered:
+            self.line("-ERR [AUTH] Plaintext authentication disallowed on non-secure "
+                      "connections.")
+            return
         if f.reject_user:
             self._reject(f.reject_user, "[AUTH] User rejected")
             return
@@ -396,7 +410,7 @@ _C = Pop3Connection
 # state: "any", "auth" (AUTHORIZATION only) or "trans" (TRANSACTION only)
 _COMMANDS = {
     "CAPA": ("any", _C.cmd_capa), "NOOP": ("any", _C.cmd_noop), "QUIT": ("any", _C.cmd_quit),
-    "USER": ("auth", _C.cmd_user), "PASS": ("auth", _C.cmd_pass),
+    "STLS": ("auth", _C.cmd_stls), "USER": ("auth", _C.cmd_user), "PASS": ("auth", _C.cmd_pass),
     "APOP": ("auth", _C.cmd_apop), "AUTH": ("auth", _C.cmd_auth),
     "XCLIENT": ("auth", _C.cmd_xclient),
     "STAT": ("trans", _C.cmd_stat), "LIST": ("trans", _C.cmd_list),

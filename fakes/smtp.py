@@ -37,6 +37,7 @@ import ipaddress
 import json
 import logging
 import re
+import ssl
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, syntax
-from postern.fakes._runner import hostport, login_password, run_server
+from postern.fakes._runner import (
+    add_tls_arguments,
+    hostport,
+    login_password,
+    run_server,
+    tls_options,
+)
 from postern.fakes._server import OAUTH_MECHANISMS, FakeServer, decode_oauth, hang_up
 from postern.proxy.sasl import OAUTH_ERROR
 
@@ -248,7 +255,11 @@ class SmtpConnection(SMTP):
                              authenticator=server._authenticate,
                              auth_exclude_mechanism=[] if server.faults.oauth else
                              list(OAUTH_MECHANISMS),
-                             data_size_limit=server.data_size_limit, loop=loop)
+                             data_size_limit=server.data_size_limit, loop=loop,
+                             # STARTTLS fakes require it, as smtpd_tls_security_level=encrypt
+                             tls_context=None if server.implicit_tls else server.tls,
+                             require_starttls=server.tls is not None
+                             and not server.implicit_tls)
         # per connection: aiosmtpd's default dict is a class attribute that EHLO mutates
         self.command_size_limits = collections.defaultdict(lambda: LINE_LIMIT)
         for verb, method in list(self._smtp_methods.items()):
@@ -456,10 +467,11 @@ class FakeSmtpServer(FakeServer):
                  faults: Faults | None = None, record: bool = True, record_limit: int = 4096,
                  use_uvloop: bool = True, mail_dir: str | Path | None = None,
                  deliver: Callable[[str, bytes], None] | None = None,
+                 tls: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  **fault_args: Any) -> None:
         super().__init__(users, host=host, port=port, faults=faults, record=record,
                          record_limit=record_limit, use_uvloop=use_uvloop,
-                         fault_args=fault_args)
+                         fault_args=fault_args, tls=tls, implicit_tls=implicit_tls)
         self.mail_dir = Path(mail_dir) if mail_dir is not None else None
         self.deliver = deliver
         self.hostname = hostname
@@ -563,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xclient-unauthorized", action="store_true")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_tls_arguments(p)
     return p
 
 
@@ -592,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             drop_at=args.drop_at.upper() if args.drop_at else None,
                             drop_after_data=args.drop_after_data, xclient=not args.no_xclient,
                             xclient_authorized=not args.xclient_unauthorized,
-                            mail_dir=args.mail_dir)
+                            mail_dir=args.mail_dir, **tls_options(args))
     run_server(server, lambda: f"smtp listening on {server.host}:{server.port}",
                not args.no_uvloop)
     return 0

@@ -109,6 +109,9 @@ class AuthResponse:
     password: bytes | None = None
     wait: int = 0
     error_code: bytes | None = None
+    # TLS towards the backend, per user (read only with proxy_ssl_auth_header on)
+    backend_tls: bytes | None = None
+    backend_tls_name: bytes | None = None
 
     def backend(self, peer: str, names: bool = False) -> tuple[str, int]:
         """Validate Auth-Server/Auth-Port for a success; raise as nginx would. With `names`
@@ -265,6 +268,10 @@ def parse_response(data: bytes, peer: str) -> AuthResponse | None:
                     resp.wait = wait
             elif key == b"auth-error-code":
                 resp.error_code = value
+            elif key == b"auth-backend-tls":
+                resp.backend_tls = value
+            elif key == b"auth-backend-tls-name":
+                resp.backend_tls_name = value
     except EOFError:
         return None
     return resp

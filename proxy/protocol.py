@@ -33,6 +33,8 @@ class MailProtocol:
     # before its greeting: the client's host name looked up (with `resolver`), then a delay
     resolves_client_host: bool = False
     greeting_delay: Callable[[Any], float] = _no_delay
+    # (conf) -> the sans-IO STARTTLS steps towards the backend (proxy_ssl starttls)
+    backend_starttls: Callable[[Any], Any] | None = None
     # debug words of ngx_mail_proxy_<protocol>_handler, by backend login action
     login_debug: Mapping[str, str] = field(default_factory=dict)
     # the refusal of a session over a limit_conn / limit_req limit (proxy.limits)

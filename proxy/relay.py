@@ -3,7 +3,8 @@
 Relay rules: plain copy with no inspection; when either side ends, everything already read
 from it is flushed to the other side and both are closed (no half-close); backpressure pauses
 the reading side instead of buffering without bound. Once logged in, the two transports are
-wired straight to each other and Python only moves whole chunks (no per-byte work).
+wired straight to each other and Python only moves whole chunks (no per-byte work); with TLS
+to the backend (proxy_ssl), proxy.relay_tls puts the TLS object in between.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from postern.proxy import auth_http, client_identity, proxy_protocol
 from postern.proxy.access_log import BACKEND_REFUSED, TIMEOUT
 from postern.proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
 from postern.proxy.phases import CLOSED, LOGIN, PROXYING, READING_UPSTREAM, RELAY
+from postern.proxy.relay_tls import relay_over_tls, secure_login
 from postern.proxy.session_log import conn_ids, guarded
 
 
@@ -22,8 +24,9 @@ class BackendSide:
 
     async def _login_to_backend(self, addr: str, port: int) -> None:
         self._enter(LOGIN)
-        self._login_machine = self.proto.backend_login(
-            self.machine, self.conf, self.client_ip, client_identity.of_session(self))
+        self._login_machine = secure_login(
+            self, self.proto.backend_login(self.machine, self.conf, self.client_ip,
+                                           client_identity.of_session(self)), addr, port)
         loop = self.rt.loop
         self._arm_timeout(self.conf.timeout, "upstream timed out")
         next(conn_ids)
@@ -61,7 +64,7 @@ class BackendSide:
             return
         if self.phase is LOGIN:
             # nginx names the phase by its last step: a read, or the command it sent
-            self.action = READING_UPSTREAM
+            self.action = getattr(self._login_machine, "reading_action", READING_UPSTREAM)
             if self.debug:
                 self._debug(f"mail proxy {self.proto.name} auth handler")
             self.on_backend_outcome(self._login_machine.receive_data(data))
@@ -103,6 +106,7 @@ class BackendSide:
     # -- relay ---------------------------------------------------------------------------
     def _start_relay(self, to_client: bytes) -> None:
         self._enter(RELAY)
+        relay_over_tls(self)  # proxy_ssl: the backend side goes through TLS from here
         self.log("info", "client logged in")
         if self.debug:
             self._debug("mail proxy relay start")

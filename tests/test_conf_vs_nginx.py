@@ -429,6 +429,12 @@ DIFFERENT = {
         ('cannot load "auth_http_ssl_trusted_certificate" "{D}/missing.pem" '
         "(2: No such file or directory) in {D}/nginx.conf:3"),
     ),
+    # TLS to the backends is Postern's own (README "Beyond nginx")
+    "proxy_ssl_in_mail": (
+        E + f"mail {{ {A} {IMAP} proxy_ssl on; }}",
+        'unknown directive "proxy_ssl"',
+        None,
+    ),
     # a mail proxy only: the blocks of the other nginx subsystems are skipped unread (with
     # a warning, see tests/test_conf.py), so what nginx would open inside them is not opened
     "http_block": (

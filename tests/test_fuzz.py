@@ -21,11 +21,17 @@ from itertools import pairwise
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from postern.proxy import auth_http, proxy_protocol, sasl, tls_headers
+from postern.proxy.backend_login import LoginFailed
+from postern.proxy.backend_secure import SecureBackendLogin
+from postern.proxy.backend_tls import BackendTlsContext
 from postern.proxy.client_identity import ClientIdentity
 from postern.proxy.conf import ConfigError, load_config
+from postern.proxy.conf.settings import BackendTlsSettings
 from postern.proxy.dialogue import Authenticate, Close
 from postern.proxy.imap.dialogue import ImapDialogue
+from postern.proxy.pop3.backend_login import Pop3BackendLogin
 from postern.proxy.pop3.dialogue import Pop3Dialogue
+from postern.proxy.protocols import PROTOCOLS
 from postern.proxy.smtp.dialogue import SmtpDialogue
 from postern.scenarios.kit.wild_certs import WILD
 
@@ -138,7 +144,8 @@ def test_oauth_dialogues(protocol, chunks, failures):
             return
 
 
-REPLIES = [b"* OK ready\r\n", b"+ OK\r\n", b"+ go\r\n", b"220 x\r\n", b"250-x\r\n",
+REPLIES = [b"* OK ready\r\n", b"+OK go\r\n", b"s1 OK go\r\n", b"250 STARTTLS\r\n",
+           b"+ OK\r\n", b"+ go\r\n", b"220 x\r\n", b"250-x\r\n",
            b"250 x\r\n", b"235 ok\r\n", b"334 \r\n", b"a1 OK x\r\n", b"a1 NO x\r\n",
            b"-ERR x\r\n", b"535 x\r\n", b"\r\n", b"\n", b"+ eyJ9\r\n", b"334 eyJ9\r\n",
            b"+OK x\r\n",
@@ -182,6 +189,18 @@ def test_oauth_backend_logins(protocol, mech, chunks):
     login.start()
     for data in chunks:
         login.receive_data(data)
+
+
+@given(st.sampled_from(["imap", "pop3", "smtp"]), replies)
+def test_backend_starttls_and_tls_login(protocol, chunks):
+    """proxy_ssl starttls: the STARTTLS steps, then the handshake, fed whatever comes."""
+    tls = BackendTlsContext(BackendTlsSettings(mode="starttls")).connection("127.0.0.1", 1)
+    steps = PROTOCOLS[protocol].backend_starttls(replace(POP3, proxy_buffer=256))
+    login = SecureBackendLogin(Pop3BackendLogin(b"u", b"p", 256, False), tls, steps)
+    login.start()
+    for data in chunks:
+        if isinstance(login.receive_data(data), LoginFailed):
+            break
 
 
 @given(st.one_of(st.binary(max_size=300), st.builds(

@@ -14,11 +14,12 @@ from . import authclient, limits, tlscheck
 from .engine import Level, Parser
 from .errors import ConfigError
 from .listen import count_listening, with_ssl
-from .settings import MainSettings, ServerSettings, SslSettings
+from .settings import BackendTlsSettings, MainSettings, ServerSettings, SslSettings
 
 SSL_PROTOCOL_ORDER = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 SERVER_FIELDS = frozenset(ServerSettings.__dataclass_fields__)
 SSL_FIELDS = frozenset(SslSettings.__dataclass_fields__)
+PROXY_SSL_FIELDS = frozenset(BackendTlsSettings.__dataclass_fields__)
 
 
 def location_error(message: str, srv: Level) -> ConfigError:
@@ -109,6 +110,39 @@ def _check_tls(parser: Parser, mail: Level, srv: Level, m: dict[str, Any],
             bool(m["ssl.client_certificate"] or m["ssl.trusted_certificate"]))
 
 
+def _check_proxy_ssl(parser: Parser, m: dict[str, Any]) -> None:
+    """ngx_stream_proxy_set_ssl()'s checks, for servers that may talk TLS to a backend."""
+    if m["proxy_ssl.mode"] == "off" and not m["proxy_ssl.auth_header"]:
+        return
+    tlscheck.check_ciphers(m["proxy_ssl.ciphers"])
+    cert, key = m["proxy_ssl.certificate"], m["proxy_ssl.certificate_key"]
+    if cert:
+        if not key:
+            raise ConfigError(f'no "proxy_ssl_certificate_key" is defined for certificate '
+                              f'"{cert}"')
+        tlscheck.check_certificate(_full_ssl_name(parser, cert), _full_ssl_name(parser, key),
+                                   [])
+    if m["proxy_ssl.verify"]:
+        trusted = m["proxy_ssl.trusted_certificate"]
+        if not trusted:
+            raise ConfigError("no proxy_ssl_trusted_certificate for proxy_ssl_verify")
+        tlscheck.check_ca_file(parser.full_name(trusted, conf_prefix=True))
+
+
+def _proxy_ssl_settings(parser: Parser, m: dict[str, Any]) -> BackendTlsSettings:
+    values = {key[10:]: value for key, value in m.items()
+              if key.startswith("proxy_ssl.") and key[10:] in PROXY_SSL_FIELDS}
+    trusted, cert, key = values["trusted_certificate"], values["certificate"], \
+        values["certificate_key"]
+    values.update(
+        protocols=tuple(p for p in SSL_PROTOCOL_ORDER if p in values["protocols"]),
+        trusted_certificate=parser.full_name(trusted, conf_prefix=True) if trusted else None,
+        certificate=_full_ssl_name(parser, cert) if cert else None,
+        certificate_key=_full_ssl_name(parser, key) if key else None,
+    )
+    return BackendTlsSettings(**values)
+
+
 def _conf_commands(parser: Parser, m: dict[str, Any]) -> list[tuple[str, str]]:
     """ssl_conf_command values; file and directory names made absolute as nginx does."""
     from postern.proxy.tls_conf import takes_path  # pyOpenSSL only for configurations that use it
@@ -152,6 +186,7 @@ def _server_settings(parser: Parser, srv: Level, m: dict[str, Any]) -> ServerSet
         file=srv.file, line=srv.line, listens=listens, protocol=srv.protocol,
         server_name=m["server_name"] or parser.state["hostname"],
         ssl=_ssl_settings(parser, m),
+        proxy_ssl=_proxy_ssl_settings(parser, m),
     )
     return ServerSettings(**values)
 
@@ -164,6 +199,7 @@ def build_servers(parser: Parser, mail: Level, servers: list[Level], end_file: s
             raise location_error("unknown mail protocol for server", srv)
     for srv, m in zip(servers, merged):
         _check_tls(parser, mail, srv, m, end_file, end_line)
+        _check_proxy_ssl(parser, m)
     for srv, m in zip(servers, merged):
         if m["auth_http"] is None:
             raise location_error('no "auth_http" is defined for server', srv)

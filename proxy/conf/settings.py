@@ -153,6 +153,30 @@ class LimitRule:
 
 
 @dataclass(frozen=True)
+class BackendTlsSettings:
+    """TLS towards the backends (proxy_ssl_*, in the style of nginx's stream proxy); not in
+    nginx's mail module, so off unless configured."""
+
+    mode: str = "off"  # proxy_ssl: "off" | "on" (implicit TLS) | "starttls"
+    auth_header: bool = False  # proxy_ssl_auth_header: Auth-Backend-TLS may choose per user
+    verify: bool = False
+    trusted_certificate: str | None = None
+    name: str | None = None  # None: the backend's host (Auth-Server)
+    server_name: bool = False  # send SNI
+    certificate: str | None = None
+    certificate_key: str | None = None
+    protocols: tuple[str, ...] = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+    ciphers: str = "DEFAULT"
+    session_reuse: bool = True
+    verify_depth: int = 1
+
+    @property
+    def used(self) -> bool:
+        """Whether any session of the server may talk TLS to its backend."""
+        return self.mode != "off" or self.auth_header
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """One mail `server {}` with every mail-level value already inherited into it."""
 
@@ -198,6 +222,7 @@ class ServerSettings:
     smtp_client_buffer: int = PAGE_SIZE
     smtp_greeting_delay: float = 0.0
     ssl: SslSettings = field(default_factory=SslSettings)
+    proxy_ssl: BackendTlsSettings = field(default_factory=BackendTlsSettings)
     set_real_ip_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network | str, ...] = ()
     limit_conn: tuple[LimitRule, ...] = ()
     limit_req: tuple[LimitRule, ...] = ()

@@ -182,6 +182,32 @@ _ROWS = [
     # Postern: a per-session access log, as nginx's stream module has it
     _d("log_format", MAIL, (2, MANY), al.log_format),
     _d("access_log", MS, MORE1, al.access_log, "access_logs", ()),
+    # TLS to the backends, named after ngx_stream_proxy_module's proxy_ssl_* (not in nginx's
+    # mail module: off by default); "proxy_ssl." fields end up in BackendTlsSettings
+    _d("proxy_ssl", MS, TAKE1, s.enum("proxy_ssl.mode", ("off", "on", "starttls")),
+       "proxy_ssl.mode", "off"),
+    _d("proxy_ssl_auth_header", MS, FLAG, s.flag("proxy_ssl.auth_header"),
+       "proxy_ssl.auth_header", False),
+    _d("proxy_ssl_verify", MS, FLAG, s.flag("proxy_ssl.verify"), "proxy_ssl.verify", False),
+    _d("proxy_ssl_trusted_certificate", MS, TAKE1, s.string("proxy_ssl.trusted_certificate"),
+       "proxy_ssl.trusted_certificate"),
+    _d("proxy_ssl_name", MS, TAKE1, s.string("proxy_ssl.name"), "proxy_ssl.name"),
+    _d("proxy_ssl_server_name", MS, FLAG, s.flag("proxy_ssl.server_name"),
+       "proxy_ssl.server_name", False),
+    _d("proxy_ssl_certificate", MS, TAKE1, s.string("proxy_ssl.certificate"),
+       "proxy_ssl.certificate"),
+    _d("proxy_ssl_certificate_key", MS, TAKE1, s.string("proxy_ssl.certificate_key"),
+       "proxy_ssl.certificate_key"),
+    _d("proxy_ssl_protocols", MS, MORE1,
+       s.bitmask("proxy_ssl.protocols", ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2",
+                                         "TLSv1.3")),
+       "proxy_ssl.protocols", frozenset({"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"})),
+    _d("proxy_ssl_ciphers", MS, TAKE1, s.string("proxy_ssl.ciphers"), "proxy_ssl.ciphers",
+       "DEFAULT"),
+    _d("proxy_ssl_session_reuse", MS, FLAG, s.flag("proxy_ssl.session_reuse"),
+       "proxy_ssl.session_reuse", True),
+    _d("proxy_ssl_verify_depth", MS, TAKE1, s.num("proxy_ssl.verify_depth"),
+       "proxy_ssl.verify_depth", 1),
     # ngx_mail_realip_module
     _d("set_real_ip_from", MS, TAKE1, h.set_real_ip_from, "set_real_ip_from", ()),
     # limits across workers (Postern's own; nginx's mail module has none)

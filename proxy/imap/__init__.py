@@ -1,5 +1,6 @@
 """IMAP: the client dialogue before authentication and the login to the backend server."""
 
+from postern.proxy.imap.backend_starttls import ImapBackendStartTls
 from postern.proxy.imap.dialogue import ImapDialogue
 from postern.proxy.protocol import MailProtocol
 
@@ -10,6 +11,7 @@ IMAP = MailProtocol(
     no_cert=b"* BYE No required SSL certificate\r\n",
     # refused by limit_conn / limit_req: RFC 5530 UNAVAILABLE
     limited=b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+    backend_starttls=lambda conf: ImapBackendStartTls(conf.proxy_buffer),
     login_debug={"sending LOGIN command to upstream": "mail proxy send login",
                  "sending user name to upstream": "mail proxy send user",
                  # ngx_mail_proxy_imap_handler's word

@@ -1,6 +1,7 @@
 """SMTP: the client dialogue before authentication and the login to the backend MTA."""
 
 from postern.proxy.protocol import MailProtocol
+from postern.proxy.smtp.backend_starttls import SmtpBackendStartTls
 from postern.proxy.smtp.dialogue import DEFAULT_ERROR_CODE, SmtpDialogue
 
 
@@ -22,5 +23,6 @@ SMTP = MailProtocol(
     greeting_delay=_greeting_delay,
     # refused by limit_conn / limit_req: RFC 3463 4.7.0, a temporary security refusal
     limited=b"421 4.7.0 Too many connections, try again later\r\n",
+    backend_starttls=lambda conf: SmtpBackendStartTls(conf.proxy_buffer, conf.server_name),
     login_debug={"sending HELO/EHLO to upstream": "mail proxy send ehlo"},
 )

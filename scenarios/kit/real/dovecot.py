@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -62,7 +63,10 @@ class DovecotInstance(Instance):
         auth_mechanisms: str = "plain login",
         extra_config: str = "",
         start_timeout: float = 15.0,
+        tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
     ) -> None:
+        """`tls` (certificate chain file, key file): `ssl = required`, STARTTLS on the IMAP and
+        POP3 ports and implicit TLS on `imaps_port` / `pop3s_port`."""
         for login in users:
             if not login or re.search(r"[:\s]", login):
                 raise ValueError(f"login {login!r} cannot go into a passwd-file")
@@ -71,6 +75,8 @@ class DovecotInstance(Instance):
         chosen = free_ports(2)
         self.imap_port = imap_port or chosen[0]
         self.pop3_port = pop3_port or chosen[1]
+        self.tls = tls
+        self.imaps_port, self.pop3s_port = free_ports(2) if tls else (0, 0)
         self.auth_mechanisms = auth_mechanisms
         self.extra_config = extra_config
         self.start_timeout = start_timeout
@@ -128,7 +134,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 instance_name = postern-{self.imap_port}
 log_path = {self.log_path}
-ssl = no
+{self._ssl_settings()}
 disable_plaintext_auth = no
 auth_mechanisms = {self.auth_mechanisms}
 mail_location = maildir:{root}/mail/%u
@@ -148,7 +154,8 @@ service imap-login {{
     port = {self.imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {LOOPBACK}
+    port = {self.imaps_port}
   }}
 }}
 service pop3-login {{
@@ -158,11 +165,18 @@ service pop3-login {{
     port = {self.pop3_port}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = {LOOPBACK}
+    port = {self.pop3s_port}
   }}
 }}
 {self.extra_config}
 """
+
+    def _ssl_settings(self) -> str:
+        if self.tls is None:
+            return "ssl = no"
+        cert, key = self.tls
+        return f"ssl = required\nssl_cert = <{cert}\nssl_key = <{key}"
 
     # -- running --------------------------------------------------------------------------------
 
@@ -184,7 +198,8 @@ service pop3-login {{
             )
         try:
             wait_listening(
-                [self.imap_port, self.pop3_port],
+                [p for p in (self.imap_port, self.pop3_port, self.imaps_port, self.pop3s_port)
+                 if p],
                 self.start_timeout,
                 proc=self.process,
                 what="dovecot",
@@ -227,7 +242,11 @@ service pop3-login {{
 
     def imap(self, user: str, password: str | None = None) -> imaplib.IMAP4:
         """A logged-in imaplib client talking to Dovecot directly (not through a proxy)."""
-        client = imaplib.IMAP4(LOOPBACK, self.imap_port, timeout=10)
+        if self.tls is not None:
+            client = imaplib.IMAP4_SSL(LOOPBACK, self.imaps_port, timeout=10,
+                                       ssl_context=_unverified())
+        else:
+            client = imaplib.IMAP4(LOOPBACK, self.imap_port, timeout=10)
         client.login(user, self.users[user] if password is None else password)
         return client
 
@@ -246,3 +265,11 @@ service pop3-login {{
             return int(found.group(1)) if found else None
         finally:
             client.logout()
+
+
+def _unverified():
+    """The test's own direct line to its private instance (to put mail in)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
