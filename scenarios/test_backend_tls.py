@@ -280,3 +280,20 @@ def test_tls_on_both_legs(lab, pki, upstreams):
         c.send(b"a3 FETCH 1:* (BODY[])\r\n")
         assert b"a3 OK" in imap_support.read_tagged(c, b"a3")
         c.send(b"a4 LOGOUT\r\n").expect(b"* BYE")
+
+
+def test_identity_goes_inside_tls(lab, pki, upstreams):
+    """proxy_ssl starttls with proxy_client_identity on: STARTTLS first, then the ID with the
+    client's address inside TLS (the STARTTLS fake refuses logins in plaintext), then LOGIN."""
+    upstream = upstreams["imap", "starttls"]
+    proxy = lab.proxy(server=directives(pki, "starttls") + "proxy_client_identity on;",
+                      protocol="imap")
+    lab.auth.push(Reply.ok("127.0.0.1", upstream.port))
+    before = len(upstream.connections)
+    with imap_support.login(proxy) as c:
+        c.expect(b"a1 OK")
+    conn = upstream.connections[before]
+    assert conn.client_id["x-originating-ip"] == "127.0.0.1"
+    assert conn.client_id["x-connected-port"] == str(proxy.port)
+    sent = [line.split(b" ", 2)[1].upper() for line in upstream.commands[-3:]]
+    assert sent[:2] == [b"STARTTLS", b"ID"], upstream.commands[-3:]
