@@ -40,6 +40,7 @@ class ClientTls:
             out = tls.outgoing()  # the alert, e.g. no_application_protocol
             if out:
                 self.transport.write(out)
+            self.metrics.tls_failed(err)
             func = "SSL_do_handshake()" if handshaking else "SSL_read()"
             self.log("info", f"{func} failed (SSL: {err})")
             self.close(quiet=True)
@@ -63,6 +64,7 @@ class ClientTls:
         failure = self.tls.check_client_certificate()
         if failure is not None:
             line, message = failure
+            self.metrics.tls_failed("client certificate")
             self.log("info", message)
             self._write(line)
             self.close()

@@ -12,6 +12,7 @@ import signal
 import socket
 from dataclasses import dataclass, field
 
+from postern.proxy import metrics
 from postern.proxy.conf.settings import Listen, MainSettings, ServerSettings
 from postern.proxy.log import ErrorLog
 from postern.proxy.protocols import PROTOCOLS
@@ -67,7 +68,8 @@ class Worker:
                                                                 conf.resolver_timeout)
         return ServerRuntime(conf, listen, log, loop, self.sessions, tls, resolver,
                              worker_connections=self.settings.worker_connections,
-                             listeners=len(self.bindings))
+                             listeners=len(self.bindings),
+                             metrics=metrics.for_server(self.settings, conf, listen))
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -193,6 +195,7 @@ class _Accepted(Session):
             # nginx counts its listening sockets and every client connection against
             # worker_connections and drops what does not fit
             self.rt.log.log("alert", f"{limit} worker_connections are not enough")
+            self.rt.metrics.refused("worker_connections")
             transport.abort()
             return
         rt = self.rt.select(transport.get_extra_info("sockname"))

@@ -211,4 +211,5 @@ def build_main(parser: Parser, main: Level, conf_file: str) -> MainSettings:
         worker_rlimit_nofile=values.get("worker_rlimit_nofile"),
         user=values.get("user"),
         warnings=tuple(parser.warnings),
+        metrics_listen=parser.state.get("metrics_listen"),
     )

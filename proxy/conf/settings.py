@@ -131,6 +131,15 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class MetricsListen:
+    """`metrics_listen`: where the Prometheus exposition and the health check are served."""
+
+    text: str  # as written in log lines: "127.0.0.1:9145", "[::1]:9145"
+    host: str  # IP literal ("0.0.0.0" for *)
+    port: int
+
+
+@dataclass(frozen=True)
 class MainSettings:
     """The whole configuration: main context plus the servers of the mail block."""
 
@@ -147,3 +156,4 @@ class MainSettings:
     worker_rlimit_nofile: int | None = None  # RLIMIT_NOFILE to set in workers
     user: tuple[str, str] | None = None  # (user, group) to switch to when started as root
     warnings: tuple[str, ...] = ()  # "[warn]" messages produced while parsing
+    metrics_listen: MetricsListen | None = None  # off unless mail{} says metrics_listen
