@@ -1,0 +1,166 @@
+"""metrics_listen (README: Metrics): the Prometheus exposition and the health check, fed by
+real sessions through every worker and kept across a reload. Postern-only: nginx's mail
+module has no metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+from postern.fakes.auth import Reply
+from postern.scenarios.kit.client import Client
+from postern.scenarios.kit.metrics_support import (
+    WHY,
+    health,
+    metrics_directive,
+    value,
+    wait_value,
+)
+from postern.scenarios.kit.real.common import free_port
+
+pytestmark = pytest.mark.postern_only(WHY)
+
+GREETING = b"* OK IMAP4 ready\r\n"
+
+
+def _login(lab, proxy, password=b"secret"):
+    c = proxy.connect()
+    c.expect(GREETING)
+    c.send(b"a1 LOGIN alice " + password + b"\r\n")
+    return c
+
+
+def _logged_in_and_out(lab, proxy) -> None:
+    lab.ok()
+    with _login(lab, proxy) as c:
+        assert c.readline().startswith(b"a1 OK"), c.dump()
+        c.send(b"a2 LOGOUT\r\n")
+        c.read_all()
+
+
+def _two_workers(lab, tmp_path):
+    directive, port = metrics_directive()
+    listen = free_port()
+    mail = (f"auth_http 127.0.0.1:{lab.auth.port}/auth;\n{directive}\n"
+            f"server {{\n    listen 127.0.0.1:{listen};\n    protocol imap;\n}}\n")
+    instance = lab.stack.start_target(mail, tmp_path / "postern", name="postern",
+                                      main="worker_processes 2;")
+    return instance, _Listener(listen), port
+
+
+class _Listener:
+    """What the helpers need of a proxy: its port and a connection to it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def connect(self) -> Client:
+        return Client("127.0.0.1", self.port, timeout=5.0)
+
+
+def _workers_seen(error_log: str) -> set[str]:
+    """The pids that logged a session (`[info] PID#PID: *N client ... connected`)."""
+    return set(re.findall(r"\[info\] (\d+)#\d+: \*\d+ client \S+ connected", error_log))
+
+
+def test_counts_sum_over_workers_and_survive_a_reload(lab, tmp_path):
+    """metrics_listen with worker_processes 2: sessions served by both workers add up in one
+    exposition; after SIGHUP (new workers) nothing is reset."""
+    instance, proxy, port = _two_workers(lab, tmp_path)
+    try:
+        sessions = 0
+        while len(_workers_seen(instance.error_log_text())) < 2:
+            assert sessions < 40, "one worker took every connection"
+            _logged_in_and_out(lab, proxy)
+            sessions += 1
+        lab.auth.push(Reply.fail("Invalid login or password"))
+        with _login(lab, proxy, b"wrong") as c:
+            assert c.readline().startswith(b"a1 NO"), c.dump()
+        server = {"server": f"127.0.0.1:{proxy.port}", "protocol": "imap"}
+        wait_value(port, "postern_auth_requests_total", sessions, outcome="ok", **server)
+        assert value(port, "postern_auth_requests_total", outcome="failed", **server) == 1
+        assert value(port, "postern_connections_accepted_total", **server) == sessions + 1
+        assert value(port, "postern_backend_login_duration_seconds_count", **server) == sessions
+        assert value(port, "postern_relayed_bytes_total", direction="backend_to_client") > 0
+        assert health(port) == (200, {"status": "ok", "workers": {"running": 2, "expected": 2},
+                                      "auth_http": {f"127.0.0.1:{lab.auth.port}": "up"}})
+        old = _workers_seen(instance.error_log_text())
+        mark = len(instance.error_log_text())
+        instance.reload()
+        deadline = time.monotonic() + 10
+        while any(_alive(int(pid)) for pid in old):  # the old workers finish and exit
+            assert time.monotonic() < deadline, instance.error_log_text()[mark:]
+            time.sleep(0.05)
+        _logged_in_and_out(lab, proxy)
+        assert _workers_seen(instance.error_log_text()[mark:]) - old, "no new worker served"
+        wait_value(port, "postern_auth_requests_total", sessions + 1, outcome="ok", **server)
+        assert value(port, "postern_auth_requests_total", outcome="failed", **server) == 1
+        assert value(port, "postern_connections_accepted_total", **server) == sessions + 2
+    finally:
+        instance.stop()
+
+
+def test_sessions_by_phase(lab):
+    """metrics_listen, postern_sessions: a relayed session is counted in phase `relay` while it lasts."""
+    directive, port = metrics_directive()
+    proxy = lab.proxy(mail=directive)
+    server = {"server": f"127.0.0.1:{proxy.port}", "protocol": "imap"}
+    lab.ok()
+    with _login(lab, proxy) as c:
+        assert c.readline().startswith(b"a1 OK"), c.dump()
+        wait_value(port, "postern_sessions", 1, phase="relay", **server)
+        idle = proxy.connect()
+        idle.expect(GREETING)
+        wait_value(port, "postern_sessions", 1, phase="dialogue", **server)
+        idle.close()
+    wait_value(port, "postern_sessions", 0, phase="relay", **server)
+    wait_value(port, "postern_sessions", 0, **server)
+
+
+def test_protocol_errors_and_max_errors_close(lab):
+    """max_errors 2: two invalid commands close the session; both are protocol errors and
+    the close is counted."""
+    directive, port = metrics_directive()
+    proxy = lab.proxy(mail=directive, server="max_errors 2;")
+    server = {"server": f"127.0.0.1:{proxy.port}", "protocol": "imap"}
+    with proxy.connect() as c:
+        c.expect(GREETING)
+        c.send(b"a1 FROB\r\na2 FROB\r\n")
+        c.read_all()
+    wait_value(port, "postern_max_errors_closes_total", 1, **server)
+    assert value(port, "postern_protocol_errors_total", **server) == 2
+
+
+def test_backend_connect_failure(lab):
+    """metrics_listen: an Auth-Server that refuses the connection counts in
+    postern_backend_failures_total{stage="connect"}, the auth request itself as ok."""
+    directive, port = metrics_directive()
+    proxy = lab.proxy(mail=directive)
+    server = {"server": f"127.0.0.1:{proxy.port}", "protocol": "imap"}
+    lab.auth.push(Reply.ok("127.0.0.1", free_port()))
+    with _login(lab, proxy) as c:
+        c.expect(b"* BAD internal server error\r\n").expect_closed()
+    wait_value(port, "postern_backend_failures_total", 1, stage="connect", **server)
+    assert value(port, "postern_auth_requests_total", outcome="ok", **server) == 1
+
+
+def test_health_fails_while_the_auth_server_is_down(lab):
+    """metrics_listen, /health: 503 and the auth server named `down` when it refuses
+    connections; the workers are still reported up."""
+    directive, port = metrics_directive()
+    dead = free_port()
+    lab.proxy(mail=directive, server=f"auth_http 127.0.0.1:{dead}/auth;")
+    status, report = health(port)
+    assert status == 503
+    assert report == {"status": "fail", "workers": {"running": 1, "expected": 1},
+                      "auth_http": {f"127.0.0.1:{dead}": "down"}}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
