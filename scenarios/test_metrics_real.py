@@ -5,6 +5,7 @@ without Prometheus the scenarios are skipped, except under CI, where that is a f
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -80,3 +81,25 @@ def test_promtool_finds_the_exposition_clean(lab, pki):
     available(PrometheusInstance, "", "")  # skips (fails under CI) without promtool
     status, said = promtool_check_metrics(text)
     assert (status, said) == (0, ""), said
+
+
+def test_promtool_accepts_the_dashboards_queries(tmp_path):
+    """metrics_listen: every query of examples/grafana/postern-dashboard.json parses as
+    PromQL (`promtool check rules` on them as recording rules, Grafana's variables filled)."""
+    import json
+    from pathlib import Path
+
+    available(PrometheusInstance, "", "")
+    dashboard = json.loads((Path(__file__).parents[1] / "examples" / "grafana" /
+                            "postern-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    filled = [e.replace("$__rate_interval", "1m").replace("$server", ".*")
+              .replace("$protocol", ".*") for e in exprs]
+    rules = tmp_path / "rules.yml"
+    rules.write_text("groups:\n  - name: dashboard\n    rules:\n" + "".join(
+        f"      - record: dashboard:query{i}\n        expr: {json.dumps(e)}\n"
+        for i, e in enumerate(filled)))
+    done = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in done.stdout, done.stdout

@@ -245,9 +245,10 @@ def _closed_port() -> int:
 
 
 def _exporter(multiprocess_dir, workers, auth_ports):
-    from postern.proxy.metrics.exporter import Exporter
+    from postern.proxy.metrics import exporter as module
 
-    exporter = Exporter()
+    module._import_client()
+    exporter = module.Exporter()
     exporter.path = multiprocess_dir
     exporter.workers = lambda: workers
     exporter.auth_servers = tuple(AuthHttp(f"127.0.0.1:{p}", "127.0.0.1", "/", "127.0.0.1", p)
@@ -312,3 +313,29 @@ def test_served_over_http_on_the_bound_socket(multiprocess_dir):
         exporter.close()
     assert not any(t.name == "metrics" and t.is_alive() for t in threading.enumerate())
     assert exporter.path is None
+
+
+# --- the example dashboard ----------------------------------------------------------------
+
+def test_the_dashboard_queries_only_metrics_that_exist():
+    import re
+    from pathlib import Path
+
+    from postern.proxy.metrics import families
+
+    exposed = set()
+    from prometheus_client.metrics import MetricWrapperBase
+
+    for metric in vars(families).values():
+        kind = metric._type if isinstance(metric, MetricWrapperBase) else None
+        if kind == "counter":
+            exposed.add(f"{metric._name}_total")
+        elif kind == "histogram":
+            exposed.update(f"{metric._name}_{s}" for s in ("bucket", "sum", "count"))
+        elif kind == "gauge":
+            exposed.add(metric._name)
+    dashboard = json.loads((Path(__file__).parents[1] / "examples" / "grafana" /
+                            "postern-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"\bpostern_[a-z_]+", target["expr"])}
+    assert len(used) >= 12 and used <= exposed, used - exposed

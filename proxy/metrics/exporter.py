@@ -23,6 +23,20 @@ from postern.proxy.metrics import store
 # /health: how long an auth_http server may take to accept a connection
 AUTH_PROBE_TIMEOUT = 1.0
 
+client = None  # prometheus_client's modules, imported once metrics are on
+
+
+def _import_client():
+    """Imported by the master's main thread before the HTTP thread exists: a fork while
+    that thread held an import lock would leave the lock held in the worker."""
+    global client
+    if client is None:
+        import prometheus_client
+        import prometheus_client.exposition
+        import prometheus_client.multiprocess
+
+        client = prometheus_client
+
 
 def bind(listen: MetricsListen) -> socket.socket:
     """The listener, or proxy.master.BindError worded as for a mail listener."""
@@ -77,6 +91,8 @@ class Exporter:
         switches over, to call once the rest of the configuration is accepted too."""
         want = settings.metrics_listen
         sock = None
+        if want is not None:
+            _import_client()
         if want is not None and (self.listen is None or (want.host, want.port) !=
                                  (self.listen.host, self.listen.port)):
             sock = bind(want)
@@ -142,9 +158,8 @@ class Exporter:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return _reply(start_response, "405 Method Not Allowed", b"GET or HEAD only\n")
         if path == "/metrics":
-            from prometheus_client.exposition import choose_encoder
-
-            encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+            encoder, content_type = client.exposition.choose_encoder(
+                environ.get("HTTP_ACCEPT", ""))
             body = encoder(self.registry())
             return _reply(start_response, "200 OK", body, content_type)
         if path == "/health":
@@ -156,11 +171,8 @@ class Exporter:
 
     def registry(self):
         """A registry that merges the workers' files on each collect."""
-        from prometheus_client import CollectorRegistry
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.path)
+        registry = client.CollectorRegistry()
+        client.multiprocess.MultiProcessCollector(registry, path=self.path)
         return _Locked(registry, self.lock)
 
     def health(self) -> tuple[bool, dict]:
