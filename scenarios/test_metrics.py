@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 
 import pytest
@@ -100,6 +101,46 @@ def test_counts_sum_over_workers_and_survive_a_reload(lab, tmp_path):
         assert value(port, "postern_connections_accepted_total", **server) == sessions + 2
     finally:
         instance.stop()
+
+
+def test_a_reload_moves_the_listener_and_keeps_the_counts(lab, tmp_path):
+    """metrics_listen moved by a reload: the new address serves the same counts, the old one
+    is closed (no worker kept it open); a reload to an address in use is refused and the old
+    configuration goes on."""
+    instance, proxy, port = _two_workers(lab, tmp_path)
+    try:
+        server = {"server": f"127.0.0.1:{proxy.port}", "protocol": "imap"}
+        _logged_in_and_out(lab, proxy)
+        wait_value(port, "postern_auth_requests_total", 1, outcome="ok", **server)
+        moved, new_port = metrics_directive()
+        instance.reload(instance.mail.replace(f"metrics_listen 127.0.0.1:{port};", moved))
+        deadline = time.monotonic() + 10
+        while not _serves(new_port) or _serves(port):
+            assert time.monotonic() < deadline, instance.error_log_text()[-2000:]
+            time.sleep(0.05)
+        assert value(new_port, "postern_auth_requests_total", outcome="ok", **server) == 1
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            busy = taken.getsockname()[1]
+            mark = len(instance.error_log_text())
+            instance.reload(instance.mail.replace(moved, f"metrics_listen 127.0.0.1:{busy};"))
+            deadline = time.monotonic() + 10
+            while f"bind() to 127.0.0.1:{busy} failed (98: " not in \
+                    instance.error_log_text()[mark:]:
+                assert time.monotonic() < deadline, instance.error_log_text()[mark:]
+                time.sleep(0.05)
+        assert "[emerg]" in instance.error_log_text()[mark:]
+        assert health(new_port)[0] == 200
+    finally:
+        instance.stop()
+
+
+def _serves(port: int) -> bool:
+    try:
+        return health(port)[0] in (200, 503)
+    except OSError:
+        return False
 
 
 def test_sessions_by_phase(lab):

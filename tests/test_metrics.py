@@ -288,6 +288,8 @@ def test_other_paths_and_methods(multiprocess_dir):
     exporter = _exporter(multiprocess_dir, (1, 1), ())
     assert _get(exporter, "/")[0] == 404
     assert _get(exporter, "/metrics", "POST")[0] == 405
+    status, headers, body = _get(exporter, "/health", "HEAD")
+    assert (status, body) == (200, b"") and int(headers["Content-Length"]) > 20
 
 
 def test_served_over_http_on_the_bound_socket(multiprocess_dir):

@@ -9,7 +9,6 @@ memory. The socket is bound before the master forks, so a bind error is an [emer
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from postern.proxy.metrics import store
 
 # /health: how long an auth_http server may take to accept a connection
 AUTH_PROBE_TIMEOUT = 1.0
+TEXT = "text/plain; charset=utf-8"
 
 client = None  # prometheus_client's modules, imported once metrics are on
 
@@ -154,20 +154,27 @@ class Exporter:
             sock.close()
 
     def app(self, environ, start_response):
+        reply = self._reply(environ)
+        status, body, content_type = reply
+        start_response(status, [("Content-Type", content_type),
+                                ("Content-Length", str(len(body)))])
+        # wsgiref writes whatever it is given, also for HEAD
+        return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
+
+    def _reply(self, environ) -> tuple[str, bytes, str]:
         path = environ.get("PATH_INFO", "")
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            return _reply(start_response, "405 Method Not Allowed", b"GET or HEAD only\n")
+            return "405 Method Not Allowed", b"GET or HEAD only\n", TEXT
         if path == "/metrics":
             encoder, content_type = client.exposition.choose_encoder(
                 environ.get("HTTP_ACCEPT", ""))
-            body = encoder(self.registry())
-            return _reply(start_response, "200 OK", body, content_type)
+            return "200 OK", encoder(self.registry()), content_type
         if path == "/health":
             healthy, report = self.health()
             body = json.dumps(report, sort_keys=True).encode() + b"\n"
-            return _reply(start_response, "200 OK" if healthy else "503 Service Unavailable",
-                          body, "application/json")
-        return _reply(start_response, "404 Not Found", b"/metrics or /health\n")
+            return ("200 OK" if healthy else "503 Service Unavailable", body,
+                    "application/json")
+        return "404 Not Found", b"/metrics or /health\n", TEXT
 
     def registry(self):
         """A registry that merges the workers' files on each collect."""
@@ -215,18 +222,3 @@ def _auth_answers(auth: AuthHttp) -> bool:
     except OSError:
         return False
 
-
-def _reply(start_response, status: str, body: bytes, content_type: str = "text/plain"):
-    start_response(status, [("Content-Type", content_type),
-                            ("Content-Length", str(len(body)))])
-    return [body]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
