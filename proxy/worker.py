@@ -107,6 +107,7 @@ class Worker:
         for s in list(self.sessions):
             s.abort()
         await asyncio.sleep(0)
+        metrics.flush()  # what the last second and the aborted sessions recorded
 
     async def _drain(self) -> None:
         """QUIT: let sessions finish, bounded by worker_shutdown_timeout."""

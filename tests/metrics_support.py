@@ -15,9 +15,18 @@ def multiprocess_dir(tmp_path, monkeypatch) -> str:
     return str(tmp_path)
 
 
+def flush() -> None:
+    """Write what this process recorded (a worker does it once a second)."""
+    from postern.proxy.metrics.recorder import PENDING
+
+    PENDING.flush()
+
+
 def collect(path: str) -> list:
+    """What this process recorded (written first) and every other process wrote."""
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    flush()
     return [sample for family in MultiProcessCollector(None, path=path).collect()
             for sample in family.samples]
 

@@ -72,8 +72,6 @@ def test_a_proxied_session(request, multiprocess_dir):
     s.client_bytes(b"a1 NOOP\r\n")
     s.backend_bytes(b"a1 OK\r\n")
     s.backend_bytes(b"* 1 EXISTS\r\n")
-    assert value(collect(multiprocess_dir), "postern_relayed_bytes_total",
-                 **labels(request, direction="client_to_backend")) == 0  # not yet flushed
     s.entered(CLOSED, None)
     got = collect(multiprocess_dir)
     assert value(got, "postern_connections_accepted_total", **labels(request)) == 1
@@ -90,15 +88,25 @@ def test_a_proxied_session(request, multiprocess_dir):
         assert value(got, "postern_sessions", **labels(request, phase=phase)) == 0
 
 
-def test_relayed_bytes_are_written_once_a_mebibyte_has_passed(request, multiprocess_dir):
-    from postern.proxy.metrics.recorder import FLUSH_BYTES
+def test_events_are_written_when_flushed(request, multiprocess_dir):
+    """An event only adds to a delta in memory; the worker writes them once a second."""
+    from postern.proxy.metrics import recorder
+    from prometheus_client.multiprocess import MultiProcessCollector
 
     s = server(request).session()
-    chunk = b"x" * 65536
-    for _ in range(FLUSH_BYTES // len(chunk)):
-        s.backend_bytes(chunk)
-    assert value(collect(multiprocess_dir), "postern_relayed_bytes_total",
-                 **labels(request, direction="backend_to_client")) == FLUSH_BYTES
+    s.backend_bytes(b"x" * 1000)
+    s.backend_bytes(b"x" * 24)
+
+    def written():
+        samples = [x for family in MultiProcessCollector(None, multiprocess_dir).collect()
+                   for x in family.samples]
+        return value(samples, "postern_relayed_bytes_total",
+                     **labels(request, direction="backend_to_client"))
+
+    assert written() == 0
+    recorder.PENDING.flush()
+    assert written() == 1024
+    assert recorder.PENDING.deltas == {}
 
 
 @pytest.mark.parametrize("decision,outcome", [
@@ -191,15 +199,18 @@ def test_refusals_and_limit_hits(request, multiprocess_dir):
 
 def test_an_exited_workers_counts_are_kept_and_its_files_folded(request, multiprocess_dir):
     from postern.proxy.metrics import store
+    from postern.proxy.metrics.recorder import PENDING
 
     srv = server(request)
     s = srv.session()  # one session of this process, still open
     s.entered(DIALOGUE, None)
+    PENDING.flush()  # as in the master, nothing is pending at the fork
     pid = os.fork()
     if pid == 0:  # a worker: one session, then exit
         try:
             srv.session().entered(CLOSED, None)
             srv.session()  # left open: the gauge goes with the worker
+            PENDING.flush()
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
@@ -258,6 +269,7 @@ def _exporter(multiprocess_dir, workers, auth_ports):
 
 def test_metrics_page(request, multiprocess_dir):
     server(request).session()
+    metrics_support.flush()
     status, headers, body = _get(_exporter(multiprocess_dir, (1, 1), ()), "/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -341,3 +353,26 @@ def test_the_dashboard_queries_only_metrics_that_exist():
     used = {name for panel in dashboard["panels"] for target in panel["targets"]
             for name in re.findall(r"\bpostern_[a-z_]+", target["expr"])}
     assert len(used) >= 12 and used <= exposed, used - exposed
+
+
+def test_histograms_written_in_batches_read_as_prometheus_clients_own(request,
+                                                                      multiprocess_dir):
+    """recorder._Histogram adds to prometheus_client's bucket and sum values itself: the
+    exposition must be the one its observe() gives for the same values."""
+    from postern.proxy.metrics import families
+    from postern.proxy.metrics.recorder import _Histogram
+
+    ours = _Histogram(families.BACKEND_LOGIN_SECONDS.labels("ours", request.node.name))
+    theirs = families.BACKEND_LOGIN_SECONDS.labels("theirs", request.node.name)
+    for seconds in (0.0001, 0.0005, 0.003, 0.0031, 1.0, 59.9, 60.0, 61.0, 1e6):
+        ours.observe(seconds)
+        theirs.observe(seconds)
+    got = collect(multiprocess_dir)
+
+    def series(server):
+        return sorted((s.name, s.labels.get("le"), s.value) for s in got
+                      if s.labels.get("server") == server
+                      and s.labels.get("protocol") == request.node.name)
+
+    assert series("ours") == series("theirs")
+    assert ("postern_backend_login_duration_seconds_count", None, 9.0) in series("ours")

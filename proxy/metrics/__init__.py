@@ -4,8 +4,9 @@ The driver holds one object per server (`ServerRuntime.metrics`) and one per ses
 (`Session.metrics`) and makes one call per event on it; with metrics off both are the null
 objects below, whose methods do nothing, and prometheus_client is never imported.
 
-Workers write their values into prometheus_client's multiprocess files (one mmap per worker
-and metric type, in a directory the master creates); the master serves `/metrics` (the
+Workers add up their events in memory and write them once a second into prometheus_client's
+multiprocess files (one mmap per worker and metric type, in a directory the master creates;
+proxy.metrics.recorder); the master serves `/metrics` (the
 files merged) and `/health` from a thread of its own (proxy.metrics.exporter). Counters of
 workers that exited are folded into one file, so neither a reload nor the number of
 sessions makes a scrape cost more.
@@ -66,22 +67,29 @@ class NullServer:
 NULL_SESSION = NullSession()
 NULL_SERVER = NullServer()
 
-_limit_hits = None  # the counter, once a worker records metrics
+_recorder = None  # proxy.metrics.recorder, once a worker records metrics
 
 
 def for_server(settings: MainSettings, conf: ServerSettings, listen: Listen):
-    """The metrics object of one server{} on one listen address (in a worker)."""
+    """The metrics object of one server{} on one listen address (in a worker's loop)."""
     if settings.metrics_listen is None:
         return NULL_SERVER
-    global _limit_hits
+    global _recorder
     from postern.proxy.metrics import recorder
 
-    _limit_hits = recorder.LIMIT_HITS
+    _recorder = recorder
+    recorder.PENDING.flush_every_second()
     return recorder.ServerMetrics(conf, listen)
 
 
 def limit_hit(zone: str) -> None:
     """A limit (its zone's name) refused a connection or a command: counted as
     postern_limit_hits_total{zone}; nothing when metrics are off."""
-    if _limit_hits is not None:
-        _limit_hits.labels(zone).inc()
+    if _recorder is not None:
+        _recorder.PENDING.add(_recorder.f.LIMIT_HITS.labels(zone))
+
+
+def flush() -> None:
+    """Write what this worker recorded (it stops; a test reads the files)."""
+    if _recorder is not None:
+        _recorder.PENDING.flush()
