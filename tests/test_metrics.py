@@ -376,3 +376,27 @@ def test_histograms_written_in_batches_read_as_prometheus_clients_own(request,
 
     assert series("ours") == series("theirs")
     assert ("postern_backend_login_duration_seconds_count", None, 9.0) in series("ours")
+
+
+def test_an_address_in_use_stops_the_start_with_emerg(tmp_path):
+    """As for a mail listener: `[emerg] bind() to ... failed (98: ...)`, exit status 1."""
+    import subprocess
+    import sys
+
+    with socket.socket() as taken, socket.socket() as free:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        free.bind(("127.0.0.1", 0))
+        busy, mail_port = taken.getsockname()[1], free.getsockname()[1]
+        free.close()
+        conf = tmp_path / "postern.conf"
+        conf.write_text(f"daemon off; pid {tmp_path}/p.pid; events {{}}\n"
+                        "mail { auth_http 127.0.0.1:9/a; "
+                        f"metrics_listen 127.0.0.1:{busy}; "
+                        f"server {{ listen 127.0.0.1:{mail_port}; protocol imap; }} }}\n")
+        done = subprocess.run([sys.executable, "-m", "postern", "-p", f"{tmp_path}/",
+                               "-c", str(conf)], capture_output=True, text=True, timeout=30,
+                              check=False)
+    assert done.returncode == 1
+    assert done.stderr == f"postern: [emerg] bind() to 127.0.0.1:{busy} failed " \
+                          "(98: Address already in use)\n"

@@ -211,6 +211,8 @@ def _auth_answers(auth: AuthHttp) -> bool:
     not look like a login to it)."""
     if auth.unix_path:
         family, address = socket.AF_UNIX, auth.unix_path
+    elif not auth.addr:
+        return False
     else:
         family = socket.AF_INET6 if ":" in (auth.addr or "") else socket.AF_INET
         address = (auth.addr, auth.port)
