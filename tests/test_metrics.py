@@ -52,7 +52,7 @@ def test_off_by_default_is_null_and_imports_nothing():
     assert session is metrics.NULL_SESSION
     session.entered(RELAY, None)
     session.client_bytes(b"x")
-    metrics.limit_hit("perip")  # nothing counts, nothing fails
+    metrics.limit_hit("perip", "conn")  # nothing counts, nothing fails
 
 
 def test_a_proxied_session(request, multiprocess_dir):
@@ -190,11 +190,14 @@ def test_refusals_and_limit_hits(request, multiprocess_dir):
     srv.refused("worker_connections")
     metrics.for_server(SimpleNamespace(metrics_listen=True), SimpleNamespace(
         protocol="imap", max_errors=5), SimpleNamespace(text=request.node.name))
-    metrics.limit_hit(request.node.name)
+    metrics.limit_hit(request.node.name, "conn")
+    metrics.limit_hit(request.node.name, "conn")
+    metrics.limit_hit(request.node.name, "req")
     got = collect(multiprocess_dir)
     assert value(got, "postern_connections_refused_total",
                  **labels(request, reason="worker_connections")) == 1
-    assert value(got, "postern_limit_hits_total", zone=request.node.name) == 1
+    assert value(got, "postern_limit_hits_total", zone=request.node.name, kind="conn") == 2
+    assert value(got, "postern_limit_hits_total", zone=request.node.name, kind="req") == 1
 
 
 def test_an_exited_workers_counts_are_kept_and_its_files_folded(request, multiprocess_dir):

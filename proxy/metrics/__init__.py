@@ -11,7 +11,7 @@ files merged) and `/health` from a thread of its own (proxy.metrics.exporter). C
 workers that exited are folded into one file, so neither a reload nor the number of
 sessions makes a scrape cost more.
 
-Other parts report a limit that refused something with `limit_hit(zone)`.
+Other parts report a limit that refused or delayed a session with `limit_hit(zone, kind)`.
 """
 
 from __future__ import annotations
@@ -82,11 +82,11 @@ def for_server(settings: MainSettings, conf: ServerSettings, listen: Listen):
     return recorder.ServerMetrics(conf, listen)
 
 
-def limit_hit(zone: str) -> None:
-    """A limit (its zone's name) refused a connection or a command: counted as
-    postern_limit_hits_total{zone}; nothing when metrics are off."""
+def limit_hit(zone: str, kind: str = "") -> None:
+    """A limit refused or delayed a session: counted as postern_limit_hits_total{zone,kind}
+    (kind: the limit's, e.g. conn, req, auth); nothing when metrics are off."""
     if _recorder is not None:
-        _recorder.PENDING.add(_recorder.f.LIMIT_HITS.labels(zone))
+        _recorder.PENDING.add(_recorder.f.LIMIT_HITS.labels(zone, kind))
 
 
 def flush() -> None:

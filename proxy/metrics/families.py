@@ -47,5 +47,5 @@ PROTOCOL_ERRORS = Counter("postern_protocol_errors", "Invalid client commands", 
                           registry=None)
 MAX_ERRORS_CLOSES = Counter("postern_max_errors_closes", "Sessions closed for reaching "
                             "max_errors", SERVER, registry=None)
-LIMIT_HITS = Counter("postern_limit_hits", "Connections or commands refused by a limit",
-                     ("zone",), registry=None)
+LIMIT_HITS = Counter("postern_limit_hits", "Sessions refused or delayed by a limit, by zone "
+                     "and kind (conn, req, auth)", ("zone", "kind"), registry=None)
