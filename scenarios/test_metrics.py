@@ -136,6 +136,33 @@ def test_a_reload_moves_the_listener_and_keeps_the_counts(lab, tmp_path):
         instance.stop()
 
 
+def test_a_reload_switches_metrics_on(lab, tmp_path):
+    """metrics_listen added by a reload: the master starts serving, and the new workers
+    record (the directory is created then)."""
+    listen = free_port()
+    mail = (f"auth_http 127.0.0.1:{lab.auth.port}/auth;\n"
+            f"server {{\n    listen 127.0.0.1:{listen};\n    protocol imap;\n}}\n")
+    instance = lab.stack.start_target(mail, tmp_path / "postern", name="postern")
+    try:
+        directive, port = metrics_directive()
+        assert not _serves(port)
+        instance.reload(directive + "\n" + mail)
+        deadline = time.monotonic() + 10
+        while not _serves(port):
+            assert time.monotonic() < deadline, instance.error_log_text()[-2000:]
+            time.sleep(0.05)
+        proxy = _Listener(listen)
+        server = {"server": f"127.0.0.1:{listen}", "protocol": "imap"}
+        deadline = time.monotonic() + 10
+        while value(port, "postern_auth_requests_total", outcome="ok", **server) == 0:
+            # an old worker (metrics off) may still take a connection while it stops
+            assert time.monotonic() < deadline, "no new worker recorded a login"
+            _logged_in_and_out(lab, proxy)
+            time.sleep(1.2)  # a worker writes once a second
+    finally:
+        instance.stop()
+
+
 def _serves(port: int) -> bool:
     try:
         return health(port)[0] in (200, 503)
