@@ -16,6 +16,7 @@ from collections.abc import Callable
 from postern.proxy import limits
 from postern.proxy.conf.settings import Listen, MainSettings, ServerSettings
 from postern.proxy.log import ErrorLog
+from postern.proxy.metrics.exporter import Exporter
 from postern.proxy.worker import Binding, Worker, run
 
 WILDCARDS = ("0.0.0.0", "::")
@@ -117,10 +118,12 @@ class Master:
         self.workers: dict[int, int] = {}  # pid -> generation
         self.generation = 0
         self.pending: list[int] = []
+        self.metrics = Exporter()
 
     def bind(self) -> None:
         self.bindings = plan(self.settings, {})
         limits.install(self.settings)  # before the fork: the workers share the zones
+        self.metrics.configure(self.settings)()
 
     def write_pid(self) -> None:
         """Written whole or not at all, so a reader never sees an empty file."""
@@ -147,6 +150,7 @@ class Master:
                 for sig in MASTER_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                self.metrics.in_worker()
                 code = 0
                 try:
                     run(Worker(self.settings, self.bindings, worker_log, server_logs))
@@ -169,6 +173,7 @@ class Master:
     def run(self) -> int:
         for sig in MASTER_SIGNALS:
             signal.signal(sig, self._on_signal)
+        self.metrics.start(self._workers_up)
         self._spawn(self.settings.worker_processes)
         stopping = None
         while True:
@@ -197,6 +202,12 @@ class Master:
         self._cleanup()
         return 0
 
+    def _workers_up(self) -> tuple[int, int]:
+        """(running, expected) workers of the current configuration, for /health."""
+        generation = self.generation
+        running = sum(1 for gen in list(self.workers.values()) if gen == generation)
+        return running, self.settings.worker_processes
+
     def _on_signal(self, signum, frame) -> None:
         if signum != signal.SIGCHLD:
             self.pending.append(signum)
@@ -214,6 +225,7 @@ class Master:
             if gen is None:
                 continue
             limits.reclaim(pid)  # a dead worker's sessions no longer count
+            self.metrics.worker_exited(pid)
             code = os.waitstatus_to_exitcode(status)
             if code != 0 and respawn and gen == self.generation:
                 self.log.log("alert", f"worker process {pid} exited with code {code}")
@@ -227,6 +239,7 @@ class Master:
             old = {_sock_key(b.listen): b.sock for b in self.bindings}
             keep = dict(old)
             bindings = plan(new, keep)
+            switch_metrics = self.metrics.configure(new)
         except Exception as exc:  # ConfigError, bind failure: keep serving the old config  # noqa: BLE001
             self.log.log("emerg", str(exc))
             return
@@ -234,6 +247,8 @@ class Master:
             sock.close()
         self.settings, self.bindings = new, bindings
         limits.commit(zones)
+        switch_metrics()
+        self.metrics.reconfigured()
         old_gen = self.generation
         self.generation += 1
         self._spawn(new.worker_processes)
@@ -244,6 +259,7 @@ class Master:
             b.sock.close()
 
     def _cleanup(self) -> None:
+        self.metrics.close()
         for b in self.bindings:
             b.sock.close()
             if b.listen.unix_path and os.path.exists(b.listen.unix_path):

@@ -37,6 +37,7 @@ class BackendSide:
         except OSError as exc:
             if self.phase is LOGIN:
                 # nginx connects without blocking; the refusal surfaces in its first read
+                self.metrics.backend_failed("connect")
                 self.action = READING_UPSTREAM
                 self.log("error", f"recv() failed {auth_http.errno_text(exc)}")
                 self.internal_error()
@@ -48,6 +49,7 @@ class BackendSide:
     @guarded
     def on_backend_connected(self, transport: asyncio.Transport) -> None:
         self.backend = transport
+        self.metrics.backend_connected()
         mode = self.conf.proxy_protocol
         if mode != "off":  # the PROXY header goes first, in one write
             client = self.client_addr if self.client_addr and self.local_addr else None
@@ -61,6 +63,7 @@ class BackendSide:
         self.upstream_bytes_received += len(data)
         if self.phase is RELAY:
             self._write(data)
+            self.metrics.backend_bytes(data)
             return
         if self.phase is LOGIN:
             # nginx names the phase by its last step: a read, or the command it sent
@@ -81,6 +84,7 @@ class BackendSide:
             if self.debug:
                 self._debug_login_step(self.action)
         elif isinstance(outcome, LoginFailed):
+            self.metrics.backend_failed("login")
             self.log(outcome.log_level, outcome.log)
             if outcome.to_client is None:
                 self.internal_error()
@@ -97,6 +101,7 @@ class BackendSide:
             # EOF during login is an internal error without a log line (nginx's recv()
             # returning 0); only a failed read is logged
             self.action = READING_UPSTREAM
+            self.metrics.backend_failed("closed")
             if isinstance(exc, OSError) and exc.errno:
                 self.log("error", f"recv() failed {auth_http.errno_text(exc)}")
             self.internal_error()

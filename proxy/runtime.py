@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from postern.proxy.conf.settings import Listen, ServerSettings
 from postern.proxy.log import ErrorLog
+from postern.proxy.metrics import NULL_SERVER
 from postern.proxy.protocol import MailProtocol
 from postern.proxy.protocols import PROTOCOLS
 
@@ -35,6 +36,7 @@ class ServerRuntime:
     # servers sharing this (wildcard) socket, chosen per connection by local address
     by_address: dict = field(default_factory=dict)
     access_log: ServerAccessLog | None = None  # the server's access_log lines, if any
+    metrics: object = NULL_SERVER  # proxy.metrics: this server's counters, or no-ops
     protocol: MailProtocol = field(init=False)  # the declaration of conf.protocol
 
     def __post_init__(self) -> None:

@@ -24,6 +24,7 @@ from postern.proxy import auth_http, auth_pool, limits, proxy_protocol
 from postern.proxy import dialogue as dlg
 from postern.proxy.auth_exchange import AuthExchange, Fail, InternalError, Retry
 from postern.proxy.log import masked_header_lines
+from postern.proxy.metrics import NULL_SESSION
 from postern.proxy.phases import (
     ACCEPTED,
     ACTION,
@@ -87,6 +88,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         # the level is checked once per session: debug lines cost one test when off
         self.debug = runtime.log.enabled("debug")
         self.started = runtime.loop.time()
+        self.metrics = NULL_SESSION  # proxy.metrics, once the server is known
 
     def _enter(self, phase) -> None:
         """The one way to change phase: the table's transition, and its log context."""
@@ -95,12 +97,14 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         self.phase = phase
         if phase in ACTION:
             self.action = ACTION[phase]
+        self.metrics.entered(phase, self.machine)
 
     # -- client transport callbacks ------------------------------------------------------
     @guarded
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         self.rt.sessions.add(self)
+        self.metrics = self.rt.metrics.session()
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix:"
@@ -224,6 +228,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         if phase is RELAY:
             self.backend.write(data)
             self._last_client_activity = self.rt.loop.time()
+            self.metrics.client_bytes(data)
             if self.tls is not None and self.tls.peer_closed:
                 self._peer_closed()
             return
@@ -335,10 +340,12 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
                 self._debug("mail auth http write handler")
                 for line in masked_header_lines(request):
                     self._debug(f'mail auth http header: "{line}"')
+            self.metrics.auth_request()
             decision = await auth_pool.query(conf, request, conf.auth_http_timeout, exchange,
                                              self.log)
         except auth_http.AuthServerError as err:
             decision = InternalError(str(err))
+        self.metrics.auth_reply(decision)
         if self.debug and exchange.response is not None:
             self._debug_auth_reply(exchange.response)
         return decision
@@ -433,10 +440,12 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         self._timer = None
         self._ending(alog.UPSTREAM_TIMEOUT if message == "upstream timed out" else alog.TIMEOUT)
         if self.phase is HANDSHAKE:
+            self.metrics.tls_failed("timeout")
             return self.close(quiet=True)  # nginx closes a stalled handshake without a log
         # nginx logs timeouts at info level with ETIMEDOUT's text
         self.log("info", f"{message} (110: Connection timed out)")
         if message == "upstream timed out":
+            self.metrics.backend_failed("timeout")
             return self.internal_error()
         self.close(quiet=True)
 
@@ -498,6 +507,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
             self.close()
         except Exception:  # noqa: BLE001
             self.phase = CLOSED  # past the table: closing itself failed
+            self.metrics.entered(CLOSED, None)
             for transport in (self.backend, self.transport):
                 if transport is not None:
                     transport.abort()

@@ -41,6 +41,7 @@ class ClientTls:
             out = tls.outgoing()  # the alert, e.g. no_application_protocol
             if out:
                 self.transport.write(out)
+            self.metrics.tls_failed(err)
             func = "SSL_do_handshake()" if handshaking else "SSL_read()"
             self.log("info", f"{func} failed (SSL: {err})")
             self._ending(TLS_ERROR)
@@ -65,6 +66,7 @@ class ClientTls:
         failure = self.tls.check_client_certificate()
         if failure is not None:
             line, message = failure
+            self.metrics.tls_failed("client certificate")
             self.log("info", message)
             self._ending(TLS_ERROR)
             self._write(line)

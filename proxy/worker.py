@@ -12,6 +12,7 @@ import signal
 import socket
 from dataclasses import dataclass, field
 
+from postern.proxy import metrics
 from postern.proxy.access_log import AccessLogs
 from postern.proxy.conf.settings import Listen, MainSettings, ServerSettings
 from postern.proxy.log import ErrorLog
@@ -70,7 +71,8 @@ class Worker:
         return ServerRuntime(conf, listen, log, loop, self.sessions, tls, resolver,
                              worker_connections=self.settings.worker_connections,
                              listeners=len(self.bindings),
-                             access_log=self.access_logs.for_server(conf))
+                             access_log=self.access_logs.for_server(conf),
+                             metrics=metrics.for_server(self.settings, conf, listen))
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -110,6 +112,7 @@ class Worker:
             s.abort()
         await asyncio.sleep(0)
         self.access_logs.close()  # buffered lines are written at exit, as nginx does
+        metrics.flush()  # what the last second and the aborted sessions recorded
 
     async def _drain(self) -> None:
         """QUIT: let sessions finish, bounded by worker_shutdown_timeout."""
@@ -202,6 +205,7 @@ class _Accepted(Session):
             # nginx counts its listening sockets and every client connection against
             # worker_connections and drops what does not fit
             self.rt.log.log("alert", f"{limit} worker_connections are not enough")
+            self.rt.metrics.refused("worker_connections")
             transport.abort()
             return
         rt = self.rt.select(transport.get_extra_info("sockname"))

@@ -511,3 +511,51 @@ def test_worker_connections_counts_bound_sockets(tmp_path):
     assert error(tmp_path, "events { worker_connections 3; } " + body) == (
         "3 worker_connections are not enough for 3 listening sockets")
     assert load(tmp_path, "events { worker_connections 4; } " + body).worker_connections == 4
+
+
+# --- metrics_listen (Postern's own) -----------------------------------------------------
+
+def _metrics(directive: str) -> str:
+    return f"""
+        events {{}}
+        mail {{
+            auth_http 127.0.0.1:9000/auth;
+            {directive}
+            server {{ listen 127.0.0.1:1143; protocol imap; }}
+        }}
+    """
+
+
+def test_metrics_listen_is_off_by_default(tmp_path):
+    assert load(tmp_path, MINIMAL).metrics_listen is None
+
+
+@pytest.mark.parametrize("word,text,host,port", [
+    ("127.0.0.1:9145", "127.0.0.1:9145", "127.0.0.1", 9145),
+    ("9145", "0.0.0.0:9145", "0.0.0.0", 9145),
+    ("*:9145", "0.0.0.0:9145", "0.0.0.0", 9145),
+    ("[::1]:9145", "[::1]:9145", "::1", 9145),
+])
+def test_metrics_listen_forms(tmp_path, word, text, host, port):
+    listen = load(tmp_path, _metrics(f"metrics_listen {word};")).metrics_listen
+    assert (listen.text, listen.host, listen.port) == (text, host, port)
+
+
+@pytest.mark.parametrize("directive,expected", [
+    ("metrics_listen 127.0.0.1;", 'no port in "127.0.0.1" of the "metrics_listen" directive'),
+    ("metrics_listen 127.0.0.1:70000;",
+     'invalid port in "127.0.0.1:70000" of the "metrics_listen" directive'),
+    ("metrics_listen unix:/tmp/m.sock;",
+     'unix domain sockets are not supported in "metrics_listen unix:/tmp/m.sock"'),
+    ("metrics_listen 127.0.0.1:1 127.0.0.1:2;",
+     'invalid number of arguments in "metrics_listen" directive'),
+    ("metrics_listen 127.0.0.1:1; metrics_listen 127.0.0.1:2;",
+     '"metrics_listen" directive is duplicate'),
+])
+def test_metrics_listen_errors(tmp_path, directive, expected):
+    assert error(tmp_path, _metrics(directive)) == f"{expected} in T/nginx.conf:5"
+
+
+def test_metrics_listen_belongs_in_mail(tmp_path):
+    text = MINIMAL.replace("protocol imap;", "protocol imap; metrics_listen 9145;")
+    assert error(tmp_path, text).startswith('"metrics_listen" directive is not allowed here')

@@ -251,4 +251,5 @@ def build_main(parser: Parser, main: Level, conf_file: str) -> MainSettings:
         user=values.get("user"),
         warnings=tuple(parser.warnings),
         limit_zones=tuple(parser.state.get("limit_zones", {}).values()),
+        metrics_listen=parser.state.get("metrics_listen"),
     )

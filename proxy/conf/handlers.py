@@ -11,7 +11,7 @@ from .addr import Url, UrlError, parse_url, ptocidr, resolve_host
 from .engine import Level, Parser, Stmt
 from .listen import PROTOCOL_PORTS, ListenError, parse_listen, sockaddr_key
 from .logtarget import LogTargetError, parse_error_log
-from .settings import Resolver
+from .settings import MetricsListen, Resolver
 from .values import PAGE_SIZE, atoi, parse_flag, parse_size, parse_time
 
 PROTOCOLS = ("imap", "pop3", "smtp")
@@ -200,6 +200,26 @@ def resolver(parser: Parser, level: Level, stmt: Stmt) -> None:
 
 def auth_http(parser: Parser, level: Level, stmt: Stmt) -> None:
     level.values["auth_http"] = authclient.parse_auth_url(stmt, stmt.args[0])
+
+
+def metrics_listen(parser: Parser, level: Level, stmt: Stmt) -> None:
+    """`metrics_listen address:port`: one TCP listener of the master (proxy.metrics)."""
+    if "metrics_listen" in parser.state:
+        raise stmt.error('"metrics_listen" directive is duplicate')
+    word = stmt.args[0]
+    if word[:5].lower() == "unix:":
+        raise stmt.error(f'unix domain sockets are not supported in "metrics_listen {word}"')
+    try:
+        url = parse_url(word, listen=True)
+    except UrlError as e:
+        raise stmt.error(f'{e} in "{word}" of the "metrics_listen" directive') from None
+    if url.no_port or not url.addrs:
+        raise stmt.error(f'no port in "{word}" of the "metrics_listen" directive')
+    if len(url.addrs) > 1:
+        raise stmt.error(f'"{word}" of the "metrics_listen" directive has more than one '
+                         "address")
+    addr = url.addrs[0]
+    parser.state["metrics_listen"] = MetricsListen(addr.name, addr.ip, addr.port)
 
 
 def proxy_protocol(parser: Parser, level: Level, stmt: Stmt) -> None:

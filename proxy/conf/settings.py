@@ -233,6 +233,15 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class MetricsListen:
+    """`metrics_listen`: where the Prometheus exposition and the health check are served."""
+
+    text: str  # as written in log lines: "127.0.0.1:9145", "[::1]:9145"
+    host: str  # IP literal ("0.0.0.0" for *)
+    port: int
+
+
+@dataclass(frozen=True)
 class MainSettings:
     """The whole configuration: main context plus the servers of the mail block."""
 
@@ -250,3 +259,4 @@ class MainSettings:
     user: tuple[str, str] | None = None  # (user, group) to switch to when started as root
     warnings: tuple[str, ...] = ()  # "[warn]" messages produced while parsing
     limit_zones: tuple[LimitZone, ...] = ()  # created by the master, shared by its workers
+    metrics_listen: MetricsListen | None = None  # off unless mail{} says metrics_listen

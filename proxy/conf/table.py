@@ -87,6 +87,8 @@ _ROWS = [
     _d("resolver", MS, MORE1, h.resolver, "resolver", None),
     _d("resolver_timeout", MS, TAKE1, s.msec("resolver_timeout"), "resolver_timeout", 30.0),
     _d("max_errors", MS, TAKE1, s.num("max_errors"), "max_errors", 5),
+    # Postern's own (README: Beyond nginx)
+    _d("metrics_listen", MAIL, TAKE1, h.metrics_listen),
     # ngx_mail_auth_http_module
     _d("auth_http", MS, TAKE1, h.auth_http, "auth_http", None),
     _d("auth_http_timeout", MS, TAKE1, s.msec("auth_http_timeout"), "auth_http_timeout",

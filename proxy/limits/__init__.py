@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from postern.proxy import metrics
 from postern.proxy.auth_exchange import Fail
 from postern.proxy.limits.store import SharedTable
 from postern.proxy.limits.zones import AuthZone, ConnZone, Outcome, ReqZone
@@ -144,8 +145,8 @@ def _by_login(rule: LimitRule) -> bool:
 
 
 def count_hit(kind: str, zone_name: str) -> None:
-    """A limit refused or delayed a session: the one call site for metrics, which count
-    hits per kind and zone once proxy/metrics.py exists."""
+    """A limit refused or delayed a session: postern_limit_hits_total{zone,kind}."""
+    metrics.limit_hit(zone_name, kind)
 
 
 def _thousandths(excess: float) -> str:
