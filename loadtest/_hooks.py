@@ -24,6 +24,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
 from postern.loadtest import _clients as clients
+from postern.loadtest import _delivery
 from postern.loadtest._target import PROTOCOLS, TLS_MODES, Target, external_target
 
 from postern import import_root
@@ -93,6 +94,10 @@ def _add_options(parser) -> None:
     g.add_argument("--smtp-sizes", choices=("mixed", "small"), default="mixed",
                    env_var="LOCUST_SMTP_SIZES",
                    help="message size mix: mixed (text to 1 MB attachments) or small (text)")
+    g.add_argument("--delivery-grace", type=float, default=10.0,
+                   env_var="LOCUST_DELIVERY_GRACE",
+                   help="DeliveryUser: seconds after the run to keep looking for submitted "
+                   "messages before they count as lost")
     g.add_argument("--clients-file", default="", env_var="LOCUST_CLIENTS_FILE",
                    help="where the clients' own histograms go (default: CSV_PREFIX"
                    "_clients.json with --csv; the HTML report reads it)")
@@ -221,6 +226,7 @@ def resolve_target(environment: Environment) -> bool:
 
 
 def _on_report_to_master(client_id, data: dict) -> None:
+    clients.recorder.delivery.update(_delivery.current.take())
     data["mail_clients"] = clients.recorder.take()
 
 
@@ -245,6 +251,7 @@ def write_clients(environment: Environment, final: bool = False) -> None:
         return
     if clients.recorder.stopped is None or not final:
         clients.recorder.stopped = time.time()
+    clients.recorder.delivery.update(_delivery.current.take())
     clients.recorder.write(path)
 
 
