@@ -53,6 +53,8 @@ class BackendSide:
     def on_backend_data(self, data: bytes) -> None:
         if self.phase is RELAY:
             self._write(data)
+            if self.recording is not None:
+                self.recording.relay_down(len(data))
             return
         if self.phase is LOGIN:
             # nginx names the phase by its last step: a read, or the command it sent

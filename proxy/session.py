@@ -18,7 +18,7 @@ import select
 import traceback
 from typing import TYPE_CHECKING
 
-from postern.proxy import auth_http, proxy_protocol
+from postern.proxy import auth_http, proxy_protocol, recorder
 from postern.proxy import dialogue as dlg
 from postern.proxy.auth_exchange import AuthExchange, Fail, InternalError, Retry
 from postern.proxy.log import masked_header_lines
@@ -82,6 +82,7 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         self.local_addr: tuple | None = None
         # the level is checked once per session: debug lines cost one test when off
         self.debug = runtime.log.enabled("debug")
+        self.recording = recorder.start(self.conf, self.proto.name, runtime.loop.time())
 
     def _enter(self, phase) -> None:
         """The one way to change phase: the table's transition, and its log context."""
@@ -204,6 +205,8 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
         if phase is RELAY:
             self.backend.write(data)
             self._last_client_activity = self.rt.loop.time()
+            if self.recording is not None:
+                self.recording.relay_up(data, self._last_client_activity)
             if self.tls is not None and self.tls.peer_closed:
                 self._peer_closed()
             return
@@ -218,6 +221,8 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
             return
         if self._early:
             data, self._early = bytes(self._early) + data, bytearray()
+        if self.recording is not None:
+            self.recording.client(data, self.rt.loop.time())
         self.machine.receive_data(data)
         if phase is DIALOGUE:
             self._drive()
@@ -397,6 +402,10 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
             self.log("info", "proxied session done")
         if self.debug:
             self._debug_close()
+        if self.recording is not None:
+            self.recording.close("proxied" if self.phase is RELAY else str(self.phase),
+                                 self.rt.loop.time())
+            self.recording = None
         self._enter(CLOSED)
         self._cancel_timer()
         if self._task is not None and not self._task.done() and \

@@ -478,3 +478,18 @@ def test_worker_connections_counts_bound_sockets(tmp_path):
     assert error(tmp_path, "events { worker_connections 3; } " + body) == (
         "3 worker_connections are not enough for 3 listening sockets")
     assert load(tmp_path, "events { worker_connections 4; } " + body).worker_connections == 4
+
+
+def test_record_sessions_is_off_by_default_and_inherited(tmp_path):
+    """Postern's record_sessions (proxy/recorder.py): a path off the prefix, "off", inherited
+    from mail{} into server{}, not allowed twice in one context."""
+    assert load(tmp_path, MINIMAL).servers[0].record_sessions is None
+    text = MINIMAL.replace("auth_http 127.0.0.1:9000/auth;",
+                           "auth_http 127.0.0.1:9000/auth; record_sessions logs/rec.jsonl;")
+    text = text.replace("protocol imap; }", "protocol imap; }\n"
+                        "server { listen 127.0.0.1:1110; protocol pop3; record_sessions off; }")
+    imap, pop3 = load(tmp_path, text).servers
+    assert imap.record_sessions == f"{tmp_path}/logs/rec.jsonl" and pop3.record_sessions is None
+    twice = MINIMAL.replace("protocol imap;", "protocol imap; record_sessions a; "
+                            "record_sessions b;")
+    assert '"record_sessions" directive is duplicate' in error(tmp_path, twice)

@@ -308,3 +308,11 @@ def ssl_password_file(parser: Parser, level: Level, stmt: Stmt) -> None:
         raise stmt.error(f'open() "{path}" failed ({e.errno}: {os.strerror(e.errno or 5)})'
                          ) from None
     level.values["ssl.password_file"] = path
+
+
+def record_sessions(parser: Parser, level: Level, stmt: Stmt) -> None:
+    """``record_sessions PATH | off`` (Postern's, proxy/recorder.py): a relative PATH hangs
+    off the prefix, as nginx's log paths do."""
+    _dup(level, "record_sessions", stmt)
+    path = stmt.args[0]
+    level.values["record_sessions"] = None if path == "off" else parser.full_name(path)

@@ -100,6 +100,8 @@ _ROWS = [
     _d("xclient", MS, FLAG, s.flag("xclient"), "xclient", True),
     _d("proxy_smtp_auth", MS, FLAG, s.flag("proxy_smtp_auth"), "proxy_smtp_auth", False),
     _d("proxy_protocol", MS, FLAG, h.proxy_protocol, "proxy_protocol", "off"),
+    # Postern's own: one JSON line per session with its command shapes (proxy/recorder.py)
+    _d("record_sessions", MS, TAKE1, h.record_sessions, "record_sessions", None),
     # ngx_mail_imap_module, ngx_mail_pop3_module, ngx_mail_smtp_module
     _d("imap_auth", MS, MORE1, s.bitmask("imap_auth", IMAP_METHODS), "imap_auth",
        frozenset({"plain"})),
