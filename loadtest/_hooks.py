@@ -98,6 +98,9 @@ def _add_options(parser) -> None:
                    env_var="LOCUST_DELIVERY_GRACE",
                    help="DeliveryUser: seconds after the run to keep looking for submitted "
                    "messages before they count as lost")
+    g.add_argument("--replay", default="", env_var="LOCUST_REPLAY",
+                   help="ReplayUser: a record_sessions recording (JSON lines) to play; "
+                   "--time-scale scales its think times")
     g.add_argument("--clients-file", default="", env_var="LOCUST_CLIENTS_FILE",
                    help="where the clients' own histograms go (default: CSV_PREFIX"
                    "_clients.json with --csv; the HTML report reads it)")
@@ -158,6 +161,9 @@ def _unavailable(cls, opts) -> str | None:
     protocol = getattr(cls, "protocol", None)
     if protocol is None or opts is None:
         return None
+    needs = getattr(cls, "needs_option", None)
+    if needs and not getattr(opts, needs, ""):
+        return f"it needs --{needs}"
     if not opts.mail_host:
         from postern.loadtest._lab import fake_available
         if not fake_available(protocol):

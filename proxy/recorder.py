@@ -13,7 +13,7 @@ personal:
   nothing can be looked up;
 - a token is kept as it is only when it is a number, a sequence set or an upper-case
   protocol keyword (``FETCH``, ``1:*``, ``(FLAGS``, ``BODY.PEEK[HEADER]``); others become
-  ``{"q": n}`` (quoted string), ``{"a": n}`` (atom), ``{"addr": n, "pre": "FROM:"}`` (an
+  ``{"q": n}`` (quoted string; special-use folder names such as Sent are kept), ``{"a": n}`` (atom), ``{"addr": n, "pre": "FROM:"}`` (an
   address), ``{"lit": n}`` (an IMAP literal);
 - message bodies (APPEND literals, SMTP DATA) are their sizes only.
 
@@ -55,6 +55,9 @@ SASL_VERBS = frozenset({"AUTHENTICATE", "AUTH"})
 _SAFE = re.compile(r"[+\-]?[A-Z0-9.:*,()\[\]<>=\-]+|\(*\\[A-Za-z]+\)*")
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|\x00L\d+\x00|[^\s"]+')
 _LITERAL_END = re.compile(rb"\{(\d+)\+?\}\r?\n?$")
+# special-use folder names say nothing about anyone, and a replay needs them to exist
+_FOLDERS = frozenset({"INBOX", "SENT", "SENT ITEMS", "SENT MESSAGES", "DRAFTS", "TRASH",
+                      "DELETED ITEMS", "JUNK", "SPAM", "ARCHIVE"})
 _ADDRESS = re.compile(r"([A-Za-z]+:)?<[^>]*>(.*)")
 
 
@@ -240,9 +243,11 @@ def _length(word: bytes) -> int:
 def _shape(word: bytes) -> str | dict:
     if word.startswith(b"\x00L"):
         return {"lit": int(word[2:-1])}
+    text = word.decode("latin-1")
+    if _unquote(word).decode("latin-1").upper() in _FOLDERS:
+        return text
     if word[:1] == b'"':
         return {"q": len(_unquote(word))}
-    text = word.decode("latin-1")
     if _SAFE.fullmatch(text):
         return text
     address = _ADDRESS.fullmatch(text)

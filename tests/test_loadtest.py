@@ -158,6 +158,50 @@ def test_lost_altered_and_duplicated_mail_is_counted(tmp_path):
     assert int(stats["CHECK", "message lost"]["Failure Count"]) == n // 3
 
 
+RECORDING = [  # what record_sessions writes (proxy/recorder.py), one session per protocol
+    {"v": 1, "protocol": "imap", "outcome": "proxied", "commands": [
+        {"t": 0.01, "verb": "CAPABILITY", "args": []},
+        {"t": 0.02, "verb": "LOGIN", "args": [{"login": 5}, {"secret": 6}]},
+        {"t": 0.3, "verb": "SELECT", "args": ["INBOX"]},
+        {"t": 0.1, "verb": "UID FETCH", "args": ["1:*", "(FLAGS)"]},
+        {"t": 0.1, "verb": "APPEND", "args": ['"Sent"', "(\\Seen)", {"lit": 300}]},
+        {"t": 0.1, "verb": "LOGOUT", "args": []}]},
+    {"v": 1, "protocol": "pop3", "outcome": "proxied", "commands": [
+        {"t": 0.01, "verb": "USER", "args": [{"login": 5}]},
+        {"t": 0.01, "verb": "PASS", "args": [{"secret": 6}]},
+        {"t": 0.2, "verb": "UIDL", "args": []}, {"t": 0.1, "verb": "RETR", "args": ["1"]},
+        {"t": 0.1, "verb": "QUIT", "args": []}]},
+    {"v": 1, "protocol": "smtp", "outcome": "proxied", "commands": [
+        {"t": 0.01, "verb": "EHLO", "args": [{"a": 12}]},
+        {"t": 0.01, "verb": "AUTH", "args": ["PLAIN", {"sasl": 24}]},
+        {"t": 0.2, "verb": "MAIL", "args": [{"addr": 17, "pre": "FROM:"}]},
+        {"t": 0.01, "verb": "RCPT", "args": [{"addr": 17, "pre": "TO:"}]},
+        {"t": 0.01, "verb": "DATA", "args": []}, {"body": 2000},
+        {"t": 0.1, "verb": "QUIT", "args": []}]},
+]
+
+
+@pytest.mark.timeout(180)
+def test_replay_user_plays_a_recording_through_postern(tmp_path):
+    """ReplayUser with --replay: every recorded command of every protocol is played, in
+    the lab's accounts, with made-up credentials and bodies, and answered positively."""
+    recording = tmp_path / "sessions.jsonl"
+    recording.write_text("".join(json.dumps(s) + "\n" for s in RECORDING))
+    done, stats, failures = locust(
+        tmp_path, "-u", "3", "-r", "3", "--lab-users", "3", "--lab-dir", str(tmp_path / "lab"),
+        "--replay", str(recording), "--time-scale", "0.1", "ReplayUser", seconds=5)
+    log = done.stderr[-4000:]
+    assert done.returncode == 0, log
+    assert failures == [], log
+    for session in RECORDING:
+        kind = session["protocol"].upper()
+        for command in session["commands"]:
+            name = f"replay {command['verb'].lower()}" if "verb" in command else \
+                "replay data (body)"
+            assert int(stats.get((kind, name), {}).get("Request Count", 0)) > 0, (name, log)
+    assert not [k for k in stats if "(" in k[1] and "(body)" not in k[1]]  # none refused
+
+
 def _closed_port() -> int:
     import socket
     with socket.socket() as s:

@@ -41,7 +41,7 @@ def test_imap_shapes_literals_and_credentials(tmp_path):
     assert commands[1] == {"t": 1.0, "verb": "LOGIN", "args": [{"login": 5}, {"secret": 7}]}
     assert commands[0]["t"] == 0.5 and commands[2]["t"] == 7.5  # since the line before
     assert commands[3]["args"] == ["1:*", "(FLAGS", "BODY.PEEK[HEADER])"]
-    assert commands[4]["args"] == [{"q": 4}, "(\\Seen)", {"lit": 23}]
+    assert commands[4]["args"] == ['"Sent"', "(\\Seen)", {"lit": 23}]  # a special-use name
     assert rec["relay"] == {"up_bytes": sum(map(len, relay)), "up_chunks": 6, "down_bytes": 100,
                             "down_chunks": 1, "unparsed_chunks": 1}
     assert rec["protocol"] == "imap" and rec["outcome"] == "proxied" and rec["duration"] == 10.0
