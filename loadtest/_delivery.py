@@ -83,8 +83,8 @@ class Expected:
     flagged_uid: str = ""           # on which UID (a duplicate has its own flags)
     verdicts: set[str] = field(default_factory=set)  # failures already reported
 
-    def complete(self) -> bool:
-        return bool(self.found["imap"]) and bool(self.found["pop3"])
+    def complete(self, protocols: tuple[str, ...]) -> bool:
+        return all(self.found[p] for p in protocols)
 
 
 Report = Callable[[str, float, int, str | None], None]  # verdict, ms, size, failure text
@@ -100,6 +100,7 @@ class Checker:
         self.expected: dict[str, Expected] = {}
         self.counts: Counter[str] = Counter()
         self.unknown = 0  # our token, but never accepted (a session cut after DATA)
+        self.protocols: tuple[str, ...] = ("imap", "pop3")  # where messages must be found
 
     def new_id(self) -> str:
         return f"{self.token}-{next(self._numbers)}"
@@ -117,7 +118,7 @@ class Checker:
     def pending(self, user: str | None = None) -> list[Expected]:
         """Messages not yet found by both IMAP and POP3 (of one user, or everyone's)."""
         return [e for e in self.expected.values()
-                if not e.complete() and (user is None or e.user == user)]
+                if not e.complete(self.protocols) and (user is None or e.user == user)]
 
     def users_pending(self) -> set[str]:
         return {e.user for e in self.pending()}
@@ -169,7 +170,7 @@ class Checker:
     def lose_missing(self, grace: float) -> None:
         """The end: what is still not found by both protocols is lost."""
         for entry in self.pending():
-            missing = [p.upper() for p in ("imap", "pop3") if not entry.found[p]]
+            missing = [p.upper() for p in self.protocols if not entry.found[p]]
             self._fail(entry, "lost", f"not found by {' or '.join(missing)} within "
                        f"{grace:g} s")
 

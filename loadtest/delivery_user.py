@@ -184,6 +184,8 @@ class DeliveryUser(MailUser):
     def _run(self, endpoint) -> None:
         target = target_of(self.environment)
         checker = _delivery.current
+        # a target without IMAP (or POP3) cannot be asked for the message there
+        checker.protocols = tuple(p for p in ("imap", "pop3") if target.endpoint(p))
         rcpt = address(self.login)
         check = checker.new_id()
         raw = _delivery.build_message(check, address(self.login), rcpt, self.rng,
