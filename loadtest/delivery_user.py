@@ -29,7 +29,7 @@ from pathlib import Path
 import gevent
 from locust import events, tag, task
 from locust import stats as locust_stats
-from locust.runners import MasterRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 if __package__ in (None, ""):  # loaded by `locust -f loadtest/` as a top-level module
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -238,10 +238,18 @@ def _new_checker(environment, **_) -> None:
 
 @events.test_stop.add_listener
 def _final_sweep(environment, **_) -> None:
-    """Keep looking for up to --delivery-grace seconds; then what is missing is lost."""
+    """A single process (or a worker the master did not ask, see below) sweeps at the end."""
+    if _runs_here(environment) and not _delivery.current.closing:
+        sweep(environment)
+
+
+def sweep(environment) -> None:
+    """Keep looking for up to --delivery-grace seconds for what was accepted so far (later
+    submissions are not checked); then what is missing is lost."""
     checker = _delivery.current
     target = target_of(environment)
-    if not _runs_here(environment) or target is None or not checker.expected:
+    checker.closing = True
+    if target is None or not checker.expected:
         return
     opts = environment.parsed_options
     grace = float(opts.delivery_grace)
@@ -272,7 +280,47 @@ def _final_sweep(environment, **_) -> None:
             break
         gevent.sleep(0.5)
     checker.lose_missing(grace)
-    if getattr(opts, "csv_prefix", None):
+    if getattr(opts, "csv_prefix", None) and not isinstance(environment.runner, WorkerRunner):
         # locust rewrites its CSV files once a second and not again at exit: let it write
         # once more, with the verdicts of the sweep in them
         gevent.sleep(locust_stats.CSV_STATS_INTERVAL_SEC + 0.2)
+
+
+# -- distributed mode: the master has each worker sweep before it stops or quits ------------
+# A headless master quits by sending "quit" and waiting half a second for the workers' last
+# statistics, too short for a sweep; so at test_stopping it asks each worker to sweep now
+# (its users still running) and waits for every "delivery_done", which follows the worker's
+# statistics with the verdicts in them.
+_done: set[str] = set()
+
+
+@events.init.add_listener
+def _messages(environment, runner, **_) -> None:
+    if isinstance(runner, WorkerRunner):
+        runner.register_message("delivery_sweep", _worker_sweep, concurrent=True)
+    elif isinstance(runner, MasterRunner):
+        runner.register_message("delivery_done", lambda msg, **_: _done.add(msg.data))
+
+
+def _worker_sweep(environment, msg, **_) -> None:
+    runner = environment.runner
+    if _runs_here(environment) and not _delivery.current.closing:
+        sweep(environment)
+    runner._send_stats()  # the verdicts' requests and counts, before the "done"
+    runner.send_message("delivery_done", runner.client_id)
+
+
+@events.test_stopping.add_listener
+def _sweep_workers(environment, **_) -> None:
+    runner = environment.runner
+    if not isinstance(runner, MasterRunner) or \
+            "DeliveryUser" not in {c.__name__ for c in environment.user_classes}:
+        return
+    workers = {c.id for c in runner.clients.all}
+    _done.clear()
+    for worker in workers:
+        runner.send_message("delivery_sweep", None, worker)
+    opts = environment.parsed_options
+    deadline = time.monotonic() + float(opts.delivery_grace) + 2 * float(opts.timeout) + 5
+    while not workers <= _done and time.monotonic() < deadline:
+        gevent.sleep(0.2)

@@ -129,9 +129,11 @@ def test_mail_survives_the_trip_through_postern(tmp_path):
 
 
 @pytest.mark.timeout(180)
-def test_lost_altered_and_duplicated_mail_is_counted(tmp_path):
+@pytest.mark.parametrize("processes", [(), ("--processes", "2")], ids=["local", "distributed"])
+def test_lost_altered_and_duplicated_mail_is_counted(tmp_path, processes):
     """The same check against a fake SMTP upstream that answers 250 and then loses every
-    3rd message, alters every 5th and delivers every 7th twice (behind Postern)."""
+    3rd message, alters every 5th and delivers every 7th twice (behind Postern); with two
+    worker processes each checks its own messages and the master sums the verdicts."""
     users = tmp_path / "users.csv"
     users.write_text("login,password\nalice,secret\nbob,secret2\n")
     with Stack("postern", users={"alice": "secret", "bob": "secret2"},
@@ -143,19 +145,21 @@ def test_lost_altered_and_duplicated_mail_is_counted(tmp_path):
         done, stats, failures = locust(
             tmp_path, "-u", "2", "-r", "2", "--mail-host", "127.0.0.1",
             "--imap-port", ports["imap"], "--pop3-port", ports["pop3"], "--smtp-port",
-            ports["smtp"], "--users-file", str(users), "--delivery-grace", "2",
+            ports["smtp"], "--users-file", str(users), "--delivery-grace", "2", *processes,
             "DeliveryUser", seconds=5)
     assert done.returncode == 1, done.stderr[-3000:]
     delivery = json.loads((tmp_path / "run_clients.json").read_text())["delivery"]
     n = delivery["submitted"]
     assert n >= 7, delivery
-    assert delivery["lost"] == n // 3, delivery
+    # the fake counts every message it accepts, also those a user stopped at the end had
+    # sent but not yet noted (two users: at most two), and those sent after the sweep began
+    assert abs(delivery["lost"] - n / 3) <= 2, delivery
     assert 1 <= delivery["mismatched"] <= n // 5 and 1 <= delivery["duplicated"], delivery
     assert delivery["flags mismatched"] == 0, delivery  # a duplicate has flags of its own
     reasons = {(f["Name"], f["Error"]) for f in failures}
     assert ("message lost", "PhaseFailed('not found by IMAP or POP3 within 2 s')") in reasons
     assert any(name == "message mismatched" for name, _ in reasons), reasons
-    assert int(stats["CHECK", "message lost"]["Failure Count"]) == n // 3
+    assert int(stats["CHECK", "message lost"]["Failure Count"]) == delivery["lost"]
 
 
 RECORDING = [  # what record_sessions writes (proxy/recorder.py), one session per protocol
