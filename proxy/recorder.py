@@ -27,6 +27,7 @@ what a replay (loadtest/replay_user.py) sleeps.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -115,6 +116,7 @@ class SessionRecord:
         self.in_data = False    # SMTP: between DATA and the lone dot
         self.data_size = 0
         self.sasl = 0           # SASL continuation lines expected (0: none)
+        self.mechanism = ""
         self.up = [0, 0]        # relayed client bytes, chunks
         self.down = [0, 0]
         self.unparsed = 0       # relayed chunks too large to look at
@@ -189,6 +191,7 @@ class SessionRecord:
         t, self.last = round(now - self.last, 4), now
         if self.sasl and b" " not in line:  # a command has a space (IMAP: after its tag)
             self.sasl -= 1
+            self._sasl_user(line, first=self.sasl == 1)
             self._append({"t": t, "sasl": len(line)})
             return
         self.sasl = 0
@@ -212,8 +215,10 @@ class SessionRecord:
             if args and CREDENTIALS[verb][0] == "login":
                 self.user = self.recorder.user(_unquote(args[0]))
         elif verb in SASL_VERBS:
-            mechanism = args[0].decode("latin-1").upper() if args else ""
+            mechanism = self.mechanism = args[0].decode("latin-1").upper() if args else ""
             entry["args"] = [mechanism] + [{"sasl": len(a)} for a in args[1:]]
+            if len(args) > 1:
+                self._sasl_user(args[1], first=True)
             # continuation lines to come: LOGIN asks twice, the others once; an initial
             # response answers the first question
             self.sasl = (2 if mechanism == "LOGIN" else 1) - (1 if len(args) > 1 else 0)
@@ -222,6 +227,21 @@ class SessionRecord:
         self._append(entry)
         if verb == "DATA" and self.protocol == "smtp":
             self.in_data = True
+
+    def _sasl_user(self, blob: bytes, first: bool) -> None:
+        """The login in a PLAIN answer (authzid NUL authcid NUL password) or in LOGIN's first
+        answer, for the session's HMAC; nothing of it is kept."""
+        if self.mechanism not in ("PLAIN", "LOGIN") or (self.mechanism == "LOGIN" and not first):
+            return
+        try:
+            text = base64.b64decode(blob, validate=True)
+        except ValueError:
+            return
+        if self.mechanism == "PLAIN":
+            parts = text.split(b"\0")
+            text = parts[1] if len(parts) == 3 else b""
+        if text:
+            self.user = self.recorder.user(text)
 
     def _append(self, entry: dict) -> None:
         if len(self.commands) < MAX_COMMANDS:

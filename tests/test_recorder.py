@@ -105,6 +105,8 @@ def test_nothing_secret_reaches_the_recording_through_postern(tmp_path):
     records = [json.loads(line) for line in text.splitlines()]
     assert [r["protocol"] for r in records] == ["imap", "imap", "pop3", "smtp"]
     assert {r["outcome"] for r in records} == {"proxied"}
+    # one worker, one key: LOGIN, AUTHENTICATE PLAIN, USER and AUTH PLAIN name one user
+    assert len({r["user"] for r in records}) == 1 and records[0]["user"] is not None
     verbs = [[c.get("verb") for c in r["commands"] if "verb" in c] for r in records]
     assert verbs[0] == ["CAPABILITY", "LOGIN", "SELECT", "APPEND", "LOGOUT"]
     assert verbs[3] == ["EHLO", "AUTH", "MAIL", "RCPT", "DATA", "QUIT"]
