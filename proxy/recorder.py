@@ -20,7 +20,8 @@ personal:
 After login the relay carries bytes without looking at them. Looking costs Python per byte
 only where a protocol needs it; here it is one ``bytes.split`` of a chunk of at most
 ``RELAY_PARSE_LIMIT`` bytes (clients write a command per chunk), with literals and DATA
-bodies skipped by counting, and larger chunks counted only. Each command records ``t``, the
+bodies skipped by counting; of a larger chunk only the first line is read (a command with
+its literal in the same write), the rest counted. Each command records ``t``, the
 seconds since the previous command arrived (the server's reply time included), which is
 what a replay (loadtest/replay_user.py) sleeps.
 """
@@ -130,8 +131,16 @@ class SessionRecord:
         self.up[0] += len(data)
         self.up[1] += 1
         if len(data) > RELAY_PARSE_LIMIT and not self.literal and not self.in_data:
-            self.unparsed += 1
+            # a command line with a literal after it (LITERAL+, an APPEND in one write): the
+            # line is read, the literal counted; anything else in a large chunk only counted
+            end = data.find(b"\n", 0, 1024)
             self.buffer = b""
+            if end >= 0:
+                self._feed(data[:end + 1], now)
+            if end >= 0 and (self.literal or self.in_data):
+                self._feed(data[end + 1:], now)
+            else:
+                self.unparsed += 1
             return
         self._feed(data, now)
 

@@ -72,6 +72,18 @@ def test_sasl_lines_and_bodies_are_lengths(tmp_path, protocol, chunks, expected)
     assert "alice" not in text
 
 
+def test_a_large_chunk_with_a_literal_is_counted_not_read(tmp_path):
+    """LITERAL+: APPEND's line and its 6000-byte literal in one write; the body's lines
+    ("a2 SELECT SECRET") are skipped by counting, the next command is read."""
+    body = b"Subject: x\r\n\r\n" + b"a2 SELECT SECRET\r\n" * 374
+    chunk = b"a1 APPEND INBOX {%d+}\r\n" % len(body) + body
+    rec = _record(tmp_path, "imap", relay=(chunk[:5000], chunk[5000:] + b"\r\n",
+                                           b"a3 LOGOUT\r\n", b"B" * 5000))
+    assert [(c.get("verb"), c.get("args")) for c in rec["commands"]] == [
+        ("APPEND", ["INBOX", {"lit": len(body)}]), ("LOGOUT", [])]
+    assert rec["relay"]["unparsed_chunks"] == 1 and "SECRET" not in json.dumps(rec)
+
+
 def test_unknown_lines_are_lengths_only(tmp_path):
     rec = _record(tmp_path, "pop3", b"HELLO alice secret\r\n")
     assert rec["commands"] == [{"t": 0.5, "other": 18}]
