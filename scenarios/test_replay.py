@@ -1,6 +1,9 @@
 """Record and replay: a recording's command shapes (what ``record_sessions`` writes), played
 by loadtest/_replay.py with the lab's account, are proxied by every target alike."""
 
+import json
+import time
+
 import pytest
 from postern.loadtest import _replay
 
@@ -48,3 +51,41 @@ def test_a_recorded_session_replays_through_the_proxy(lab, protocol):
     if protocol == "smtp":
         (message,) = lab.smtp.wait_messages(1)
         assert message.content == _replay.message(500)
+
+
+@pytest.mark.postern_only("record_sessions: nginx records nothing of a session")
+def test_a_session_is_recorded_in_shapes_and_replays(lab, tmp_path):
+    """record_sessions: an IMAP session with LOGIN and an APPEND is one line with
+    the commands in order, the credentials and the message as lengths; played back, the
+    proxy records the same commands again."""
+    path = tmp_path / "sessions.jsonl"
+    proxy = lab.proxy(mail=f"record_sessions {path};")
+    with proxy.connect() as c:
+        lab.login(c)
+        c.send(b"a2 APPEND INBOX {21}\r\n")
+        assert c.readline().startswith(b"+")
+        c.send(b"Subject: hidden\r\n\r\nx\r\n\r\na3 LOGOUT\r\n")
+        while not c.readline().startswith(b"a3 "):
+            pass
+    (record,) = _lines(path, 1)
+    assert _replay.verbs(record) == ["LOGIN", "APPEND", "LOGOUT"]
+    assert record["commands"][0]["args"] == [{"login": 5}, {"secret": 6}]
+    assert record["commands"][1]["args"] == ["INBOX", {"lit": 21}]
+    assert "secret" not in path.read_text().replace('"secret":', "") and \
+        "hidden" not in path.read_text()
+    _replay.replay_session(record, proxy.host, proxy.port, "alice", "secret", timeout=5,
+                           time_scale=0)
+    again = _lines(path, 2)[1]
+    assert _replay.verbs(again) == _replay.verbs(record)
+
+
+def _lines(path, count: int) -> list[dict]:
+    """The recording's lines once there are ``count`` (a session is written as it closes,
+    which the proxy sees after the client has gone)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.05)
+    raise AssertionError(f"{path} has not {count} session(s)")
