@@ -121,6 +121,7 @@ class SessionRecord:
         self.up = [0, 0]        # relayed client bytes, chunks
         self.down = [0, 0]
         self.unparsed = 0       # relayed chunks too large to look at
+        self.opaque = False     # after COMPRESS the relayed bytes are not lines any more
 
     # -- the driver's calls ---------------------------------------------------------------
     def client(self, data: bytes, now: float) -> None:
@@ -130,6 +131,8 @@ class SessionRecord:
     def relay_up(self, data: bytes, now: float) -> None:
         self.up[0] += len(data)
         self.up[1] += 1
+        if self.opaque:
+            return
         if len(data) > RELAY_PARSE_LIMIT and not self.literal and not self.in_data:
             # a command line with a literal after it (LITERAL+, an APPEND in one write): the
             # line is read, the literal counted; anything else in a large chunk only counted
@@ -173,6 +176,9 @@ class SessionRecord:
             end = data.find(b"\n", pos)
             if end < 0:
                 self.buffer += data[pos:]
+                if len(self.buffer) > RELAY_PARSE_LIMIT:  # no line: drop it, count it
+                    self.buffer = b""
+                    self.unparsed += 1
                 return
             line, pos = self.buffer + data[pos:end + 1], end + 1
             self.buffer = b""
@@ -236,6 +242,8 @@ class SessionRecord:
         self._append(entry)
         if verb == "DATA" and self.protocol == "smtp":
             self.in_data = True
+        elif verb == "COMPRESS":
+            self.opaque = True
 
     def _sasl_user(self, blob: bytes, first: bool) -> None:
         """The login in a PLAIN answer (authzid NUL authcid NUL password) or in LOGIN's first

@@ -7,6 +7,7 @@ import base64
 import imaplib
 import json
 import poplib
+import random
 import smtplib
 
 import pytest
@@ -84,6 +85,14 @@ def test_a_large_chunk_with_a_literal_is_counted_not_read(tmp_path):
     assert rec["relay"]["unparsed_chunks"] == 1 and "SECRET" not in json.dumps(rec)
 
 
+def test_compressed_and_endless_lines_are_counted_not_kept(tmp_path):
+    rec = _record(tmp_path, "imap", relay=(b"a1 COMPRESS DEFLATE\r\n", b"x2 LOGOUT\r\n"))
+    assert [c["verb"] for c in rec["commands"]] == ["COMPRESS"]  # then deflate, not lines
+    rec = _record(tmp_path, "pop3", relay=(b"A" * 3000, b"A" * 3000, b"QUIT\r\n"))
+    assert rec["commands"] == [{"t": 9.0, "verb": "QUIT", "args": []}]
+    assert rec["relay"]["unparsed_chunks"] == 1
+
+
 def test_unknown_lines_are_lengths_only(tmp_path):
     rec = _record(tmp_path, "pop3", b"HELLO alice secret\r\n")
     assert rec["commands"] == [{"t": 0.5, "other": 18}]
@@ -125,3 +134,23 @@ def test_nothing_secret_reaches_the_recording_through_postern(tmp_path):
     for secret in (PASSWORD, LOGIN, BODY, base64.b64encode(f"\0{LOGIN}\0{PASSWORD}".encode())
                    .decode(), base64.b64encode(PASSWORD.encode()).decode()):
         assert secret not in text, secret
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3", "smtp"])
+def test_any_bytes_make_a_record_and_never_an_exception(tmp_path, protocol):
+    """The recorder sits in the driver's read path: whatever a client sends (seeded random
+    lines made of protocol words, literals, base64, NULs, bare LFs) must not raise."""
+    rng = random.Random(16)
+    words = [b"a1", b"LOGIN", b"AUTHENTICATE", b"AUTH", b"PLAIN", b"LOGIN", b"UID", b"DATA",
+             b"{5}", b"{99999999999}", b"{3+}", b'"q\\"', b"DONE", b"MAIL", b"FROM:<a@b>",
+             b"AGFsaWNlAHNlY3JldA==", b"\x00", b"\xff\xfe", b".", b"*", b""]
+    record = Recorder(str(tmp_path / "fuzz.jsonl")).start(protocol, 0.0)
+    for i in range(3000):
+        line = b" ".join(rng.choice(words) for _ in range(rng.randint(0, 6)))
+        chunk = line + rng.choice([b"\r\n", b"\n", b"", b"\r\n.\r\n"])
+        if rng.random() < 0.5:
+            record.client(chunk, float(i))
+        else:
+            record.relay_up(chunk * rng.choice([1, 1, 400]), float(i))
+    record.close("proxied", 3000.0)
+    assert json.loads((tmp_path / "fuzz.jsonl").read_text())["protocol"] == protocol
