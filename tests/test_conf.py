@@ -488,8 +488,13 @@ def test_record_sessions_is_off_by_default_and_inherited(tmp_path):
                            "auth_http 127.0.0.1:9000/auth; record_sessions logs/rec.jsonl;")
     text = text.replace("protocol imap; }", "protocol imap; }\n"
                         "server { listen 127.0.0.1:1110; protocol pop3; record_sessions off; }")
+    (tmp_path / "logs").mkdir()
     imap, pop3 = load(tmp_path, text).servers
     assert imap.record_sessions == f"{tmp_path}/logs/rec.jsonl" and pop3.record_sessions is None
-    twice = MINIMAL.replace("protocol imap;", "protocol imap; record_sessions a; "
-                            "record_sessions b;")
+    assert (tmp_path / "logs" / "rec.jsonl").exists()  # opened at start, as nginx's logs
+    nowhere = MINIMAL.replace("protocol imap;", "protocol imap; record_sessions no/such/f;")
+    assert error(tmp_path, nowhere).startswith(
+        'open() "T/no/such/f" failed (2: No such file or directory) in T/nginx.conf:')
+    twice = MINIMAL.replace("protocol imap;", "protocol imap; record_sessions logs/a; "
+                            "record_sessions logs/b;")
     assert '"record_sessions" directive is duplicate' in error(tmp_path, twice)
