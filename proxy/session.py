@@ -402,10 +402,10 @@ class Session(SessionLog, ClientTls, BackendSide, asyncio.Protocol):
             self.log("info", "proxied session done")
         if self.debug:
             self._debug_close()
-        if self.recording is not None:
-            self.recording.close("proxied" if self.phase is RELAY else str(self.phase),
-                                 self.rt.loop.time())
-            self.recording = None
+        record, self.recording = self.recording, None  # written once, whatever happens
+        if record is not None:
+            record.close("proxied" if self.phase is RELAY else str(self.phase),
+                         self.rt.loop.time())
         self._enter(CLOSED)
         self._cancel_timer()
         if self._task is not None and not self._task.done() and \
