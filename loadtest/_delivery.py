@@ -7,8 +7,8 @@ recipient's INBOX. IMAP and POP3 sessions report what they find: a message found
 *delivered* (first sighting, with the delay since submission), found under two UIDs (UIDLs)
 *duplicated*, with a body that is not byte for byte the submitted one *mismatched*; flags one
 IMAP session set and a later one does not see are *flags mismatched*. At the end of a run
-``final_sweep`` keeps looking, for a grace period, for what was not yet found by both IMAP
-and POP3; what is still missing then is *lost*.
+a sweep (``delivery_user.sweep``) keeps looking, for a grace period, for what was not yet
+found by both IMAP and POP3; what is still missing then is *lost*.
 
 One checker per process, shared by all its users (a message one user submits may be found by
 another user's session of the same account); in distributed mode each worker checks the

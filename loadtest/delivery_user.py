@@ -10,10 +10,10 @@ of the checked ones). The steps are locust requests of type CHECK (``check submi
 (its time: from the 250 to DATA to the first sighting), ``message lost``, ``message
 duplicated``, ``message mismatched``, ``flags mismatched`` (failures, with the reason).
 
-At the end of the run (``test_stop``) the process goes on looking for up to
-``--delivery-grace`` seconds for what was not yet found by both IMAP and POP3; then what is
-missing is lost. The counts go to the clients' record, and the report's headline says
-"messages lost: 0 of N".
+At the end of the run (``test_stop``; in distributed mode when the master asks, as the test
+stops) the process goes on looking for up to ``--delivery-grace`` seconds for what was not
+yet found by both IMAP and POP3; then what is missing is lost. The counts go to the
+clients' record, and the report's headline says "messages lost: 0 of N".
 """
 
 from __future__ import annotations
