@@ -105,6 +105,9 @@ class Faults:
     xclient: bool = True
     xclient_authorized: bool = True
     oauth: bool = False
+    lose_every: int = 0
+    alter_every: int = 0
+    duplicate_every: int = 0
 
 
 @dataclass
@@ -158,6 +161,21 @@ def _xclient_error(key: str, value: str) -> str | None:
     else:
         ok = True
     return None if ok else f"501 5.5.4 Bad {key} syntax: {value}"
+
+
+def _delivery_fault(f: Faults, n: int, content: bytes) -> tuple[bytes, int]:
+    """What the Nth accepted message becomes under the delivery faults: (bytes, copies)."""
+    if f.lose_every and n % f.lose_every == 0:
+        return content, 0
+    if f.alter_every and n % f.alter_every == 0:
+        end = content.find(b"\r\n\r\n")
+        body = end + 4 if end >= 0 else 0  # the first byte of the body
+        if body < len(content):
+            changed = b"X" if content[body:body + 1] != b"X" else b"Y"
+            content = content[:body] + changed + content[body + 1:]
+    if f.duplicate_every and n % f.duplicate_every == 0:
+        return content, 2
+    return content, 1
 
 
 class _FakeSession(Session):
@@ -481,6 +499,7 @@ class FakeSmtpServer(FakeServer):
         self.messages: list[StoredMessage] = []
         self.xclients: list[dict[str, str]] = []
         self.auth_attempts: list[tuple[str, str, bool]] = []  # (mechanism, login, success)
+        self.accepted = 0  # messages answered 250, for the delivery faults' counting
 
     def connection(self) -> SmtpConnection:
         return SmtpConnection(self, asyncio.get_running_loop())
@@ -505,11 +524,14 @@ class FakeSmtpServer(FakeServer):
 
     def _keep(self, msg: StoredMessage) -> None:
         """Deliver to known users and write the .eml (see the module docstring)."""
+        self.accepted += 1
+        content, copies = _delivery_fault(self.faults, self.accepted, msg.content)
         delivered = []
         for rcpt in msg.rcpt_tos:
             user = self.recipient_user(rcpt)
             if user is not None and self.deliver is not None and user not in delivered:
-                self.deliver(user, msg.content)
+                for _ in range(copies):
+                    self.deliver(user, content)
                 delivered.append(user)
         if self.mail_dir is None:
             return
@@ -549,6 +571,7 @@ class FakeSmtpServer(FakeServer):
         self.messages.clear()
         self.xclients.clear()
         self.auth_attempts.clear()
+        self.accepted = 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,8 @@ LOWEST_US, HIGHEST_US, DIGITS = 1, 3_600_000_000, 3   # 1 µs .. 1 h, 0.1 % reso
 # The percentiles written out: dense where latency curves bend.
 PERCENTILES = (0, 10, 25, 50, 75, 90, 95, 98, 99, 99.5, 99.9, 99.99, 100)
 FORMAT = 1
+# DeliveryUser's counts: messages accepted by SMTP, and the verdicts of loadtest/_delivery.py
+DELIVERY = ("submitted", "delivered", "lost", "duplicated", "mismatched", "flags mismatched")
 
 
 def _histogram() -> HdrHistogram:
@@ -69,6 +71,7 @@ class Recorder:
         self.sessions: dict[str, SessionTally] = {}
         self.order: dict[str, list[str]] = {}      # profile -> phase names in session order
         self.protocols: dict[str, str] = {}         # profile -> protocol
+        self.delivery: Counter[str] = Counter()     # DeliveryUser's verdicts (_delivery.py)
         self.started: float | None = None
         self.stopped: float | None = None
 
@@ -97,8 +100,9 @@ class Recorder:
                              "failed": t.failed, "errors": dict(t.errors)}
                          for p, t in self.sessions.items()},
             "order": self.order, "protocols": self.protocols,
+            "delivery": dict(self.delivery),
         }
-        self.phases, self.sessions = {}, {}
+        self.phases, self.sessions, self.delivery = {}, {}, Counter()
         self.order = {p: list(o) for p, o in self.order.items()}
         return data
 
@@ -118,6 +122,7 @@ class Recorder:
         for profile, sequence in data.get("order", {}).items():
             merge_order(self.order.setdefault(profile, []), sequence)
         self.protocols.update(data.get("protocols", {}))
+        self.delivery.update(data.get("delivery", {}))
 
     # -- the results file -------------------------------------------------------------------
 
@@ -134,6 +139,8 @@ class Recorder:
                              "failed": t.failed, "errors": dict(t.errors.most_common()),
                              "order": self.order.get(p, []), **_describe(t.histogram)}
                          for p, t in self.sessions.items()},
+            **({"delivery": {k: self.delivery.get(k, 0) for k in DELIVERY}}
+               if self.delivery else {}),
         }
 
     def write(self, path: str | Path) -> Path:

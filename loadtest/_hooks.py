@@ -24,6 +24,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
 from postern.loadtest import _clients as clients
+from postern.loadtest import _delivery
 from postern.loadtest._target import PROTOCOLS, TLS_MODES, Target, external_target
 
 from postern import import_root
@@ -93,6 +94,13 @@ def _add_options(parser) -> None:
     g.add_argument("--smtp-sizes", choices=("mixed", "small"), default="mixed",
                    env_var="LOCUST_SMTP_SIZES",
                    help="message size mix: mixed (text to 1 MB attachments) or small (text)")
+    g.add_argument("--delivery-grace", type=float, default=10.0,
+                   env_var="LOCUST_DELIVERY_GRACE",
+                   help="DeliveryUser: seconds after the run to keep looking for submitted "
+                   "messages before they count as lost")
+    g.add_argument("--replay", default="", env_var="LOCUST_REPLAY",
+                   help="ReplayUser: a record_sessions recording (JSON lines) to play; "
+                   "--time-scale scales its think times")
     g.add_argument("--clients-file", default="", env_var="LOCUST_CLIENTS_FILE",
                    help="where the clients' own histograms go (default: CSV_PREFIX"
                    "_clients.json with --csv; the HTML report reads it)")
@@ -153,6 +161,9 @@ def _unavailable(cls, opts) -> str | None:
     protocol = getattr(cls, "protocol", None)
     if protocol is None or opts is None:
         return None
+    needs = getattr(cls, "needs_option", None)
+    if needs and not getattr(opts, needs, ""):
+        return f"it needs --{needs}"
     if not opts.mail_host:
         from postern.loadtest._lab import fake_available
         if not fake_available(protocol):
@@ -221,6 +232,7 @@ def resolve_target(environment: Environment) -> bool:
 
 
 def _on_report_to_master(client_id, data: dict) -> None:
+    clients.recorder.delivery.update(_delivery.current.take())
     data["mail_clients"] = clients.recorder.take()
 
 
@@ -245,6 +257,7 @@ def write_clients(environment: Environment, final: bool = False) -> None:
         return
     if clients.recorder.stopped is None or not final:
         clients.recorder.stopped = time.time()
+    clients.recorder.delivery.update(_delivery.current.take())
     clients.recorder.write(path)
 
 

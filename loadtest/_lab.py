@@ -60,17 +60,17 @@ def proxied_protocols(proxy: str) -> set[str]:
 
 
 def lab_script(users: list[tuple[str, str]], seed: int) -> Script:
-    """The fakes of a load run: many accounts share one generated mailbox set (IMAP and
-    POP3 each their own), and the IMAP fake advertises what the profiles' clients use."""
+    """The fakes of a load run: many accounts share one generated mailbox set, IMAP and POP3
+    serve one store (the POP3 maildrop is the IMAP INBOX, where SMTP delivers mail for a lab
+    account), and the IMAP fake advertises what the profiles' clients use."""
     from postern.fakes import imap
     from postern.fakes.stack import default_script
 
     script = default_script(dict(users))
     script.nginx.server_name = "lab.postern.test"
     script.nginx.server_directives = dict(SERVERS)
-    script.legs["imap"].options.update(seed=seed, shared_content=True,
-                                       capabilities=list(imap.CLIENT_CAPABILITIES))
-    script.legs["pop3"].options.update(seed=seed, shared_content=True)
+    script.content.seed, script.content.shared = seed, True
+    script.legs["imap"].options.update(capabilities=list(imap.CLIENT_CAPABILITIES))
     return script
 
 
@@ -95,11 +95,12 @@ class Lab:
 
         args, notes = self.args, []
         proxied = proxied_protocols(args.proxy)
-        # nothing recorded: a long run must not keep every command in memory; separate
-        # stores, so that SMTP load does not grow the IMAP and POP3 mailboxes
+        # nothing recorded: a long run must not keep every command in memory. One store:
+        # SmtpUser writes to addresses no account has (kept nowhere), DeliveryUser to its
+        # own account, whose IMAP and POP3 sessions must then find the message
         self.stack = stack = Stack(
             args.proxy, script=lab_script(self.users, args.seed), tls=args.tls,
-            protocols=sorted(proxied), workdir=self.workdir, record=False, one_store=False,
+            protocols=sorted(proxied), workdir=self.workdir, record=False,
             main=f"worker_processes {args.workers};", error_log_level="notice")
         stack.start()
         threading.Thread(target=_forget_mail, args=(stack.smtp, self.stopping),

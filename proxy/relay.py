@@ -64,6 +64,8 @@ class BackendSide:
         if self.phase is RELAY:
             self._write(data)
             self.metrics.backend_bytes(data)
+            if self.recording is not None:
+                self.recording.relay_down(len(data))
             return
         if self.phase is LOGIN:
             # nginx names the phase by its last step: a read, or the command it sent

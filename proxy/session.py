@@ -20,7 +20,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from postern.proxy import access_log as alog
-from postern.proxy import auth_http, auth_pool, limits, proxy_protocol
+from postern.proxy import auth_http, auth_pool, limits, proxy_protocol, recorder
 from postern.proxy import dialogue as dlg
 from postern.proxy.auth_exchange import AuthExchange, Fail, InternalError, Retry
 from postern.proxy.log import masked_header_lines
@@ -89,6 +89,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         self.debug = runtime.log.enabled("debug")
         self.started = runtime.loop.time()
         self.metrics = NULL_SESSION  # proxy.metrics, once the server is known
+        self.recording = recorder.start(self.conf, self.proto.name, runtime.loop.time())
 
     def _enter(self, phase) -> None:
         """The one way to change phase: the table's transition, and its log context."""
@@ -229,6 +230,8 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
             self.backend.write(data)
             self._last_client_activity = self.rt.loop.time()
             self.metrics.client_bytes(data)
+            if self.recording is not None:
+                self.recording.relay_up(data, self._last_client_activity)
             if self.tls is not None and self.tls.peer_closed:
                 self._peer_closed()
             return
@@ -243,6 +246,8 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
             return
         if self._early:
             data, self._early = bytes(self._early) + data, bytearray()
+        if self.recording is not None:
+            self.recording.client(data, self.rt.loop.time())
         self.machine.receive_data(data)
         if phase is DIALOGUE:
             self._drive()
@@ -465,6 +470,10 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
             self.log("info", "proxied session done")
         if self.debug:
             self._debug_close()
+        record, self.recording = self.recording, None  # written once, whatever happens
+        if record is not None:
+            record.close("proxied" if self.phase is RELAY else str(self.phase),
+                         self.rt.loop.time())
         self._enter(CLOSED)
         self._log_access(relaying, quiet)
         limits.on_close(self)

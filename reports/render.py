@@ -173,7 +173,20 @@ def sessions_section(run: LocustRun) -> dict[str, Any] | None:
         "p99": _hdr_ms(merged.get("99")), "rows": rows,
         "errors": sorted(errors.items(), key=lambda kv: (-kv[1], kv[0])),
         "figure": plots.hdr_percentiles(curves, "session duration by percentile, per profile"),
+        "delivery": delivery_headline(clients.get("delivery")),
     }
+
+
+def delivery_headline(counts: Any) -> list[dict[str, Any]] | None:
+    """DeliveryUser's verdicts as "messages lost: 0 of N" cards (loadtest/_delivery.py)."""
+    if not isinstance(counts, dict) or not counts.get("submitted"):
+        return None
+    total = int(counts["submitted"])
+    return [{"label": label, "value": f"{int(counts.get(kind) or 0)} of {total}",
+             "bad": bool(counts.get(kind))}
+            for kind, label in (("lost", "messages lost"), ("duplicated", "messages duplicated"),
+                                ("mismatched", "bodies mismatched"),
+                                ("flags mismatched", "flags mismatched"))]
 
 
 def _pct(part: int, whole: int) -> str:

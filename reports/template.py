@@ -66,6 +66,11 @@ where a profile has them.</p>
  <div class="card"><span class="muted">duration p95, ms</span><b>{{ ss.p95 }}</b></div>
  <div class="card"><span class="muted">duration p99, ms</span><b>{{ ss.p99 }}</b></div>
 </div>
+{% if ss.delivery %}<p class="muted">Mail that survives the trip: messages submitted over SMTP
+and looked for in the recipient's INBOX over IMAP and POP3 (DeliveryUser).</p>
+<div class="cards delivery">{% for c in ss.delivery %}
+ <div class="card {{ 'bad' if c.bad else '' }}"><span class="muted">{{ c.label }}</span><b>{{ c.value }}</b></div>{% endfor %}
+</div>{% endif %}
 <h3>Errors by kind</h3>
 {% if ss.errors %}<table class="errors"><tr><th class="l">first failed phase: reason</th><th>sessions</th></tr>
 {% for kind, n in ss.errors %}<tr class="bad"><td class="l">{{ kind }}</td><td>{{ n }}</td></tr>{% endfor %}

@@ -559,3 +559,23 @@ def test_metrics_listen_errors(tmp_path, directive, expected):
 def test_metrics_listen_belongs_in_mail(tmp_path):
     text = MINIMAL.replace("protocol imap;", "protocol imap; metrics_listen 9145;")
     assert error(tmp_path, text).startswith('"metrics_listen" directive is not allowed here')
+
+
+def test_record_sessions_is_off_by_default_and_inherited(tmp_path):
+    """Postern's record_sessions (proxy/recorder.py): a path off the prefix, "off", inherited
+    from mail{} into server{}, not allowed twice in one context."""
+    assert load(tmp_path, MINIMAL).servers[0].record_sessions is None
+    text = MINIMAL.replace("auth_http 127.0.0.1:9000/auth;",
+                           "auth_http 127.0.0.1:9000/auth; record_sessions logs/rec.jsonl;")
+    text = text.replace("protocol imap; }", "protocol imap; }\n"
+                        "server { listen 127.0.0.1:1110; protocol pop3; record_sessions off; }")
+    (tmp_path / "logs").mkdir()
+    imap, pop3 = load(tmp_path, text).servers
+    assert imap.record_sessions == f"{tmp_path}/logs/rec.jsonl" and pop3.record_sessions is None
+    assert (tmp_path / "logs" / "rec.jsonl").exists()  # opened at start, as nginx's logs
+    nowhere = MINIMAL.replace("protocol imap;", "protocol imap; record_sessions no/such/f;")
+    assert error(tmp_path, nowhere).startswith(
+        'open() "T/no/such/f" failed (2: No such file or directory) in T/nginx.conf:')
+    twice = MINIMAL.replace("protocol imap;", "protocol imap; record_sessions logs/a; "
+                            "record_sessions logs/b;")
+    assert '"record_sessions" directive is duplicate' in error(tmp_path, twice)

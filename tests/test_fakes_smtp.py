@@ -416,3 +416,23 @@ def test_oauth_mechanisms_when_switched_on(smtp, mech):
         assert c.docmd("AQ==")[0] == 535
         assert c.docmd("AUTH", mech) == (334, b"")
         assert c.docmd(make(b"alice", b"secret").decode())[0] == 235
+
+
+@pytest.mark.parametrize("fault, expected", [
+    ("lose_every", [b"Subject: 1\r\n\r\nbody 1\r\n", b"Subject: 3\r\n\r\nbody 3\r\n"]),
+    ("alter_every", [b"Subject: 1\r\n\r\nbody 1\r\n", b"Subject: 2\r\n\r\nXody 2\r\n",
+                     b"Subject: 3\r\n\r\nbody 3\r\n"]),
+    ("duplicate_every", [b"Subject: 1\r\n\r\nbody 1\r\n", b"Subject: 2\r\n\r\nbody 2\r\n",
+                         b"Subject: 2\r\n\r\nbody 2\r\n", b"Subject: 3\r\n\r\nbody 3\r\n"]),
+])
+def test_delivery_faults_answer_250_and_then_misdeliver(fault, expected):
+    """Every 2nd message is lost, altered or delivered twice; the client sees 250 each time."""
+    delivered = []
+    with FakeSmtpServer({"alice": "secret"}, deliver=lambda user, raw: delivered.append(raw),
+                        **{fault: 2}) as srv:
+        with smtplib.SMTP(srv.host, srv.port) as client:
+            for n in (1, 2, 3):
+                assert client.sendmail("z@example.test", ["alice@example.test"],
+                                       f"Subject: {n}\r\n\r\nbody {n}\r\n".encode()) == {}
+        srv.wait_messages(3)
+    assert delivered == expected

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from postern.fakes.imap import FakeImapServer
 from postern.fakes.smtp import FakeSmtpServer
+from postern.fakes.stack import Stack
 from postern.loadtest._lab import fake_available
 from postern.loadtest._target import Target, external_target, read_users
+from postern.reports.render import Inputs, render_report
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = {  # what the default profile mix sends (loadtest/profiles.toml)
@@ -94,7 +96,8 @@ def test_failures_are_reported_with_their_reason(tmp_path):
         done, stats, failures = locust(
             tmp_path, "-u", "3", "-r", "3", "--mail-host", "127.0.0.1",
             "--imap-port", str(imap.port), "--pop3-port", str(closed),
-            "--smtp-port", str(smtp.port), "--users-file", str(users), seconds=10)
+            "--smtp-port", str(smtp.port), "--users-file", str(users), "ImapUser", "Pop3User",
+            "SmtpUser", seconds=10)
     assert done.returncode == 1, done.stderr[-3000:]  # locust: 1 when any request failed
     reasons = {(f["Name"], f["Error"]) for f in failures}
     login = {e for n, e in reasons if n in ("imap login", "imap auth plain")}
@@ -103,6 +106,104 @@ def test_failures_are_reported_with_their_reason(tmp_path):
     assert any(n == "smtp connect" and "554" in e and "not now" in e for n, e in reasons)
     assert int(stats["IMAP", "imap connect"]["Failure Count"]) == 0
     assert ("IMAP", "imap select") not in stats  # nothing after a failed login
+
+
+@pytest.mark.timeout(180)
+def test_mail_survives_the_trip_through_postern(tmp_path):
+    """DeliveryUser through the lab's Postern: every message submitted is found, once and
+    byte for byte, by IMAP and POP3; the headline says "messages lost: 0 of N"."""
+    done, stats, failures = locust(
+        tmp_path, "-u", "4", "-r", "4", "--lab-users", "3", "--lab-dir", str(tmp_path / "lab"),
+        "--delivery-grace", "5", "DeliveryUser", seconds=6)
+    log = done.stderr[-4000:]
+    assert done.returncode == 0, log
+    assert failures == [], log
+    delivery = json.loads((tmp_path / "run_clients.json").read_text())["delivery"]
+    n = delivery["submitted"]
+    assert n > 0 and delivery == {"submitted": n, "delivered": n, "lost": 0, "duplicated": 0,
+                                  "mismatched": 0, "flags mismatched": 0}, delivery
+    assert int(stats["CHECK", "message delivered"]["Request Count"]) == n
+    assert '"via": "postern"' in (tmp_path / "run_target.json").read_text()
+    page = render_report(Inputs(locust=tmp_path / "run"), tmp_path / "report.html").read_text()
+    assert f"messages lost</span><b>0 of {n}</b>" in page
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("processes", [(), ("--processes", "2")], ids=["local", "distributed"])
+def test_lost_altered_and_duplicated_mail_is_counted(tmp_path, processes):
+    """The same check against a fake SMTP upstream that answers 250 and then loses every
+    3rd message, alters every 5th and delivers every 7th twice (behind Postern); with two
+    worker processes each checks its own messages and the master sums the verdicts."""
+    users = tmp_path / "users.csv"
+    users.write_text("login,password\nalice,secret\nbob,secret2\n")
+    with Stack("postern", users={"alice": "secret", "bob": "secret2"},
+               workdir=tmp_path / "stack", record=False) as stack:
+        stack.smtp.faults.lose_every = 3
+        stack.smtp.faults.alter_every = 5
+        stack.smtp.faults.duplicate_every = 7
+        ports = {p: str(stack.addresses[p][1]) for p in ("imap", "pop3", "smtp")}
+        done, stats, failures = locust(
+            tmp_path, "-u", "2", "-r", "2", "--mail-host", "127.0.0.1",
+            "--imap-port", ports["imap"], "--pop3-port", ports["pop3"], "--smtp-port",
+            ports["smtp"], "--users-file", str(users), "--delivery-grace", "2", *processes,
+            "DeliveryUser", seconds=5)
+    assert done.returncode == 1, done.stderr[-3000:]
+    delivery = json.loads((tmp_path / "run_clients.json").read_text())["delivery"]
+    n = delivery["submitted"]
+    assert n >= 7, delivery
+    # the fake counts every message it accepts, also those a user stopped at the end had
+    # sent but not yet noted (two users: at most two), and those sent after the sweep began
+    assert abs(delivery["lost"] - n / 3) <= 2, delivery
+    assert 1 <= delivery["mismatched"] <= n // 5 and 1 <= delivery["duplicated"], delivery
+    assert delivery["flags mismatched"] == 0, delivery  # a duplicate has flags of its own
+    reasons = {(f["Name"], f["Error"]) for f in failures}
+    assert ("message lost", "PhaseFailed('not found by IMAP or POP3 within 2 s')") in reasons
+    assert any(name == "message mismatched" for name, _ in reasons), reasons
+    assert int(stats["CHECK", "message lost"]["Failure Count"]) == delivery["lost"]
+
+
+RECORDING = [  # what record_sessions writes (proxy/recorder.py), one session per protocol
+    {"v": 1, "protocol": "imap", "outcome": "proxied", "commands": [
+        {"t": 0.01, "verb": "CAPABILITY", "args": []},
+        {"t": 0.02, "verb": "LOGIN", "args": [{"login": 5}, {"secret": 6}]},
+        {"t": 0.3, "verb": "SELECT", "args": ["INBOX"]},
+        {"t": 0.1, "verb": "UID FETCH", "args": ["1:*", "(FLAGS)"]},
+        {"t": 0.1, "verb": "APPEND", "args": ['"Sent"', "(\\Seen)", {"lit": 300}]},
+        {"t": 0.1, "verb": "LOGOUT", "args": []}]},
+    {"v": 1, "protocol": "pop3", "outcome": "proxied", "commands": [
+        {"t": 0.01, "verb": "USER", "args": [{"login": 5}]},
+        {"t": 0.01, "verb": "PASS", "args": [{"secret": 6}]},
+        {"t": 0.2, "verb": "UIDL", "args": []}, {"t": 0.1, "verb": "RETR", "args": ["1"]},
+        {"t": 0.1, "verb": "QUIT", "args": []}]},
+    {"v": 1, "protocol": "smtp", "outcome": "proxied", "commands": [
+        {"t": 0.01, "verb": "EHLO", "args": [{"a": 12}]},
+        {"t": 0.01, "verb": "AUTH", "args": ["PLAIN", {"sasl": 24}]},
+        {"t": 0.2, "verb": "MAIL", "args": [{"addr": 17, "pre": "FROM:"}]},
+        {"t": 0.01, "verb": "RCPT", "args": [{"addr": 17, "pre": "TO:"}]},
+        {"t": 0.01, "verb": "DATA", "args": []}, {"body": 2000},
+        {"t": 0.1, "verb": "QUIT", "args": []}]},
+]
+
+
+@pytest.mark.timeout(180)
+def test_replay_user_plays_a_recording_through_postern(tmp_path):
+    """ReplayUser with --replay: every recorded command of every protocol is played, in
+    the lab's accounts, with made-up credentials and bodies, and answered positively."""
+    recording = tmp_path / "sessions.jsonl"
+    recording.write_text("".join(json.dumps(s) + "\n" for s in RECORDING))
+    done, stats, failures = locust(
+        tmp_path, "-u", "3", "-r", "3", "--lab-users", "3", "--lab-dir", str(tmp_path / "lab"),
+        "--replay", str(recording), "--time-scale", "0.1", "ReplayUser", seconds=5)
+    log = done.stderr[-4000:]
+    assert done.returncode == 0, log
+    assert failures == [], log
+    for session in RECORDING:
+        kind = session["protocol"].upper()
+        for command in session["commands"]:
+            name = f"replay {command['verb'].lower()}" if "verb" in command else \
+                "replay data (body)"
+            assert int(stats.get((kind, name), {}).get("Request Count", 0)) > 0, (name, log)
+    assert not [k for k in stats if "(" in k[1] and "(body)" not in k[1]]  # none refused
 
 
 def _closed_port() -> int:

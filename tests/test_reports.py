@@ -84,6 +84,9 @@ def test_sessions_headline_comes_first(page):
     assert _cells(sessions, "imap thunderbird")[1:6] == ["imap", "118", "11.8", "2", "98.31 %"]
     assert _cells(sessions, "pop3 leave on server")[5] == "100 %"
     _svg_with(sessions, "session duration by percentile, per profile")
+    # DeliveryUser's verdicts (loadtest/_delivery.py): lost is red, the others are not
+    assert 'class="card bad"><span class="muted">messages lost</span><b>1 of 40</b>' in sessions
+    assert 'class="card "><span class="muted">bodies mismatched</span><b>0 of 40</b>' in sessions
 
 
 def test_conformance_matrix(page):

@@ -314,3 +314,20 @@ def ssl_password_file(parser: Parser, level: Level, stmt: Stmt) -> None:
         raise stmt.error(f'open() "{path}" failed ({e.errno}: {os.strerror(e.errno or 5)})'
                          ) from None
     level.values["ssl.password_file"] = path
+
+
+def record_sessions(parser: Parser, level: Level, stmt: Stmt) -> None:
+    """``record_sessions PATH | off`` (Postern's, proxy/recorder.py): a relative PATH hangs
+    off the prefix, as nginx's log paths do, and is opened (created) when the configuration
+    is read."""
+    _dup(level, "record_sessions", stmt)
+    if stmt.args[0] == "off":
+        level.values["record_sessions"] = None
+        return
+    path = parser.full_name(stmt.args[0])
+    try:  # as nginx opens its log files: at start, so a bad path is an [emerg], not silence
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
+    except OSError as e:
+        raise stmt.error(f'open() "{path}" failed ({e.errno}: {os.strerror(e.errno or 5)})'
+                         ) from None
+    level.values["record_sessions"] = path

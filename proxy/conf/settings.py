@@ -212,6 +212,7 @@ class ServerSettings:
     proxy_smtp_auth: bool = False
     proxy_timeout: float = 86400.0
     xclient: bool = True
+    record_sessions: str | None = None  # Postern's: a JSON-lines file (proxy/recorder.py)
     imap_auth: frozenset[str] = frozenset({"plain"})
     imap_capabilities: tuple[str, ...] = ("IMAP4", "IMAP4rev1", "UIDPLUS")
     imap_client_buffer: int = PAGE_SIZE

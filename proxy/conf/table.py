@@ -125,6 +125,8 @@ _ROWS = [
     # Postern's own (nginx lacks it): IMAP ID / POP3 XCLIENT with the client's address
     _d("proxy_client_identity", MS, FLAG, s.flag("proxy_client_identity"),
        "proxy_client_identity", False),
+    # Postern's own: one JSON line per session with its command shapes (proxy/recorder.py)
+    _d("record_sessions", MS, TAKE1, h.record_sessions, "record_sessions", None),
     # ngx_mail_imap_module, ngx_mail_pop3_module, ngx_mail_smtp_module
     _d("imap_auth", MS, MORE1, s.bitmask("imap_auth", IMAP_METHODS), "imap_auth",
        frozenset({"plain"})),
