@@ -88,10 +88,6 @@ class Pop3Dialogue(UntaggedDialogue):
         self._replies = capability_replies(conf)
         # nginx session fields
         self.state = S_START
-        self.command = b""
-        self.args: list[bytes] = []
-        self._cmd_start = 0
-        self._arg_start = 0
 
     # -- driver interface -------------------------------------------------------------
     def greeting(self) -> bytes:

@@ -131,10 +131,6 @@ class SmtpDialogue(UntaggedDialogue):
         self.smtp_from = b""  # the whole MAIL command text (none mode)
         self.smtp_to = b""  # the whole RCPT command text
         self.state = S_START
-        self.command = b""
-        self.args: list[bytes] = []
-        self._cmd_start = 0
-        self._arg_start = 0
         self._arg_end = 0
 
     @classmethod
