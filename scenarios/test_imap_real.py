@@ -38,7 +38,7 @@ def dovecot(tmp_path_factory):
 @pytest.fixture
 def real(lab, dovecot):
     """The lab with the test user's IMAP backend pointing at Dovecot."""
-    lab.auth.users[USER] = User(PASSWORD, backends={"imap": ("127.0.0.1", dovecot.imap_port)})
+    lab.auth.users[USER] = User(PASSWORD, backends=dovecot.backends("imap"))
     return lab
 
 

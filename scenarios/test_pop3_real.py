@@ -40,7 +40,7 @@ def dovecot(tmp_path_factory):
 @pytest.fixture
 def real(lab, dovecot):
     """The lab with the test user's POP3 backend pointing at Dovecot."""
-    lab.auth.users[USER] = User(PASSWORD, backends={"pop3": ("127.0.0.1", dovecot.pop3_port)})
+    lab.auth.users[USER] = User(PASSWORD, backends=dovecot.backends("pop3"))
     return lab
 
 

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -24,8 +25,48 @@ LOOPBACK = "127.0.0.1"
 class Instance:
     """A private server run by the tests: `with Instance(...) as server` starts and stops it."""
 
+    start_timeout: float
+    process: subprocess.Popen | None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this server cannot run here; None where it can."""
+        raise NotImplementedError
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.unavailable_reason() is None
+
     def start(self) -> Self:
         raise NotImplementedError
+
+    def _check_startable(self, name: str) -> None:
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise ServerStartError(reason)
+        if self.process is not None:
+            raise RuntimeError(f"this {name} instance is already started")
+
+    @property
+    def pid(self) -> int | None:
+        """The process this instance started (for Postfix, `postfix start-fg`)."""
+        return self.process.pid if self.process is not None else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @contextmanager
+    def _stopped_on_failure(self) -> Iterator[None]:
+        """Around the start-up: a server that does not come up is stopped (its whole process
+        group) before the error goes on."""
+        try:
+            yield
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_listening(self, ports: Iterable[int], what: str, log: Callable[[], str]) -> None:
+        wait_listening(ports, self.start_timeout, proc=self.process, what=what, log=log)
 
     def stop(self) -> None:
         raise NotImplementedError

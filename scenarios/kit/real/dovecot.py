@@ -24,11 +24,9 @@ from pathlib import Path
 from postern.scenarios.kit.real.common import (
     LOOPBACK,
     Instance,
-    ServerStartError,
     free_ports,
     shared_root,
     stop_process_group,
-    wait_listening,
 )
 
 # Mail is owned by "nobody": Dovecot refuses uid 0 for mail, and 65534 exists everywhere.
@@ -99,10 +97,6 @@ class DovecotInstance(Instance):
             return "a private Dovecot instance needs root (it switches to its service users)"
         return None
 
-    @classmethod
-    def available(cls) -> bool:
-        return cls.unavailable_reason() is None
-
     # -- configuration --------------------------------------------------------------------------
 
     def _prepare(self) -> None:
@@ -147,30 +141,15 @@ userdb {{
   driver = static
   args = uid={MAIL_UID} gid={MAIL_GID} home={root}/mail/%u
 }}
-service imap-login {{
-  chroot =
-  inet_listener imap {{
-    address = {LOOPBACK}
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    address = {LOOPBACK}
-    port = {self.imaps_port}
-  }}
-}}
-service pop3-login {{
-  chroot =
-  inet_listener pop3 {{
-    address = {LOOPBACK}
-    port = {self.pop3_port}
-  }}
-  inet_listener pop3s {{
-    address = {LOOPBACK}
-    port = {self.pop3s_port}
-  }}
-}}
+{_login_service("imap", self.imap_port, self.imaps_port)}
+{_login_service("pop3", self.pop3_port, self.pop3s_port)}
 {self.extra_config}
 """
+
+    def backends(self, *protocols: str) -> dict[str, tuple[str, int]]:
+        """The auth server's backends for these protocols: this instance's plain ports."""
+        ports = {"imap": self.imap_port, "pop3": self.pop3_port}
+        return {protocol: (LOOPBACK, ports[protocol]) for protocol in protocols}
 
     def _ssl_settings(self) -> str:
         if self.tls is None:
@@ -181,11 +160,7 @@ service pop3-login {{
     # -- running --------------------------------------------------------------------------------
 
     def start(self) -> DovecotInstance:
-        reason = self.unavailable_reason()
-        if reason is not None:
-            raise ServerStartError(reason)
-        if self.process is not None:
-            raise RuntimeError("this Dovecot instance is already started")
+        self._check_startable("Dovecot")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._prepare()
         with open(self.stderr_path, "ab") as stderr:
@@ -196,26 +171,12 @@ service pop3-login {{
                 stderr=stderr,
                 start_new_session=True,
             )
-        try:
-            wait_listening(
+        with self._stopped_on_failure():
+            self._wait_listening(
                 [p for p in (self.imap_port, self.pop3_port, self.imaps_port, self.pop3s_port)
                  if p],
-                self.start_timeout,
-                proc=self.process,
-                what="dovecot",
-                log=self.log_text,
-            )
-        except BaseException:
-            self.stop()
-            raise
+                "dovecot", self.log_text)
         return self
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> int | None:
         """SIGTERM to the master (it stops its children), then the whole group if needed."""
@@ -273,3 +234,11 @@ def _unverified():
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def _login_service(protocol: str, port: int, tls_port: int) -> str:
+    """A `service imap-login` / `pop3-login` block: a plain and an implicit-TLS listener."""
+    listeners = "".join(f"  inet_listener {name} {{\n    address = {LOOPBACK}\n"
+                        f"    port = {number}\n  }}\n"
+                        for name, number in ((protocol, port), (protocol + "s", tls_port)))
+    return f"service {protocol}-login {{\n  chroot =\n{listeners}}}"
