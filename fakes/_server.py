@@ -20,7 +20,7 @@ import socket
 import ssl
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from postern.fakes._runner import BackgroundServer
@@ -186,6 +186,25 @@ class LineOutput:
 
     def close(self) -> None:
         hang_up(self.transport, self.server.faults.reset)
+
+
+@dataclass
+class LineFaults:
+    """The misbehaviour switches LineConnection reads; the IMAP and POP3 fakes' Faults add
+    their own (read at every step, so tests may flip them at runtime).
+
+    greeting_delay: seconds before the greeting.
+    drop_after_login / drop_after: close after the login's OK / after N commands.
+    reset: every drop is a TCP reset (RST) instead of an orderly close.
+    stall / stall_after: stop answering (from now / after N commands), keep the socket open.
+    """
+
+    greeting_delay: float = 0.0
+    drop_after_login: bool = False
+    drop_after: int | None = None
+    reset: bool = False
+    stall: bool = False
+    stall_after: int | None = None
 
 
 class LineConnection(LineOutput, asyncio.Protocol):

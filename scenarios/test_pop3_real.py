@@ -44,10 +44,6 @@ def real(lab, dovecot):
     return lab
 
 
-def pop3_logins(dovecot) -> int:
-    return dovecot.log_text().count("pop3-login: ")
-
-
 def retrieved(lines: list[bytes]) -> bytes:
     """poplib returns the lines without CRLF and already un-stuffed."""
     return b"".join(line + b"\r\n" for line in lines)
@@ -126,7 +122,7 @@ def test_wrong_password_never_reaches_dovecot(real, dovecot):
     Dovecot is never contacted (its login process logs every connection)."""
     proxy = real.proxy(protocol="pop3")
     log = LogWatch(proxy)
-    before = pop3_logins(dovecot)
+    before = dovecot.logins("pop3")
     client = poplib.POP3("127.0.0.1", proxy.port, timeout=10)
     try:
         client.user(USER)
@@ -136,4 +132,4 @@ def test_wrong_password_never_reaches_dovecot(real, dovecot):
         client.close()
     log.wait_for('client login failed: "Invalid login or password"')
     time.sleep(0.5)  # a proxied login would show up in Dovecot's log by now
-    assert pop3_logins(dovecot) == before
+    assert dovecot.logins("pop3") == before

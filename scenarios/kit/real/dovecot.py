@@ -192,6 +192,10 @@ userdb {{
             self._remove_root = False
         return status
 
+    def logins(self, protocol: str) -> int:
+        """How many connections the protocol's login process has logged so far."""
+        return self.log_text().count(f"{protocol}-login: ")
+
     def log_text(self) -> str:
         parts = []
         for path in (self.log_path, self.stderr_path):
