@@ -25,8 +25,10 @@ LOOPBACK = "127.0.0.1"
 class Instance:
     """A private server run by the tests: `with Instance(...) as server` starts and stops it."""
 
-    start_timeout: float
-    process: subprocess.Popen | None
+    def __init__(self, workdir: str | os.PathLike[str], start_timeout: float) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen | None = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

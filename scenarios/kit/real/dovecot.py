@@ -65,11 +65,11 @@ class DovecotInstance(Instance):
     ) -> None:
         """`tls` (certificate chain file, key file): `ssl = required`, STARTTLS on the IMAP and
         POP3 ports and implicit TLS on `imaps_port` / `pop3s_port`."""
+        super().__init__(workdir, start_timeout)
         for login in users:
             if not login or re.search(r"[:\s]", login):
                 raise ValueError(f"login {login!r} cannot go into a passwd-file")
         self.users = dict(users)
-        self.workdir = Path(workdir).resolve()
         chosen = free_ports(2)
         self.imap_port = imap_port or chosen[0]
         self.pop3_port = pop3_port or chosen[1]
@@ -77,13 +77,11 @@ class DovecotInstance(Instance):
         self.imaps_port, self.pop3s_port = free_ports(2) if tls else (0, 0)
         self.auth_mechanisms = auth_mechanisms
         self.extra_config = extra_config
-        self.start_timeout = start_timeout
         self.conf_path = self.workdir / "dovecot.conf"
         self.log_path = self.workdir / "dovecot.log"
         self.stderr_path = self.workdir / "dovecot.stderr"
         self.root: Path | None = None
         self._remove_root = False
-        self.process: subprocess.Popen | None = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -103,19 +103,17 @@ class NginxInstance(Instance):
         start_timeout: float = 10.0,
         quit_timeout: float = 5.0,
     ) -> None:
-        self.workdir = Path(workdir).resolve()
+        super().__init__(workdir, start_timeout)
         self.mail = mail
         self.main = main
         self.http_block = http_block
         self.error_log_level = error_log_level
         self.ports = ports if ports is not None else listen_ports(mail, http_block or "")
-        self.start_timeout = start_timeout
         self.quit_timeout = quit_timeout
         self.conf_path = self.workdir / "nginx.conf"
         self.pid_path = self.workdir / "nginx.pid"
         self.error_log_path = self.workdir / "error.log"
         self.stderr_path = self.workdir / "stderr.log"
-        self.process: subprocess.Popen | None = None
         self.exit_status: int | None = None
 
     # -- what can run here ----------------------------------------------------------------------

@@ -114,16 +114,14 @@ class PostfixInstance(Instance):
         extra_main: str = "",
         start_timeout: float = 30.0,
     ) -> None:
-        self.workdir = Path(workdir).resolve()
+        super().__init__(workdir, start_timeout)
         self.port = port or free_port()
         self.hostname = hostname
         self.domains = domains
         self.extra_main = extra_main
-        self.start_timeout = start_timeout
         self.log_path = self.workdir / "postfix.log"
         self.slot: Path | None = None
         self._slot_lock = None
-        self.process: subprocess.Popen | None = None
         self.master_pid: int | None = None
 
     @classmethod
