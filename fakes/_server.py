@@ -14,7 +14,6 @@ SMTP STARTTLS), or with ``implicit_tls=True`` speak TLS from the first byte.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import socket
 import ssl
@@ -25,7 +24,6 @@ from typing import Any
 
 from postern.fakes._runner import BackgroundServer
 from postern.fakes.mailbox import DEFAULT_COUNTS, MailStore
-from postern.proxy import sasl
 
 _WRITE_HIGH = 1 << 20
 
@@ -323,25 +321,3 @@ class MailboxServer(FakeServer):
         self.capabilities = list(self.default_capabilities if capabilities is None
                                  else capabilities)
         self.hostname = hostname
-
-
-OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
-
-
-def decode_oauth(mechanism: str, response: bytes) -> tuple[str, str]:
-    """An XOAUTH2 / OAUTHBEARER response: (user, bearer token); the fakes take a user's
-    password as its token. ValueError when it is not one."""
-    decode = sasl.xoauth2 if mechanism.upper() == "XOAUTH2" else sasl.oauthbearer
-    try:
-        user, token = decode(response)
-    except sasl.SaslError as err:
-        raise ValueError(err.log) from None
-    return (user.decode("utf-8", "surrogateescape"), token.decode("ascii"))
-
-
-def decode_plain(response: bytes) -> tuple[bytes, bytes, bytes]:
-    """A SASL PLAIN response (RFC 4616, base64; "=" is empty): (authzid, user, password).
-    ValueError when it is not one."""
-    decoded = b"" if response == b"=" else base64.b64decode(response, validate=True)
-    authz, user, password = decoded.split(b"\0")
-    return authz, user, password

@@ -24,14 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from postern.fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
-from postern.fakes._server import (
-    OAUTH_MECHANISMS,
-    LineConnection,
-    LineFaults,
-    MailboxServer,
-    decode_oauth,
-    decode_plain,
-)
+from postern.fakes._sasl import OAUTH_MECHANISMS, decode_oauth, decode_plain
+from postern.fakes._server import LineConnection, LineFaults, MailboxServer
 from postern.fakes.imap_proto import (
     CommandReader,
     ParseError,

@@ -33,14 +33,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from postern.fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
-from postern.fakes._server import (
-    OAUTH_MECHANISMS,
-    LineConnection,
-    LineFaults,
-    MailboxServer,
-    decode_oauth,
-    decode_plain,
-)
+from postern.fakes._sasl import OAUTH_MECHANISMS, decode_oauth, decode_plain
+from postern.fakes._server import LineConnection, LineFaults, MailboxServer
 from postern.fakes.mailbox import Entry, Message
 from postern.proxy.sasl import OAUTH_ERROR
 
