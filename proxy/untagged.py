@@ -14,6 +14,8 @@ S_START, S_COMMAND, S_INVALID, S_SPACES_BEFORE_ARGUMENT, S_ARGUMENT, S_ALMOST_DO
 
 LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 CR, LF, SP = 0x0D, 0x0A, 0x20
+# where the end of a word (the verb or an argument) leads; an LF ends the line instead
+AFTER_WORD = {SP: S_SPACES_BEFORE_ARGUMENT, CR: S_ALMOST_DONE}
 
 
 class UntaggedDialogue(Dialogue):
@@ -70,12 +72,9 @@ class UntaggedDialogue(Dialogue):
                     if verb not in self.commands:
                         return self._invalid(p)
                     self.command = verb
-                    if ch == SP:
-                        state = S_SPACES_BEFORE_ARGUMENT
-                    elif ch == CR:
-                        state = S_ALMOST_DONE
-                    else:
+                    if ch == LF:
                         return self._done(p)
+                    state = AFTER_WORD[ch]
                 elif ch not in LETTERS:
                     return self._invalid(p)
             elif state == S_SPACES_BEFORE_ARGUMENT:
@@ -96,12 +95,9 @@ class UntaggedDialogue(Dialogue):
                 elif ch == SP or ch == CR or ch == LF:
                     self.args.append(bytes(data[self._arg_start:p]))
                     self._arg_end = p
-                    if ch == SP:
-                        state = S_SPACES_BEFORE_ARGUMENT
-                    elif ch == CR:
-                        state = S_ALMOST_DONE
-                    else:
+                    if ch == LF:
                         return self._done(p)
+                    state = AFTER_WORD[ch]
             elif state == S_ALMOST_DONE:
                 if ch != LF:
                     return self._invalid(p)
