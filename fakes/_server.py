@@ -14,18 +14,16 @@ SMTP STARTTLS), or with ``implicit_tls=True`` speak TLS from the first byte.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import socket
 import ssl
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from postern.fakes._runner import BackgroundServer
 from postern.fakes.mailbox import DEFAULT_COUNTS, MailStore
-from postern.proxy import sasl
 
 _WRITE_HIGH = 1 << 20
 
@@ -188,6 +186,25 @@ class LineOutput:
         hang_up(self.transport, self.server.faults.reset)
 
 
+@dataclass
+class LineFaults:
+    """The misbehaviour switches LineConnection reads; the IMAP and POP3 fakes' Faults add
+    their own (read at every step, so tests may flip them at runtime).
+
+    greeting_delay: seconds before the greeting.
+    drop_after_login / drop_after: close after the login's OK / after N commands.
+    reset: every drop is a TCP reset (RST) instead of an orderly close.
+    stall / stall_after: stop answering (from now / after N commands), keep the socket open.
+    """
+
+    greeting_delay: float = 0.0
+    drop_after_login: bool = False
+    drop_after: int | None = None
+    reset: bool = False
+    stall: bool = False
+    stall_after: int | None = None
+
+
 class LineConnection(LineOutput, asyncio.Protocol):
     """One client of a line-oriented fake: ``feed`` cuts what arrives into units, a queue
     hands them in order to one task that greets (after ``faults.greeting_delay``) and then
@@ -304,25 +321,3 @@ class MailboxServer(FakeServer):
         self.capabilities = list(self.default_capabilities if capabilities is None
                                  else capabilities)
         self.hostname = hostname
-
-
-OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
-
-
-def decode_oauth(mechanism: str, response: bytes) -> tuple[str, str]:
-    """An XOAUTH2 / OAUTHBEARER response: (user, bearer token); the fakes take a user's
-    password as its token. ValueError when it is not one."""
-    decode = sasl.xoauth2 if mechanism.upper() == "XOAUTH2" else sasl.oauthbearer
-    try:
-        user, token = decode(response)
-    except sasl.SaslError as err:
-        raise ValueError(err.log) from None
-    return (user.decode("utf-8", "surrogateescape"), token.decode("ascii"))
-
-
-def decode_plain(response: bytes) -> tuple[bytes, bytes, bytes]:
-    """A SASL PLAIN response (RFC 4616, base64; "=" is empty): (authzid, user, password).
-    ValueError when it is not one."""
-    decoded = b"" if response == b"=" else base64.b64decode(response, validate=True)
-    authz, user, password = decoded.split(b"\0")
-    return authz, user, password

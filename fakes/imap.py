@@ -24,13 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from postern.fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
-from postern.fakes._server import (
-    OAUTH_MECHANISMS,
-    LineConnection,
-    MailboxServer,
-    decode_oauth,
-    decode_plain,
-)
+from postern.fakes._sasl import OAUTH_MECHANISMS, decode_oauth, decode_plain
+from postern.fakes._server import LineConnection, LineFaults, MailboxServer
 from postern.fakes.imap_proto import (
     CommandReader,
     ParseError,
@@ -59,8 +54,9 @@ SYSTEM_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 
 
 @dataclass
-class Faults:
-    """Misbehaviour switches, read at every step so tests may flip them at runtime.
+class Faults(LineFaults):
+    """Misbehaviour switches: LineFaults' (greeting_delay, drop_after_login, drop_after,
+    reset, stall, stall_after) and these.
 
     greeting: ``"default"`` (``* OK [CAPABILITY ...] ...``), ``None`` (say nothing) or raw
     bytes (``b"* PREAUTH ..."``, ``b"* BYE ..."``; CRLF added when missing).
@@ -68,9 +64,6 @@ class Faults:
     bad_login_reply: raw bytes sent instead of the tagged login reply; ``{tag}`` is replaced.
     login_untagged: lines sent before the tagged OK of a successful login.
     no_continuation: answer a synchronising literal with a tagged NO (a string sets the text).
-    drop_after_login / drop_after: close after the login OK / after N commands.
-    reset: every drop is a TCP reset (RST) instead of an orderly close.
-    stall / stall_after: stop answering (from now / after N commands), keep the socket open.
     chatter: after a successful login, send an untagged ``* OK still here <n>`` every so many
     seconds, whatever the client does (a backend that keeps a silent client busy).
     reject_id: tagged NO for every ID (a string sets the NO text), as a backend that does
@@ -78,16 +71,10 @@ class Faults:
     """
 
     greeting: bytes | str | None = "default"
-    greeting_delay: float = 0.0
     reject_login: bool | str = False
     bad_login_reply: bytes | None = None
     login_untagged: list[bytes] = field(default_factory=list)
     no_continuation: bool | str = False
-    drop_after_login: bool = False
-    drop_after: int | None = None
-    reset: bool = False
-    stall: bool = False
-    stall_after: int | None = None
     chatter: float | None = None
     reject_id: bool | str = False
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,17 @@ class Authority:
                 x509.RevokedCertificateBuilder().serial_number(serial)
                 .revocation_date(now - datetime.timedelta(minutes=30)).build())
         return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def https_server(directory: Path, *names: str) -> ssl.SSLContext:
+    """An HTTPS server's context with a certificate for ``names``; its CA is written to
+    ``directory`` as ca.pem, and an unrelated CA as other-ca.pem (one that must not verify)."""
+    authority = Authority()
+    write(directory / "ca.pem", authority.cert_pem)
+    write(directory / "other-ca.pem", Authority().cert_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue(*names).configure_cert(context)
+    return context
 
 
 def self_signed_client(subject: x509.Name, days: int = 30) -> tuple[bytes, bytes]:

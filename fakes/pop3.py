@@ -33,13 +33,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from postern.fakes._runner import mailbox_upstream_parser, run_mailbox_upstream
-from postern.fakes._server import (
-    OAUTH_MECHANISMS,
-    LineConnection,
-    MailboxServer,
-    decode_oauth,
-    decode_plain,
-)
+from postern.fakes._sasl import OAUTH_MECHANISMS, decode_oauth, decode_plain
+from postern.fakes._server import LineConnection, LineFaults, MailboxServer
 from postern.fakes.mailbox import Entry, Message
 from postern.proxy.sasl import OAUTH_ERROR
 
@@ -52,17 +47,15 @@ _counter = itertools.count(1)
 
 
 @dataclass
-class Faults:
-    """Misbehaviour switches, read at every step so tests may flip them at runtime.
+class Faults(LineFaults):
+    """Misbehaviour switches: LineFaults' (greeting_delay, drop_after_login, drop_after,
+    reset, stall, stall_after) and these.
 
     greeting: ``"default"`` (``+OK Fake POP3 ready <timestamp>``), ``None`` (say nothing) or
     raw bytes (``b"-ERR busy"`` closes after sending; CRLF added when missing). APOP works
     only when the greeting carries a ``<...@...>`` timestamp.
     reject_user / reject_pass: ``-ERR`` for every USER / every PASS, APOP and AUTH (a string
     sets the text after ``-ERR ``).
-    drop_after_login / drop_after: close after the login +OK / after N commands.
-    reset: every drop is a TCP reset (RST) instead of an orderly close.
-    stall / stall_after: stop answering (from now / after N commands), keep the socket open.
     offer_xclient: behave as Dovecot's pop3-login towards a client in its
     login_trusted_networks: the default greeting starts ``+OK [XCLIENT]`` and ``XCLIENT
     NAME=value ...`` is answered ``+OK Updated`` (without it XCLIENT is an unknown command).
@@ -70,14 +63,8 @@ class Faults:
     """
 
     greeting: bytes | str | None = "default"
-    greeting_delay: float = 0.0
     reject_user: bool | str = False
     reject_pass: bool | str = False
-    drop_after_login: bool = False
-    drop_after: int | None = None
-    reset: bool = False
-    stall: bool = False
-    stall_after: int | None = None
     offer_xclient: bool = False
     reject_xclient: bool | str = False
 

@@ -53,7 +53,8 @@ from postern.fakes._runner import (
     run_server,
     tls_options,
 )
-from postern.fakes._server import OAUTH_MECHANISMS, FakeServer, decode_oauth, hang_up
+from postern.fakes._sasl import OAUTH_MECHANISMS, decode_oauth
+from postern.fakes._server import FakeServer, hang_up
 from postern.proxy.sasl import OAUTH_ERROR
 
 log = logging.getLogger("postern.fakes.smtp")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from postern.proxy import sasl
+
 
 @dataclass(frozen=True)
 class SendToBackend:
@@ -89,4 +91,23 @@ class BackendLogin:
         return None
 
     def advance(self) -> Outcome:
+        raise NotImplementedError
+
+    def _advance_oauth(self) -> Outcome:
+        """IMAP and POP3 after AUTHENTICATE/AUTH <mechanism>: the token, then the dummy
+        response if the backend answers with an error challenge. The subclass has `login`,
+        `password` and `mechanism` and says what an error challenge is."""
+        state = self.state
+        if state == "authenticate":
+            self.state = "passwd"
+            self.action = "sending password to upstream"
+            return self.send(sasl.OAUTH_RESPONSES[self.mechanism](self.login, self.password)
+                             + b"\r\n")
+        if state == "passwd" and self._oauth_challenged():
+            self.state = "error"
+            self.action = "sending dummy response to upstream"
+            return self.send(sasl.OAUTH_DUMMY[self.mechanism] + b"\r\n")
+        return LoggedIn(bytes(self.buf))
+
+    def _oauth_challenged(self) -> bool:
         raise NotImplementedError

@@ -142,6 +142,11 @@ class Dialogue:
         self._starttls = False
         self._failure_pending = b""  # the failure line an OAuth error challenge holds back
         self._close_after_failure = False
+        # the parser's current command, its arguments and where they start in the buffer
+        self.command = b""
+        self.args: list[bytes] = []
+        self._cmd_start = 0
+        self._arg_start = 0
 
     @classmethod
     def open(cls, conf, tls: bool, client_host: str, log_info: bool) -> Dialogue:

@@ -313,22 +313,20 @@ class ConfCommands:
         self.options = options
         return None
 
-    def _cmd_certificate(self, name: str, value: str) -> list[str] | None:
+    def _use_file(self, value: str, use) -> list[str] | None:
+        """SSL_CTX_use_*_file(): the file must open, then OpenSSL's loader succeeds (> 0) or
+        leaves its reason in the error queue."""
         missing = _unreadable(value, "ssl")
         if missing:
             return missing
-        if _lib.SSL_CTX_use_certificate_chain_file(self.ctx._context, value.encode()) > 0:
-            return None
-        return self._failed()
+        return None if use(self.ctx._context, value.encode()) > 0 else self._failed()
+
+    def _cmd_certificate(self, name: str, value: str) -> list[str] | None:
+        return self._use_file(value, _lib.SSL_CTX_use_certificate_chain_file)
 
     def _cmd_privatekey(self, name: str, value: str) -> list[str] | None:
-        missing = _unreadable(value, "ssl")
-        if missing:
-            return missing
-        if _lib.SSL_CTX_use_PrivateKey_file(self.ctx._context, value.encode(),
-                                            SSL.FILETYPE_PEM) > 0:
-            return None
-        return self._failed()
+        return self._use_file(value, lambda ctx, path: _lib.SSL_CTX_use_PrivateKey_file(
+            ctx, path, SSL.FILETYPE_PEM))
 
     def _cmd_serverinfofile(self, name: str, value: str) -> list[str] | None:
         missing = _unreadable(value, "ssl")

@@ -43,6 +43,14 @@ def _lines(path: Path, count: int = 1) -> list[str]:
     return path.read_text("latin-1").splitlines()
 
 
+def _greeted_and_logged_out(proxy) -> None:
+    """One IMAP session that says only LOGOUT: one access log line."""
+    with proxy.connect() as c:
+        c.expect(b"* OK IMAP4 ready\r\n")
+        c.send(b"a1 LOGOUT\r\n")
+        c.read_all(timeout=5)
+
+
 def _entries(path: Path, count: int = 1) -> list[dict]:
     return [json.loads(line) for line in _lines(path, count)]
 
@@ -276,10 +284,7 @@ def test_buffered_lines_and_usr1_reopen(lab, tmp_path_factory):
     file of the old name."""
     path = _log_path(tmp_path_factory)
     proxy = lab.proxy(server=f"access_log {path} mail buffer=64k;")
-    with proxy.connect() as c:
-        c.expect(b"* OK IMAP4 ready\r\n")
-        c.send(b"a1 LOGOUT\r\n")
-        c.read_all(timeout=5)
+    _greeted_and_logged_out(proxy)
     # the line is written (or buffered) before the connection is closed
     assert path.read_bytes() == b"", "not buffered"
     rotated = path.with_name("access.log.1")
@@ -288,10 +293,7 @@ def test_buffered_lines_and_usr1_reopen(lab, tmp_path_factory):
     os.kill(pid, signal.SIGUSR1)
     wait_until(lambda: rotated.read_bytes().count(b"\n") == 1, what="the buffered line")
     wait_until(path.exists, what="the reopened file")
-    with proxy.connect() as c:
-        c.expect(b"* OK IMAP4 ready\r\n")
-        c.send(b"a1 LOGOUT\r\n")
-        c.read_all(timeout=5)
+    _greeted_and_logged_out(proxy)
     os.kill(pid, signal.SIGUSR1)
     assert '"closed"' in _lines(path)[0]
     assert rotated.read_bytes().count(b"\n") == 1
@@ -302,9 +304,6 @@ def test_flush_timer_writes_a_waiting_line(lab, tmp_path_factory):
     has passed, without USR1 or more lines."""
     path = _log_path(tmp_path_factory)
     proxy = lab.proxy(server=f"access_log {path} mail buffer=64k flush=1s;")
-    with proxy.connect() as c:
-        c.expect(b"* OK IMAP4 ready\r\n")
-        c.send(b"a1 LOGOUT\r\n")
-        c.read_all(timeout=5)
+    _greeted_and_logged_out(proxy)
     assert path.read_bytes() == b"", "not buffered"
     assert '"closed"' in _lines(path)[0]

@@ -7,11 +7,9 @@ directives (the last scenario) a host name in Auth-Server is nginx's error on ev
 
 from __future__ import annotations
 
-import ssl
-
 import pytest
-import trustme
 from postern.fakes.auth import Faults, MockAuthServer, Reply
+from postern.fakes.pki import https_server
 from postern.scenarios.kit.imap_support import expect_internal_error, login
 from postern.scenarios.kit.scripted_dns import DnsServer
 
@@ -29,15 +27,22 @@ def logs_in(proxy) -> None:
         c.expect(LOGGED_IN)
 
 
+def kept_alive_logins(lab, auth, count: int):
+    """`count` logins, each one auth request, through a proxy keeping up to 4 connections
+    to `auth` alive; returns the proxy."""
+    proxy = lab.proxy(server=f"auth_http 127.0.0.1:{auth.port}/auth;\n"
+                             "auth_http_keepalive 4;")
+    for _ in range(count):
+        logs_in(proxy)
+    assert len(auth.requests) == count
+    return proxy
+
+
 @pytest.mark.postern_only(WHY)
 def test_fifty_logins_over_one_kept_alive_connection(lab):
     """auth_http_keepalive: 50 logins, one TCP connection to the auth server, HTTP/1.1."""
     with auth_server(lab, keepalive=True) as auth:
-        proxy = lab.proxy(server=f"auth_http 127.0.0.1:{auth.port}/auth;\n"
-                                 "auth_http_keepalive 4;")
-        for _ in range(50):
-            logs_in(proxy)
-        assert len(auth.requests) == 50
+        kept_alive_logins(lab, auth, 50)
         assert auth.connections == 1
         assert auth.requests[0].raw.startswith(b"GET /auth HTTP/1.1\r\nHost: 127.0.0.1\r\n")
 
@@ -47,11 +52,7 @@ def test_auth_server_closing_kept_connections_fails_no_login(lab):
     """auth_http_keepalive: a server that closes each connection after 3 replies (without
     saying so) costs a fresh connection, never a login."""
     with auth_server(lab, keepalive=True, faults=Faults(close_after=3)) as auth:
-        proxy = lab.proxy(server=f"auth_http 127.0.0.1:{auth.port}/auth;\n"
-                                 "auth_http_keepalive 4;")
-        for _ in range(12):
-            logs_in(proxy)
-        assert len(auth.requests) == 12
+        proxy = kept_alive_logins(lab, auth, 12)
         assert auth.connections == 4
         assert "[error]" not in proxy.error_log()
 
@@ -99,12 +100,7 @@ def test_stalling_primary_fails_over_after_auth_http_timeout(lab):
 @pytest.fixture(scope="module")
 def auth_pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("auth-https")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    trustme.CA().cert_pem.write_to_path(str(d / "other-ca.pem"))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("auth.example.test", "127.0.0.1").configure_cert(context)
-    return d, context
+    return d, https_server(d, "auth.example.test", "127.0.0.1")
 
 
 @pytest.mark.postern_only("nginx rejects https:// in auth_http")

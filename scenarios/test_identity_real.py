@@ -35,8 +35,7 @@ def dovecot(tmp_path_factory):
 
 @pytest.fixture
 def real(lab, dovecot):
-    lab.auth.users[USER] = User(PASSWORD, backends={"imap": ("127.0.0.1", dovecot.imap_port),
-                                                    "pop3": ("127.0.0.1", dovecot.pop3_port)})
+    lab.auth.users[USER] = User(PASSWORD, backends=dovecot.backends("imap", "pop3"))
     return lab
 
 
@@ -118,8 +117,7 @@ def test_a_dovecot_that_does_not_trust_the_proxy_still_logs_in(lab, untrusting_d
     fields, and greets POP3 without `[XCLIENT]`, so no XCLIENT is sent and a warning says
     so; the login goes through either way and Dovecot logs the proxy's address."""
     dovecot = untrusting_dovecot
-    lab.auth.users[USER] = User(PASSWORD, backends={"imap": ("127.0.0.1", dovecot.imap_port),
-                                                    "pop3": ("127.0.0.1", dovecot.pop3_port)})
+    lab.auth.users[USER] = User(PASSWORD, backends=dovecot.backends("imap", "pop3"))
     proxy = lab.proxy(server=IDENTITY, protocol=protocol)
     log = LogWatch(proxy)
     before = len(login_lines(dovecot, protocol))

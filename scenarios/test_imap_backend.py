@@ -66,10 +66,9 @@ def test_login_reply_split_across_packets(lab):
         ("send", b"+"), ("sleep", 0.2), ("send", b" go\r\n"), ("recv", 25),
         ("send", b"+ go\r\n"), ("recv", 33),
         ("send", b"a1 O"), ("sleep", 0.2), ("send", b"K done\r\n"))
-    lab.auth.push(Reply.ok("127.0.0.1", backend.port))
-    with login(proxy) as c:
-        c.expect(b"a1 OK done\r\n")
-    assert backend.join() == b"a1 LOGIN {5}\r\nalice {6}\r\nsecret\r\n"
+    received = login_support.logs_in_through(lab, proxy, imap_support, backend,
+                                             b"a1 OK done\r\n")
+    assert received == b"a1 LOGIN {5}\r\nalice {6}\r\nsecret\r\n"
 
 
 def test_pipelined_commands_follow_the_login(lab):

@@ -38,12 +38,8 @@ def dovecot(tmp_path_factory):
 @pytest.fixture
 def real(lab, dovecot):
     """The lab with the test user's IMAP backend pointing at Dovecot."""
-    lab.auth.users[USER] = User(PASSWORD, backends={"imap": ("127.0.0.1", dovecot.imap_port)})
+    lab.auth.users[USER] = User(PASSWORD, backends=dovecot.backends("imap"))
     return lab
-
-
-def dovecot_logins(dovecot) -> int:
-    return dovecot.log_text().count("imap-login: ")
 
 
 def test_imaplib_fetches_a_message_byte_exact(real, dovecot):
@@ -100,7 +96,7 @@ def test_wrong_password_never_reaches_dovecot(real, dovecot):
     and Dovecot is never contacted (its login process logs every connection)."""
     proxy = real.proxy()
     log = LogWatch(proxy)
-    before = dovecot_logins(dovecot)
+    before = dovecot.logins("imap")
     with proxy.connect() as c:
         c.expect(b"* OK IMAP4 ready\r\n")
         c.send(b'a1 LOGIN carol "not it"\r\n')
@@ -108,5 +104,5 @@ def test_wrong_password_never_reaches_dovecot(real, dovecot):
     log.wait_for('client login failed: "Invalid login or password"')
     # a proxied login would show up in Dovecot's log within this time (see the test above)
     time.sleep(0.5)
-    assert dovecot_logins(dovecot) == before
+    assert dovecot.logins("imap") == before
     assert real.auth.requests[0].header("Auth-Pass") == "not%20it"

@@ -65,10 +65,9 @@ def test_backend_receives_user_then_pass(lab):
     backend = ScriptedBackend(
         ("send", b"+OK hi\r\n"), ("recv", 12), ("send", b"+OK\r\n"), ("recv", 25),
         ("send", b"+OK welcome, 2 messages\r\n"))
-    lab.auth.push(Reply.ok("127.0.0.1", backend.port))
-    with login(proxy) as c:
-        c.expect(b"+OK welcome, 2 messages\r\n")
-    assert backend.join() == b"USER alice\r\nPASS secret\r\n"
+    received = login_support.logs_in_through(lab, proxy, pop3_support, backend,
+                                             b"+OK welcome, 2 messages\r\n")
+    assert received == b"USER alice\r\nPASS secret\r\n"
 
 
 def test_login_reply_split_across_packets(lab):
@@ -79,10 +78,9 @@ def test_login_reply_split_across_packets(lab):
         ("send", b"+O"), ("sleep", 0.2), ("send", b"K hi\r\n"), ("recv", 12),
         ("send", b"+OK\r"), ("sleep", 0.2), ("send", b"\n"), ("recv", 25),
         ("send", b"+OK "), ("sleep", 0.2), ("send", b"in\r\n"))
-    lab.auth.push(Reply.ok("127.0.0.1", backend.port))
-    with login(proxy) as c:
-        c.expect(b"+OK in\r\n")
-    assert backend.join() == b"USER alice\r\nPASS secret\r\n"
+    received = login_support.logs_in_through(lab, proxy, pop3_support, backend,
+                                             b"+OK in\r\n")
+    assert received == b"USER alice\r\nPASS secret\r\n"
 
 
 def test_credentials_reach_the_backend_raw(lab):
@@ -94,10 +92,9 @@ def test_credentials_reach_the_backend_raw(lab):
     backend = ScriptedBackend(
         ("send", b"+OK hi\r\n"), ("recv", len(user) + 7), ("send", b"+OK\r\n"),
         ("recv", len(expected)), ("send", b"+OK in\r\n"))
-    lab.auth.push(Reply.ok("127.0.0.1", backend.port))
-    with login(proxy, user, password) as c:
-        c.expect(b"+OK in\r\n")
-    assert backend.join() == expected
+    received = login_support.logs_in_through(lab, proxy, pop3_support, backend,
+                                             b"+OK in\r\n", user, password)
+    assert received == expected
     assert lab.auth.requests[0].raw == auth_request(b'a%20b%25"c', b"p\\w%20%25d%20")
 
 

@@ -40,12 +40,8 @@ def dovecot(tmp_path_factory):
 @pytest.fixture
 def real(lab, dovecot):
     """The lab with the test user's POP3 backend pointing at Dovecot."""
-    lab.auth.users[USER] = User(PASSWORD, backends={"pop3": ("127.0.0.1", dovecot.pop3_port)})
+    lab.auth.users[USER] = User(PASSWORD, backends=dovecot.backends("pop3"))
     return lab
-
-
-def pop3_logins(dovecot) -> int:
-    return dovecot.log_text().count("pop3-login: ")
 
 
 def retrieved(lines: list[bytes]) -> bytes:
@@ -126,7 +122,7 @@ def test_wrong_password_never_reaches_dovecot(real, dovecot):
     Dovecot is never contacted (its login process logs every connection)."""
     proxy = real.proxy(protocol="pop3")
     log = LogWatch(proxy)
-    before = pop3_logins(dovecot)
+    before = dovecot.logins("pop3")
     client = poplib.POP3("127.0.0.1", proxy.port, timeout=10)
     try:
         client.user(USER)
@@ -136,4 +132,4 @@ def test_wrong_password_never_reaches_dovecot(real, dovecot):
         client.close()
     log.wait_for('client login failed: "Invalid login or password"')
     time.sleep(0.5)  # a proxied login would show up in Dovecot's log by now
-    assert pop3_logins(dovecot) == before
+    assert dovecot.logins("pop3") == before

@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 from postern.fakes.auth import User
-from postern.scenarios.kit.real.common import available, require
-from postern.scenarios.kit.real.postfix import PostfixInstance
+from postern.scenarios.kit.real.common import require
+from postern.scenarios.kit.real.postfix import postfix_naming_the_login
 
 USER, PASSWORD = "carol", "c4rol pw"
 SENDER, RECIPIENT = "carol@example.com", "dave@example.com"
@@ -29,10 +29,7 @@ SERVER = 'smtp_capabilities PIPELINING 8BITMIME "SIZE 10240000";'
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory):
-    server = available(PostfixInstance, tmp_path_factory.mktemp("postfix"),
-                       extra_main="smtpd_sasl_authenticated_header = yes\n")
-    with server as instance:
-        yield instance
+    yield from postfix_naming_the_login(tmp_path_factory.mktemp("postfix"))
 
 
 @pytest.fixture

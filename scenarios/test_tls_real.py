@@ -19,7 +19,7 @@ import pytest
 from postern.fakes.auth import User
 from postern.scenarios.kit.real.common import available, require
 from postern.scenarios.kit.real.dovecot import DovecotInstance
-from postern.scenarios.kit.real.postfix import PostfixInstance
+from postern.scenarios.kit.real.postfix import postfix_naming_the_login
 from postern.scenarios.kit.tls_support import pki
 
 __all__ = ["pki"]
@@ -48,16 +48,12 @@ def dovecot(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory):
-    server = available(PostfixInstance, tmp_path_factory.mktemp("postfix-tls"),
-                       extra_main="smtpd_sasl_authenticated_header = yes\n")
-    with server as instance:
-        yield instance
+    yield from postfix_naming_the_login(tmp_path_factory.mktemp("postfix-tls"))
 
 
 @pytest.fixture
 def mailstore(lab, dovecot):
-    lab.auth.users[USER] = User(PASSWORD, backends={"imap": ("127.0.0.1", dovecot.imap_port),
-                                                    "pop3": ("127.0.0.1", dovecot.pop3_port)})
+    lab.auth.users[USER] = User(PASSWORD, backends=dovecot.backends("imap", "pop3"))
     return lab
 
 

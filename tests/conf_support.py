@@ -1,5 +1,5 @@
-"""What the configuration tests share: certificate files for TLS directives, and Debian's
-nginx with its mail module as the oracle of `nginx -t`."""
+"""What the configuration tests share: certificate files for TLS directives, Debian's
+nginx with its mail module as the oracle of `nginx -t`, and the error a file loader raises."""
 
 from __future__ import annotations
 
@@ -52,3 +52,11 @@ def outcome(lines: list[str]) -> tuple[str | None, list[str]]:
     emerg = [ln[len("nginx: [emerg] "):] for ln in lines if ln.startswith("nginx: [emerg] ")]
     warns = [ln[len("nginx: [warn] "):] for ln in lines if ln.startswith("nginx: [warn] ")]
     return (emerg[0] if emerg else None), warns
+
+
+def load_error(path: Path, text: str, load, error: type[Exception]) -> str:
+    """The message of the `error` that `load(path)` raises for a file holding `text`."""
+    path.write_text(text)
+    with pytest.raises(error) as err:
+        load(path)
+    return str(err.value)

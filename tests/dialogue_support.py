@@ -43,6 +43,15 @@ def sent(actions) -> bytes:
     return b"".join(a.data for a in actions if isinstance(a, Send))
 
 
+def exchange(run, *steps: tuple[bytes, bytes]):
+    """Each (client bytes, exact reply) in turn on one machine; returns the machine."""
+    m = None
+    for data, reply in steps:
+        m, actions = run(data, machine=m)
+        assert sent(actions) == reply
+    return m
+
+
 def sent_then_closed(actions, reply: bytes) -> None:
     """The machine sent exactly `reply`, and its last action closes the session."""
     assert sent(actions) == reply

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from postern.fakes.auth import MockAuthServer, User
+from postern.fakes.imap import FakeImapServer
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Every fake is tested on both event loops: @pytest.fixture(**LOOPS), request.param is
@@ -150,3 +153,12 @@ def ask(auth, data: bytes, timeout: float = 10.0) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+@contextmanager
+def alice_on_fake_imap() -> Iterator[MockAuthServer]:
+    """A mock auth server that sends alice (password secret) to a fake IMAP backend."""
+    with FakeImapServer({"alice": "secret"}) as imap, \
+            MockAuthServer({"alice": User("secret", backends={"imap": ("127.0.0.1", imap.port)})}
+                           ) as auth:
+        yield auth

@@ -4,10 +4,12 @@ servers, https; against the mock auth server in the test's own event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import re
 import socket
 import ssl
+from collections.abc import AsyncIterator
 
 import dns.rcode
 import pytest
@@ -54,6 +56,17 @@ def mock(**kw) -> MockAuthServer:
                           **kw)
 
 
+@contextlib.asynccontextmanager
+async def serving(**kw) -> AsyncIterator[MockAuthServer]:
+    """The mock auth server started in the test's loop, stopped however the test ends."""
+    srv = mock(**kw)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -68,9 +81,7 @@ def test_plain_settings_are_nginx_path():
 
 def test_fifty_requests_over_one_kept_connection():
     async def main():
-        srv = mock(keepalive=True)
-        await srv.start()
-        try:
+        async with serving(keepalive=True) as srv:
             conf = settings(peer(srv.port), auth_http_keepalive=2)
             for _ in range(50):
                 resp = await ask(conf)
@@ -78,69 +89,51 @@ def test_fifty_requests_over_one_kept_connection():
             assert srv.connections == 1
             assert {r.version for r in srv.requests} == {"HTTP/1.1"}
             assert auth_pool.client_for(conf).connects == 1
-        finally:
-            await srv.stop()
     run(main())
 
 
 def test_without_keepalive_one_http10_connection_per_request():
     async def main():
-        srv = mock(keepalive=True)
-        await srv.start()
-        try:
+        async with serving(keepalive=True) as srv:
             conf = settings(peer(srv.port), auth_http_backups=(peer(closed_port()),))
             for _ in range(3):
                 await ask(conf)
             assert srv.connections == 3
             assert {r.version for r in srv.requests} == {"HTTP/1.0"}
-        finally:
-            await srv.stop()
     run(main())
 
 
 @pytest.mark.parametrize("close_after", [1, 2])
 def test_server_closing_kept_connections_fails_no_login(close_after):
     async def main():
-        srv = mock(keepalive=True, faults=Faults(close_after=close_after))
-        await srv.start()
-        try:
+        async with serving(keepalive=True, faults=Faults(close_after=close_after)) as srv:
             conf = settings(peer(srv.port), auth_http_keepalive=4)
             for _ in range(6):
                 assert (await ask(conf)).backend("x") == BACKEND
                 await asyncio.sleep(0.01)  # let the close arrive, sometimes
             assert len(srv.requests) == 6
             assert srv.connections == 6 // close_after
-        finally:
-            await srv.stop()
     run(main())
 
 
 def test_kept_connection_closed_mid_request_is_retried_once_fresh():
     async def main():
-        srv = mock(keepalive=True)
-        await srv.start()
-        try:
+        async with serving(keepalive=True) as srv:
             conf = settings(peer(srv.port), auth_http_keepalive=1)
             await ask(conf)
             srv.push(Reply.hang_up())  # reads the next request and closes without a byte
             assert (await ask(conf)).backend("x") == BACKEND
             assert srv.connections == 2 and len(srv.requests) == 3
-        finally:
-            await srv.stop()
     run(main())
 
 
 def test_fresh_connection_closed_without_reply_is_nginx_silent_error():
     async def main():
-        srv = mock(keepalive=True, script=[Reply.hang_up()])
-        await srv.start()
-        try:
+        async with serving(keepalive=True, script=[Reply.hang_up()]) as srv:
             conf = settings(peer(srv.port), auth_http_keepalive=1)
             with pytest.raises(AuthServerError, match="^$"):
                 await ask(conf)
             assert srv.connections == 1
-        finally:
-            await srv.stop()
     run(main())
 
 
@@ -157,23 +150,17 @@ def test_chunked_and_close_delimited_replies(framing):
         expected_connections = 2
 
     async def main():
-        srv = mock(keepalive=True, script=[reply, dataclasses.replace(reply)])
-        await srv.start()
-        try:
+        async with serving(keepalive=True, script=[reply, dataclasses.replace(reply)]) as srv:
             conf = settings(peer(srv.port), auth_http_keepalive=1)
             for _ in range(2):
                 assert (await ask(conf)).backend("x") == BACKEND
             assert srv.connections == expected_connections
-        finally:
-            await srv.stop()
     run(main())
 
 
 def test_idle_connections_close_after_keepalive_timeout():
     async def main():
-        srv = mock(keepalive=True)
-        await srv.start()
-        try:
+        async with serving(keepalive=True) as srv:
             conf = settings(peer(srv.port), auth_http_keepalive=1,
                             auth_http_keepalive_timeout=0.05)
             await ask(conf)
@@ -183,17 +170,13 @@ def test_idle_connections_close_after_keepalive_timeout():
             assert len(client.peers[0].idle) == 0
             await ask(conf)
             assert srv.connections == 2
-        finally:
-            await srv.stop()
     run(main())
 
 
 def test_dead_primary_fails_over_and_is_skipped_for_fail_timeout():
     async def main():
-        srv = mock()
-        await srv.start()
         lines = []
-        try:
+        async with serving() as srv:
             dead = closed_port()
             conf = settings(peer(dead, fail_timeout=30.0), auth_http_backups=(peer(srv.port),))
             for _ in range(3):
@@ -202,18 +185,13 @@ def test_dead_primary_fails_over_and_is_skipped_for_fail_timeout():
             assert lines == [("error", (f"connect() to 127.0.0.1:{dead} failed (111: Connection "
                                        f"refused), trying auth http server 127.0.0.1:{srv.port}"))]
             assert len(srv.requests) == 3
-        finally:
-            await srv.stop()
     run(main())
 
 
 def test_timing_out_primary_fails_over():
     async def main():
-        slow, backup = mock(faults=Faults(stall=True)), mock()
-        await slow.start()
-        await backup.start()
         lines = []
-        try:
+        async with serving(faults=Faults(stall=True)) as slow, serving() as backup:
             conf = settings(peer(slow.port, max_fails=2), auth_http_backups=(peer(backup.port),))
             for _ in range(3):
                 resp = await ask(conf, timeout=0.2, log=lambda *a: lines.append(a[1]))
@@ -221,9 +199,6 @@ def test_timing_out_primary_fails_over():
             assert len(slow.requests) == 2  # max_fails=2: then skipped
             assert len(backup.requests) == 3
             assert lines[0].startswith(f"auth http server 127.0.0.1:{slow.port} timed out")
-        finally:
-            await slow.stop()
-            await backup.stop()
     run(main())
 
 
@@ -283,9 +258,7 @@ def test_https_verifies_the_server(pki, case, ok):
     case = {k: str(d / v) if k.endswith("certificate") else v for k, v in case.items()}
 
     async def main():
-        srv = mock(ssl_context=srv_ctx)
-        await srv.start()
-        try:
+        async with serving(ssl_context=srv_ctx) as srv:
             conf = settings(peer(srv.port, ssl_on=True), **case)
             if ok:
                 assert (await ask(conf)).backend("x") == BACKEND
@@ -296,8 +269,6 @@ def test_https_verifies_the_server(pki, case, ok):
                                          r"\(CERTIFICATE_VERIFY_FAILED\)"):
                     await ask(conf)
                 assert srv.requests == []
-        finally:
-            await srv.stop()
     run(main())
 
 
@@ -305,9 +276,7 @@ def test_https_client_certificate(pki):
     d, _, mtls = pki
 
     async def main():
-        srv = mock(ssl_context=mtls, keepalive=True)
-        await srv.start()
-        try:
+        async with serving(ssl_context=mtls, keepalive=True) as srv:
             base = {"auth_http_ssl_trusted_certificate": str(d / "ca.pem"),
                         "auth_http_keepalive": 1}
             with pytest.raises(AuthServerError):
@@ -318,8 +287,6 @@ def test_https_client_certificate(pki):
             for _ in range(3):
                 assert (await ask(conf)).backend("x") == BACKEND
             assert len(srv.requests) == 3
-        finally:
-            await srv.stop()
     run(main())
 
 
@@ -384,15 +351,11 @@ def test_body_after_the_decision_is_drained_before_reuse(declared, connections):
     body = Reply.default(body=b"x" * 20, trickle=0.002, headers=headers)
 
     async def main():
-        srv = mock(keepalive=True, script=[body])
-        await srv.start()
-        try:
+        async with serving(keepalive=True, script=[body]) as srv:
             conf = settings(peer(srv.port), auth_http_keepalive=1,
                             auth_http_keepalive_timeout=2.0)
             assert (await ask(conf)).backend("x") == BACKEND
             await asyncio.sleep(0.3)  # the body's 20 bytes take about 0.05 s
             assert (await ask(conf)).backend("x") == BACKEND
             assert srv.connections == connections
-        finally:
-            await srv.stop()
     run(main())

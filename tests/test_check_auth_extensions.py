@@ -3,11 +3,10 @@ keeps HTTP/1.1 connections alive, whether it names backends by host name."""
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import replace
 
 import pytest
-import trustme
+from postern.fakes.pki import https_server
 
 from tests.check_auth_support import (
     broken_server,
@@ -65,12 +64,7 @@ def test_host_name_in_auth_server(capsys):
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
     d = tmp_path_factory.mktemp("check-auth-tls")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    trustme.CA().cert_pem.write_to_path(str(d / "other.pem"))
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "auth.example.test").configure_cert(ctx)
-    return d, ctx
+    return d, https_server(d, "127.0.0.1", "auth.example.test")
 
 
 def test_https_url_with_its_ca(tls, capsys):
@@ -89,7 +83,7 @@ def test_https_url_with_its_ca(tls, capsys):
 def test_https_url_with_another_ca_stops_at_connect(tls, capsys):
     d, ctx = tls
     with correct_server(ssl_context=ctx) as srv:
-        status, checks = check(srv, capsys, "--cafile", str(d / "other.pem"))
+        status, checks = check(srv, capsys, "--cafile", str(d / "other-ca.pem"))
         assert srv.requests == []
     assert status == 1
     assert "SSL handshake with auth http server" in checks["connect"]["reason"]

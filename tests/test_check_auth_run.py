@@ -37,6 +37,7 @@ from tests.check_auth_support import (
     on_success,
     verdicts,
 )
+from tests.conf_support import load_error
 
 # -- case files, options, pieces -------------------------------------------------------------------
 
@@ -84,11 +85,9 @@ def test_case_file_expectations_fail_when_unmet(tmp_path, capsys):
     ("[[case]\n", "c.toml:"),
 ])
 def test_case_file_errors(tmp_path, text, message):
-    path = tmp_path / "c.toml"
-    path.write_text(text)
-    with pytest.raises(CaseFileError) as err:
-        load_cases(str(path), ("imap", "pop3", "smtp"))
-    assert message in str(err.value)
+    assert message in load_error(tmp_path / "c.toml", text,
+                                 lambda path: load_cases(str(path), ("imap", "pop3", "smtp")),
+                                 CaseFileError)
 
 
 def test_usage_errors(capsys):

@@ -39,6 +39,7 @@ from postern.proxy.conf.settings import AuthHttp
 from postern.scenarios.kit.real.common import free_ports
 from postern.scenarios.kit.real.nginx import NginxInstance
 
+from tests.conf_support import load_error
 from tests.fake_support import ask as ask_raw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -402,11 +403,9 @@ def test_faulty_auth_trickles_every_second_answer(faulty):
 ])
 def test_format_errors_name_the_key_path(tmp_path, text, message):
     path = tmp_path / "bad.toml"
-    path.write_text(text)
-    with pytest.raises(ScriptError) as err:
-        load_script(path)
-    assert str(err.value).startswith(f"{path}: ")
-    assert message in str(err.value)
+    error = load_error(path, text, load_script, ScriptError)
+    assert error.startswith(f"{path}: ")
+    assert message in error
 
 
 def test_toml_syntax_and_missing_file_errors(tmp_path):

@@ -39,9 +39,21 @@ def loop_choice(request):
     return request.param
 
 
-def test_imap_starttls_then_login(contexts, loop_choice):
-    server_ctx, client_ctx = contexts
-    with FakeImapServer(USERS, tls=server_ctx, use_uvloop=loop_choice) as srv:
+@pytest.fixture
+def client_ctx(contexts):
+    return contexts[1]
+
+
+@pytest.fixture
+def tls_fake(contexts, loop_choice):
+    """Starts a fake with the test CA's server certificate, on each event loop:
+    ``with tls_fake(FakeImapServer, implicit_tls=True) as srv``."""
+    return lambda fake_class, **kw: fake_class(USERS, tls=contexts[0], use_uvloop=loop_choice,
+                                               **kw)
+
+
+def test_imap_starttls_then_login(tls_fake, client_ctx):
+    with tls_fake(FakeImapServer) as srv:
         client = imaplib.IMAP4(srv.host, srv.port)
         assert "STARTTLS" in client.capabilities and "LOGINDISABLED" in client.capabilities
         typ, data = client._simple_command("LOGIN", "alice", "secret")
@@ -60,17 +72,15 @@ def test_imap_without_tls_refuses_starttls(loop_choice):
         assert client.login("alice", "secret")[0] == "OK"
 
 
-def test_imap_implicit_tls(contexts, loop_choice):
-    server_ctx, client_ctx = contexts
-    with FakeImapServer(USERS, tls=server_ctx, implicit_tls=True, use_uvloop=loop_choice) as srv:
+def test_imap_implicit_tls(tls_fake, client_ctx):
+    with tls_fake(FakeImapServer, implicit_tls=True) as srv:
         client = imaplib.IMAP4_SSL(srv.host, srv.port, ssl_context=client_ctx)
         assert "STARTTLS" not in client.capabilities
         assert client.login("alice", "secret")[0] == "OK"
 
 
-def test_pop3_stls_then_login(contexts, loop_choice):
-    server_ctx, client_ctx = contexts
-    with FakePop3Server(USERS, tls=server_ctx, use_uvloop=loop_choice) as srv:
+def test_pop3_stls_then_login(tls_fake, client_ctx):
+    with tls_fake(FakePop3Server) as srv:
         client = poplib.POP3(srv.host, srv.port)
         assert "STLS" in client.capa()
         with pytest.raises(poplib.error_proto, match="Plaintext"):
@@ -82,17 +92,15 @@ def test_pop3_stls_then_login(contexts, loop_choice):
         client.quit()
 
 
-def test_pop3_implicit_tls(contexts, loop_choice):
-    server_ctx, client_ctx = contexts
-    with FakePop3Server(USERS, tls=server_ctx, implicit_tls=True, use_uvloop=loop_choice) as srv:
+def test_pop3_implicit_tls(tls_fake, client_ctx):
+    with tls_fake(FakePop3Server, implicit_tls=True) as srv:
         client = poplib.POP3_SSL(srv.host, srv.port, context=client_ctx)
         client.user("alice")
         assert client.pass_("secret").startswith(b"+OK")
 
 
-def test_smtp_starttls_required(contexts, loop_choice):
-    server_ctx, client_ctx = contexts
-    with FakeSmtpServer(USERS, tls=server_ctx, use_uvloop=loop_choice) as srv:
+def test_smtp_starttls_required(tls_fake, client_ctx):
+    with tls_fake(FakeSmtpServer) as srv:
         client = smtplib.SMTP(srv.host, srv.port)
         client.ehlo("me")
         assert client.has_extn("starttls")
@@ -104,9 +112,8 @@ def test_smtp_starttls_required(contexts, loop_choice):
         client.quit()
 
 
-def test_smtp_implicit_tls(contexts, loop_choice):
-    server_ctx, client_ctx = contexts
-    with FakeSmtpServer(USERS, tls=server_ctx, implicit_tls=True, use_uvloop=loop_choice) as srv:
+def test_smtp_implicit_tls(tls_fake, client_ctx):
+    with tls_fake(FakeSmtpServer, implicit_tls=True) as srv:
         client = smtplib.SMTP_SSL(srv.host, srv.port, context=client_ctx)
         client.ehlo("me")
         assert not client.has_extn("starttls")

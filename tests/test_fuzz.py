@@ -80,11 +80,18 @@ def _deliveries(parts: tuple[list[bytes], bytes]) -> list[bytes]:
 stream = st.tuples(st.lists(chunk, min_size=1, max_size=48), st.binary(max_size=12)).map(_deliveries)
 
 
-def _drive(machine, chunks: list[bytes], limit: int) -> None:
+def _drive(machine, chunks: list[bytes], limit: int, authenticate=None) -> None:
+    """Feed the reads; after each, pull actions until the machine wants input, asks for auth
+    or closes, and check the buffer bound. `authenticate`, if given, answers each Authenticate
+    instead: it returns False to end the run, True to go on pulling actions."""
     for data in chunks:
         machine.receive_data(data)
         for _ in range(10_000):
             act = machine.next_action()
+            if isinstance(act, Authenticate) and authenticate is not None:
+                if not authenticate():
+                    return
+                continue
             if act is None or isinstance(act, (Authenticate, Close)):
                 break
         else:
@@ -122,26 +129,17 @@ def test_oauth_dialogues(protocol, chunks, failures):
                  "pop3": (Pop3Dialogue, replace(POP3, pop3_auth=OAUTH)),
                  "smtp": (SmtpDialogue, replace(SMTP, smtp_auth=OAUTH))}[protocol]
     machine = cls(conf)
-    limit = machine.buffer.size
     verdicts = iter(failures)
-    for data in chunks:
-        machine.receive_data(data)
-        for _ in range(10_000):
-            act = machine.next_action()
-            if isinstance(act, Authenticate):
-                verdict = next(verdicts, None)
-                if verdict is None:
-                    return
-                line = machine.auth_failure(auth_http.AuthResponse(error=b"no"))
-                machine.auth_failed(line or b"", close=bool(verdict & 1))
-                continue
-            if act is None or isinstance(act, Close):
-                break
-        else:
-            raise AssertionError("a dialogue that never stops acting")
-        assert len(machine.buffer.data) <= limit
-        if machine.quit:
-            return
+
+    def fail() -> bool:
+        verdict = next(verdicts, None)
+        if verdict is None:
+            return False
+        line = machine.auth_failure(auth_http.AuthResponse(error=b"no"))
+        machine.auth_failed(line or b"", close=bool(verdict & 1))
+        return True
+
+    _drive(machine, chunks, machine.buffer.size, fail)
 
 
 REPLIES = [b"* OK ready\r\n", b"+OK go\r\n", b"s1 OK go\r\n", b"250 STARTTLS\r\n",

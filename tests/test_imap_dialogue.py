@@ -8,7 +8,7 @@ from postern.proxy.conf.settings import SslSettings
 from postern.proxy.dialogue import Authenticate, Close, Log, StartTls
 from postern.proxy.imap.dialogue import ImapDialogue
 
-from tests.dialogue_support import IMAP_CONF, runner, sent, sent_then_closed
+from tests.dialogue_support import IMAP_CONF, exchange, runner, sent, sent_then_closed
 
 CONF = IMAP_CONF
 
@@ -70,10 +70,7 @@ def test_unescaping_is_per_quoted_argument_never_atoms_or_literals(line, login, 
 
 
 def test_synchronising_literals():
-    m, actions = run(b"a2 LOGIN {4}\r\n")
-    assert sent(actions) == b"+ OK\r\n"
-    m, actions = run(b"user {6}\r\n", machine=m)
-    assert sent(actions) == b"+ OK\r\n"
+    m = exchange(run, (b"a2 LOGIN {4}\r\n", b"+ OK\r\n"), (b"user {6}\r\n", b"+ OK\r\n"))
     m, actions = run(b"secret\r\n", machine=m)
     assert isinstance(actions[-1], Authenticate)
     assert (m.creds.login, m.creds.password) == (b"user", b"secret")

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from postern.fakes.auth import MockAuthServer, User
-from postern.fakes.imap import FakeImapServer
 from postern.scenarios.kit.real.common import free_port
+
+from tests.fake_support import alice_on_fake_imap
 
 ROOT = Path(__file__).resolve().parent.parent
 GREETING = b"* OK IMAP4 ready\r\n"
@@ -123,9 +123,7 @@ mail {{
 
 @pytest.fixture
 def auth():
-    with FakeImapServer({"alice": "secret"}) as imap, \
-            MockAuthServer({"alice": User("secret", backends={"imap": ("127.0.0.1", imap.port)})}
-                           ) as auth:
+    with alice_on_fake_imap() as auth:
         yield auth
 
 

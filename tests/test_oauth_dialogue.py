@@ -91,16 +91,22 @@ def _failed(run, first: bytes, mech: str, close: bool):
     return m, line
 
 
-@pytest.mark.parametrize("run,first,prefix,line", [
-    (run_imap, b"a1 AUTHENTICATE OAUTHBEARER %s\r\n" % OAUTHBEARER, b"+ ",
-     b"a1 NO Invalid token\r\n"),
-    (run_pop3, b"AUTH OAUTHBEARER %s\r\n" % OAUTHBEARER, b"+ ", b"-ERR Invalid token\r\n"),
-    (run_smtp, b"AUTH OAUTHBEARER %s\r\n" % OAUTHBEARER, b"334 ",
-     b"535 5.7.8 Invalid token\r\n"),
-])
+# per protocol: the runner, its AUTH command (mechanism, response), its SASL challenge prefix,
+# its failure line for the error "Invalid token", a NOOP and the NOOP's reply
+FAILURES = [
+    (run_imap, b"a1 AUTHENTICATE %s %s\r\n", b"+ ", b"a1 NO Invalid token\r\n",
+     b"a2 NOOP\r\n", b"a2 OK completed\r\n"),
+    (run_pop3, b"AUTH %s %s\r\n", b"+ ", b"-ERR Invalid token\r\n", b"NOOP\r\n", b"+OK\r\n"),
+    (run_smtp, b"AUTH %s %s\r\n", b"334 ", b"535 5.7.8 Invalid token\r\n", b"NOOP\r\n",
+     b"250 2.0.0 OK\r\n"),
+]
+
+
+@pytest.mark.parametrize("run,auth,prefix,line,noop,noop_reply", FAILURES)
 @pytest.mark.parametrize("dummy", [b"AQ==", b"", b"*"])
-def test_failure_is_error_challenge_then_line_then_close(run, first, prefix, line, dummy):
-    m, failure = _failed(run, first, "oauthbearer", close=True)
+def test_failure_is_error_challenge_then_line_then_close(run, auth, prefix, line, noop,
+                                                         noop_reply, dummy):
+    m, failure = _failed(run, auth % (b"OAUTHBEARER", OAUTHBEARER), "oauthbearer", close=True)
     assert failure == line
     _, out = run(b"", machine=m)
     assert sent(out) == prefix + ERROR + b"\r\n"
@@ -108,17 +114,12 @@ def test_failure_is_error_challenge_then_line_then_close(run, first, prefix, lin
     assert sent(out) == line and isinstance(out[-1], Close)
 
 
-@pytest.mark.parametrize("run,first,then,reply", [
-    (run_imap, b"a1 AUTHENTICATE XOAUTH2 %s\r\n" % XOAUTH2, b"a2 NOOP\r\n",
-     b"a1 NO Invalid token\r\na2 OK completed\r\n"),
-    (run_pop3, b"AUTH XOAUTH2 %s\r\n" % XOAUTH2, b"NOOP\r\n", b"-ERR Invalid token\r\n+OK\r\n"),
-    (run_smtp, b"AUTH XOAUTH2 %s\r\n" % XOAUTH2, b"NOOP\r\n",
-     b"535 5.7.8 Invalid token\r\n250 2.0.0 OK\r\n"),
-])
-def test_failure_after_auth_wait_goes_back_to_the_start(run, first, then, reply):
-    m, _ = _failed(run, first, "xoauth2", close=False)
-    _, out = run(b"\r\n" + then, machine=m)  # the dummy response and the next command
-    assert sent(out).endswith(reply) and not any(isinstance(a, Close) for a in out)
+@pytest.mark.parametrize("run,auth,prefix,line,noop,noop_reply", FAILURES)
+def test_failure_after_auth_wait_goes_back_to_the_start(run, auth, prefix, line, noop,
+                                                        noop_reply):
+    m, _ = _failed(run, auth % (b"XOAUTH2", XOAUTH2), "xoauth2", close=False)
+    _, out = run(b"\r\n" + noop, machine=m)  # the dummy response and the next command
+    assert sent(out).endswith(line + noop_reply) and not any(isinstance(a, Close) for a in out)
     assert m.creds.method == "plain" and m.mail_state == "start"
 
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from postern.fakes.auth import MockAuthServer, User
-from postern.fakes.imap import FakeImapServer
-from postern.scenarios.kit.real.common import free_port
+from postern.scenarios.kit.real.common import free_port, proc_stats
+
+from tests.fake_support import alice_on_fake_imap
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,19 +68,8 @@ def wait_for(check, timeout: float = 10.0) -> None:
 
 def children(pid: int) -> list[int]:
     """The live children of pid, read from /proc (no procps needed on a bare machine)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # it exited meanwhile
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it
-        state, ppid = stat.rpartition(")")[2].split()[:2]
-        if int(ppid) == pid and state != "Z":
-            found.append(int(entry.name))
-    return sorted(found)
+    return sorted(child for child, (state, ppid, *_) in proc_stats()
+                  if int(ppid) == pid and state != "Z")
 
 
 class Running:
@@ -104,9 +93,7 @@ class Running:
 
 @pytest.fixture
 def auth():
-    with FakeImapServer({"alice": "secret"}) as imap, \
-            MockAuthServer({"alice": User("secret", backends={"imap": ("127.0.0.1", imap.port)})}
-                           ) as auth:
+    with alice_on_fake_imap() as auth:
         yield auth
 
 

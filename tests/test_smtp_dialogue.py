@@ -9,7 +9,7 @@ from postern.proxy.dialogue import Authenticate, Close, Log, Send, StartTls
 from postern.proxy.smtp.backend_login import SmtpBackendLogin
 from postern.proxy.smtp.dialogue import SmtpDialogue, ehlo_replies, loggable
 
-from tests.dialogue_support import SMTP_CONF, logs, runner, sent, sent_then_closed
+from tests.dialogue_support import SMTP_CONF, exchange, logs, runner, sent, sent_then_closed
 
 CONF = SMTP_CONF
 NONE = replace(CONF, smtp_auth=frozenset({"plain", "login", "none"}))
@@ -127,10 +127,8 @@ def test_auth_plain_challenge_form():
 
 
 def test_auth_login_both_forms():
-    m, actions = run(b"AUTH LOGIN\r\n")
-    assert sent(actions) == b"334 VXNlcm5hbWU6\r\n"
-    m, actions = run(b"dXNlcg==\r\n", machine=m)
-    assert sent(actions) == b"334 UGFzc3dvcmQ6\r\n"
+    m = exchange(run, (b"AUTH LOGIN\r\n", b"334 VXNlcm5hbWU6\r\n"),
+                 (b"dXNlcg==\r\n", b"334 UGFzc3dvcmQ6\r\n"))
     m, actions = run(b"c2VjcmV0\r\n", machine=m)
     assert actions == [Authenticate()]
     assert (m.creds.login, m.creds.password, m.creds.method) == (b"user", b"secret", "plain")

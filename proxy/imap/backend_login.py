@@ -14,7 +14,6 @@ logged and the login goes on, as Dovecot's own proxy does (imap-proxy.c).
 
 from __future__ import annotations
 
-from postern.proxy import sasl
 from postern.proxy.backend_login import (
     ACCEPT,
     AGAIN,
@@ -134,15 +133,6 @@ class ImapBackendLogin(BackendLogin):
         self.action = "sending LOGIN command to upstream"
         return self.send(b"%sLOGIN {%d}\r\n" % (self.tag, len(self.login)), note)
 
-    def _advance_oauth(self) -> Outcome:
-        state = self.state
-        if state == "authenticate":
-            self.state = "passwd"
-            self.action = "sending password to upstream"
-            return self.send(sasl.OAUTH_RESPONSES[self.mechanism](self.login, self.password)
-                             + b"\r\n")
-        if state == "passwd" and self.buf.startswith(b"+"):
-            self.state = "error"
-            self.action = "sending dummy response to upstream"
-            return self.send(sasl.OAUTH_DUMMY[self.mechanism] + b"\r\n")
-        return LoggedIn(bytes(self.buf))
+    def _oauth_challenged(self) -> bool:
+        """A continuation after the token is the error challenge."""
+        return self.buf.startswith(b"+")

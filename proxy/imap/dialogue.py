@@ -94,11 +94,7 @@ class ImapDialogue(Dialogue):
         self.backslash = False
         self.literal_len = 0
         self.no_sync_literal = False
-        self.command = b""
-        self.args: list[bytes] = []
         self._tag_start = 0
-        self._cmd_start = 0
-        self._arg_start = 0
 
     # -- driver interface -------------------------------------------------------------
     def greeting(self) -> bytes:

@@ -16,7 +16,6 @@ answered `+OK`, a warning is logged and the login goes on.
 
 from __future__ import annotations
 
-from postern.proxy import sasl
 from postern.proxy.backend_login import ACCEPT, REJECT, BackendLogin, LoggedIn, Outcome
 from postern.proxy.client_identity import ClientIdentity
 
@@ -94,15 +93,6 @@ class Pop3BackendLogin(BackendLogin):
         self.action = "sending user name to upstream"
         return self.send(b"USER " + self.login + b"\r\n", note)
 
-    def _advance_oauth(self) -> Outcome:
-        state = self.state
-        if state == "authenticate":
-            self.state = "passwd"
-            self.action = "sending password to upstream"
-            return self.send(sasl.OAUTH_RESPONSES[self.mechanism](self.login, self.password)
-                             + b"\r\n")
-        if state == "passwd" and not self.buf.startswith(b"+OK"):
-            self.state = "error"
-            self.action = "sending dummy response to upstream"
-            return self.send(sasl.OAUTH_DUMMY[self.mechanism] + b"\r\n")
-        return LoggedIn(bytes(self.buf))
+    def _oauth_challenged(self) -> bool:
+        """Anything but +OK after the token is the error challenge."""
+        return not self.buf.startswith(b"+OK")

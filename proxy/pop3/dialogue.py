@@ -20,18 +20,12 @@ from postern.proxy import sasl
 from postern.proxy.client_identity import ClientIdentity
 from postern.proxy.conf.settings import ServerSettings
 from postern.proxy.dialogue import (
-    AGAIN,
     R_DONE,
     R_INVALID,
     R_OK,
 )
 from postern.proxy.pop3.backend_login import Pop3BackendLogin
 from postern.proxy.untagged import (
-    S_ALMOST_DONE,
-    S_ARGUMENT,
-    S_COMMAND,
-    S_INVALID,
-    S_SPACES_BEFORE_ARGUMENT,
     S_START,
     UntaggedDialogue,
 )
@@ -50,8 +44,6 @@ INVALID = b"-ERR invalid command\r\n"
 INTERNAL_ERROR = b"-ERR internal server error\r\n"
 
 COMMANDS = frozenset((b"USER", b"PASS", b"APOP", b"QUIT", b"CAPA", b"AUTH", b"NOOP", b"STLS"))
-LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-CR, LF, SP = 0x0D, 0x0A, 0x20
 
 # SASL names in nginx's bit order; `plain` enables LOGIN too, APOP is never listed
 SASL_NAMES = (("plain", b"PLAIN"), ("plain", b"LOGIN"), ("cram-md5", b"CRAM-MD5"),
@@ -85,6 +77,9 @@ class Pop3Dialogue(UntaggedDialogue):
     internal_error = INTERNAL_ERROR
     failure_line = staticmethod(failure_line)
     invalid_reply = INVALID
+    commands = COMMANDS
+    max_args = 3
+    spaced_commands = (b"USER", b"PASS")  # the rest of the line is one argument
     sasl_prefix = b"+ "
 
     def __init__(self, conf: ServerSettings, tls: bool = False) -> None:
@@ -93,10 +88,6 @@ class Pop3Dialogue(UntaggedDialogue):
         self._replies = capability_replies(conf)
         # nginx session fields
         self.state = S_START
-        self.command = b""
-        self.args: list[bytes] = []
-        self._cmd_start = 0
-        self._arg_start = 0
 
     # -- driver interface -------------------------------------------------------------
     def greeting(self) -> bytes:
@@ -193,65 +184,3 @@ class Pop3Dialogue(UntaggedDialogue):
             self.state = S_START  # a listing, not an exchange
             return R_OK, self._replies[3]
         return self._auth_parse(args, self.conf.pop3_auth)
-
-    # -- the parser ----------------------------------------------------------------------
-    def _parse(self) -> int:
-        """Resume ngx_mail_pop3_parse_command at buffer.pos."""
-        buf = self.buffer
-        data = buf.data
-        last = len(data)
-        p = buf.pos
-        state = self.state
-        while p < last:
-            ch = data[p]
-            if state == S_START or state == S_COMMAND:
-                if state == S_START:
-                    self._cmd_start = p
-                    state = S_COMMAND
-                if ch == SP or ch == CR or ch == LF:
-                    verb = bytes(data[self._cmd_start:p]).upper()
-                    if verb not in COMMANDS:  # also catches a length other than 4
-                        return self._invalid(p)
-                    self.command = verb
-                    if ch == SP:
-                        state = S_SPACES_BEFORE_ARGUMENT
-                    elif ch == CR:
-                        state = S_ALMOST_DONE
-                    else:
-                        return self._done(p)
-                elif ch not in LETTERS:
-                    return self._invalid(p)
-            elif state == S_SPACES_BEFORE_ARGUMENT:
-                if ch == SP:
-                    pass
-                elif ch == CR:
-                    state = S_ALMOST_DONE
-                elif ch == LF:
-                    return self._done(p)
-                elif len(self.args) > 2:
-                    return self._invalid(p)
-                else:
-                    self._arg_start = p
-                    state = S_ARGUMENT
-            elif state == S_ARGUMENT:
-                # USER and PASS keep spaces: the rest of the line is one argument
-                if ch == SP and self.command in (b"USER", b"PASS"):
-                    pass
-                elif ch == SP or ch == CR or ch == LF:
-                    self.args.append(bytes(data[self._arg_start:p]))
-                    if ch == SP:
-                        state = S_SPACES_BEFORE_ARGUMENT
-                    elif ch == CR:
-                        state = S_ALMOST_DONE
-                    else:
-                        return self._done(p)
-            elif state == S_ALMOST_DONE:
-                if ch != LF:
-                    return self._invalid(p)
-                return self._done(p)
-            elif state == S_INVALID:
-                return self._invalid(p)
-            p += 1
-        buf.pos = p
-        self.state = state
-        return AGAIN

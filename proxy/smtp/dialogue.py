@@ -16,7 +16,6 @@ import re
 from postern.proxy import sasl
 from postern.proxy.conf.settings import SMTP_METHODS, ServerSettings
 from postern.proxy.dialogue import (
-    AGAIN,
     R_DONE,
     R_INVALID,
     R_OK,
@@ -27,10 +26,6 @@ from postern.proxy.dialogue import (
 )
 from postern.proxy.smtp.backend_login import SmtpBackendLogin
 from postern.proxy.untagged import (
-    S_ALMOST_DONE,
-    S_ARGUMENT,
-    S_COMMAND,
-    S_SPACES_BEFORE_ARGUMENT,
     S_START,
     UntaggedDialogue,
 )
@@ -53,9 +48,7 @@ TEMPUNAVAIL = "[TEMPUNAVAIL]"
 
 VERBS = frozenset({b"HELO", b"EHLO", b"QUIT", b"AUTH", b"NOOP", b"MAIL", b"RSET", b"RCPT",
                    b"VRFY", b"EXPN", b"HELP"})
-LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 MAX_ARGS = 11
-CR, LF, SP = 0x0D, 0x0A, 0x20
 
 _VERB_LINE = re.compile(rb"[ \t]*([A-Za-z]+)(?:(?=[\r\n]|$)| +([A-Za-z0-9-]+)?)")
 _SHOWN_VERBS = frozenset({b"HELO", b"EHLO", b"MAIL", b"RCPT", b"RSET", b"NOOP", b"QUIT",
@@ -115,6 +108,8 @@ class SmtpDialogue(UntaggedDialogue):
     internal_error = INTERNAL_ERROR
     failure_line = staticmethod(failure_line)
     invalid_reply = INVALID
+    commands = VERBS | {b"STARTTLS"}
+    max_args = MAX_ARGS
     sasl_prefix = b"334 "
 
     def __init__(self, conf: ServerSettings, tls: bool = False,
@@ -136,10 +131,6 @@ class SmtpDialogue(UntaggedDialogue):
         self.smtp_from = b""  # the whole MAIL command text (none mode)
         self.smtp_to = b""  # the whole RCPT command text
         self.state = S_START
-        self.command = b""
-        self.args: list[bytes] = []
-        self._cmd_start = 0
-        self._arg_start = 0
         self._arg_end = 0
 
     @classmethod
@@ -290,63 +281,3 @@ class SmtpDialogue(UntaggedDialogue):
         self.helo = self.smtp_from = self.smtp_to = b""
         self._starttls = True  # the buffer is discarded once the reply is queued
         return R_OK, START_TLS
-
-    # -- the parser ----------------------------------------------------------------------
-    def _parse(self) -> int:
-        """Resume ngx_mail_smtp_parse_command at buffer.pos."""
-        buf = self.buffer
-        data = buf.data
-        last = len(data)
-        p = buf.pos
-        state = self.state
-        while p < last:
-            ch = data[p]
-            if state == S_START:
-                self._cmd_start = p
-                state = S_COMMAND
-            if state == S_COMMAND:
-                if ch == SP or ch == CR or ch == LF:
-                    verb = bytes(data[self._cmd_start:p]).upper()
-                    if not ((len(verb) == 4 and verb in VERBS) or verb == b"STARTTLS"):
-                        return self._invalid(p)
-                    self.command = verb
-                    if ch == SP:
-                        state = S_SPACES_BEFORE_ARGUMENT
-                    elif ch == CR:
-                        state = S_ALMOST_DONE
-                    else:
-                        return self._done(p)
-                elif ch not in LETTERS:
-                    return self._invalid(p)
-            elif state == S_SPACES_BEFORE_ARGUMENT:
-                if ch == SP:
-                    pass
-                elif ch == CR:
-                    state = S_ALMOST_DONE
-                elif ch == LF:
-                    return self._done(p)
-                elif len(self.args) < MAX_ARGS:
-                    state = S_ARGUMENT
-                    self._arg_start = p
-                else:
-                    return self._invalid(p)
-            elif state == S_ARGUMENT:
-                if ch == SP or ch == CR or ch == LF:
-                    self.args.append(bytes(data[self._arg_start:p]))
-                    self._arg_end = p
-                    if ch == SP:
-                        state = S_SPACES_BEFORE_ARGUMENT
-                    elif ch == CR:
-                        state = S_ALMOST_DONE
-                    else:
-                        return self._done(p)
-            elif state == S_ALMOST_DONE:
-                if ch != LF:
-                    return self._invalid(p)
-                return self._done(p)
-            else:  # S_INVALID
-                return self._invalid(p)
-            p += 1
-        buf.pos = p
-        self.state = state
-        return AGAIN

@@ -13,6 +13,8 @@ from __future__ import annotations
 import socket
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from postern.scenarios.kit.client import Client
@@ -46,25 +48,26 @@ class _ResetNotingSocket(socket.socket):
     __slots__ = ()
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        try:
+        with _noting(self, ConnectionResetError):
             return super().recv(bufsize, flags)
-        except ConnectionResetError:
-            _RESET.add(self)
-            raise
 
     def send(self, data, flags: int = 0) -> int:
-        try:
+        with _noting(self, ConnectionResetError, BrokenPipeError):
             return super().send(data, flags)
-        except (ConnectionResetError, BrokenPipeError):
-            _RESET.add(self)
-            raise
 
     def sendall(self, data, flags: int = 0) -> None:
-        try:
+        with _noting(self, ConnectionResetError, BrokenPipeError):
             return super().sendall(data, flags)
-        except (ConnectionResetError, BrokenPipeError):
-            _RESET.add(self)
-            raise
+
+
+@contextmanager
+def _noting(sock: socket.socket, *resets: type[OSError]) -> Iterator[None]:
+    """Note the socket as reset when one of these errors goes through."""
+    try:
+        yield
+    except resets:
+        _RESET.add(sock)
+        raise
 
 
 @dataclass

@@ -24,6 +24,15 @@ def session_context(proxy, upstream_port: int, login: str = "alice") -> str:
             f"upstream: 127.0.0.1:{upstream_port}")
 
 
+def logs_in_through(lab, proxy, kit, backend, reply: bytes, *credentials: bytes) -> bytes:
+    """The auth server sends the client to `backend` (a ScriptedBackend); `kit.login` (with
+    `credentials`, if any) ends with `reply`. Returns what the backend received."""
+    lab.auth.push(Reply.ok("127.0.0.1", backend.port))
+    with kit.login(proxy, *credentials) as c:
+        c.expect(reply)
+    return backend.join()
+
+
 def expect_after_timeout(c: Client, line: bytes) -> None:
     """`line` arrives once a 1 s `timeout` has run out (with slack for a busy machine), then
     the connection closes."""

@@ -13,7 +13,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -24,8 +25,50 @@ LOOPBACK = "127.0.0.1"
 class Instance:
     """A private server run by the tests: `with Instance(...) as server` starts and stops it."""
 
+    def __init__(self, workdir: str | os.PathLike[str], start_timeout: float) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this server cannot run here; None where it can."""
+        raise NotImplementedError
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.unavailable_reason() is None
+
     def start(self) -> Self:
         raise NotImplementedError
+
+    def _check_startable(self, name: str) -> None:
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise ServerStartError(reason)
+        if self.process is not None:
+            raise RuntimeError(f"this {name} instance is already started")
+
+    @property
+    def pid(self) -> int | None:
+        """The process this instance started (for Postfix, `postfix start-fg`)."""
+        return self.process.pid if self.process is not None else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @contextmanager
+    def _stopped_on_failure(self) -> Iterator[None]:
+        """Around the start-up: a server that does not come up is stopped (its whole process
+        group) before the error goes on."""
+        try:
+            yield
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_listening(self, ports: Iterable[int], what: str, log: Callable[[], str]) -> None:
+        wait_listening(ports, self.start_timeout, proc=self.process, what=what, log=log)
 
     def stop(self) -> None:
         raise NotImplementedError
@@ -139,13 +182,35 @@ def _tail(log: Callable[[], str] | None, lines: int = 30) -> str:
         return f"(log unavailable: {exc})"
 
 
-def pid_alive(pid: int) -> bool:
+def _signal_0(kill: Callable[[int, int], None], target: int) -> bool | None:
+    """Whether signal 0 shows the target gone (False) or alive but not ours (True); None
+    when it reached the target, which may still be only a zombie."""
     try:
-        os.kill(pid, 0)
+        kill(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return None
+
+
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name: state, ppid, pgrp, ...) of
+    every process; one that exits meanwhile is passed over. The name may hold spaces and
+    parentheses, so the fields are split after its last ')'."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            yield int(entry.name), (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+
+
+def pid_alive(pid: int) -> bool:
+    answer = _signal_0(os.kill, pid)
+    if answer is not None:
+        return answer
     # A zombie still answers signal 0; it is dead for our purposes.
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -155,28 +220,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    answer = _signal_0(os.killpg, pgid)
+    if answer is not None:
+        return answer
     # Only zombies left (children of an init that has not reaped yet) count as gone.
-    return any(pid_alive(pid) for pid in _group_members(pgid)) if Path("/proc").is_dir() else True
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    if not Path("/proc").is_dir():
+        return True
+    return any(pid_alive(pid) for pid, fields in proc_stats() if int(fields[2]) == pgid)
 
 
 def signal_group(pgid: int, sig: int) -> None:

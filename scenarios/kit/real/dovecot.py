@@ -24,11 +24,9 @@ from pathlib import Path
 from postern.scenarios.kit.real.common import (
     LOOPBACK,
     Instance,
-    ServerStartError,
     free_ports,
     shared_root,
     stop_process_group,
-    wait_listening,
 )
 
 # Mail is owned by "nobody": Dovecot refuses uid 0 for mail, and 65534 exists everywhere.
@@ -67,11 +65,11 @@ class DovecotInstance(Instance):
     ) -> None:
         """`tls` (certificate chain file, key file): `ssl = required`, STARTTLS on the IMAP and
         POP3 ports and implicit TLS on `imaps_port` / `pop3s_port`."""
+        super().__init__(workdir, start_timeout)
         for login in users:
             if not login or re.search(r"[:\s]", login):
                 raise ValueError(f"login {login!r} cannot go into a passwd-file")
         self.users = dict(users)
-        self.workdir = Path(workdir).resolve()
         chosen = free_ports(2)
         self.imap_port = imap_port or chosen[0]
         self.pop3_port = pop3_port or chosen[1]
@@ -79,13 +77,11 @@ class DovecotInstance(Instance):
         self.imaps_port, self.pop3s_port = free_ports(2) if tls else (0, 0)
         self.auth_mechanisms = auth_mechanisms
         self.extra_config = extra_config
-        self.start_timeout = start_timeout
         self.conf_path = self.workdir / "dovecot.conf"
         self.log_path = self.workdir / "dovecot.log"
         self.stderr_path = self.workdir / "dovecot.stderr"
         self.root: Path | None = None
         self._remove_root = False
-        self.process: subprocess.Popen | None = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -98,10 +94,6 @@ class DovecotInstance(Instance):
         if os.geteuid() != 0:
             return "a private Dovecot instance needs root (it switches to its service users)"
         return None
-
-    @classmethod
-    def available(cls) -> bool:
-        return cls.unavailable_reason() is None
 
     # -- configuration --------------------------------------------------------------------------
 
@@ -147,30 +139,15 @@ userdb {{
   driver = static
   args = uid={MAIL_UID} gid={MAIL_GID} home={root}/mail/%u
 }}
-service imap-login {{
-  chroot =
-  inet_listener imap {{
-    address = {LOOPBACK}
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    address = {LOOPBACK}
-    port = {self.imaps_port}
-  }}
-}}
-service pop3-login {{
-  chroot =
-  inet_listener pop3 {{
-    address = {LOOPBACK}
-    port = {self.pop3_port}
-  }}
-  inet_listener pop3s {{
-    address = {LOOPBACK}
-    port = {self.pop3s_port}
-  }}
-}}
+{_login_service("imap", self.imap_port, self.imaps_port)}
+{_login_service("pop3", self.pop3_port, self.pop3s_port)}
 {self.extra_config}
 """
+
+    def backends(self, *protocols: str) -> dict[str, tuple[str, int]]:
+        """The auth server's backends for these protocols: this instance's plain ports."""
+        ports = {"imap": self.imap_port, "pop3": self.pop3_port}
+        return {protocol: (LOOPBACK, ports[protocol]) for protocol in protocols}
 
     def _ssl_settings(self) -> str:
         if self.tls is None:
@@ -181,11 +158,7 @@ service pop3-login {{
     # -- running --------------------------------------------------------------------------------
 
     def start(self) -> DovecotInstance:
-        reason = self.unavailable_reason()
-        if reason is not None:
-            raise ServerStartError(reason)
-        if self.process is not None:
-            raise RuntimeError("this Dovecot instance is already started")
+        self._check_startable("Dovecot")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._prepare()
         with open(self.stderr_path, "ab") as stderr:
@@ -196,26 +169,12 @@ service pop3-login {{
                 stderr=stderr,
                 start_new_session=True,
             )
-        try:
-            wait_listening(
+        with self._stopped_on_failure():
+            self._wait_listening(
                 [p for p in (self.imap_port, self.pop3_port, self.imaps_port, self.pop3s_port)
                  if p],
-                self.start_timeout,
-                proc=self.process,
-                what="dovecot",
-                log=self.log_text,
-            )
-        except BaseException:
-            self.stop()
-            raise
+                "dovecot", self.log_text)
         return self
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> int | None:
         """SIGTERM to the master (it stops its children), then the whole group if needed."""
@@ -230,6 +189,10 @@ service pop3-login {{
                 link.unlink()
             self._remove_root = False
         return status
+
+    def logins(self, protocol: str) -> int:
+        """How many connections the protocol's login process has logged so far."""
+        return self.log_text().count(f"{protocol}-login: ")
 
     def log_text(self) -> str:
         parts = []
@@ -273,3 +236,11 @@ def _unverified():
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def _login_service(protocol: str, port: int, tls_port: int) -> str:
+    """A `service imap-login` / `pop3-login` block: a plain and an implicit-TLS listener."""
+    listeners = "".join(f"  inet_listener {name} {{\n    address = {LOOPBACK}\n"
+                        f"    port = {number}\n  }}\n"
+                        for name, number in ((protocol, port), (protocol + "s", tls_port)))
+    return f"service {protocol}-login {{\n  chroot =\n{listeners}}}"

@@ -22,9 +22,7 @@ from pathlib import Path
 
 from postern.scenarios.kit.real.common import (
     Instance,
-    ServerStartError,
     stop_process_group,
-    wait_listening,
     wait_until,
 )
 
@@ -105,19 +103,17 @@ class NginxInstance(Instance):
         start_timeout: float = 10.0,
         quit_timeout: float = 5.0,
     ) -> None:
-        self.workdir = Path(workdir).resolve()
+        super().__init__(workdir, start_timeout)
         self.mail = mail
         self.main = main
         self.http_block = http_block
         self.error_log_level = error_log_level
         self.ports = ports if ports is not None else listen_ports(mail, http_block or "")
-        self.start_timeout = start_timeout
         self.quit_timeout = quit_timeout
         self.conf_path = self.workdir / "nginx.conf"
         self.pid_path = self.workdir / "nginx.pid"
         self.error_log_path = self.workdir / "error.log"
         self.stderr_path = self.workdir / "stderr.log"
-        self.process: subprocess.Popen | None = None
         self.exit_status: int | None = None
 
     # -- what can run here ----------------------------------------------------------------------
@@ -129,10 +125,6 @@ class NginxInstance(Instance):
         if mail_module_path() is None and not _mail_built_in():
             return f"the nginx mail module ({MODULE_NAME}) is missing (package libnginx-mod-mail)"
         return None
-
-    @classmethod
-    def available(cls) -> bool:
-        return cls.unavailable_reason() is None
 
     @property
     def version(self) -> tuple[int, ...] | None:
@@ -240,11 +232,7 @@ class NginxInstance(Instance):
     # -- running --------------------------------------------------------------------------------
 
     def start(self) -> NginxInstance:
-        reason = self.unavailable_reason()
-        if reason is not None:
-            raise ServerStartError(reason)
-        if self.process is not None:
-            raise RuntimeError("this nginx instance is already started")
+        self._check_startable("nginx")
         self.write_config()
         self.pid_path.unlink(missing_ok=True)  # a stale one would look like a ready server
         with open(self.stderr_path, "ab") as stderr:
@@ -255,21 +243,12 @@ class NginxInstance(Instance):
                 stderr=stderr,
                 start_new_session=True,
             )
-        try:
+        with self._stopped_on_failure():
             # nginx writes its pid file only after every listening socket is bound.
             wait_until(
                 self._pid_written, self.start_timeout, self.process, "nginx", self._diagnostics
             )
-            wait_listening(
-                self.ports,
-                self.start_timeout,
-                proc=self.process,
-                what="nginx",
-                log=self._diagnostics,
-            )
-        except BaseException:
-            self.stop()
-            raise
+            self._wait_listening(self.ports, "nginx", self._diagnostics)
         return self
 
     def _pid_written(self) -> bool:
@@ -277,13 +256,6 @@ class NginxInstance(Instance):
             return self.pid_path.read_text().strip() == str(self.process.pid)
         except OSError:
             return False
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def send_signal(self, sig: int) -> None:
         """Signal the master (SIGHUP reloads nginx.conf, SIGUSR1 reopens logs)."""
