@@ -84,6 +84,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         self.client_addr: tuple | None = None
         self.local_addr: tuple | None = None
         self.limit_hold: limits.Hold | None = None  # what it counts in limit_conn zones
+        self.sockname = None  # the listening address, when the worker already asked for it
         # the level is checked once per session: debug lines cost one test when off
         self.debug = runtime.log.enabled("debug")
         self.started = runtime.loop.time()
@@ -102,7 +103,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         self.transport = transport
         self.rt.sessions.add(self)
         peer = transport.get_extra_info("peername")
-        sock = transport.get_extra_info("sockname")
+        sock = self.sockname or transport.get_extra_info("sockname")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix:"
         self.server_text = self.rt.listen_text(sock)
         if self.debug:
@@ -336,7 +337,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
                 for line in masked_header_lines(request):
                     self._debug(f'mail auth http header: "{line}"')
             decision = await auth_pool.query(conf, request, conf.auth_http_timeout, exchange,
-                                             self.log)
+                                             self.log, self.rt.loop)
         except auth_http.AuthServerError as err:
             decision = InternalError(str(err))
         if self.debug and exchange.response is not None:
