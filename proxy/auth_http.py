@@ -11,6 +11,7 @@ import asyncio
 import functools
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 
 from postern.proxy.conf.settings import AuthHttp
@@ -27,11 +28,12 @@ def errno_text(exc: OSError) -> str:
     return f"({exc.errno}: {os.strerror(exc.errno)})"
 
 
+_TO_ESCAPE = re.compile(rb"[\x00-\x20%]")
+
+
 def escape(value: bytes) -> bytes:
     """Escape as nginx's NGX_ESCAPE_MAIL_AUTH: controls, space and '%' only."""
-    if not any(b <= 0x20 or b == 0x25 for b in value):
-        return value
-    return b"".join(_ESCAPE.get(b, bytes((b,))) for b in value)
+    return _TO_ESCAPE.sub(lambda m: _ESCAPE[m[0][0]], value)
 
 
 @dataclass
