@@ -355,7 +355,7 @@ async def query(conf: AuthHttp, request: bytes, timeout: float, reader=None, loo
 class _Expiry:
     """auth_http_timeout: cancels the task that waits for the reply, and says it did."""
 
-    __slots__ = ("task", "fired")
+    __slots__ = ("fired", "task")
 
     def __init__(self, task: asyncio.Task) -> None:
         self.task, self.fired = task, False
