@@ -190,16 +190,27 @@ def _skip_status_line(data: bytes, peer: str) -> int | None:
 _NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 
+# a header line the byte-by-byte reading below accepts whole: name, optional ':' with spaces
+# and a value, then CRLF or LF
+_WELL_FORMED_LINE = re.compile(rb"([A-Za-z0-9][A-Za-z0-9-]*)(?:: *([^\r\n]*))?\r?\n")
+
+
 def _header_lines(data: bytes, pos: int, peer: str):
     """Yield (name, value) exactly as ngx_mail_auth_http_parse_header_line reads them.
 
     Returns at the empty line ending the block; raises EOFError when it is incomplete.
     """
-    bad = AuthServerError(f"auth http server {peer} sent invalid header in response")
     n = len(data)
     while True:
+        # the common, well-formed line in one step; anything else byte by byte below
+        line = _WELL_FORMED_LINE.match(data, pos)
+        if line is not None:
+            yield line[1], (line[2] or b"").rstrip(b" ")
+            pos = line.end()
+            continue
         if pos >= n:
             raise EOFError
+        bad = AuthServerError(f"auth http server {peer} sent invalid header in response")
         ch = data[pos]
         if ch in (0x0A, 0x0D):  # the empty line
             if ch == 0x0D:
