@@ -411,7 +411,7 @@ def spreads(results: dict) -> dict:
     [min(postern) / max(nginx), max(postern) / min(nginx)]."""
     out = {}
     for _, test, key, _, _ in ROWS:
-        if key not in ROUND_KEYS:
+        if key not in ROUND_KEYS or key in NO_RATIO:
             continue
         p = [v for v in (_value(results, "postern", test, "rounds") or {}).get(key, [])
              if v is not None]

@@ -78,7 +78,6 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
     client_addr: tuple | None = None
     local_addr: tuple | None = None
     limit_hold: limits.Hold | None = None  # what it counts in limit_conn zones
-    sockname = None  # the listening address, when the worker already asked for it
 
     def __init__(self, runtime: ServerRuntime) -> None:
         self.rt = runtime
@@ -106,7 +105,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         self.transport = transport
         self.rt.sessions.add(self)
         peer = transport.get_extra_info("peername")
-        sock = self.sockname or transport.get_extra_info("sockname")
+        sock = transport.get_extra_info("sockname")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix:"
         self.server_text = self.rt.listen_text(sock)
         if self.debug:

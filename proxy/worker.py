@@ -207,9 +207,7 @@ class _Accepted(Session):
             self.rt.log.log("alert", f"{limit} worker_connections are not enough")
             transport.abort()
             return
-        # asked once: uvloop makes a getsockname() call per get_extra_info("sockname")
-        self.sockname = transport.get_extra_info("sockname")
-        rt = self.rt.select(self.sockname)
+        rt = self.rt.select(transport.get_extra_info("sockname"))
         if rt is not self.rt:
             self.rt, self.conf, self.proto = rt, rt.conf, rt.protocol
         super().connection_made(transport)
