@@ -35,6 +35,7 @@ fuzz: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m postern.loadtest.bench
+	$(BIN)/python -m postern.reports --out results/report.html
 
 load: $(BIN)/.installed
 	$(BIN)/locust -f loadtest/ --headless -u 20 -r 5 -t 60s --time-scale 0.1 \

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import re
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -226,11 +227,31 @@ DIALECTS: dict[str, type[Dialect]] = {"imap": ImapDialect, "pop3": Pop3Dialect,
                                       "smtp": SmtpDialect}
 
 
+def client_context() -> ssl.SSLContext:
+    """The bench's TLS client: no certificate check (both proxies present the same
+    throw-away certificate), the defaults otherwise."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 async def _connect_and_login(loop: asyncio.AbstractEventLoop, host: str, port: int,
-                             dialect: Dialect) -> tuple[asyncio.Transport, _Conn, float]:
-    transport, conn = await loop.create_connection(lambda: _Conn(loop), host, port)
+                             dialect: Dialect, tls: str | None = None,
+                             context: ssl.SSLContext | None = None,
+                             ) -> tuple[asyncio.Transport, _Conn, float]:
+    """``tls``: None (plaintext), "implicit" (a TLS port) or "starttls" (IMAP's STARTTLS
+    after the greeting)."""
+    implicit = context if tls == "implicit" else None
+    transport, conn = await loop.create_connection(lambda: _Conn(loop), host, port,
+                                                   ssl=implicit)
     try:
         await dialect.greeting(conn)
+        if tls == "starttls":
+            transport.write(b"s STARTTLS\r\n")
+            expect_ok(await conn.tagged(b"s"), b"s", "STARTTLS")
+            transport = await loop.start_tls(transport, conn, context)
+            conn.transport = transport
         latency = await dialect.login(transport, conn)
     except BaseException:
         transport.abort()
@@ -239,8 +260,9 @@ async def _connect_and_login(loop: asyncio.AbstractEventLoop, host: str, port: i
 
 
 async def _one_session(loop: asyncio.AbstractEventLoop, host: str, port: int,
-                       dialect: Dialect) -> float:
-    transport, conn, latency = await _connect_and_login(loop, host, port, dialect)
+                       dialect: Dialect, tls: str | None = None,
+                       context: ssl.SSLContext | None = None) -> float:
+    transport, conn, latency = await _connect_and_login(loop, host, port, dialect, tls, context)
     try:
         await dialect.logout(transport, conn)
         await conn.closed  # the server ends the session, as after a real logout
@@ -263,11 +285,13 @@ class SessionStats:
 
 
 async def run_sessions(host: str, port: int, *, clients: int, duration: float, user: str,
-                       password: str, protocol: str = "imap",
+                       password: str, protocol: str = "imap", tls: str | None = None,
                        timeout: float = 10.0) -> SessionStats:
     """``clients`` loops of connect, greeting, login, logout in ``protocol``, until
-    ``duration`` is over (sessions under way then are finished and counted)."""
+    ``duration`` is over (sessions under way then are finished and counted); ``tls`` as
+    for _connect_and_login (every session a full handshake: the client keeps no session)."""
     loop = asyncio.get_running_loop()
+    context = client_context() if tls else None
     stats = SessionStats()
     dialect = DIALECTS[protocol](user, password)
     deadline = loop.time() + duration
@@ -276,7 +300,7 @@ async def run_sessions(host: str, port: int, *, clients: int, duration: float, u
         while loop.time() < deadline:
             try:
                 async with asyncio.timeout(timeout):
-                    latency = await _one_session(loop, host, port, dialect)
+                    latency = await _one_session(loop, host, port, dialect, tls, context)
             except (OSError, TimeoutError, SessionError) as exc:
                 stats.note_error(exc)
                 await asyncio.sleep(0.01)  # a refusing target must not turn this into a spin
@@ -302,10 +326,12 @@ class IdleSessions:
 
 
 async def open_idle(host: str, port: int, count: int, *, user: str, password: str,
-                    concurrency: int = 100, timeout: float = 30.0) -> IdleSessions:
+                    concurrency: int = 100, timeout: float = 30.0,
+                    tls: str | None = None) -> IdleSessions:
     """Open ``count`` logged-in sessions and leave them open (errors are counted, not
     retried)."""
     loop = asyncio.get_running_loop()
+    context = client_context() if tls else None
     idle = IdleSessions()
     dialect = ImapDialect(user, password)
     todo = iter(range(count))
@@ -314,7 +340,8 @@ async def open_idle(host: str, port: int, count: int, *, user: str, password: st
         for _ in todo:
             try:
                 async with asyncio.timeout(timeout):
-                    transport, _, latency = await _connect_and_login(loop, host, port, dialect)
+                    transport, _, latency = await _connect_and_login(
+                        loop, host, port, dialect, tls, context)
             except (OSError, TimeoutError, SessionError) as exc:
                 idle.stats.note_error(exc)
                 continue
@@ -378,10 +405,11 @@ class FetchResult:
 
 
 def fetch_largest(host: str, port: int, *, user: str, password: str,
-                  timeout: float = 300.0) -> FetchResult:
+                  timeout: float = 300.0, tls: bool = False) -> FetchResult:
     """Log in, select INBOX and FETCH the last message's BODY[] (the large one), timing the
-    FETCH from the command to its tagged OK."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    FETCH from the command to its tagged OK; ``tls``: over an implicit-TLS port."""
+    with socket.create_connection((host, port), timeout=timeout) as raw, \
+            (client_context().wrap_socket(raw) if tls else raw) as sock:
         reader = _Reader(sock)
         reader.line()
         sock.sendall(login_command(b"a1", user, password))

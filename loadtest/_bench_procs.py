@@ -183,16 +183,39 @@ class BenchNginx(_SizedEvents, NginxTarget):
     pass
 
 
+# the TLS rows: an implicit-TLS port and a STARTTLS one, both IMAP, beside the plain servers
+TLS_SERVERS = """\
+server {{
+    listen 127.0.0.1:{imaps} ssl;
+    protocol imap;
+}}
+server {{
+    listen 127.0.0.1:{starttls};
+    protocol imap;
+    starttls on;
+}}
+"""
+
+
 def make_proxy(name: str, workdir: Path, auth_port: int, connections: int,
-               protocols: tuple[str, ...] = ("imap",)) -> tuple[NginxInstance, dict[str, int]]:
-    """A proxy (one worker, warn-level log, no per-session log lines) in front of the fakes,
-    with a server for each protocol; returns it and each protocol's port."""
+               protocols: tuple[str, ...] = ("imap",), workers: int = 1,
+               tls_directives: str | None = None, extra: str = "",
+               ) -> tuple[NginxInstance, dict[str, int]]:
+    """A proxy (``workers`` worker processes, warn-level log, no per-session log lines) in
+    front of the fakes, with a server for each protocol; returns it and each protocol's port.
+    ``tls_directives`` (ssl_certificate lines) adds the TLS servers, ports "imaps" and
+    "imap-starttls"; ``extra`` goes into mail{} as it is (e.g. auth_http_keepalive)."""
     ports = {protocol: free_port() for protocol in protocols}
-    mail = MAIL_HEAD.format(auth_port=auth_port) + "".join(
+    mail = MAIL_HEAD.format(auth_port=auth_port) + extra + "".join(
         SERVER.format(port=port, protocol=protocol) for protocol, port in ports.items())
+    if tls_directives is not None:
+        ports["imaps"], ports["imap-starttls"] = free_port(), free_port()
+        mail += tls_directives + TLS_SERVERS.format(imaps=ports["imaps"],
+                                                    starttls=ports["imap-starttls"])
     cls = {"postern": BenchPostern, "nginx": BenchNginx}[name]
     instance = cls(mail, workdir,
-                   main=f"worker_processes 1;\nworker_rlimit_nofile {connections + 64};",
+                   main=f"worker_processes {workers};\n"
+                        f"worker_rlimit_nofile {connections + 64};",
                    error_log_level="warn", start_timeout=30.0)
     instance.worker_connections = connections
     return instance, ports

@@ -20,6 +20,16 @@ one after another, from the same `mail {}` text (a server per protocol) with one
 3. memory (IMAP): RSS of the proxy worker before and after opening many logged-in idle sessions,
    and what it keeps once they have ended (Postern's worker gives memory back when idle,
    within worker.IDLE_TRIM_INTERVAL, so this waits release_wait seconds).
+4. TLS (IMAP, the same throw-away certificate on both proxies; --no-tls leaves it out):
+   sessions/s over implicit TLS with a full handshake each, sessions/s with STARTTLS, one
+   FETCH over TLS, and RSS per idle TLS session (resumed handshakes are not measured: asyncio's
+   TLS client cannot offer a saved session);
+5. postern-keepalive: Postern with auth_http_keepalive (beyond nginx), session rows only;
+6. scaling: IMAP sessions/s with worker_processes 2 and 4 (--workers); on a machine with
+   fewer cores than workers plus the load generator this says so rather than claim scaling.
+
+The table shows each round-measured ratio with its spread: the lowest and highest ratio the
+rounds allow (min over max, max over min).
 
 CPU and RSS come from /proc/PID/stat and /proc/PID/statm of the proxy's worker processes.
 The machine is shared and noisy: compare CPU per unit of work rather than wall-clock rates.
@@ -42,19 +52,24 @@ from pathlib import Path
 if __package__ in (None, ""):  # imported by `locust -f loadtest/` as a top-level module
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from postern.fakes.pki import Authority
 from postern.loadtest import _bench_client as client
 from postern.loadtest import _bench_procs as procs
 
-TARGETS = ("postern", "nginx", "direct")
+# postern-keepalive: Postern with auth_http_keepalive (beyond nginx), session rows only
+TARGETS = ("postern", "nginx", "direct", "postern-keepalive")
+KEEPALIVE = "auth_http_keepalive 16;\n"
 PROTOCOLS = ("imap", "pop3", "smtp")
 # results[target][SECTION[protocol]]: IMAP's keeps its original name
 SECTION = {"imap": "sessions", "pop3": "pop3_sessions", "smtp": "smtp_sessions"}
 USER, PASSWORD = "bench", "secret"
 DEFAULT_OUTPUT = procs.ROOT / "results" / "bench.json"
 FULL = {"duration": 10.0, "clients": 50, "fetch_mib": 200.0, "idle_sessions": 5000,
-        "warmup": 2.0, "settle": 1.0, "rounds": 3, "release_wait": 6.0}
+        "tls_idle_sessions": 2000, "warmup": 2.0, "settle": 1.0, "rounds": 3,
+        "release_wait": 6.0, "workers": "1,2,4"}
 QUICK = {"duration": 1.0, "clients": 10, "fetch_mib": 8.0, "idle_sessions": 200,
-         "warmup": 0.3, "settle": 0.3, "rounds": 1, "release_wait": 0.3}
+         "tls_idle_sessions": 50, "warmup": 0.3, "settle": 0.3, "rounds": 1,
+         "release_wait": 0.3, "workers": "1"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,6 +84,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "protocol; the median is reported, the spread kept (3)")
     p.add_argument("--fetch-mib", type=float, help="size of the FETCHed message in MiB (200)")
     p.add_argument("--idle-sessions", type=int, help="idle sessions for the memory test (5000)")
+    p.add_argument("--tls-idle-sessions", type=int,
+                   help="idle TLS sessions for the TLS memory test (2000)")
+    p.add_argument("--no-tls", dest="tls", action="store_false",
+                   help="leave out the TLS rows (implicit TLS and STARTTLS sessions/s, TLS "
+                        "relay, idle TLS sessions)")
+    p.add_argument("--workers", help="worker_processes counts of the IMAP scaling rows "
+                   "(1,2,4; 1 is the main run)")
     p.add_argument("--targets", default=",".join(TARGETS),
                    help="comma-separated subset of postern,nginx,direct (default: all)")
     p.add_argument("--protocols", default=",".join(PROTOCOLS),
@@ -91,6 +113,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if wanted - set(PROTOCOLS) or not wanted:
         p.error(f"--protocols takes names from {','.join(PROTOCOLS)}")
     args.protocols = [name for name in PROTOCOLS if name in wanted]
+    try:
+        args.workers = sorted({int(n) for n in str(args.workers).split(",") if n.strip()})
+    except ValueError:
+        p.error("--workers takes numbers, e.g. 1,2,4")
+    if args.tls and "imap" not in args.protocols:
+        args.tls = False  # the TLS rows are IMAP's
     return args
 
 
@@ -99,14 +127,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class Target:
     """Where the load goes and whose CPU/RSS counts as the proxy's."""
 
-    def __init__(self, name: str, ports: dict[str, int], instance=None) -> None:
-        self.name, self.ports, self.instance = name, ports, instance
+    def __init__(self, name: str, ports: dict[str, int], instance=None, count: int = 1) -> None:
+        self.name, self.ports, self.instance, self.count = name, ports, instance, count
         self.initial_workers = self.workers()
 
     def workers(self) -> list[int]:
         if self.instance is None:
             return []
-        return procs.wait_children(self.instance.pid, 1)
+        return procs.wait_children(self.instance.pid, self.count)
 
     def restarts(self) -> int:
         return len(set(self.workers()) - set(self.initial_workers))
@@ -143,13 +171,15 @@ ROUND_KEYS = ("per_second", "login_p50_ms", "login_p99_ms", "login_mean_ms",
               "proxy_cpu_s_per_1000", "proxy_user_s_per_1000", "proxy_busy_pct")
 
 
-def sessions_test(loop, target: Target, fakes: dict, args, protocol: str = "imap") -> dict:
+def sessions_test(loop, target: Target, fakes: dict, args, protocol: str = "imap",
+                  port: str | None = None, tls: str | None = None) -> dict:
     """--rounds measured runs after one warm-up: the median of each rate and latency, the
-    spread kept under "rounds" (a shared machine's noise shows there)."""
+    spread kept under "rounds" (a shared machine's noise shows there). ``port`` names the
+    server (default: the protocol's), ``tls`` as for client.run_sessions."""
     def run(duration: float) -> client.SessionStats:
         return loop.run_until_complete(client.run_sessions(
-            "127.0.0.1", target.ports[protocol], clients=args.clients, duration=duration,
-            user=USER, password=PASSWORD, protocol=protocol))
+            "127.0.0.1", target.ports[port or protocol], clients=args.clients,
+            duration=duration, user=USER, password=PASSWORD, protocol=protocol, tls=tls))
 
     warmup = run(args.warmup) if args.warmup > 0 else client.SessionStats()
     rounds = [_session_round(*_measure(target, fakes, lambda: run(args.duration), protocol))
@@ -191,10 +221,11 @@ def _session_round(stats: client.SessionStats, cpu: dict) -> dict:
     }
 
 
-def fetch_test(target: Target, fakes: dict, args) -> dict:
+def fetch_test(target: Target, fakes: dict, args, tls: bool = False) -> dict:
     timeout = max(60.0, args.fetch_mib / 5)
+    port = target.ports["imaps" if tls else "imap"]
     result, cpu = _measure(target, fakes, lambda: client.fetch_largest(
-        "127.0.0.1", target.ports["imap"], user=USER, password=PASSWORD, timeout=timeout))
+        "127.0.0.1", port, user=USER, password=PASSWORD, timeout=timeout, tls=tls))
     mib = result.bytes / (1 << 20)
     per_gib = cpu["proxy_cpu_s"] / mib * 1024 if "proxy_cpu_s" in cpu else None
     return {"bytes": result.bytes, "seconds": round(result.seconds, 3),
@@ -202,13 +233,15 @@ def fetch_test(target: Target, fakes: dict, args) -> dict:
             "proxy_cpu_s_per_gib": round(per_gib, 3) if per_gib is not None else None}
 
 
-def idle_test(loop, target: Target, fakes: dict, args) -> dict:
+def idle_test(loop, target: Target, fakes: dict, args, tls: bool = False) -> dict:
     time.sleep(args.settle)
     workers = target.workers()
     before = procs.rss_bytes(workers)
     backend_before = procs.rss_bytes([fakes["imap"].pid])
+    count = args.tls_idle_sessions if tls else args.idle_sessions
     idle = loop.run_until_complete(client.open_idle(
-        "127.0.0.1", target.ports["imap"], args.idle_sessions, user=USER, password=PASSWORD))
+        "127.0.0.1", target.ports["imaps" if tls else "imap"], count, user=USER,
+        password=PASSWORD, tls="implicit" if tls else None))
     try:
         time.sleep(args.settle)
         after = procs.rss_bytes(workers)
@@ -220,7 +253,7 @@ def idle_test(loop, target: Target, fakes: dict, args) -> dict:
     ended = procs.rss_bytes(workers)
     opened = idle.stats.sessions
     return {
-        "requested": args.idle_sessions, "sessions": opened, "errors": idle.stats.errors,
+        "requested": count, "sessions": opened, "errors": idle.stats.errors,
         "error_kinds": dict(idle.stats.error_kinds.most_common(5)),
         "open_seconds": round(idle.stats.seconds, 3),
         "rss_before": before, "rss_after": after, "rss_after_close": ended,
@@ -240,12 +273,16 @@ def _attempt(results: dict, key: str, test: Callable[[], dict]) -> None:
 
 def run_target(name: str, loop, fakes: dict, args, workdir: Path) -> dict:
     instance = None
+    keepalive = name == "postern-keepalive"
+    tls = args.tls and name in ("postern", "nginx")
     if name == "direct":
         ports = {protocol: fakes[protocol].port for protocol in args.protocols}
     else:
-        instance, ports = procs.make_proxy(name, workdir / name, fakes["auth"].port,
-                                           connections=2 * args.idle_sessions + 1024,
-                                           protocols=tuple(args.protocols))
+        instance, ports = procs.make_proxy(
+            "postern" if keepalive else name, workdir / name, fakes["auth"].port,
+            connections=2 * args.idle_sessions + 1024, protocols=tuple(args.protocols),
+            tls_directives=fakes["tls"].directives() if tls else None,
+            extra=KEEPALIVE if keepalive else "")
         instance.start()
     results: dict = {}
     try:
@@ -257,18 +294,50 @@ def run_target(name: str, loop, fakes: dict, args, workdir: Path) -> dict:
                   flush=True)
             _attempt(results, SECTION[protocol],
                      lambda p=protocol: sessions_test(loop, target, fakes, args, p))
-        if "imap" in args.protocols:
+        if "imap" in args.protocols and not keepalive:
             print(f"{name}: FETCH of {args.fetch_mib:g} MiB...", flush=True)
             _attempt(results, "fetch", lambda: fetch_test(target, fakes, args))
             if instance is not None:
                 print(f"{name}: {args.idle_sessions} idle sessions...", flush=True)
                 _attempt(results, "idle", lambda: idle_test(loop, target, fakes, args))
+        if tls:
+            _tls_tests(results, loop, target, fakes, args)
         if instance is not None:
             results["worker_restarts"] = target.restarts()
     finally:
         if instance is not None:
             instance.stop()
     return results
+
+
+def _tls_tests(results: dict, loop, target: Target, fakes: dict, args) -> None:
+    """The TLS rows, all IMAP with the same certificate on both proxies: sessions/s with a
+    full handshake each (implicit TLS), STARTTLS sessions/s, one FETCH over TLS, idle TLS
+    sessions."""
+    name = target.name
+    print(f"{name}: IMAP sessions over implicit TLS ({args.clients} clients)...", flush=True)
+    _attempt(results, "tls_sessions", lambda: sessions_test(
+        loop, target, fakes, args, "imap", port="imaps", tls="implicit"))
+    print(f"{name}: IMAP sessions with STARTTLS ({args.clients} clients)...", flush=True)
+    _attempt(results, "starttls_sessions", lambda: sessions_test(
+        loop, target, fakes, args, "imap", port="imap-starttls", tls="starttls"))
+    print(f"{name}: FETCH of {args.fetch_mib:g} MiB over TLS...", flush=True)
+    _attempt(results, "tls_fetch", lambda: fetch_test(target, fakes, args, tls=True))
+    print(f"{name}: {args.tls_idle_sessions} idle TLS sessions...", flush=True)
+    _attempt(results, "tls_idle", lambda: idle_test(loop, target, fakes, args, tls=True))
+
+
+def run_scaling(name: str, workers: int, loop, fakes: dict, args, workdir: Path) -> dict:
+    """IMAP sessions/s with ``workers`` worker processes (the scaling rows)."""
+    instance, ports = procs.make_proxy(name, workdir / f"{name}-{workers}", fakes["auth"].port,
+                                       connections=4096, protocols=("imap",), workers=workers)
+    instance.start()
+    try:
+        target = Target(name, ports, instance, count=workers)
+        print(f"{name}: imap sessions with worker_processes {workers}...", flush=True)
+        return sessions_test(loop, target, fakes, args, "imap")
+    finally:
+        instance.stop()
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -296,7 +365,26 @@ ROWS = (
     ("SMTP AUTH p99, ms", "smtp_sessions", "login_p99_ms", "{:.2f}", 1),
     ("SMTP proxy CPU s per 1,000", "smtp_sessions", "proxy_cpu_s_per_1000", "{:.3f}", 1),
     ("SMTP session errors", "smtp_sessions", "errors", "{:.0f}", 1),
+    ("IMAP over TLS sessions/s (full handshake each)", "tls_sessions", "per_second", "{:.0f}",
+     1),
+    ("IMAP over TLS proxy CPU s per 1,000", "tls_sessions", "proxy_cpu_s_per_1000", "{:.3f}",
+     1),
+    ("STARTTLS sessions/s", "starttls_sessions", "per_second", "{:.0f}", 1),
+    ("STARTTLS proxy CPU s per 1,000", "starttls_sessions", "proxy_cpu_s_per_1000", "{:.3f}",
+     1),
+    ("TLS session errors", "tls_sessions", "errors", "{:.0f}", 1),
+    ("TLS relay MiB/s (one FETCH)", "tls_fetch", "mib_per_s", "{:.0f}", 1),
+    ("proxy CPU s for the TLS FETCH", "tls_fetch", "proxy_cpu_s", "{:.2f}", 1),
+    ("RSS per idle TLS session, KiB", "tls_idle", "bytes_per_session", "{:.1f}", 1 / 1024),
+    ("IMAP sessions/s, worker_processes 2", "workers_2", "per_second", "{:.0f}", 1),
+    ("IMAP sessions/s, worker_processes 4", "workers_4", "per_second", "{:.0f}", 1),
+    ("  proxy CPU s per 1,000, 4 workers", "workers_4", "proxy_cpu_s_per_1000", "{:.3f}", 1),
 )
+# what has no measurement here, and why (printed under the table, kept in the report)
+NOT_MEASURED = [
+    ("TLS resumed handshakes/s: not measured (asyncio's TLS client cannot offer a saved "
+     "session, so every bench handshake is a full one)"),
+]
 
 
 NO_RATIO = {"errors", "proxy_busy_pct"}
@@ -306,20 +394,40 @@ def _value(results: dict, target: str, test: str, key: str):
     return results.get(target, {}).get(test, {}).get(key)
 
 
-def ratios(results: dict) -> dict:
+def ratios(results: dict, of: str = "postern") -> dict:
+    """Target ``of`` over nginx, row by row (the medians where there were rounds)."""
     out = {}
     for _, test, key, _, _ in ROWS:
         if key in NO_RATIO:
             continue
-        p, n = _value(results, "postern", test, key), _value(results, "nginx", test, key)
+        p, n = _value(results, of, test, key), _value(results, "nginx", test, key)
         if isinstance(p, (int, float)) and isinstance(n, (int, float)) and n:
             out[f"{test}.{key}"] = round(p / n, 3)
     return out
 
 
+def spreads(results: dict) -> dict:
+    """For rows measured in rounds, the widest and narrowest ratio the rounds allow:
+    [min(postern) / max(nginx), max(postern) / min(nginx)]."""
+    out = {}
+    for _, test, key, _, _ in ROWS:
+        if key not in ROUND_KEYS or key in NO_RATIO:
+            continue
+        p = [v for v in (_value(results, "postern", test, "rounds") or {}).get(key, [])
+             if v is not None]
+        n = [v for v in (_value(results, "nginx", test, "rounds") or {}).get(key, [])
+             if v is not None]
+        if len(p) > 1 and len(n) > 1 and min(n) > 0:
+            out[f"{test}.{key}"] = [round(min(p) / max(n), 3), round(max(p) / min(n), 3)]
+    return out
+
+
 def table(report: dict) -> str:
     results, targets = report["targets"], list(report["targets"])
-    heads = ["", *targets] + (["postern/nginx"] if {"postern", "nginx"} <= set(targets) else [])
+    paired = {"postern", "nginx"} <= set(targets)
+    keepalive = paired and "postern-keepalive" in targets
+    heads = ["", *targets] + (["postern/nginx", "(rounds)"] if paired else []) + \
+        (["keepalive/nginx"] if keepalive else [])
     rows = [heads]
     n = report.get("settings", {}).get("idle_sessions")
     for label, test, key, fmt, scale in ROWS:
@@ -330,8 +438,13 @@ def table(report: dict) -> str:
         for t in targets:
             v = _value(results, t, test, key)
             row.append("-" if v is None else fmt.format(v * scale))
-        if len(heads) > len(targets) + 1:
+        if paired:
             r = report["ratios"].get(f"{test}.{key}")
+            row.append("-" if r is None else f"{r:.2f}x")
+            low_high = report.get("spread", {}).get(f"{test}.{key}")
+            row.append("" if low_high is None else "{:.2f}-{:.2f}".format(*low_high))
+        if keepalive:
+            r = report.get("keepalive_ratios", {}).get(f"{test}.{key}")
             row.append("-" if r is None else f"{r:.2f}x")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(heads))]
@@ -363,8 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             args.pin = False
     settings = {k: getattr(args, k) for k in
                 ("duration", "warmup", "clients", "rounds", "fetch_mib", "idle_sessions",
-                 "release_wait",
-                 "pin")}
+                 "tls_idle_sessions", "release_wait", "pin", "tls", "workers")}
     report = {"benchmark": "postern-nginx-direct", "machine": procs.machine_info(),
               "settings": {**settings, "targets": args.targets, "protocols": args.protocols},
               "targets": {},
@@ -384,21 +496,32 @@ def main(argv: list[str] | None = None) -> int:
                                           *upstream_args[protocol]],
                     workdir / f"{protocol}.log")
             backends = [f"--backend={p}=127.0.0.1:{fakes[p].port}" for p in args.protocols]
+            # --keepalive: HTTP/1.1 requests (postern-keepalive's) are kept alive, nginx's
+            # HTTP/1.0 ones are closed after the reply as before
             fakes["auth"] = procs.FakeProcess(
-                "postern.fakes.auth", ["--user", f"{USER}:{PASSWORD}", *backends],
-                workdir / "auth.log")
+                "postern.fakes.auth", ["--user", f"{USER}:{PASSWORD}", "--keepalive",
+                                       *backends], workdir / "auth.log")
+            if args.tls:
+                fakes["tls"] = Authority().server_files(workdir)  # one certificate for both
             for name in args.targets:
                 try:
                     report["targets"][name] = run_target(name, loop, fakes, args, workdir)
                 except Exception as exc:  # noqa: BLE001 - a target that fails: say so, go on
                     report["targets"][name] = {"error": f"{type(exc).__name__}: {exc}"}
                     print(f"{name}: failed: {exc}", file=sys.stderr)
+            _scaling(report, loop, fakes, args, workdir)
         finally:
             for fake in fakes.values():
-                fake.stop()
+                if isinstance(fake, procs.FakeProcess):
+                    fake.stop()
             loop.close()
             asyncio.set_event_loop(None)
     report["ratios"] = ratios(report["targets"])
+    report["spread"] = spreads(report["targets"])
+    if "postern-keepalive" in report["targets"]:
+        report["keepalive_ratios"] = ratios(report["targets"], "postern-keepalive")
+    if args.tls:
+        notes.extend(NOT_MEASURED)
     print()
     print(table(report))
     for note in notes:
@@ -407,6 +530,26 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"results: {args.output}")
     return 0
+
+
+def _scaling(report: dict, loop, fakes: dict, args, workdir: Path) -> None:
+    """The worker_processes rows (1 is the main run's), for the proxies in this run."""
+    counts = [n for n in args.workers if n > 1]
+    if not counts or "imap" not in args.protocols:
+        return
+    cores = len(os.sched_getaffinity(0))
+    if max(counts) + 1 > cores:
+        report["notes"].append(
+            f"worker_processes {','.join(map(str, counts))} on {cores} CPUs: the load generator "
+            "and the fakes share them, so sessions/s cannot scale with the worker count here; "
+            "the rows show what more workers cost, not how far they scale")
+    for name in ("postern", "nginx"):
+        results = report["targets"].get(name)
+        if results is None or "error" in results:
+            continue
+        for n in counts:
+            _attempt(results, f"workers_{n}",
+                     lambda name=name, n=n: run_scaling(name, n, loop, fakes, args, workdir))
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

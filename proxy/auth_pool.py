@@ -53,10 +53,10 @@ def client_for(conf: ServerSettings) -> AuthClient:
 
 
 async def query(conf: ServerSettings, request: bytes, timeout: float, reader,
-                log: LogFn | None = None):
+                log: LogFn | None = None, loop=None):
     """auth_http.query() for this server{}, through an AuthClient when one is configured."""
     if not beyond_nginx(conf):
-        return await auth_http.query(conf.auth_http, request, timeout, reader)
+        return await auth_http.query(conf.auth_http, request, timeout, reader, loop)
     return await client_for(conf).query(request, timeout, reader, log)
 
 

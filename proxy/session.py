@@ -58,6 +58,28 @@ _HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Protocol):
     """One client connection; its phase is one of proxy.phases.Phase."""
 
+    # Defaults on the class: a session sets only what differs (less work and memory per
+    # connection); anything mutable is set in __init__.
+    transport: asyncio.Transport | None = None
+    backend: asyncio.Transport | None = None
+    upstream_name: str | None = None
+    client_ip = ""
+    server_text = ""
+    machine = None
+    _timer: asyncio.TimerHandle | None = None
+    _task: asyncio.Task | None = None
+    _write_paused = False
+    _last_client_activity = 0.0
+    _login_machine = None
+    _exchange: AuthExchange | None = None
+    tls: TlsConnection | None = None
+    _quiet_close = False  # nginx skips close_notify after a timeout, EOF or error
+    _starttls = False  # log lines then say "client: <ip> using starttls"
+    proxy_info: proxy_protocol.ProxyInfo | None = None
+    client_addr: tuple | None = None
+    local_addr: tuple | None = None
+    limit_hold: limits.Hold | None = None  # what it counts in limit_conn zones
+
     def __init__(self, runtime: ServerRuntime) -> None:
         self.rt = runtime
         self.conf = runtime.conf
@@ -65,26 +87,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
         self.id = next(conn_ids)
         self.phase = ACCEPTED
         self.action: str | None = ACTION[ACCEPTED]
-        self.transport: asyncio.Transport | None = None
-        self.backend: asyncio.Transport | None = None
-        self.upstream_name: str | None = None
-        self.client_ip = ""
-        self.server_text = ""
-        self.machine = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task | None = None
-        self._write_paused = False
-        self._last_client_activity = 0.0
-        self._login_machine = None
-        self._exchange: AuthExchange | None = None
-        self.tls: TlsConnection | None = None
-        self._quiet_close = False  # nginx skips close_notify after a timeout, EOF or error
-        self._starttls = False  # log lines then say "client: <ip> using starttls"
         self._early = bytearray()
-        self.proxy_info: proxy_protocol.ProxyInfo | None = None
-        self.client_addr: tuple | None = None
-        self.local_addr: tuple | None = None
-        self.limit_hold: limits.Hold | None = None  # what it counts in limit_conn zones
         # the level is checked once per session: debug lines cost one test when off
         self.debug = runtime.log.enabled("debug")
         self.started = runtime.loop.time()
@@ -347,7 +350,7 @@ class Session(SessionLog, ClientTls, BackendSide, alog.AccessLogged, asyncio.Pro
                     self._debug(f'mail auth http header: "{line}"')
             self.metrics.auth_request()
             decision = await auth_pool.query(conf, request, conf.auth_http_timeout, exchange,
-                                             self.log)
+                                             self.log, self.rt.loop)
         except auth_http.AuthServerError as err:
             decision = InternalError(str(err))
         self.metrics.auth_reply(decision)

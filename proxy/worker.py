@@ -101,6 +101,9 @@ class Worker:
             server = await loop.create_server(factory, sock=b.sock, backlog=b.listen.backlog)
             self.servers.append(server)
         loop.create_task(self._trim_when_idle())
+        # what exists now (modules, settings) lives as long as the worker: out of the
+        # collector's sight, a full collection during the session load has less to walk
+        gc.freeze()
         if os.environ.get("POSTERN_CHECK_INVARIANTS"):
             loop.create_task(self._check_invariants())
         await self.stopping.wait()

@@ -55,6 +55,17 @@ BENCH_METRICS = (
     ("SMTP AUTH p99, ms", "smtp_sessions", "login_p99_ms", 1, "lower"),
     ("SMTP proxy CPU s per 1,000 sessions", "smtp_sessions", "proxy_cpu_s_per_1000", 1,
      "lower"),
+    ("IMAP over TLS sessions/s (full handshake each)", "tls_sessions", "per_second", 1,
+     "higher"),
+    ("IMAP over TLS proxy CPU s per 1,000 sessions", "tls_sessions", "proxy_cpu_s_per_1000",
+     1, "lower"),
+    ("STARTTLS sessions/s", "starttls_sessions", "per_second", 1, "higher"),
+    ("STARTTLS proxy CPU s per 1,000 sessions", "starttls_sessions", "proxy_cpu_s_per_1000",
+     1, "lower"),
+    ("TLS relay MiB/s (one FETCH)", "tls_fetch", "mib_per_s", 1, "higher"),
+    ("RSS per idle TLS session, KiB", "tls_idle", "bytes_per_session", 1 / 1024, "lower"),
+    ("IMAP sessions/s, worker_processes 2", "workers_2", "per_second", 1, "higher"),
+    ("IMAP sessions/s, worker_processes 4", "workers_4", "per_second", 1, "higher"),
 )
 NO_RATIO = {"errors", "proxy_busy_pct"}  # a ratio of these says nothing
 

@@ -1,6 +1,8 @@
 """auth_http request bytes and nginx's reading of replies (docs/behaviour.md §10)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from postern.proxy.auth_http import (
     AuthRequest,
     AuthServerError,
@@ -156,3 +158,35 @@ def test_query_refused_logs_like_nginx_recv():
     with pytest.raises(AuthServerError) as err:
         asyncio.run(query(conf, b"GET / HTTP/1.0\r\n\r\n", 2.0))
     assert str(err.value) == "recv() failed (111: Connection refused)"
+
+
+# the one-step reading of well-formed header lines must read exactly what the byte-by-byte
+# reading (nginx's parser) reads, wherever it applies
+_PIECES = [b"Auth-Status", b"Auth-Server", b"Auth-Port", b"X-a", b"-x", b"a_b", b":", b": ",
+           b" ", b"OK", b"127.0.0.1", b"143", b"\r\n", b"\n", b"\r", b"\rx", b"\x00", b"%",
+           b"HTTP/1.0 200 OK\r\n", b"\xff"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=14))
+def test_header_lines_read_alike_in_one_step_and_byte_by_byte(pieces):
+    import re
+
+    from postern.proxy import auth_http
+
+    data = b"".join(pieces)
+
+    def outcome():
+        try:
+            return repr(auth_http.parse_response(data, "peer"))
+        except auth_http.AuthServerError as exc:
+            return f"error {exc}"
+
+    fast = outcome()
+    saved = auth_http._WELL_FORMED_LINE
+    auth_http._WELL_FORMED_LINE = re.compile(rb"(?!)")  # never matches
+    try:
+        slow = outcome()
+    finally:
+        auth_http._WELL_FORMED_LINE = saved
+    assert fast == slow

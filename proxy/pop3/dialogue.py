@@ -24,6 +24,7 @@ from postern.proxy.dialogue import (
     R_INVALID,
     R_OK,
 )
+from postern.proxy.per_server import per_server
 from postern.proxy.pop3.backend_login import Pop3BackendLogin
 from postern.proxy.untagged import (
     S_START,
@@ -51,6 +52,7 @@ SASL_NAMES = (("plain", b"PLAIN"), ("plain", b"LOGIN"), ("cram-md5", b"CRAM-MD5"
               ("oauthbearer", b"OAUTHBEARER"))
 
 
+@per_server
 def capability_replies(conf: ServerSettings) -> tuple[bytes, bytes, bytes, bytes]:
     """(CAPA plain, CAPA starttls on, CAPA starttls only, AUTH listing), built per server.
 

@@ -24,6 +24,7 @@ from postern.proxy.dialogue import (
     Log,
     Send,
 )
+from postern.proxy.per_server import per_server
 from postern.proxy.smtp.backend_login import SmtpBackendLogin
 from postern.proxy.untagged import (
     S_START,
@@ -58,6 +59,7 @@ _MECHANISMS = frozenset({b"PLAIN", b"LOGIN", b"CRAM-MD5", b"EXTERNAL", b"XOAUTH2
 _FIRST_WORD = re.compile(rb"[A-Za-z]+")
 
 
+@per_server
 def ehlo_replies(conf: ServerSettings) -> tuple[bytes, bytes, bytes]:
     """(plain, starttls on, starttls only) EHLO replies, built once per server (docs/behaviour.md §9.5)."""
     lines = [conf.server_name.encode()] + [c.encode() for c in conf.smtp_capabilities]
