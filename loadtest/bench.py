@@ -25,6 +25,9 @@ one after another, from the same `mail {}` text (a server per protocol) with one
    FETCH over TLS, and RSS per idle TLS session (resumed handshakes are not measured: asyncio's
    TLS client cannot offer a saved session);
 5. postern-keepalive: Postern with auth_http_keepalive (beyond nginx), session rows only;
+   postern-all: Postern with the production features nginx lacks all on (metrics_listen,
+   a buffered access_log, limit_conn, limit_req and limit_auth zones that never refuse),
+   session rows only, shown as its cost over plain Postern;
 6. scaling: IMAP sessions/s with worker_processes 2 and 4 (--workers); on a machine with
    fewer cores than workers plus the load generator this says so rather than claim scaling.
 
@@ -56,9 +59,21 @@ from postern.fakes.pki import Authority
 from postern.loadtest import _bench_client as client
 from postern.loadtest import _bench_procs as procs
 
-# postern-keepalive: Postern with auth_http_keepalive (beyond nginx), session rows only
-TARGETS = ("postern", "nginx", "direct", "postern-keepalive")
+# postern-keepalive: Postern with auth_http_keepalive (beyond nginx), session rows only;
+# postern-all: every production feature nginx lacks switched on, session rows only
+TARGETS = ("postern", "nginx", "direct", "postern-keepalive", "postern-all")
 KEEPALIVE = "auth_http_keepalive 16;\n"
+# limits high enough never to refuse: what is measured is the bookkeeping
+ALL_ON = """metrics_listen 127.0.0.1:{metrics_port};
+access_log {workdir}/access.log mail buffer=64k flush=1s;
+limit_conn_zone $binary_remote_addr zone=bench_conn:10m;
+limit_req_zone $binary_remote_addr zone=bench_req:10m rate=1000000r/s;
+limit_auth_zone $login zone=bench_auth:10m failures=1000000 window=1s;
+limit_conn bench_conn 1000000;
+limit_req zone=bench_req burst=1000000 nodelay;
+limit_auth zone=bench_auth;
+"""
+EXTRA_TARGETS = ("postern-keepalive", "postern-all")  # Postern variants: session rows only
 PROTOCOLS = ("imap", "pop3", "smtp")
 # results[target][SECTION[protocol]]: IMAP's keeps its original name
 SECTION = {"imap": "sessions", "pop3": "pop3_sessions", "smtp": "smtp_sessions"}
@@ -92,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", help="worker_processes counts of the IMAP scaling rows "
                    "(1,2,4; 1 is the main run)")
     p.add_argument("--targets", default=",".join(TARGETS),
-                   help="comma-separated subset of postern,nginx,direct (default: all)")
+                   help="comma-separated subset of postern,nginx,direct,postern-keepalive,postern-all (default: all)")
     p.add_argument("--protocols", default=",".join(PROTOCOLS),
                    help="comma-separated subset of imap,pop3,smtp (default: all); the FETCH and "
                         "idle-session tests run with imap")
@@ -271,18 +286,27 @@ def _attempt(results: dict, key: str, test: Callable[[], dict]) -> None:
         print(f"  {key}: failed: {exc}", file=sys.stderr)
 
 
+def _variant_directives(name: str, workdir: Path) -> str:
+    if name == "postern-keepalive":
+        return KEEPALIVE
+    if name == "postern-all":
+        workdir.mkdir(parents=True, exist_ok=True)
+        return ALL_ON.format(metrics_port=procs.free_port(), workdir=workdir)
+    return ""
+
+
 def run_target(name: str, loop, fakes: dict, args, workdir: Path) -> dict:
     instance = None
-    keepalive = name == "postern-keepalive"
+    variant = name in EXTRA_TARGETS
     tls = args.tls and name in ("postern", "nginx")
     if name == "direct":
         ports = {protocol: fakes[protocol].port for protocol in args.protocols}
     else:
         instance, ports = procs.make_proxy(
-            "postern" if keepalive else name, workdir / name, fakes["auth"].port,
+            "postern" if variant else name, workdir / name, fakes["auth"].port,
             connections=2 * args.idle_sessions + 1024, protocols=tuple(args.protocols),
             tls_directives=fakes["tls"].directives() if tls else None,
-            extra=KEEPALIVE if keepalive else "")
+            extra=_variant_directives(name, workdir / name))
         instance.start()
     results: dict = {}
     try:
@@ -294,7 +318,7 @@ def run_target(name: str, loop, fakes: dict, args, workdir: Path) -> dict:
                   flush=True)
             _attempt(results, SECTION[protocol],
                      lambda p=protocol: sessions_test(loop, target, fakes, args, p))
-        if "imap" in args.protocols and not keepalive:
+        if "imap" in args.protocols and not variant:
             print(f"{name}: FETCH of {args.fetch_mib:g} MiB...", flush=True)
             _attempt(results, "fetch", lambda: fetch_test(target, fakes, args))
             if instance is not None:
@@ -394,13 +418,13 @@ def _value(results: dict, target: str, test: str, key: str):
     return results.get(target, {}).get(test, {}).get(key)
 
 
-def ratios(results: dict, of: str = "postern") -> dict:
-    """Target ``of`` over nginx, row by row (the medians where there were rounds)."""
+def ratios(results: dict, of: str = "postern", over: str = "nginx") -> dict:
+    """Target ``of`` over ``over``, row by row (the medians where there were rounds)."""
     out = {}
     for _, test, key, _, _ in ROWS:
         if key in NO_RATIO:
             continue
-        p, n = _value(results, of, test, key), _value(results, "nginx", test, key)
+        p, n = _value(results, of, test, key), _value(results, over, test, key)
         if isinstance(p, (int, float)) and isinstance(n, (int, float)) and n:
             out[f"{test}.{key}"] = round(p / n, 3)
     return out
@@ -426,8 +450,9 @@ def table(report: dict) -> str:
     results, targets = report["targets"], list(report["targets"])
     paired = {"postern", "nginx"} <= set(targets)
     keepalive = paired and "postern-keepalive" in targets
+    all_on = {"postern", "postern-all"} <= set(targets)
     heads = ["", *targets] + (["postern/nginx", "(rounds)"] if paired else []) + \
-        (["keepalive/nginx"] if keepalive else [])
+        (["keepalive/nginx"] if keepalive else []) + (["all-on/postern"] if all_on else [])
     rows = [heads]
     n = report.get("settings", {}).get("idle_sessions")
     for label, test, key, fmt, scale in ROWS:
@@ -445,6 +470,9 @@ def table(report: dict) -> str:
             row.append("" if low_high is None else "{:.2f}-{:.2f}".format(*low_high))
         if keepalive:
             r = report.get("keepalive_ratios", {}).get(f"{test}.{key}")
+            row.append("-" if r is None else f"{r:.2f}x")
+        if all_on:
+            r = report.get("all_on_cost", {}).get(f"{test}.{key}")
             row.append("-" if r is None else f"{r:.2f}x")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(heads))]
@@ -520,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     report["spread"] = spreads(report["targets"])
     if "postern-keepalive" in report["targets"]:
         report["keepalive_ratios"] = ratios(report["targets"], "postern-keepalive")
+    if {"postern", "postern-all"} <= set(report["targets"]):
+        # what the production features cost: postern-all over plain Postern, row by row
+        report["all_on_cost"] = ratios(report["targets"], "postern-all", over="postern")
     if args.tls:
         notes.extend(NOT_MEASURED)
     print()
