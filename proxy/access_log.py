@@ -241,7 +241,7 @@ class CompiledFormat:
     """A LogFormat as a bytes template (its literals, '%s' for each variable) and one getter
     per variable that returns the value ready to print: render(session, now) -> the line."""
 
-    __slots__ = ("parts", "template", "getters")
+    __slots__ = ("getters", "parts", "template")
 
     def __init__(self, fmt: LogFormat) -> None:
         escape, missing = _ESCAPES[fmt.escape]

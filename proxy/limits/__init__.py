@@ -74,7 +74,7 @@ class Hold:
     back when it ends, and its keys' digests, computed once (the address's at accept, the
     login's once per login)."""
 
-    __slots__ = ("address", "login", "digests", "login_key", "login_digest")
+    __slots__ = ("address", "digests", "login", "login_digest", "login_key")
 
     def __init__(self) -> None:
         self.address: list[tuple[ConnZone, bytes]] = []  # (zone, digest)
@@ -88,7 +88,7 @@ class Plan:
     """A server's limit rules sorted once per configuration by the event they apply at,
     each with its zone: (rule, zone) pairs."""
 
-    __slots__ = ("address_req", "address_conn", "login_req", "login_conn", "auth")
+    __slots__ = ("address_conn", "address_req", "auth", "login_conn", "login_req")
 
     def __init__(self, conf) -> None:
         def pairs(rules, by_login):
