@@ -158,15 +158,29 @@ def _seconds(value: float) -> bytes:
     return b"%d.%03d" % divmod(msec, 1000)
 
 
-def _time_local(session, now: float) -> bytes:
-    tm = time.localtime(now)
+def _per_second(build: Callable[[time.struct_time], bytes]) -> Callable[[object, float], bytes]:
+    """A time variable formatted once per second, not once per line (nginx too keeps its
+    time strings cached and updates them when the second changes). The zone is part of the
+    key, so a tzset() to another zone is seen at once."""
+    cache = [None, b""]
+
+    def get(session, now: float) -> bytes:
+        key = (int(now), time.timezone)
+        if key != cache[0]:
+            cache[0], cache[1] = key, build(time.localtime(key[0]))
+        return cache[1]
+    return get
+
+
+@_per_second
+def _time_local(tm: time.struct_time) -> bytes:
     return b"%02d/%s/%d:%02d:%02d:%02d %s" % (
         tm.tm_mday, _MONTHS[tm.tm_mon - 1], tm.tm_year, tm.tm_hour, tm.tm_min, tm.tm_sec,
         _offset(tm, b""))
 
 
-def _time_iso8601(session, now: float) -> bytes:
-    tm = time.localtime(now)
+@_per_second
+def _time_iso8601(tm: time.struct_time) -> bytes:
     return b"%d-%02d-%02dT%02d:%02d:%02d%s" % (
         tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, _offset(tm, b":"))
 
@@ -205,35 +219,46 @@ VARIABLES: dict[str, Callable[[object, float], bytes | None]] = {
 }
 
 
+# variables whose value is never missing and never holds a byte any escaping changes
+# (digits, dots, ASCII letters, spaces, ':', '/', '+', '-'): no escape call for them
+_PLAIN = frozenset(("protocol", "bytes_received", "bytes_sent", "upstream_bytes_received",
+                    "upstream_bytes_sent", "session_time", "connection", "pid", "msec",
+                    "time_local", "time_iso8601"))
+
+
+def _escaped(get: Callable[[object, float], bytes | None],
+             escape: Callable[[bytes], bytes] | None,
+             missing: bytes) -> Callable[[object, float], bytes]:
+    if escape is None:
+        return lambda session, now: (
+            missing if (value := get(session, now)) is None else value)
+    return lambda session, now: (
+        missing if (value := get(session, now)) is None else escape(value))
+
+
 # -- formats ----------------------------------------------------------------------------------
 class CompiledFormat:
-    """A LogFormat as getters and literals: render(session, now) -> the line's bytes."""
+    """A LogFormat as a bytes template (its literals, '%s' for each variable) and one getter
+    per variable that returns the value ready to print: render(session, now) -> the line."""
 
-    __slots__ = ("parts",)
+    __slots__ = ("getters", "parts", "template")
 
     def __init__(self, fmt: LogFormat) -> None:
         escape, missing = _ESCAPES[fmt.escape]
-        parts: list[bytes | tuple] = []
+        template, getters = [], []
         for part in fmt.parts:
             if isinstance(part, str):
-                parts.append(part.encode("utf-8", "surrogateescape"))
+                template.append(part.encode("utf-8", "surrogateescape").replace(b"%", b"%%"))
             else:
-                parts.append((VARIABLES[part.name], escape, missing))
-        self.parts = tuple(parts)
+                get = VARIABLES[part.name]
+                getters.append(get if part.name in _PLAIN else _escaped(get, escape, missing))
+                template.append(b"%s")
+        self.parts = fmt.parts
+        self.template = b"".join(template)
+        self.getters = tuple(getters)
 
     def render(self, session, now: float) -> bytes:
-        out = []
-        for part in self.parts:
-            if type(part) is bytes:
-                out.append(part)
-                continue
-            get, escape, missing = part
-            value = get(session, now)
-            if value is None:
-                out.append(missing)
-            else:
-                out.append(escape(value) if escape is not None else value)
-        return b"".join(out)
+        return self.template % tuple([get(session, now) for get in self.getters])
 
 
 # -- files -----------------------------------------------------------------------------------

@@ -20,18 +20,18 @@ Zones: proxy.limits.zones (the algorithms) over proxy.limits.store (the shared t
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
+import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from postern.proxy import metrics
 from postern.proxy.auth_exchange import Fail
-from postern.proxy.limits.store import SharedTable
-from postern.proxy.limits.zones import AuthZone, ConnZone, Outcome, ReqZone
+from postern.proxy.limits.store import SharedTable, digest
+from postern.proxy.limits.zones import ACCEPTED, AuthZone, ConnZone, Outcome, ReqZone
 
 if TYPE_CHECKING:
     from postern.proxy.conf.settings import LimitRule, LimitZone, MainSettings
@@ -69,12 +69,45 @@ class Deny:
     wait: float
 
 
-@dataclass
 class Hold:
-    """The conn-zone entries one session counts in, to give back when it ends."""
+    """What one session keeps for its limits: the conn-zone entries it counts in, to give
+    back when it ends, and its keys' digests, computed once (the address's at accept, the
+    login's once per login)."""
 
-    address: list[tuple[ConnZone, bytes]] = field(default_factory=list)
-    login: list[tuple[ConnZone, bytes]] = field(default_factory=list)
+    __slots__ = ("address", "digests", "login", "login_digest", "login_key")
+
+    def __init__(self) -> None:
+        self.address: list[tuple[ConnZone, bytes]] = []  # (zone, digest)
+        self.login: list[tuple[ConnZone, bytes]] = []
+        self.digests: dict[str, bytes] = {}  # address keys: spec.key -> digest (b"": none)
+        self.login_key = b""
+        self.login_digest = b""
+
+
+class Plan:
+    """A server's limit rules sorted once per configuration by the event they apply at,
+    each with its zone: (rule, zone) pairs."""
+
+    __slots__ = ("address_conn", "address_req", "auth", "login_conn", "login_req")
+
+    def __init__(self, conf) -> None:
+        def pairs(rules, by_login):
+            return tuple((r, zone(r.zone)) for r in rules if _by_login(r) == by_login)
+        self.address_req = pairs(conf.limit_req, False)
+        self.address_conn = pairs(conf.limit_conn, False)
+        self.login_req = pairs(conf.limit_req, True)
+        self.login_conn = pairs(conf.limit_conn, True)
+        self.auth = tuple((r, zone(r.zone)) for r in conf.limit_auth)
+
+
+_plans: dict[int, tuple[Any, Plan]] = {}  # id(server settings) -> (settings, plan)
+
+
+def _plan(conf) -> Plan:
+    found = _plans.get(id(conf))
+    if found is None or found[0] is not conf:
+        found = _plans[id(conf)] = (conf, Plan(conf))
+    return found[1]
 
 
 # -- zones, in the master --------------------------------------------------------------
@@ -105,6 +138,7 @@ def commit(zones: dict[str, tuple[LimitZone, Any]]) -> None:
             z.table.close()
     _zones.clear()
     _zones.update(zones)
+    _plans.clear()
 
 
 def install(settings: MainSettings) -> None:
@@ -117,6 +151,7 @@ def zone(spec: LimitZone):
     found = _zones.get(spec.name)
     if found is None or not _same(found[0], spec):
         found = _zones[spec.name] = (spec, _KINDS[spec.kind](SharedTable(spec.size)))
+        _plans.clear()  # plans made earlier may hold the zone this one replaces
     return found[1]
 
 
@@ -134,10 +169,25 @@ def _key(spec: LimitZone, session) -> bytes:
         return session.machine.creds.login if session.machine is not None else b""
     if spec.key == "$remote_addr":
         return session.client_ip.encode()
-    try:
-        return ipaddress.ip_address(session.client_ip).packed
-    except ValueError:
+    ip = session.client_ip.partition("%")[0]  # an IPv6 zone is not part of the address
+    try:  # inet_pton: what ipaddress.ip_address().packed gives, in C
+        return socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    except OSError:
         return b""
+
+
+def _digest(spec: LimitZone, session, hold: Hold) -> bytes:
+    """The digest of the session's key for this zone (b"": no key, not limited)."""
+    if spec.key == "$login":
+        key = _key(spec, session)
+        if key != hold.login_key:
+            hold.login_key, hold.login_digest = key, digest(key) if key else b""
+        return hold.login_digest
+    dig = hold.digests.get(spec.key)
+    if dig is None:
+        key = _key(spec, session)
+        dig = hold.digests[spec.key] = digest(key) if key else b""
+    return dig
 
 
 def _by_login(rule: LimitRule) -> bool:
@@ -155,16 +205,18 @@ def _thousandths(excess: float) -> str:
     return f"{milli // 1000}.{milli % 1000:03d}"
 
 
-def _requests(session, rules, now: float):
+def _requests(session, hold: Hold, pairs, now: float):
     """limit_req over these rules: Refuse, Delay (the longest asked) or None."""
-    conf = session.conf
     wait = 0.0
-    for rule in rules:
-        key = _key(rule.zone, session)
-        if not key:
-            continue
+    for rule, z in pairs:
         spec = rule.zone
-        result = zone(spec).request(key, now, spec.rate, rule.burst, rule.delay)
+        dig = _digest(spec, session, hold)
+        if not dig:
+            continue
+        result = z.request_digest(dig, now, spec.rate, rule.burst, rule.delay)
+        if result is ACCEPTED:
+            continue
+        conf = session.conf
         if result.outcome is Outcome.NO_MEMORY:
             session.log("alert", f'could not allocate node in limit_req zone "{spec.name}"')
             count_hit("req", spec.name)
@@ -184,22 +236,21 @@ def _requests(session, rules, now: float):
     return Delay(wait) if wait > 0 else None
 
 
-def _connections(session, rules, held: list) -> Refuse | None:
+def _connections(session, hold: Hold, pairs, held: list) -> Refuse | None:
     """limit_conn over these rules, counting the session in each; on a refusal the
     counts taken so far are given back (ngx_http_limit_conn_cleanup_all)."""
     pid = os.getpid()
     taken = []
-    for rule in rules:
-        key = _key(rule.zone, session)
-        if not key:
+    for rule, z in pairs:
+        dig = _digest(rule.zone, session, hold)
+        if not dig:
             continue
-        z = zone(rule.zone)
-        outcome = z.acquire(key, rule.number, pid)
+        outcome = z.acquire_digest(dig, rule.number, pid)
         if outcome is Outcome.OK:
-            taken.append((z, key))
+            taken.append((z, dig))
             continue
-        for z2, key2 in taken:
-            z2.release(key2, pid)
+        for z2, dig2 in taken:
+            z2.release_digest(dig2, pid)
         if outcome is Outcome.NO_MEMORY:
             session.log("alert", f'could not allocate node in limit_conn zone "{rule.zone.name}"')
         else:
@@ -212,58 +263,72 @@ def _connections(session, rules, held: list) -> Refuse | None:
 
 
 def _hold(session) -> Hold:
-    if session.limit_hold is None:
-        session.limit_hold = Hold()
-    return session.limit_hold
+    hold = session.limit_hold
+    if hold is None:
+        hold = session.limit_hold = Hold()
+    return hold
 
 
 def on_accept(session) -> Refuse | Delay | None:
     conf = session.conf
     if not conf.limit_conn and not conf.limit_req:
         return None
-    verdict = _requests(session, [r for r in conf.limit_req if not _by_login(r)], clock())
-    if isinstance(verdict, Refuse):
-        return verdict
-    refused = _connections(session, [r for r in conf.limit_conn if not _by_login(r)],
-                           _hold(session).address)
-    return refused or verdict
+    plan = _plan(conf)
+    hold = _hold(session)
+    verdict = None
+    if plan.address_req:
+        verdict = _requests(session, hold, plan.address_req, clock())
+        if isinstance(verdict, Refuse):
+            return verdict
+    if plan.address_conn:
+        refused = _connections(session, hold, plan.address_conn, hold.address)
+        if refused:
+            return refused
+    return verdict
 
 
 def on_login(session) -> Refuse | Delay | Deny | None:
     conf = session.conf
     if not conf.limit_conn and not conf.limit_req and not conf.limit_auth:
         return None
-    _release(_hold(session).login)  # a new login after a failed one
+    plan = _plan(conf)
+    hold = _hold(session)
+    _release(hold.login)  # a new login after a failed one
     now = clock()
-    for rule in conf.limit_auth:
-        key = _key(rule.zone, session)
-        left = zone(rule.zone).blocked(key, now) if key else 0.0
+    for rule, z in plan.auth:
+        dig = _digest(rule.zone, session, hold)
+        left = z.blocked_digest(dig, now) if dig else 0.0
         if left > 0:
             session.log(conf.limit_auth_log_level,
                         f'limiting authentication by zone "{rule.zone.name}", '
                         f"blocked for {math.ceil(left)}s more")
             count_hit("auth", rule.zone.name)
             return Deny(session.machine.auth_failure(BLOCKED), rule.zone.delay)
-    verdict = _requests(session, [r for r in conf.limit_req if _by_login(r)], now)
-    if isinstance(verdict, Refuse):
-        return verdict
-    refused = _connections(session, [r for r in conf.limit_conn if _by_login(r)],
-                           _hold(session).login)
-    return refused or verdict
+    verdict = None
+    if plan.login_req:
+        verdict = _requests(session, hold, plan.login_req, now)
+        if isinstance(verdict, Refuse):
+            return verdict
+    if plan.login_conn:
+        refused = _connections(session, hold, plan.login_conn, hold.login)
+        if refused:
+            return refused
+    return verdict
 
 
 def on_auth_result(session, decision) -> None:
     conf = session.conf
     if not isinstance(decision, Fail) or not (conf.limit_auth or conf.limit_conn):
         return
-    _release(_hold(session).login)  # a failed login holds no $login connection
+    hold = _hold(session)
+    _release(hold.login)  # a failed login holds no $login connection
     now = clock()
-    for rule in conf.limit_auth:
-        key = _key(rule.zone, session)
-        if not key:
+    for rule, z in _plan(conf).auth:
+        dig = _digest(rule.zone, session, hold)
+        if not dig:
             continue
         spec = rule.zone
-        started = zone(spec).failed(key, now, spec.failures, spec.window, spec.block)
+        started = z.failed_digest(dig, now, spec.failures, spec.window, spec.block)
         if started is Outcome.NO_MEMORY:
             session.log("alert", f'could not allocate node in limit_auth zone "{spec.name}"')
         elif started:
@@ -274,10 +339,12 @@ def on_auth_result(session, decision) -> None:
 
 
 def _release(held: list) -> None:
+    if not held:
+        return
     pid = os.getpid()
     while held:
-        z, key = held.pop()
-        z.release(key, pid)
+        z, dig = held.pop()
+        z.release_digest(dig, pid)
 
 
 def on_close(session) -> None:

@@ -32,6 +32,9 @@ from collections.abc import Callable, Iterator
 HEADER = struct.Struct("<Q")  # the number of used slots
 HEADER_SIZE = 64
 SLOT = struct.Struct("<B3xi16sddd")  # used, pid, digest, a, b, c
+SLOT_SIZE = SLOT.size
+DIGEST_AT, DIGEST_END = 8, 24  # the digest's bytes in a slot
+FLOATS = struct.Struct("<ddd")  # a, b, c after the digest
 MAX_LOAD = 0.75  # past this, an insert fails: "memory full" (probe runs stay short)
 
 
@@ -54,14 +57,21 @@ class SharedTable:
         self._mem.close()
         os.close(self._fd)
 
+    # The hot paths call lock() and unlock() in try/finally rather than `with locked()`:
+    # a generator-based context manager costs more than the two system calls it wraps.
+    def lock(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        fd = self._fd
-        fcntl.lockf(fd, fcntl.LOCK_EX)
+        self.lock()
         try:
             yield
         finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN)
+            self.unlock()
 
     # -- slots -----------------------------------------------------------------------
     @property
@@ -87,16 +97,37 @@ class SharedTable:
     def home(self, dig: bytes) -> int:
         return int.from_bytes(dig[:8], "little") % self.slots
 
+    def is_empty(self) -> bool:
+        """No entry at all; read without the lock (one aligned 8-byte word), so a caller
+        may act on it only where an empty answer is as good as one taken a moment earlier."""
+        return not HEADER.unpack_from(self._mem, 0)[0]
+
     def find(self, dig: bytes) -> Iterator[tuple[int, int, float, float, float]]:
         """(index, pid, a, b, c) of every entry with this digest."""
+        mem, slots = self._mem, self.slots
         i = self.home(dig)
-        for _ in range(self.slots):
-            used, pid, d, a, b, c = self.read(i)
-            if not used:
+        for _ in range(slots):
+            off = HEADER_SIZE + i * SLOT_SIZE
+            if not mem[off]:
                 return
-            if d == dig:
+            if mem[off + DIGEST_AT:off + DIGEST_END] == dig:  # unpack only what matches
+                _, pid, _, a, b, c = SLOT.unpack_from(mem, off)
                 yield i, pid, a, b, c
-            i = (i + 1) % self.slots
+            i = (i + 1) % slots
+
+    def first(self, dig: bytes) -> tuple[int, float, float, float] | None:
+        """(index, a, b, c) of the first entry with this digest: for zones that keep one
+        entry per key (pid 0), without a generator."""
+        mem, slots = self._mem, self.slots
+        i = self.home(dig)
+        for _ in range(slots):
+            off = HEADER_SIZE + i * SLOT_SIZE
+            if not mem[off]:
+                return None
+            if mem[off + DIGEST_AT:off + DIGEST_END] == dig:
+                return (i, *FLOATS.unpack_from(mem, off + DIGEST_END))
+            i = (i + 1) % slots
+        return None
 
     def insert(self, dig: bytes, pid: int, a: float, b: float, c: float) -> int | None:
         """The index of a new entry, or None when the table is full."""

@@ -1,7 +1,8 @@
 """The three kinds of zone and their algorithms, over a SharedTable, with the clock passed in.
 
 Every method takes the lock for its whole read-modify-write, so the limits are exact across
-workers. Times are seconds of a clock every process shares (the driver passes
+workers (AuthZone.blocked skips it when the table is empty: no key can be blocked). The
+`*_digest` methods take the key's digest, which a session computes once per key. Times are seconds of a clock every process shares (the driver passes
 time.monotonic(), which is system-wide on Linux; the tests pass a fake one).
 """
 
@@ -28,9 +29,12 @@ class ConnZone:
         self.table = table
 
     def acquire(self, key: bytes, limit: int, pid: int) -> Outcome:
-        dig = digest(key)
+        return self.acquire_digest(digest(key), limit, pid)
+
+    def acquire_digest(self, dig: bytes, limit: int, pid: int) -> Outcome:
         t = self.table
-        with t.locked():
+        t.lock()
+        try:
             own, total = None, 0
             for index, owner, count, _, _ in t.find(dig):
                 total += int(count)
@@ -43,11 +47,16 @@ class ConnZone:
             elif t.insert(dig, pid, 1.0, 0.0, 0.0) is None:
                 return Outcome.NO_MEMORY
             return Outcome.OK
+        finally:
+            t.unlock()
 
     def release(self, key: bytes, pid: int) -> None:
-        dig = digest(key)
+        self.release_digest(digest(key), pid)
+
+    def release_digest(self, dig: bytes, pid: int) -> None:
         t = self.table
-        with t.locked():
+        t.lock()
+        try:
             for index, owner, count, _, _ in t.find(dig):
                 if owner == pid:
                     if count > 1:
@@ -55,6 +64,8 @@ class ConnZone:
                     else:
                         t.delete(index)
                     return
+        finally:
+            t.unlock()
 
     def count(self, key: bytes) -> int:
         with self.table.locked():
@@ -84,23 +95,35 @@ class ReqZone:
     def request(self, key: bytes, now: float, rate: float, burst: int,
                 delay: float) -> ReqResult:
         """`delay`: the excess served without waiting (0 by default, burst for nodelay)."""
-        dig = digest(key)
+        return self.request_digest(digest(key), now, rate, burst, delay)
+
+    def request_digest(self, dig: bytes, now: float, rate: float, burst: int,
+                       delay: float) -> ReqResult:
         t = self.table
-        with t.locked():
-            for index, _, prev, last, _ in t.find(dig):
+        t.lock()
+        try:
+            found = t.first(dig)
+            if found is not None:
+                index, prev, last, _ = found
                 elapsed = max(0.0, now - last)  # a clock step back counts as no time
                 excess = max(0.0, prev - rate * elapsed + 1)
                 if excess > burst:
                     return ReqResult(Outcome.LIMITED, excess)
                 t.write(index, 0, dig, excess, now, 0.0)
-                wait = 0.0 if excess <= delay else (excess - delay) / rate
-                return ReqResult(Outcome.OK, excess, wait)
+                if excess <= delay:
+                    return ReqResult(Outcome.OK, excess) if excess else ACCEPTED
+                return ReqResult(Outcome.OK, excess, (excess - delay) / rate)
             if t.insert(dig, 0, 0.0, now, 0.0) is None:
                 # as ngx_http_limit_req_expire(): drop what has leaked away, then retry
                 t.sweep(lambda pid, ex, last, c: ex - rate * (now - last) <= 0)
                 if t.insert(dig, 0, 0.0, now, 0.0) is None:
                     return ReqResult(Outcome.NO_MEMORY)
-            return ReqResult(Outcome.OK)
+            return ACCEPTED
+        finally:
+            t.unlock()
+
+
+ACCEPTED = ReqResult(Outcome.OK)
 
 
 class AuthZone:
@@ -114,18 +137,29 @@ class AuthZone:
 
     def blocked(self, key: bytes, now: float) -> float:
         """Seconds the key stays blocked (0: not blocked)."""
-        with self.table.locked():
-            for _, _, _, _, until in self.table.find(digest(key)):
-                return max(0.0, until - now)
-        return 0.0
+        return self.blocked_digest(digest(key), now)
+
+    def blocked_digest(self, dig: bytes, now: float) -> float:
+        t = self.table
+        if t.is_empty():  # no failure counted anywhere: nothing to look up
+            return 0.0
+        t.lock()
+        try:
+            found = t.first(dig)
+        finally:
+            t.unlock()
+        return 0.0 if found is None else max(0.0, found[3] - now)
 
     def failed(self, key: bytes, now: float, failures: int, window: float,
                block: float) -> Outcome | bool:
         """Count one failure: True when it starts a block, False when not, NO_MEMORY when
         the zone has no room to count it."""
-        dig = digest(key)
+        return self.failed_digest(digest(key), now, failures, window, block)
+
+    def failed_digest(self, dig: bytes, now: float, failures: int, window: float,
+                      block: float) -> Outcome | bool:
         t = self.table
-        with t.locked():
+        with t.locked():  # not a hot path: only a failed login gets here
             for index, _, start, count, until in t.find(dig):
                 if now - start >= window:
                     start, count = now, 0.0
