@@ -33,11 +33,14 @@ def test_tiny_run_writes_results(tmp_path):
 
     assert {"date", "cpu_count", "python", "nginx"} <= report["machine"].keys()
     assert report["settings"]["idle_sessions"] == 20
-    expected = ["postern", "nginx", "direct", "postern-keepalive"]
+    expected = ["postern", "nginx", "direct", "postern-keepalive", "postern-all"]
     if not NginxInstance.available():
         expected.remove("nginx")
         assert any("nginx" in note for note in report["notes"])
     assert list(report["targets"]) == expected
+    # what the beyond-nginx production features cost, as a ratio to plain Postern
+    assert report["all_on_cost"]["sessions.proxy_cpu_s_per_1000"] > 0
+    assert "all-on/postern" in done.stdout
 
     assert report["settings"]["protocols"] == ["imap", "pop3", "smtp"]
     for name, results in report["targets"].items():
@@ -50,7 +53,7 @@ def test_tiny_run_writes_results(tmp_path):
             assert sessions["login_p50_ms"] is not None
             proxied = sessions["proxy_cpu_s_per_1000"] is not None
             assert proxied == (name != "direct"), (name, section)
-        if name == "postern-keepalive":  # the session rows only
+        if name in ("postern-keepalive", "postern-all"):  # the session rows only
             assert not {"fetch", "idle", "tls_sessions"} & results.keys()
             continue
         fetch = results["fetch"]
