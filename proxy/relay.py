@@ -14,7 +14,8 @@ import asyncio
 from postern.proxy import auth_http, client_identity, proxy_protocol
 from postern.proxy.access_log import BACKEND_REFUSED, TIMEOUT
 from postern.proxy.backend_login import LoggedIn, LoginFailed, SendToBackend
-from postern.proxy.phases import CLOSED, LOGIN, PROXYING, READING_UPSTREAM, RELAY
+from postern.proxy.backend_protocol import BackendProtocol
+from postern.proxy.phases import LOGIN, PROXYING, READING_UPSTREAM, RELAY
 from postern.proxy.relay_tls import relay_over_tls, secure_login
 from postern.proxy.session_log import conn_ids, guarded
 
@@ -153,40 +154,3 @@ class _LoggedInView:
 
     def __init__(self, machine) -> None:
         self.creds = machine.creds
-
-
-class BackendProtocol(asyncio.Protocol):
-    """The backend connection's transport callbacks, handed to its session."""
-
-    __slots__ = ("session", "transport")
-
-    def __init__(self, session: BackendSide) -> None:
-        self.session = session
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.transport = transport
-        if self.session.phase is CLOSED:
-            transport.abort()
-            return
-        self.session.on_backend_connected(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.session.on_backend_data(data)
-
-    def eof_received(self) -> bool:
-        self.session.on_backend_closed()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.session.on_backend_closed(exc)
-
-    def pause_writing(self) -> None:
-        client = self.session.transport
-        if client is not None:
-            client.pause_reading()
-
-    def resume_writing(self) -> None:
-        client = self.session.transport
-        if client is not None and self.session.phase is RELAY:
-            client.resume_reading()

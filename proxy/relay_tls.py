@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 
+from postern.proxy.backend_protocol import BackendProtocol
 from postern.proxy.backend_secure import SecureBackendLogin
 from postern.proxy.backend_tls import backend_context, backend_tls_mode
-from postern.proxy.phases import PROXYING, RELAY
+from postern.proxy.phases import PROXYING
 from postern.proxy.tls import TlsError
 
 
@@ -67,14 +68,14 @@ class TlsTransport:
         return getattr(self.raw, name)
 
 
-class TlsRelayProtocol(asyncio.Protocol):
-    """The backend connection's callbacks during a TLS relay (proxy.relay.BackendProtocol's,
-    with records decrypted before the session sees them)."""
+class TlsRelayProtocol(BackendProtocol):
+    """The backend connection's callbacks during a TLS relay: BackendProtocol's, with records
+    decrypted before the session sees them."""
 
-    __slots__ = ("session", "tls", "transport")
+    __slots__ = ("tls",)
 
     def __init__(self, session, transport: asyncio.Transport, tls) -> None:
-        self.session = session
+        super().__init__(session)
         self.transport = transport
         self.tls = tls
 
@@ -94,20 +95,3 @@ class TlsRelayProtocol(asyncio.Protocol):
             session.on_backend_data(plain)
         if tls.peer_closed:
             session.on_backend_closed()
-
-    def eof_received(self) -> bool:
-        self.session.on_backend_closed()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.session.on_backend_closed(exc)
-
-    def pause_writing(self) -> None:
-        client = self.session.transport
-        if client is not None:
-            client.pause_reading()
-
-    def resume_writing(self) -> None:
-        client = self.session.transport
-        if client is not None and self.session.phase is RELAY:
-            client.resume_reading()
